@@ -1,0 +1,66 @@
+// FinetuneConfig: the one schema for the whole pipeline. Every stage reads its own section; nothing else
+// configures the pipeline. Types are inferred from here, so a field has the same name everywhere.
+import { z } from 'zod';
+import { DataConfig, PreprocessConfig, TokenizerConfig } from './data.js';
+import { ModelConfig } from './model.js';
+import { CheckpointConfig, EvaluationConfig, GenerationConfig, ParallelismConfig, TrainingConfig } from './training.js';
+
+export * from './data.js';
+export * from './model.js';
+export * from './training.js';
+
+export const StorageConfig = z
+  .object({
+    /** Root for every artifact: prepared data (content-addressed), runs, checkpoints, exported models. */
+    root: z.string().min(1).default('./runs'),
+  })
+  .strict();
+
+export const TemporalConfig = z
+  .object({
+    namespace: z.string().min(1).default('default'),
+    /** Queue of the workflow and the CPU activities (load, tokenize, shard). */
+    taskQueue: z.string().min(1).default('finetune'),
+    /** Queue of train/evaluate/generate; served by GPU hosts. */
+    gpuTaskQueue: z.string().min(1).default('finetune-gpu'),
+    /** Workflow id; default derived from the run name. Re-running with the same id attaches to the run. */
+    workflowId: z.string().min(1).optional(),
+  })
+  .strict();
+
+export const FinetuneConfig = z
+  .object({
+    /** Run name: names the run directory and the default workflow id. */
+    name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only').default('finetune'),
+    data: DataConfig.default({}),
+    preprocess: PreprocessConfig.default({}),
+    tokenizer: TokenizerConfig.default({ type: 'gpt2' }),
+    model: ModelConfig.default({}),
+    training: TrainingConfig.default({}),
+    parallelism: ParallelismConfig.default({}),
+    checkpoint: CheckpointConfig.default({}),
+    evaluation: EvaluationConfig.default({}),
+    generation: GenerationConfig.default({}),
+    storage: StorageConfig.default({}),
+    temporal: TemporalConfig.default({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.preprocess.blockSize > c.model.nPositions)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['preprocess', 'blockSize'],
+        message: `blockSize ${c.preprocess.blockSize} exceeds the model's nPositions ${c.model.nPositions}`,
+      });
+    if (c.preprocess.mode === 'instruct' && c.data.train.type !== 'jsonl' && c.data.train.type !== 'json')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['data', 'train', 'type'],
+        message: `instruct mode reads records: data.train.type must be 'jsonl' or 'json', not '${c.data.train.type}'`,
+      });
+  });
+
+/** The validated config: every default applied. */
+export type FinetuneConfig = z.infer<typeof FinetuneConfig>;
+/** What a user writes: every field optional where a default exists. */
+export type FinetuneConfigInput = z.input<typeof FinetuneConfig>;
