@@ -1,0 +1,158 @@
+// Turns one split's token stream into blockSize sequences and writes them as Parquet shards while they fill,
+// so memory holds one shard, never the split. Three ways in:
+//   stream(ids)          concat mode: ids run on across sequence boundaries; the final partial block is dropped
+//   padded(ids, nPrompt) one example per sequence, truncated or right-padded
+//   packed(ids, nPrompt) whole examples packed greedily, the rest of a sequence padded when the next won't fit
+// labels[t] is the target AT position t (not shifted): == input_ids[t], or -100 on padding and prompt tokens.
+import { createHash } from 'node:crypto';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ShardEntry, SplitStats } from './manifest.js';
+import { encodeShard, IGNORE_INDEX } from './shards.js';
+
+export class SplitWriter {
+  private ids: Int32Array; // (S, T) the shard being filled
+  private labels: Int32Array; // (S, T)
+  private mask?: Int8Array; // (S, T), padded layouts only
+  private row = 0; // rows complete in the current shard
+  private col = 0; // positions filled in the current row
+  private readonly shards: (ShardEntry & { tmpName: string })[] = [];
+  readonly stats: Omit<SplitStats, 'shards'> = {
+    examples: 0,
+    sequences: 0,
+    tokens: 0,
+    paddingTokens: 0,
+    lossTokens: 0,
+    truncatedExamples: 0,
+    droppedTokens: 0,
+    sourceTokens: 0,
+  };
+
+  constructor(
+    readonly split: 'train' | 'validation',
+    private readonly dir: string, // the attempt's private directory
+    private readonly T: number,
+    private readonly perShard: number,
+    private readonly padId: number,
+    withMask: boolean,
+    private readonly onSequences: (n: number) => void = () => {},
+  ) {
+    this.ids = new Int32Array(perShard * T);
+    this.labels = new Int32Array(perShard * T);
+    if (withMask) this.mask = new Int8Array(perShard * T);
+    mkdirSync(join(dir, 'data'), { recursive: true });
+  }
+
+  /** concat mode: append ids (with loss) to the running stream. */
+  stream(ids: Int32Array): void {
+    this.stats.sourceTokens += ids.length;
+    let at = 0;
+    while (at < ids.length) {
+      const n = Math.min(ids.length - at, this.T - this.col);
+      const base = this.row * this.T + this.col;
+      this.ids.set(ids.subarray(at, at + n), base);
+      this.labels.set(ids.subarray(at, at + n), base);
+      this.col += n;
+      at += n;
+      if (this.col === this.T) this.endRow();
+    }
+  }
+
+  /** One example in its own sequence; `nPrompt` leading tokens carry no loss. */
+  padded(ids: Int32Array, nPrompt: number): void {
+    this.stats.examples++;
+    this.place(ids, nPrompt);
+    this.padRow();
+  }
+
+  /** Pack whole examples; start a new sequence when this one does not fit in what is left. */
+  packed(ids: Int32Array, nPrompt: number): void {
+    this.stats.examples++;
+    if (this.col > 0 && Math.min(ids.length, this.T) > this.T - this.col) this.padRow();
+    this.place(ids, nPrompt);
+    if (this.col === this.T) this.endRow();
+  }
+
+  private place(ids: Int32Array, nPrompt: number): void {
+    this.stats.sourceTokens += ids.length;
+    let n = ids.length;
+    if (n > this.T - this.col) {
+      this.stats.truncatedExamples++;
+      this.stats.droppedTokens += n - (this.T - this.col);
+      n = this.T - this.col;
+    }
+    const base = this.row * this.T + this.col;
+    this.ids.set(ids.subarray(0, n), base);
+    const p = Math.min(nPrompt, n);
+    this.labels.fill(IGNORE_INDEX, base, base + p);
+    this.labels.set(ids.subarray(p, n), base + p);
+    this.mask?.fill(1, base, base + n);
+    this.col += n;
+  }
+
+  /** Pad the rest of the current row (no loss) and close it; an empty row stays open. */
+  private padRow(): void {
+    if (this.col === 0) return;
+    const base = this.row * this.T;
+    this.ids.fill(this.padId, base + this.col, base + this.T);
+    this.labels.fill(IGNORE_INDEX, base + this.col, base + this.T);
+    this.mask?.fill(0, base + this.col, base + this.T);
+    this.stats.paddingTokens += this.T - this.col;
+    this.col = this.T;
+    this.endRow();
+  }
+
+  private endRow(): void {
+    const base = this.row * this.T;
+    let loss = 0;
+    for (let t = 0; t < this.T; t++) if (this.labels[base + t] !== IGNORE_INDEX) loss++;
+    this.stats.lossTokens += loss;
+    this.stats.sequences++;
+    this.row++;
+    this.col = 0;
+    this.onSequences(1);
+    if (this.row === this.perShard) this.flushShard();
+  }
+
+  private flushShard(): void {
+    if (this.row === 0) return;
+    const n = this.row * this.T;
+    const bytes = encodeShard({
+      nSeq: this.row,
+      blockSize: this.T,
+      inputIds: this.ids.subarray(0, n),
+      labels: this.labels.subarray(0, n),
+      ...(this.mask ? { attentionMask: this.mask.subarray(0, n) } : {}),
+    });
+    const tmpName = `data/${this.split}-${String(this.shards.length).padStart(5, '0')}.parquet.partial`;
+    writeFileSync(join(this.dir, tmpName), bytes);
+    this.shards.push({
+      tmpName,
+      path: '',
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      bytes: bytes.length,
+      sequences: this.row,
+    });
+    this.row = 0;
+  }
+
+  /** Close the split: concat drops its partial tail; packed layouts pad their last sequence. Names the shards. */
+  finish(): SplitStats {
+    if (this.col > 0) {
+      if (this.mask) this.padRow();
+      else {
+        this.stats.droppedTokens += this.col; // the group_texts tail: shorter than blockSize
+        this.col = 0;
+      }
+    }
+    this.flushShard();
+    const total = this.shards.length;
+    const shards = this.shards.map((s, i) => {
+      const path = `data/${this.split}-${String(i).padStart(5, '0')}-of-${String(total).padStart(5, '0')}.parquet`;
+      renameSync(join(this.dir, s.tmpName), join(this.dir, path));
+      return { path, sha256: s.sha256, bytes: s.bytes, sequences: s.sequences };
+    });
+    this.stats.tokens = this.stats.sequences * this.T - this.stats.paddingTokens;
+    return { ...this.stats, shards };
+  }
+}

