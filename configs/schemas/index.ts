@@ -25,6 +25,8 @@ export const TemporalConfig = z
     gpuTaskQueue: z.string().min(1).default('finetune-gpu'),
     /** Workflow id; default derived from the run name. Re-running with the same id attaches to the run. */
     workflowId: z.string().min(1).optional(),
+    /** Heartbeat timeout of the long activities: how soon a dead worker is noticed and its work retried elsewhere. */
+    heartbeatTimeoutSeconds: z.number().positive().default(60),
   })
   .strict();
 

@@ -18,6 +18,11 @@ export const ModelConfig = z
     /** Dropout during training; 0 is the fine-tuning default. */
     dropout: z.number().min(0).max(1).default(0),
     initSeed: z.number().int().nonnegative().default(42),
+    /**
+     * Scheduled retraining: start from the newest model an earlier run of this `name` exported (the series'
+     * latest.json under storage.root), falling back to the init above for the first run of the series.
+     */
+    continueSeries: z.boolean().default(false),
   })
   .strict()
   .superRefine((m, ctx) => {

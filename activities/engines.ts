@@ -1,0 +1,45 @@
+// The per-worker engine cache: the live model stays in (GPU) memory between training segments, so a segment
+// that continues on the same worker skips loading its checkpoint. An entry is keyed by the run's checkpoint root
+// and the exact committed checkpoint the in-memory state equals; whoever uses it takes it out (exclusive), so two
+// overlapping attempts never share one engine. One model per worker: a new run's model evicts the old one.
+import type { Engine } from '../native/index.js';
+import type { CheckpointRef } from '../workflows/messages.js';
+
+interface Entry {
+  root: string;
+  checkpoint: CheckpointRef;
+  engine: Engine;
+  /** Prepared-data directory whose train split is loaded into the engine, if any. */
+  dataDir: string | null;
+  /** False once evaluate/generate have run on it: their sampling may have touched the training RNG state. */
+  trainable: boolean;
+}
+
+export class EngineCache {
+  private entry: Entry | null = null;
+
+  /** Take the engine whose state equals `checkpoint` of run `root` (removing it from the cache), or null. */
+  take(root: string, checkpoint: CheckpointRef | null, opts: { forTraining: boolean }): Omit<Entry, 'root' | 'checkpoint'> | null {
+    const e = this.entry;
+    if (!e || !checkpoint || e.root !== root || e.checkpoint.dir !== checkpoint.dir || e.checkpoint.step !== checkpoint.step) return null;
+    if (opts.forTraining && !e.trainable) return null;
+    this.entry = null;
+    return e;
+  }
+
+  /** The checkpoint the cached engine of `root` equals, if any (used to skip verifying it again). */
+  peek(root: string): CheckpointRef | null {
+    return this.entry && this.entry.root === root ? this.entry.checkpoint : null;
+  }
+
+  put(root: string, checkpoint: CheckpointRef, engine: Engine, dataDir: string | null, trainable: boolean): void {
+    if (this.entry && this.entry.engine !== engine) this.entry.engine.dispose();
+    this.entry = { root, checkpoint, engine, dataDir, trainable };
+  }
+
+  /** Free the cached model (before building another one, so two never share the GPU). */
+  evict(): void {
+    this.entry?.engine.dispose();
+    this.entry = null;
+  }
+}

@@ -1,0 +1,45 @@
+// createActivities(deps): every activity of the `finetune` workflow, bound to this worker's dependencies (its
+// engine cache, backend override, and how to report live progress). Workflows import only the type.
+import type { TrainProgress } from '../workflows/messages.js';
+import { findResumePoint } from './checkpoints.js';
+import { EngineCache } from './engines.js';
+import { finalizeRun } from './finalize.js';
+import { evaluateModel, exportModel, generateSamples } from './model.js';
+import { prepareData } from './prepare.js';
+import { trainSegment, type TrainSegmentInput } from './train.js';
+import { validateConfig } from './validate.js';
+
+export type { ValidatedRun, SeriesPointer } from './validate.js';
+export type { PreparedData } from './prepare.js';
+export type { SegmentResult, TrainSegmentInput } from './train.js';
+export { EngineCache } from './engines.js';
+
+export interface ActivityDeps {
+  /** The worker's live-model cache; one per process (createActivities makes one when absent). */
+  engines?: EngineCache;
+  /** Force a backend (e.g. `finetune worker --backend cpu`); default: cfg.training.backend. */
+  backend?: 'cpu' | 'cuda';
+  /** Deliver live training progress to the workflow (the CLI signals it through its client). */
+  signalProgress?: (workflowId: string, p: TrainProgress) => Promise<void>;
+  /** Minimum interval between progress signals (each is a history event). Default 3 s. */
+  progressIntervalMs?: number;
+}
+
+export function createActivities(deps: ActivityDeps = {}) {
+  const engines = deps.engines ?? new EngineCache();
+  const progressIntervalMs = deps.progressIntervalMs ?? 3000;
+  const gpu = { engines, backend: deps.backend };
+  return {
+    validateConfig,
+    prepareData,
+    /** The newest committed checkpoint that verifies (after a cancelled segment, or on cancellation). */
+    latestCheckpoint: (root: string) => findResumePoint(root),
+    trainSegment: (input: TrainSegmentInput) => trainSegment({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs }, input),
+    exportModel: (a: Parameters<typeof exportModel>[1]) => exportModel(gpu, a),
+    evaluateModel: (a: Parameters<typeof evaluateModel>[1]) => evaluateModel(gpu, a),
+    generateSamples: (a: Parameters<typeof generateSamples>[1]) => generateSamples(gpu, a),
+    finalizeRun,
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,126 @@
+// exportModel, evaluateModel, generateSamples: the stages after training, each from one committed checkpoint.
+// They reuse the worker's live engine when it equals that checkpoint, else load it (falling back past a corrupt
+// one and saying so). Export writes privately and renames into place, so a model directory is whole or absent.
+import { Context } from '@temporalio/activity';
+import { randomBytes } from 'node:crypto';
+import { readFile, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { FinetuneConfig } from '../configs/index.js';
+import { loadTokenizer } from '../datasets/index.js';
+import { Engine } from '../native/index.js';
+import type { CheckpointRef, EvalMetrics, Sample } from '../workflows/messages.js';
+import { findResumePoint } from './checkpoints.js';
+import type { EngineCache } from './engines.js';
+import { loadSplit } from './lib/data.js';
+import { classify } from './lib/failures.js';
+import { exists, writeJsonAtomic } from './lib/fsutil.js';
+
+export interface ModelDeps {
+  engines: EngineCache;
+  backend?: 'cpu' | 'cuda';
+}
+
+/** Which checkpoint a stage actually used, and any it had to skip. */
+export interface UsedCheckpoint {
+  checkpoint: CheckpointRef;
+  skipped: { dir: string; reason: string }[];
+}
+
+const EXPORT_MARKER = 'finetune-export.json';
+
+/** Run `fn` on an engine equal to `checkpoint`, heartbeating meanwhile; the engine goes back to the cache. */
+async function withEngine<T>(deps: ModelDeps, cfg: FinetuneConfig, checkpoint: CheckpointRef, fn: (e: Engine, used: UsedCheckpoint) => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const root = dirname(checkpoint.dir);
+  const keepalive = setInterval(() => ctx.heartbeat({ kind: 'model', checkpoint }), Math.max(200, (ctx.info.heartbeatTimeoutMs ?? 60_000) / 4));
+  let engine: Engine | null = null;
+  try {
+    ctx.heartbeat({ kind: 'model', checkpoint });
+    let used: UsedCheckpoint = { checkpoint, skipped: [] };
+    const cached = deps.engines.take(root, checkpoint, { forTraining: false });
+    if (cached) engine = cached.engine;
+    else {
+      deps.engines.evict();
+      try {
+        engine = await Engine.fromCheckpoint(checkpoint.dir, cfg, { backend: deps.backend });
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'BAD_CHECKPOINT') throw e;
+        const point = await findResumePoint(root, checkpoint.step);
+        if (!point.checkpoint) throw e;
+        used = { checkpoint: point.checkpoint, skipped: [{ dir: checkpoint.dir, reason: (e as Error).message }, ...point.skipped] };
+        ctx.log.warn(`checkpoint ${checkpoint.dir} is unusable (${(e as Error).message}); using ${point.checkpoint.dir}`);
+        engine = await Engine.fromCheckpoint(point.checkpoint.dir, cfg, { backend: deps.backend });
+      }
+    }
+    const out = await fn(engine, used);
+    deps.engines.put(root, used.checkpoint, engine, cached?.dataDir ?? null, false);
+    engine = null;
+    return out;
+  } finally {
+    clearInterval(keepalive);
+    engine?.dispose();
+  }
+}
+
+export async function exportModel(deps: ModelDeps, a: { cfg: FinetuneConfig; checkpoint: CheckpointRef; modelDir: string }) {
+  const marker = join(a.modelDir, EXPORT_MARKER);
+  try {
+    // Look before you work: an earlier attempt may have exported this very checkpoint.
+    if (await exists(marker)) {
+      const m = JSON.parse(await readFile(marker, 'utf8')) as { checkpoint: CheckpointRef };
+      if (m.checkpoint?.dir === a.checkpoint.dir && m.checkpoint.step === a.checkpoint.step) return { modelDir: a.modelDir, step: a.checkpoint.step, reused: true };
+    }
+    return await withEngine(deps, a.cfg, a.checkpoint, async (engine, used) => {
+      const tok = await loadTokenizer(a.cfg.tokenizer);
+      const tmp = `${a.modelDir}.tmp-${randomBytes(4).toString('hex')}`;
+      try {
+        await engine.exportHuggingFace(tmp, { tokenizerJson: tok.tokenizerJsonPath });
+        await writeJsonAtomic(join(tmp, EXPORT_MARKER), { checkpoint: used.checkpoint, skipped: used.skipped, name: a.cfg.name, exportedAt: new Date().toISOString() });
+        // Replace any older export: move it aside, move the new one in, then delete the old one.
+        const old = `${a.modelDir}.old-${randomBytes(4).toString('hex')}`;
+        const hadOld = await exists(a.modelDir);
+        if (hadOld) await rename(a.modelDir, old);
+        await rename(tmp, a.modelDir);
+        if (hadOld) await rm(old, { recursive: true, force: true });
+      } catch (e) {
+        await rm(tmp, { recursive: true, force: true });
+        throw e;
+      }
+      return { modelDir: a.modelDir, step: used.checkpoint.step, reused: false };
+    });
+  } catch (e) {
+    throw classify(e, `export ${a.checkpoint.dir}`);
+  }
+}
+
+export async function evaluateModel(deps: ModelDeps, a: { cfg: FinetuneConfig; checkpoint: CheckpointRef; dataDir: string }): Promise<EvalMetrics | null> {
+  const ctx = Context.current();
+  try {
+    const shards = await loadSplit(a.dataDir, 'validation', ctx.cancellationSignal);
+    if (!shards.some((s) => s.nSeq > 0)) return null; // no validation split (data.validationFraction 0 and no data.validation)
+    return await withEngine(deps, a.cfg, a.checkpoint, (engine) =>
+      engine.evaluate(shards, { maxBatches: a.cfg.evaluation.maxBatches || undefined, batchSize: a.cfg.evaluation.batchSize, signal: ctx.cancellationSignal }),
+    );
+  } catch (e) {
+    throw classify(e, `evaluate ${a.checkpoint.dir}`);
+  }
+}
+
+export async function generateSamples(deps: ModelDeps, a: { cfg: FinetuneConfig; checkpoint: CheckpointRef }): Promise<Sample[]> {
+  const g = a.cfg.generation;
+  if (g.prompts.length === 0 || g.maxNewTokens === 0) return [];
+  try {
+    const tok = await loadTokenizer(a.cfg.tokenizer);
+    const prompts = g.prompts.map((p) => {
+      const ids = tok.encode(p);
+      // Keep the prompt's tail so prompt + continuation fits the position table.
+      return ids.slice(Math.max(0, ids.length - Math.max(1, a.cfg.model.nPositions - g.maxNewTokens)));
+    });
+    const outs = await withEngine(deps, a.cfg, a.checkpoint, (engine) =>
+      engine.generate(prompts, { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, eosId: tok.eosId }),
+    );
+    return g.prompts.map((prompt, i) => ({ prompt, text: tok.decode(outs[i] ?? []) }));
+  } catch (e) {
+    throw classify(e, `generate from ${a.checkpoint.dir}`);
+  }
+}

@@ -1,0 +1,167 @@
+// trainSegment: train from the last committed checkpoint to `toStep`, committing checkpoints every
+// cfg.checkpoint.everySteps steps / everyMinutes minutes and at the end. The loop reads like nanoGPT's train.py:
+// find where to start → load data → step in small groups (each group a heartbeat and cancellation point) →
+// checkpoint → prune. A retry after a dead worker resumes from the newest checkpoint that verifies (on whichever
+// GPU worker picks it up); a cancelled segment ("checkpoint now", "stop", workflow cancellation, worker
+// shutdown) commits a checkpoint before it reports the cancellation.
+import { Context } from '@temporalio/activity';
+import { CancelledFailure } from '@temporalio/common';
+import type { FinetuneConfig } from '../configs/index.js';
+import { Engine, listCheckpoints } from '../native/index.js';
+import type { CheckpointRef, ResumeRecord, TrainProgress } from '../workflows/messages.js';
+import { checkpointDir, findResumePoint, pruneCheckpoints, quarantine } from './checkpoints.js';
+import type { EngineCache } from './engines.js';
+import { loadSplit } from './lib/data.js';
+import { classify, divergence } from './lib/failures.js';
+import { previousDetails, TrainHeartbeat } from './lib/heartbeat.js';
+
+export interface TrainSegmentInput {
+  cfg: FinetuneConfig;
+  runDir: string;
+  checkpointRoot: string;
+  dataDir: string;
+  fromStep: number;
+  toStep: number;
+  totalSteps: number;
+  /** The workflow's last committed checkpoint (a hint: the disk is the authority). */
+  resumeFrom: CheckpointRef | null;
+}
+
+export interface SegmentResult {
+  step: number;
+  checkpoint: CheckpointRef;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  tokens: number;
+  tokensPerSec: number;
+  /** Set when this segment loaded its start from disk (retry, another worker, fallback), null when it continued in memory. */
+  resume: ResumeRecord | null;
+}
+
+export interface TrainDeps {
+  engines: EngineCache;
+  backend?: 'cpu' | 'cuda';
+  /** Sends live progress to the workflow (an internal signal); absent in unit tests. */
+  signalProgress?: (workflowId: string, p: TrainProgress) => Promise<void>;
+  progressIntervalMs: number;
+}
+
+/** A model to train: from the cache, from the newest good checkpoint, or fresh from the config. */
+async function startingPoint(deps: TrainDeps, input: TrainSegmentInput, attempt: number) {
+  const { cfg, checkpointRoot: root } = input;
+  // Fast path: the cached engine equals the newest committed checkpoint, so it needs no loading or verifying.
+  const newest = (await listCheckpoints(root)).find((c) => c.step <= input.toStep) ?? null;
+  const cached = newest && deps.engines.peek(root)?.dir === newest.dir ? deps.engines.take(root, newest, { forTraining: true }) : null;
+  if (cached && newest) return { engine: cached.engine, dataDir: cached.dataDir, start: newest as CheckpointRef, resume: null };
+  deps.engines.evict();
+  const skipped: ResumeRecord['skipped'] = [];
+  for (;;) {
+    const point = await findResumePoint(root, input.toStep);
+    skipped.push(...point.skipped);
+    if (!point.checkpoint) break;
+    try {
+      const engine = await Engine.fromCheckpoint(point.checkpoint.dir, cfg, { backend: deps.backend });
+      return { engine, dataDir: null, start: point.checkpoint, resume: { atStep: point.checkpoint.step, attempt, from: point.checkpoint, skipped } };
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'BAD_CHECKPOINT') throw e;
+      skipped.push({ dir: point.checkpoint.dir, reason: (e as Error).message });
+      await quarantine(point.checkpoint.dir);
+    }
+  }
+  if (input.fromStep > 0) skipped.push({ dir: root, reason: `no loadable checkpoint at or below step ${input.toStep}: training restarts from step 0` });
+  const engine = await Engine.create(cfg, { backend: deps.backend });
+  return { engine, dataDir: null, start: null, resume: skipped.length ? { atStep: 0, attempt, from: null, skipped } : null };
+}
+
+export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): Promise<SegmentResult> {
+  const ctx = Context.current();
+  const { cfg, toStep, totalSteps, checkpointRoot } = input;
+  const signal = ctx.cancellationSignal;
+  const prev = previousDetails(TrainHeartbeat, ctx.info.heartbeatDetails);
+  const workflowId = ctx.info.workflowExecution?.workflowId ?? '';
+  let committed: CheckpointRef | null = prev?.committed ?? input.resumeFrom;
+  let step = committed?.step ?? input.fromStep;
+  let loss: number | null = null;
+  const beat = () => ctx.heartbeat({ kind: 'train', committed, step, loss } satisfies TrainHeartbeat);
+  // Loading and saving run off the JS thread but can take longer than a heartbeat timeout on big models.
+  const keepalive = setInterval(beat, Math.max(200, (ctx.info.heartbeatTimeoutMs ?? 60_000) / 4));
+  let engine: Engine | null = null;
+  try {
+    beat();
+    const s = await startingPoint(deps, input, ctx.info.attempt);
+    engine = s.engine;
+    committed = s.start;
+    step = engine.step;
+    if (s.resume) ctx.log.warn(`resuming at step ${step}` + s.resume.skipped.map((k) => `; skipped ${k.dir}: ${k.reason}`).join(''));
+    let dataDir = s.dataDir;
+    if (dataDir !== input.dataDir) {
+      engine.setTrainData(await loadSplit(input.dataDir, 'train', signal));
+      dataDir = input.dataDir;
+    }
+    beat();
+
+    let lastSave = Date.now();
+    const save = async () => {
+      const dir = checkpointDir(checkpointRoot, step);
+      // An overlapping attempt (or the attempt before a retry) may have committed this very step already.
+      if (!(await listCheckpoints(checkpointRoot)).some((c) => c.step === step && c.dir === dir))
+        await engine!.saveCheckpoint(dir, { workflowId: workflowId, attempt: ctx.info.attempt, totalSteps });
+      committed = { dir, step };
+      beat();
+      await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);
+      lastSave = Date.now();
+    };
+
+    const every = cfg.checkpoint.everySteps;
+    const everyMs = cfg.checkpoint.everyMinutes * 60_000;
+    const group = cfg.training.logEverySteps;
+    let lastSignal = 0;
+    let firstLoss: number | null = null;
+    let tokens = 0;
+    const t0 = Date.now();
+    const startStep = step;
+    const onProgress = (p: { step: number; loss: number; tokensPerSec: number }) => {
+      step = p.step;
+      loss = p.loss;
+      beat();
+      const now = Date.now();
+      if (deps.signalProgress && now - lastSignal >= deps.progressIntervalMs) {
+        lastSignal = now;
+        const stepsPerSec = (step - startStep) / Math.max(1e-3, (now - t0) / 1000);
+        deps.signalProgress(workflowId, { step, totalSteps, loss: p.loss, tokensPerSec: p.tokensPerSec, stepsPerSec, lastCheckpoint: committed })
+          .catch((e) => ctx.log.debug(`progress signal failed: ${(e as Error).message}`));
+      }
+    };
+    while (step < toStep && !signal.aborted) {
+      // Groups end on multiples of logEverySteps and everySteps, wherever the segment started, so a resumed run
+      // makes the same engine calls as an uninterrupted one.
+      const nextCkpt = every > 0 ? Math.min(toStep, (Math.floor(step / every) + 1) * every) : toStep;
+      const end = Math.min(nextCkpt, (Math.floor(step / group) + 1) * group);
+      const r = await engine.train(end - step, { totalSteps, signal, onProgress });
+      step = r.step;
+      tokens += r.tokens;
+      for (const [i, l] of r.losses.entries()) {
+        if (!Number.isFinite(l) || l > cfg.training.divergenceLoss) throw divergence(step - r.losses.length + i + 1, l, cfg.training.divergenceLoss);
+        if (firstLoss === null) firstLoss = l;
+        loss = l;
+      }
+      if (r.aborted) break;
+      if ((every > 0 && step === nextCkpt && step < toStep) || (everyMs > 0 && Date.now() - lastSave >= everyMs)) await save();
+    }
+    // The end of the segment, or a cancellation: commit what exists before returning or reporting it.
+    if (committed?.step !== step || !committed) await save();
+    const elapsed = (Date.now() - t0) / 1000;
+    deps.engines.put(checkpointRoot, committed!, engine, dataDir, true);
+    engine = null; // owned by the cache now
+    if (signal.aborted) throw new CancelledFailure(`training stopped at step ${step}; checkpoint committed at ${committed!.dir}`);
+    return {
+      step, checkpoint: committed!, firstLoss, lastLoss: loss, tokens,
+      tokensPerSec: elapsed > 0 ? Math.round(tokens / elapsed) : 0, resume: s.resume,
+    };
+  } catch (e) {
+    throw classify(e, `train steps ${input.fromStep}→${toStep}`);
+  } finally {
+    clearInterval(keepalive);
+    engine?.dispose();
+  }
+}

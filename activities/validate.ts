@@ -1,0 +1,112 @@
+// validateConfig: the workflow's first activity. Parses the raw input with the zod schema (a bad config fails at
+// once, non-retryable, with the readable message of configs/), checks that the files it names exist, resolves the
+// base model of a scheduled series, and names the run's directories by the workflow id and a config fingerprint,
+// so a re-run of the same id and config resumes its checkpoints while a changed config starts clean.
+import { readFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import { ApplicationFailure } from '@temporalio/common';
+import { ConfigError, fingerprintOf, parseConfig, resolvePaths, stripComments, type FinetuneConfig } from '../configs/index.js';
+import { exists, safeName } from './lib/fsutil.js';
+
+/** The validated run: the config with every default applied and the directories it owns. */
+export interface ValidatedRun {
+  cfg: FinetuneConfig;
+  /** sha256 over everything that changes the trained weights. */
+  fingerprint: string;
+  /** `<storage.root>/<name>/<workflowId>-<fingerprint[0:10]>`: checkpoints/, model/, report.json. */
+  runDir: string;
+  checkpointRoot: string;
+  modelDir: string;
+  /** `<storage.root>/<name>`: the series (latest.json points at its newest model; temporal.db of `finetune run`). */
+  seriesDir: string;
+  /** The model this run starts from when it continues a series, else null. */
+  baseModel: string | null;
+  /** A few readable fields for the Web UI's memo. */
+  memo: Record<string, string | number>;
+}
+
+/** The series pointer written by finalizeRun after each successful run. */
+export interface SeriesPointer {
+  modelDir: string;
+  workflowId: string;
+  step: number;
+  evalLoss: number | null;
+  finishedAt: string;
+}
+
+export async function validateConfig(input: unknown, workflowId: string): Promise<ValidatedRun> {
+  let cfg: FinetuneConfig;
+  try {
+    if (input === null || typeof input !== 'object' || Array.isArray(input))
+      throw new ConfigError(`workflow input: expected one FinetuneConfig JSON object, got ${input === null ? 'null' : Array.isArray(input) ? 'an array' : typeof input}`);
+    cfg = resolvePaths(parseConfig(stripComments(input as Record<string, unknown>), 'workflow input'), process.cwd());
+  } catch (e) {
+    const err = e as ConfigError;
+    throw ApplicationFailure.create({ message: err.message, type: 'BAD_CONFIG', nonRetryable: true, details: [err.issues ?? []] });
+  }
+  await checkFiles(cfg);
+
+  const seriesDir = join(cfg.storage.root, cfg.name);
+  let baseModel: string | null = null;
+  if (cfg.model.continueSeries) {
+    const latest = await readSeriesPointer(seriesDir);
+    if (latest && (await exists(join(latest.modelDir, 'config.json')))) {
+      baseModel = latest.modelDir;
+      cfg = { ...cfg, model: { ...cfg.model, init: 'pretrained', path: latest.modelDir } };
+    } else if (cfg.model.init === 'pretrained') baseModel = cfg.model.path ?? null;
+  } else if (cfg.model.init === 'pretrained') baseModel = cfg.model.path ?? null;
+
+  const fingerprint = fingerprintOf('finetune-run/v1', {
+    data: cfg.data, preprocess: { ...cfg.preprocess, workers: 0 }, tokenizer: cfg.tokenizer, model: cfg.model,
+    training: cfg.training, parallelism: cfg.parallelism,
+  });
+  const runDir = join(seriesDir, `${safeName(workflowId)}-${fingerprint.slice(0, 10)}`);
+  const m = cfg.model;
+  const t = cfg.training;
+  return {
+    cfg, fingerprint, runDir, seriesDir, baseModel,
+    checkpointRoot: join(runDir, 'checkpoints'),
+    modelDir: join(runDir, 'model'),
+    memo: {
+      name: cfg.name,
+      model: `${m.family} ${m.nLayer}L×${m.nEmbd} (${m.nHead} heads, vocab ${m.vocabSize}), ${baseModel ? `from ${baseModel}` : m.init}`,
+      data: `${describeSource(cfg.data.train)}, ${cfg.preprocess.mode} ×${cfg.preprocess.blockSize} tokens`,
+      training: `${t.maxSteps > 0 ? `${t.maxSteps} steps` : `${t.epochs} epochs`}, batch ${t.microBatchSize}×${t.gradAccumSteps}, lr ${t.learningRate} ${t.schedule}, ${t.backend}`,
+      checkpoints: `every ${cfg.checkpoint.everySteps} steps / ${cfg.checkpoint.everyMinutes} min, keep ${cfg.checkpoint.keepLast}`,
+      fingerprint: fingerprint.slice(0, 16),
+    },
+  };
+}
+
+function describeSource(s: FinetuneConfig['data']['train']): string {
+  if (s.type === 'builtin') return `builtin:${s.name}`;
+  const p = Array.isArray(s.path) ? `${s.path[0]}${s.path.length > 1 ? ` +${s.path.length - 1}` : ''}` : s.path;
+  return `${s.type}:${p}`;
+}
+
+/** Files a config names must exist now, not an hour later in a retry loop. */
+async function checkFiles(cfg: FinetuneConfig): Promise<void> {
+  const missing: string[] = [];
+  const check = async (field: string, p: string) => {
+    if (!/[*?[]/.test(p) && !(await exists(p))) missing.push(`  ${field}: no such file or directory: ${p}`);
+  };
+  for (const [field, src] of [['data.train', cfg.data.train], ['data.validation', cfg.data.validation]] as const) {
+    if (!src || !('path' in src)) continue;
+    const paths = Array.isArray(src.path) ? src.path : [src.path];
+    for (const p of paths) await check(`${field}.path`, p);
+  }
+  if (cfg.tokenizer.type === 'huggingface') await check('tokenizer.path', cfg.tokenizer.path);
+  if (cfg.model.init === 'pretrained' && cfg.model.path) await check('model.path', join(cfg.model.path, 'config.json'));
+  if (missing.length)
+    throw ApplicationFailure.create({ message: `invalid workflow input:\n${missing.join('\n')}`, type: 'BAD_CONFIG', nonRetryable: true });
+}
+
+export async function readSeriesPointer(seriesDir: string): Promise<SeriesPointer | null> {
+  try {
+    const p = JSON.parse(await readFile(join(seriesDir, 'latest.json'), 'utf8')) as SeriesPointer;
+    if (typeof p.modelDir !== 'string') return null;
+    return { ...p, modelDir: isAbsolute(p.modelDir) ? p.modelDir : resolve(seriesDir, p.modelDir) };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,93 @@
+// Connecting to Temporal and running the finetune workers in-process: shared by `run`, `worker`, `start`,
+// `status` and `schedule`. Loads @temporalio/worker only where workers run.
+import { resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import { GPU_TASK_QUEUE, TASK_QUEUE, trainProgressSignal } from '../../workflows/messages.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const WORKFLOWS_PATH = resolve(here, '../../workflows/index.ts');
+
+/** `TEMPORAL_ADDRESS`, else the default local server. */
+export function defaultAddress(): string {
+  return process.env.TEMPORAL_ADDRESS || 'localhost:7233';
+}
+
+export async function connectClient(address: string, namespace = 'default'): Promise<Client> {
+  const connection = await Connection.connect({ address, connectTimeout: '10s' });
+  return new Client({ connection, namespace });
+}
+
+export interface WorkerSet {
+  /** Resolves when every worker has stopped (after shutdown(), or rejects when one fails). */
+  done: Promise<void>;
+  /** Graceful: running activities are cancelled, checkpoint, and report; then the workers stop. */
+  shutdown(): Promise<void>;
+}
+
+export interface WorkerOptions {
+  address: string;
+  namespace?: string;
+  /** Queues to poll; the GPU queue (gpuQueue) gets activities only and one training task at a time. */
+  queues?: string[];
+  gpuQueue?: string;
+  backend?: 'cpu' | 'cuda';
+  /** Log level of the SDK runtime; `run` keeps it at WARN so the progress bars stay readable. */
+  logLevel?: 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+  progressIntervalMs?: number;
+}
+
+let runtimeInstalled = false;
+
+/** Start workers for `queues` on one connection: workflows + all activities on the CPU queue, activities on the GPU one. */
+export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
+  const { Worker, NativeConnection, Runtime, DefaultLogger } = await import('@temporalio/worker');
+  const { createActivities } = await import('../../activities/index.js');
+  if (!runtimeInstalled) {
+    try {
+      Runtime.install({ logger: new DefaultLogger(o.logLevel ?? 'INFO') });
+    } catch {
+      /* already installed by the embedding process (tests) */
+    }
+    runtimeInstalled = true;
+  }
+  const namespace = o.namespace ?? 'default';
+  const queues = o.queues ?? [TASK_QUEUE, GPU_TASK_QUEUE];
+  const gpuQueue = o.gpuQueue ?? GPU_TASK_QUEUE;
+  const connection = await NativeConnection.connect({ address: o.address });
+  const client = await connectClient(o.address, namespace);
+  const activities = createActivities({
+    backend: o.backend,
+    progressIntervalMs: o.progressIntervalMs,
+    signalProgress: (workflowId, p) => client.workflow.getHandle(workflowId).signal(trainProgressSignal, p),
+  });
+  const workers = await Promise.all(
+    queues.map((taskQueue) =>
+      taskQueue === gpuQueue
+        ? Worker.create({
+            connection, namespace, taskQueue, activities,
+            // One training activity per GPU set; the live model stays in this process between segments.
+            maxConcurrentActivityTaskExecutions: 1,
+            shutdownGraceTime: '0s',
+            shutdownForceTime: '2m',
+          })
+        : Worker.create({ connection, namespace, taskQueue, activities, workflowsPath: WORKFLOWS_PATH, shutdownForceTime: '2m' }),
+    ),
+  );
+  const done = Promise.all(workers.map((w) => w.run())).then(async () => {
+    await connection.close();
+    await client.connection.close();
+  });
+  return {
+    done,
+    async shutdown() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await done.catch(() => undefined);
+    },
+  };
+}
+
+/** Key=value overrides and flags shared by the commands that take a config. */
+export function collectSets(values: string[] | undefined): string[] {
+  return values ?? [];
+}

@@ -1,0 +1,124 @@
+// `finetune run <config.json> [--set k=v]... [--json]`: the whole pipeline as a durable workflow. Uses
+// TEMPORAL_ADDRESS when set, otherwise the embedded dev server with its state in <storage.root>/<name>/temporal.db;
+// runs both workers in this process; starts the workflow (or attaches to the run with the same workflow id);
+// draws progress from the `progress` query; prints the report. Ctrl-C stops the workers gracefully (the training
+// segment checkpoints) and leaves the run in the server: the same command continues it.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { loadConfig, type FinetuneConfig } from '../configs/index.js';
+import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
+import { parse } from './lib/args.js';
+import { createProgressView, formatReport } from './lib/progress.js';
+import { connectClient, startWorkers } from './lib/temporal.js';
+
+const USAGE = 'run <config.json> [--set key=value]... [--json]';
+
+export function workflowIdOf(cfg: FinetuneConfig): string {
+  return cfg.temporal.workflowId ?? `finetune-${cfg.name}`;
+}
+
+/** Start the workflow, or attach to the run of that id when it is running or has completed. */
+export async function startOrAttach(client: import('@temporalio/client').Client, cfg: FinetuneConfig, log: (s: string) => void): Promise<WorkflowHandle> {
+  const workflowId = workflowIdOf(cfg);
+  try {
+    const d = await client.workflow.getHandle(workflowId).describe();
+    if (d.status.name === 'RUNNING' || d.status.name === 'COMPLETED') {
+      log(`attaching to ${workflowId} (${d.status.name.toLowerCase()}, started ${d.startTime.toISOString()})`);
+      return client.workflow.getHandle(workflowId);
+    }
+    log(`${workflowId} ended ${d.status.name.toLowerCase()}; starting it again (committed checkpoints of the same config are reused)`);
+  } catch (e) {
+    if (!(e instanceof WorkflowNotFoundError)) throw e;
+  }
+  return client.workflow.start('finetune', {
+    taskQueue: cfg.temporal.taskQueue,
+    workflowId,
+    args: [cfg],
+    memo: { summary: `${cfg.name}: ${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}, ${cfg.training.maxSteps || cfg.training.epochs + ' epochs'} steps` },
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { set: { type: 'string', multiple: true }, json: { type: 'boolean' } }, USAGE);
+  if (positionals.length !== 1) throw new Error(`expected one config file\nusage: finetune ${USAGE}`);
+  const cfg = loadConfig(positionals[0]!, values.set ?? []);
+  const json = values.json ?? false;
+  const log = (s: string) => process.stderr.write(`[finetune] ${s}\n`);
+
+  let server: { address: string; close(): Promise<void> | void } | null = null;
+  let address = process.env.TEMPORAL_ADDRESS;
+  if (!address) {
+    const seriesDir = join(cfg.storage.root, cfg.name);
+    mkdirSync(seriesDir, { recursive: true });
+    const { startDevServer } = await import('../devserver/index.js');
+    server = await startDevServer({ port: 0, dbFile: join(seriesDir, 'temporal.db'), namespace: cfg.temporal.namespace });
+    address = server.address;
+    log(`embedded Temporal dev server on ${address} (state in ${join(seriesDir, 'temporal.db')})`);
+  } else log(`Temporal at ${address}`);
+
+  const workers = await startWorkers({
+    address, namespace: cfg.temporal.namespace, queues: [cfg.temporal.taskQueue, cfg.temporal.gpuTaskQueue],
+    gpuQueue: cfg.temporal.gpuTaskQueue, logLevel: 'WARN',
+  });
+  const client = await connectClient(address, cfg.temporal.namespace);
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    log('interrupted: stopping the workers (the training segment checkpoints first); run the same command to continue');
+    void workers.shutdown();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const view = createProgressView(process.stderr);
+  let code = 0;
+  try {
+    const handle = await startOrAttach(client, cfg, log);
+    log(`workflow ${handle.workflowId}`);
+    let finished = false;
+    const poll = (async () => {
+      while (!finished) {
+        try {
+          view.update(await handle.query(progressQuery));
+        } catch {
+          /* no workflow task has run yet, or the run is closing */
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    })();
+    const workerDied = workers.done.then(() => {
+      throw new Error(interrupted ? 'interrupted' : 'the workers stopped');
+    });
+    let report: FinetuneReport;
+    try {
+      report = (await Promise.race([handle.result(), workerDied])) as FinetuneReport;
+    } finally {
+      finished = true;
+      await poll;
+      try {
+        view.update(await handle.query(progressQuery));
+      } catch {
+        /* closed runs answer queries only while their history is kept */
+      }
+      view.stop();
+    }
+    if (json) process.stdout.write(JSON.stringify(report) + '\n');
+    else process.stdout.write(formatReport(report) + '\n');
+  } catch (e) {
+    if (e instanceof WorkflowFailedError) {
+      const cause = e.cause as (Error & { cause?: Error }) | undefined;
+      process.stderr.write(`finetune run: workflow failed: ${cause?.cause?.message ?? cause?.message ?? e.message}\n`);
+      code = 1;
+    } else if (interrupted) code = 130;
+    else throw e;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await workers.shutdown();
+    await client.connection.close();
+    await server?.close();
+  }
+  return code;
+}

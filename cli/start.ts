@@ -1,0 +1,22 @@
+// `finetune start <config.json> [--set k=v]... [--address host:port]`: start the workflow on a running Temporal
+// (workers elsewhere: `finetune worker`) and print its id. An existing run of that id is attached, not restarted.
+import { loadConfig } from '../configs/index.js';
+import { parse } from './lib/args.js';
+import { connectClient, defaultAddress } from './lib/temporal.js';
+import { startOrAttach } from './run.js';
+
+const USAGE = 'start <config.json> [--set key=value]... [--address host:port]';
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { set: { type: 'string', multiple: true }, address: { type: 'string' } }, USAGE);
+  if (positionals.length !== 1) throw new Error(`expected one config file\nusage: finetune ${USAGE}`);
+  const cfg = loadConfig(positionals[0]!, values.set ?? []);
+  const client = await connectClient(values.address ?? defaultAddress(), cfg.temporal.namespace);
+  try {
+    const handle = await startOrAttach(client, cfg, (s) => process.stderr.write(`[finetune] ${s}\n`));
+    process.stdout.write(handle.workflowId + '\n');
+  } finally {
+    await client.connection.close();
+  }
+  return 0;
+}

@@ -1,0 +1,34 @@
+// `finetune status <workflow-id> [--json] [--address host:port]`: the `progress` query of a run, plus its status.
+import { progressQuery } from '../workflows/messages.js';
+import { parse } from './lib/args.js';
+import { trainLine } from './lib/progress.js';
+import { connectClient, defaultAddress } from './lib/temporal.js';
+
+const USAGE = 'status <workflow-id> [--json] [--address host:port] [--namespace NS]';
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, address: { type: 'string' }, namespace: { type: 'string' } }, USAGE);
+  if (positionals.length !== 1) throw new Error(`expected one workflow id\nusage: finetune ${USAGE}`);
+  const client = await connectClient(values.address ?? defaultAddress(), values.namespace ?? 'default');
+  try {
+    const handle = client.workflow.getHandle(positionals[0]!);
+    const d = await handle.describe();
+    const p = await handle.query(progressQuery);
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ status: d.status.name, runId: d.runId, ...p }) + '\n');
+      return 0;
+    }
+    const out = [
+      `${p.workflowId}  ${d.status.name}  stage ${p.stage}`,
+      `  train      ${trainLine(p)}`,
+      `  stages     ${Object.entries(p.stages).map(([s, v]) => `${s}:${v.status}${v.ms !== undefined ? `(${(v.ms / 1000).toFixed(1)}s)` : ''}`).join(' ')}`,
+      `  checkpoint ${p.lastCheckpoint ? `${p.lastCheckpoint.dir} (step ${p.lastCheckpoint.step})` : 'none yet'}`,
+      ...(p.stopRequested ? ['  stop requested'] : []),
+      ...p.notes.map((n) => `  note       ${n}`),
+    ];
+    process.stdout.write(out.join('\n') + '\n');
+  } finally {
+    await client.connection.close();
+  }
+  return 0;
+}

@@ -1,0 +1,210 @@
+// The `finetune` workflow: validate → prepare data (load, tokenize, shard) → train in segments → export →
+// evaluate → generate → report. It only orchestrates; every side effect is an activity (activities/), and only
+// paths, step numbers and small metrics cross Temporal. See workflows/README.md for the shape and its reasons.
+import * as wf from '@temporalio/workflow';
+import type { Activities, ValidatedRun } from '../activities/index.js';
+import {
+  STAGES,
+  checkpointNowSignal,
+  progressQuery,
+  stopSignal,
+  trainProgressSignal,
+  type CheckpointRef,
+  type FinetuneCarry,
+  type FinetuneReport,
+  type Progress,
+  type Stage,
+  type StageStatus,
+  type TrainProgress,
+  type TrainSummary,
+} from './messages.js';
+import { bookkeepingOptions, gpuOptions, prepareOptions, trainOptions, validateOptions } from './options.js';
+
+/** Continue as new past this many history events even if the server has not suggested it yet. */
+const MAX_HISTORY_EVENTS = 5000;
+
+export async function finetune(input: unknown, carry?: FinetuneCarry & { run: ValidatedRun }): Promise<FinetuneReport> {
+  const info = wf.workflowInfo();
+  const startedAt = carry?.startedAtMs ?? Date.now();
+  const stages = Object.fromEntries(STAGES.map((s) => [s, { status: 'pending' as StageStatus }])) as Progress['stages'];
+  const stageMs: Partial<Record<Stage, number>> = { ...carry?.stageMs };
+  for (const s of STAGES) if (stageMs[s] !== undefined) stages[s] = { status: 'done', ms: stageMs[s] };
+  const notes: string[] = [...(carry?.notes ?? [])];
+  const summary: TrainSummary = carry?.train ?? {
+    steps: 0, totalSteps: 0, firstLoss: null, lastLoss: null, resumedFromSteps: [], resumes: [],
+    tokens: 0, tokensPerSec: 0, stoppedEarly: false, lastCheckpoint: null,
+  };
+  let stage: Stage | 'done' = carry ? 'train' : 'validate';
+  let live: TrainProgress | null = null;
+  let stopRequested = carry?.stopRequested ?? false;
+  let checkpointRequested = false;
+  let segmentScope: wf.CancellationScope | null = null;
+
+  // ---- messages ----
+  wf.setHandler(progressQuery, (): Progress => {
+    const step = Math.max(live?.step ?? 0, summary.steps);
+    const total = summary.totalSteps;
+    const sps = live?.stepsPerSec ?? 0;
+    return {
+      workflowId: info.workflowId, stage, stages, step, totalSteps: total,
+      loss: live?.loss ?? summary.lastLoss, tokensPerSec: live?.tokensPerSec ?? (summary.tokensPerSec || null),
+      etaSeconds: stage === 'train' && sps > 0 && total > step ? Math.round((total - step) / sps) : null,
+      lastCheckpoint: newer(live?.lastCheckpoint ?? null, summary.lastCheckpoint),
+      stopRequested, checkpointRequested, notes,
+    };
+  });
+  wf.setHandler(trainProgressSignal, (p) => {
+    if (stage === 'train' && p.step >= (live?.step ?? 0)) live = p;
+  });
+  wf.setHandler(checkpointNowSignal, () => {
+    if (stage !== 'train' || !segmentScope) return; // nothing to checkpoint outside training
+    checkpointRequested = true;
+    segmentScope.cancel(); // the segment checkpoints at the next step boundary, then training goes on
+  });
+  wf.setHandler(stopSignal, (arg) => {
+    if (stopRequested) return;
+    stopRequested = true;
+    notes.push(`stop requested${arg?.reason ? ` (${arg.reason})` : ''}: training ends at the next checkpoint`);
+    segmentScope?.cancel();
+  });
+
+  const enter = (s: Stage, detail: string) => {
+    stage = s;
+    stages[s] = { status: 'running' };
+    wf.setCurrentDetails(`**${s}**: ${detail}`);
+  };
+  const leave = (s: Stage, t0: number, status: StageStatus = 'done') => {
+    stageMs[s] = (stageMs[s] ?? 0) + (Date.now() - t0);
+    stages[s] = { status, ms: stageMs[s] };
+  };
+
+  // ---- validate (fails at once on a bad config: non-retryable, with the zod message) ----
+  let run: ValidatedRun;
+  if (carry) run = carry.run;
+  else {
+    const t0 = Date.now();
+    enter('validate', 'checking the config');
+    run = await wf.proxyActivities<Activities>({ ...validateOptions({ taskQueue: info.taskQueue, gpuTaskQueue: info.taskQueue, heartbeatTimeoutSeconds: 60 }), summary: 'validate config' })
+      .validateConfig(input, info.workflowId);
+    leave('validate', t0);
+    if (run.baseModel) notes.push(`continuing the series from ${run.baseModel}`);
+    wf.upsertMemo({ config: run.memo });
+  }
+  const { cfg } = run;
+  const q = cfg.temporal;
+  const cpu = (summary_: string) => wf.proxyActivities<Activities>({ ...bookkeepingOptions(q), summary: summary_ });
+  const gpu = (summary_: string) => wf.proxyActivities<Activities>({ ...gpuOptions(q), summary: summary_ });
+
+  // ---- prepare: load corpus → tokenize into blockSize sequences → shard (content-addressed, reused) ----
+  let t0 = Date.now();
+  if (!carry) enter('prepare', 'load → tokenize → shard');
+  const data = await wf.proxyActivities<Activities>({ ...prepareOptions(q), summary: 'load, tokenize, shard' }).prepareData(cfg);
+  if (!carry) {
+    leave('prepare', t0);
+    notes.push(`data ${data.reused ? 'reused' : 'prepared'}: ${data.train.sequences} train / ${data.validation.sequences} validation sequences of ${data.blockSize} tokens`);
+  }
+  summary.totalSteps = data.totalSteps;
+
+  // ---- train in segments; each segment checkpoints at its end and every cfg.checkpoint.everySteps ----
+  enter('train', `${summary.steps}/${summary.totalSteps} steps`);
+  t0 = Date.now();
+  let step = carry?.step ?? 0;
+  let lastCheckpoint: CheckpointRef | null = carry?.lastCheckpoint ?? null;
+  const root = wf.CancellationScope.current();
+  try {
+    while (step < data.totalSteps && !stopRequested) {
+      const toStep = Math.min(data.totalSteps, step + cfg.training.segmentSteps);
+      segmentScope = new wf.CancellationScope();
+      checkpointRequested = false;
+      try {
+        const seg = await segmentScope.run(() =>
+          wf.proxyActivities<Activities>({ ...trainOptions(q), summary: `train steps ${step}→${toStep}` }).trainSegment({
+            cfg, runDir: run.runDir, checkpointRoot: run.checkpointRoot, dataDir: data.dataDir,
+            fromStep: step, toStep, totalSteps: data.totalSteps, resumeFrom: lastCheckpoint,
+          }),
+        );
+        step = seg.step;
+        lastCheckpoint = seg.checkpoint;
+        if (summary.firstLoss === null && seg.firstLoss !== null) summary.firstLoss = seg.firstLoss;
+        if (seg.lastLoss !== null) summary.lastLoss = seg.lastLoss;
+        summary.tokens += seg.tokens;
+        summary.tokensPerSec = seg.tokensPerSec || summary.tokensPerSec;
+        if (seg.resume) {
+          summary.resumes.push(seg.resume);
+          summary.resumedFromSteps.push(seg.resume.atStep);
+          for (const s of seg.resume.skipped) notes.push(`fell back past ${s.dir}: ${s.reason}`);
+          notes.push(`resumed from ${seg.resume.from ? `checkpoint step ${seg.resume.from.step}` : 'the initial model'} (attempt ${seg.resume.attempt})`);
+        }
+      } catch (err) {
+        // A segment cancelled by "checkpoint now" or "stop" has committed a checkpoint; the workflow goes on.
+        if (!wf.isCancellation(err) || root.consideredCancelled) throw err;
+        const latest = await cpu('find the latest checkpoint').latestCheckpoint(run.checkpointRoot);
+        for (const s of latest.skipped) notes.push(`fell back past ${s.dir}: ${s.reason}`);
+        if (latest.checkpoint) {
+          step = latest.checkpoint.step;
+          lastCheckpoint = latest.checkpoint;
+        }
+      } finally {
+        segmentScope = null;
+      }
+      summary.steps = step;
+      summary.lastCheckpoint = lastCheckpoint;
+      live = null;
+      wf.setCurrentDetails(`**train**: ${step}/${data.totalSteps} steps, loss ${summary.lastLoss?.toFixed(3) ?? '?'}`);
+      if (step < data.totalSteps && !stopRequested && (info.continueAsNewSuggested || wf.workflowInfo().historyLength > MAX_HISTORY_EVENTS)) {
+        leave('train', t0, 'running');
+        await wf.condition(wf.allHandlersFinished);
+        return await wf.continueAsNew<typeof finetune>(input, {
+          run, step, lastCheckpoint, train: summary, stageMs, notes, stopRequested, startedAtMs: startedAt,
+        });
+      }
+    }
+  } catch (err) {
+    if (wf.isCancellation(err)) {
+      // Cancelled: the segment has checkpointed (WAIT_CANCELLATION_COMPLETED); record where it stands and stop.
+      await wf.CancellationScope.nonCancellable(async () => {
+        const latest = await cpu('find the latest checkpoint').latestCheckpoint(run.checkpointRoot);
+        notes.push(`cancelled at step ${latest.checkpoint?.step ?? step}; last checkpoint ${latest.checkpoint?.dir ?? 'none'}`);
+        wf.setCurrentDetails(`**cancelled** at step ${latest.checkpoint?.step ?? step}`);
+      });
+    }
+    leave('train', t0, 'failed');
+    throw err;
+  }
+  summary.stoppedEarly = step < data.totalSteps;
+  if (summary.stoppedEarly) notes.push(`training stopped at step ${step} of ${data.totalSteps}`);
+  leave('train', t0);
+  if (!lastCheckpoint) throw wf.ApplicationFailure.nonRetryable('training stopped before its first checkpoint: nothing to export', 'NO_CHECKPOINT');
+
+  // ---- export → evaluate → generate, from the last committed checkpoint ----
+  t0 = Date.now();
+  enter('export', `Hugging Face directory from step ${lastCheckpoint.step}`);
+  const exported = await gpu('export the model').exportModel({ cfg, checkpoint: lastCheckpoint, modelDir: run.modelDir });
+  leave('export', t0);
+
+  t0 = Date.now();
+  enter('evaluate', 'validation split');
+  const metrics = await gpu('evaluate on the validation split').evaluateModel({ cfg, checkpoint: lastCheckpoint, dataDir: data.dataDir });
+  leave('evaluate', t0);
+  if (!metrics) notes.push('no validation split (data.validationFraction is 0 and no data.validation): evaluation skipped');
+
+  t0 = Date.now();
+  enter('generate', `${cfg.generation.prompts.length} prompts`);
+  const samples = await gpu('generate samples').generateSamples({ cfg, checkpoint: lastCheckpoint });
+  leave('generate', t0);
+
+  const report: FinetuneReport = {
+    workflowId: info.workflowId, name: cfg.name, runDir: run.runDir, modelDir: exported.modelDir, dataDir: data.dataDir,
+    baseModel: run.baseModel, train: summary, eval: metrics, samples, stageMs, notes,
+  };
+  await cpu('write the report').finalizeRun({ report, seriesDir: run.seriesDir, totalMs: Date.now() - startedAt });
+  stage = 'done';
+  wf.setCurrentDetails(`**done**: eval loss ${metrics?.loss.toFixed(3) ?? '-'}, model in ${exported.modelDir}`);
+  return report;
+}
+
+function newer(a: CheckpointRef | null, b: CheckpointRef | null): CheckpointRef | null {
+  if (!a) return b;
+  if (!b) return a;
+  return a.step >= b.step ? a : b;
+}

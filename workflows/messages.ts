@@ -1,0 +1,118 @@
+// Everything the `finetune` workflow and its clients (CLI, activities, tests) share: task-queue names, the
+// signal/query definitions and the small JSON shapes that cross Temporal. Only references, hashes and summaries
+// travel; never tensors or token arrays.
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+
+/** Default queue of the workflow and the CPU activities (cfg.temporal.taskQueue). */
+export const TASK_QUEUE = 'finetune';
+/** Default queue of train/export/evaluate/generate (cfg.temporal.gpuTaskQueue); GPU hosts poll only this one. */
+export const GPU_TASK_QUEUE = 'finetune-gpu';
+/** The workflow type, as `temporal workflow start --type finetune` names it. */
+export const WORKFLOW_TYPE = 'finetune';
+
+export const STAGES = ['validate', 'prepare', 'train', 'export', 'evaluate', 'generate'] as const;
+export type Stage = (typeof STAGES)[number];
+export type StageStatus = 'pending' | 'running' | 'done' | 'skipped' | 'failed';
+
+/** A committed checkpoint on shared storage (a `step-XXXXXXXX` directory with a DONE marker). */
+export interface CheckpointRef {
+  dir: string;
+  step: number;
+}
+
+/** What the train activity reports while it runs (an internal signal, throttled to a few seconds). */
+export interface TrainProgress {
+  step: number;
+  totalSteps: number;
+  loss: number;
+  tokensPerSec: number;
+  /** Optimizer steps per second over the current segment; drives the ETA. */
+  stepsPerSec: number;
+  lastCheckpoint: CheckpointRef | null;
+}
+
+/** The answer of the `progress` query. */
+export interface Progress {
+  workflowId: string;
+  stage: Stage | 'done';
+  stages: Record<Stage, { status: StageStatus; ms?: number }>;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+  tokensPerSec: number | null;
+  etaSeconds: number | null;
+  lastCheckpoint: CheckpointRef | null;
+  stopRequested: boolean;
+  checkpointRequested: boolean;
+  /** Things the user should know: fallbacks to older checkpoints, resumes, graceful stops. */
+  notes: string[];
+}
+
+/** A resume from disk: after a retry, on another worker, or after falling back past a corrupt checkpoint. */
+export interface ResumeRecord {
+  atStep: number;
+  attempt: number;
+  from: CheckpointRef | null;
+  skipped: { dir: string; reason: string }[];
+}
+
+export interface TrainSummary {
+  steps: number;
+  totalSteps: number;
+  firstLoss: number | null;
+  lastLoss: number | null;
+  /** Steps from which training resumed off a checkpoint on disk (retries, new workers, fallbacks). */
+  resumedFromSteps: number[];
+  resumes: ResumeRecord[];
+  tokens: number;
+  tokensPerSec: number;
+  stoppedEarly: boolean;
+  lastCheckpoint: CheckpointRef | null;
+}
+
+export interface EvalMetrics {
+  loss: number;
+  perplexity: number;
+  accuracy: number;
+  tokens: number;
+  sequences: number;
+}
+
+export interface Sample {
+  prompt: string;
+  text: string;
+}
+
+/** The workflow's result: small, JSON, printed by `finetune run --json`. */
+export interface FinetuneReport {
+  workflowId: string;
+  name: string;
+  runDir: string;
+  modelDir: string | null;
+  dataDir: string;
+  baseModel: string | null;
+  train: TrainSummary;
+  eval: EvalMetrics | null;
+  samples: Sample[];
+  stageMs: Partial<Record<Stage, number>>;
+  notes: string[];
+}
+
+/** What continue-as-new carries: the validated config stays the input; the rest is the last committed state. */
+export interface FinetuneCarry {
+  step: number;
+  lastCheckpoint: CheckpointRef | null;
+  train: TrainSummary;
+  stageMs: Partial<Record<Stage, number>>;
+  notes: string[];
+  stopRequested: boolean;
+  startedAtMs: number;
+}
+
+export const progressQuery = defineQuery<Progress>('progress');
+/** Commit a checkpoint now (the training segment stops at the next step boundary, saves, and training goes on). */
+export const checkpointNowSignal = defineSignal('checkpointNow');
+/** Stop training gracefully: checkpoint, then export, evaluate and generate with what exists. */
+export const stopSignal = defineSignal<[{ reason?: string }?]>('stop');
+/** Internal: live progress from the train activity (the only way a workflow sees mid-activity progress). */
+export const trainProgressSignal = defineSignal<[TrainProgress]>('trainProgress');
