@@ -1,0 +1,107 @@
+// Exact token ids, labels and masks in every preprocessing mode, on fixtures small enough to check by hand.
+// GPT-2 ids used: "Hello" 15496, " world" 995, "<|endoftext|>" 50256 (also the pad id).
+import { describe, expect, it } from 'vitest';
+import { alpacaPrompt, loadTokenizer, prepareData } from '../../datasets/index.js';
+import { config, FIXTURES, readSplit } from './helpers.js';
+
+const H = 15496, W = 995, EOS = 50256, X = -100;
+
+describe('preprocessing modes', () => {
+  it('concat: documents joined with EOS, cut into blocks, tail reported', async () => {
+    // hello.txt: two paragraphs "Hello world" → H W EOS H W EOS → one block of 4, 2 dropped
+    const cfg = config({ data: { train: { type: 'text', path: `${FIXTURES}/hello.txt` }, validationFraction: 0 }, preprocess: { mode: 'concat', blockSize: 4 } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    expect(s.ids).toEqual([H, W, EOS, H]);
+    expect(s.labels).toEqual([H, W, EOS, H]); // not shifted: labels[t] is the token at t
+    expect(s.mask).toEqual([]); // no padding, no attention_mask column
+    expect(m.columns).toEqual(['input_ids', 'labels']);
+    expect(m.splits.train).toMatchObject({ examples: 2, sequences: 1, tokens: 4, droppedTokens: 2, sourceTokens: 6, paddingTokens: 0, lossTokens: 4 });
+    expect(m.splits.validation.sequences).toBe(0);
+  });
+
+  it('concat reads JSONL and CSV rows as documents', async () => {
+    for (const train of [
+      { type: 'jsonl', path: `${FIXTURES}/hello.jsonl`, field: 'text' },
+      { type: 'csv', path: `${FIXTURES}/hello.csv`, column: 'body' },
+    ] as const) {
+      const cfg = config({ data: { train, validationFraction: 0 }, preprocess: { mode: 'concat', blockSize: 3 } });
+      const { dir, manifest: m } = await prepareData(cfg);
+      expect((await readSplit(dir, m, 'train')).ids).toEqual([H, W, EOS, H, W, EOS]);
+    }
+  });
+
+  it('lines: stripped, speaker and empty lines dropped, padded with labels -100 and mask 0', async () => {
+    // lines.txt: "Hello world" / "FOO:" / "" / "  Hello world  "
+    const cfg = config({ data: { train: { type: 'text', path: `${FIXTURES}/lines.txt` }, validationFraction: 0 }, preprocess: { mode: 'lines', blockSize: 4 } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    expect(s.ids).toEqual([H, W, EOS, EOS, H, W, EOS, EOS]);
+    expect(s.labels).toEqual([H, W, X, X, H, W, X, X]); // no loss on padding although pad == EOS
+    expect(s.mask).toEqual([1, 1, 0, 0, 1, 1, 0, 0]);
+    expect(m.splits.train).toMatchObject({ examples: 2, sequences: 2, tokens: 4, paddingTokens: 4, lossTokens: 4 });
+  });
+
+  it('lines: keeps speaker lines when asked, truncates long lines and counts them', async () => {
+    const cfg = config({
+      data: { train: { type: 'text', path: `${FIXTURES}/lines.txt` }, validationFraction: 0 },
+      preprocess: { mode: 'lines', blockSize: 2, dropSpeakerLines: false },
+    });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    const tok = await loadTokenizer({ type: 'gpt2' });
+    const foo = tok.encode('FOO:');
+    expect(foo.length).toBeGreaterThan(1);
+    expect(s.ids).toEqual([H, W, ...foo.slice(0, 2), H, W]);
+    expect(m.splits.train).toMatchObject({ examples: 3, truncatedExamples: foo.length > 2 ? 1 : 0, droppedTokens: Math.max(0, foo.length - 2) });
+  });
+
+  it('lines, packed (pad: false): whole lines with EOS packed greedily, rest padded', async () => {
+    const cfg = config({ data: { train: { type: 'text', path: `${FIXTURES}/lines.txt` }, validationFraction: 0 }, preprocess: { mode: 'lines', blockSize: 4, pad: false } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    // "H W EOS" fits; the second "H W EOS" does not fit in the 1 slot left: pad, new block
+    expect(s.ids).toEqual([H, W, EOS, EOS, H, W, EOS, EOS]);
+    expect(s.labels).toEqual([H, W, EOS, X, H, W, EOS, X]);
+    expect(s.mask).toEqual([1, 1, 1, 0, 1, 1, 1, 0]);
+  });
+
+  it('instruct: Alpaca prompt, loss only on the response and its EOS', async () => {
+    const tok = await loadTokenizer({ type: 'gpt2' });
+    const p1 = tok.encode(alpacaPrompt('Say hello.', ''));
+    const p2 = tok.encode(alpacaPrompt('Repeat the input.', 'Hello world'));
+    expect(alpacaPrompt('Say hello.', '')).toBe(
+      'Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nSay hello.\n\n### Response:',
+    );
+    expect(alpacaPrompt('Repeat the input.', 'Hello world')).toContain('paired with an input that provides further context.');
+    const T = 128;
+    const cfg = config({ data: { train: { type: 'jsonl', path: `${FIXTURES}/alpaca.jsonl` }, validationFraction: 0 }, preprocess: { mode: 'instruct', blockSize: T } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    const expectRow = (row: number, prompt: number[]) => {
+      const ids = [...prompt, H, W, EOS];
+      const pad = T - ids.length;
+      expect(s.ids.slice(row * T, (row + 1) * T)).toEqual([...ids, ...Array(pad).fill(EOS)]);
+      expect(s.labels.slice(row * T, (row + 1) * T)).toEqual([...prompt.map(() => X), H, W, EOS, ...Array(pad).fill(X)]);
+      expect(s.mask.slice(row * T, (row + 1) * T)).toEqual([...ids.map(() => 1), ...Array(pad).fill(0)]);
+    };
+    expectRow(0, p1);
+    expectRow(1, p2);
+    expect(m.splits.train.lossTokens).toBe(6);
+  });
+
+  it('instruct, packed: two examples share a block, prompts masked', async () => {
+    const tok = await loadTokenizer({ type: 'gpt2' });
+    const p1 = tok.encode(alpacaPrompt('Say hello.', ''));
+    const p2 = tok.encode(alpacaPrompt('Repeat the input.', 'Hello world'));
+    const T = 256;
+    const cfg = config({ data: { train: { type: 'jsonl', path: `${FIXTURES}/alpaca.jsonl` }, validationFraction: 0 }, preprocess: { mode: 'instruct', blockSize: T, pad: false } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    const real = [...p1, H, W, EOS, ...p2, H, W, EOS];
+    expect(m.splits.train.sequences).toBe(1);
+    expect(s.ids.slice(0, real.length)).toEqual(real);
+    expect(s.labels.slice(0, real.length)).toEqual([...p1.map(() => X), H, W, EOS, ...p2.map(() => X), H, W, EOS]);
+    expect(s.labels.slice(real.length).every((l) => l === X)).toBe(true);
+  });
+});
