@@ -25,9 +25,9 @@ export async function readSplit(dir: string, m: Manifest, split: 'train' | 'vali
   const mask: number[] = [];
   for (const s of m.splits[split].shards) {
     const sh = await readShard(join(dir, s.path));
-    ids.push(...sh.inputIds);
-    labels.push(...sh.labels);
-    if (sh.attentionMask) mask.push(...sh.attentionMask);
+    for (const v of sh.inputIds) ids.push(v);
+    for (const v of sh.labels) labels.push(v);
+    for (const v of sh.attentionMask ?? []) mask.push(v);
   }
   return { ids, labels, mask };
 }
