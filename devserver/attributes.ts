@@ -1,0 +1,104 @@
+// Search attributes: a per-namespace registry name → type, validation of incoming attributes, and the `type`
+// metadata every payload in a response must carry (the TS SDK's typed API drops attributes without it).
+// Unknown names are accepted when the payload itself says its type (the SDK's typed API always does) and are
+// registered on first use; untyped unknown names are rejected as on a real server.
+import type { Store } from './store.js';
+import { api, decodeJsonPayload, invalid, type IPayload, b64, unb64 } from './proto.js';
+
+export const SA_TYPES = ['Text', 'Keyword', 'Int', 'Double', 'Bool', 'Datetime', 'KeywordList'] as const;
+export type SaType = (typeof SA_TYPES)[number];
+
+/** Attributes every namespace knows: written by the SDK/server itself, or system columns for queries. */
+export const PREDEFINED: Record<string, SaType> = {
+  TemporalChangeVersion: 'KeywordList',
+  TemporalScheduledById: 'Keyword',
+  TemporalScheduledStartTime: 'Datetime',
+  BinaryChecksums: 'KeywordList',
+  BuildIds: 'KeywordList',
+  WorkflowId: 'Keyword',
+  RunId: 'Keyword',
+  WorkflowType: 'Keyword',
+  ExecutionStatus: 'Keyword',
+  StartTime: 'Datetime',
+  CloseTime: 'Datetime',
+  ExecutionTime: 'Datetime',
+  TaskQueue: 'Keyword',
+  HistoryLength: 'Int',
+};
+export const SYSTEM = new Set(['WorkflowId', 'RunId', 'WorkflowType', 'ExecutionStatus', 'StartTime', 'CloseTime', 'ExecutionTime', 'TaskQueue', 'HistoryLength']);
+
+const SearchAttributes = api.common.v1.SearchAttributes;
+type Fields = Record<string, IPayload>;
+
+function metaType(p: IPayload): string | undefined {
+  const t = p.metadata?.type;
+  return t ? Buffer.from(t).toString() : undefined;
+}
+
+export class SearchAttributeRegistry {
+  private readonly get;
+  private readonly put;
+  private readonly all;
+
+  constructor(store: Store) {
+    this.get = store.db.prepare('SELECT type FROM search_attribute_types WHERE namespace = ? AND name = ?');
+    this.put = store.db.prepare('INSERT OR REPLACE INTO search_attribute_types (namespace, name, type) VALUES (?, ?, ?)');
+    this.all = store.db.prepare('SELECT name, type FROM search_attribute_types WHERE namespace = ?');
+  }
+
+  typeOf(ns: string, name: string): SaType | undefined {
+    return PREDEFINED[name] ?? ((this.get.get(ns, name) as { type: SaType } | undefined)?.type);
+  }
+
+  register(ns: string, name: string, type: string): void {
+    if (!(SA_TYPES as readonly string[]).includes(type)) throw invalid(`Unknown search attribute type ${type} for ${name}; use one of ${SA_TYPES.join(', ')}`);
+    if (PREDEFINED[name]) throw invalid(`Search attribute ${name} is reserved by the system`);
+    this.put.run(ns, name, type);
+  }
+
+  custom(ns: string): Record<string, SaType> {
+    const out: Record<string, SaType> = {};
+    for (const r of this.all.all(ns) as { name: string; type: SaType }[]) out[r.name] = r.type;
+    return out;
+  }
+
+  /**
+   * Merges `incoming` into `current` (base64 SearchAttributes). A null value removes the attribute.
+   * Returns the new encoded map and its decoded JSON (for visibility queries).
+   */
+  merge(ns: string, current: string | null, incoming: Fields | null | undefined): { encoded: string | null; json: Record<string, unknown> } {
+    const fields: Fields = { ...(unb64(SearchAttributes, current)?.indexedFields ?? {}) } as Fields;
+    for (const [name, p] of Object.entries(incoming ?? {})) {
+      if (SYSTEM.has(name)) throw invalid(`Search attribute ${name} is a system attribute and cannot be set`);
+      const value = decodeJsonPayload(p);
+      if (value === null || value === undefined || (Array.isArray(value) && value.length === 0)) {
+        delete fields[name];
+        continue;
+      }
+      let type = this.typeOf(ns, name);
+      const declared = metaType(p);
+      if (!type) {
+        if (!declared) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name}; register it first (OperatorService.AddSearchAttributes) or send a typed attribute`);
+        this.register(ns, name, declared);
+        type = declared as SaType;
+      }
+      fields[name] = p;
+    }
+    const json: Record<string, unknown> = {};
+    for (const [name, p] of Object.entries(fields)) json[name] = decodeJsonPayload(p);
+    const encoded = Object.keys(fields).length ? b64(SearchAttributes, { indexedFields: fields }) : null;
+    return { encoded, json };
+  }
+
+  /** The stored attributes as a response field: every payload with its `type` metadata. */
+  present(ns: string, encoded: string | null): { indexedFields: Fields } | null {
+    const sa = unb64(SearchAttributes, encoded);
+    if (!sa) return null;
+    const out: Fields = {};
+    for (const [name, p] of Object.entries(sa.indexedFields ?? {})) {
+      const type = metaType(p) ?? this.typeOf(ns, name);
+      out[name] = { data: p.data, metadata: { ...(p.metadata ?? {}), ...(type ? { type: Buffer.from(type) } : {}) } };
+    }
+    return { indexedFields: out };
+  }
+}

@@ -1,0 +1,435 @@
+// The core of the server: loads a run's mutable state into a RunTx inside one SQLite transaction, applies a
+// transition, saves it, and after the commit wakes pollers, timers and history long polls. Holds the
+// run-lifecycle transitions that several RPCs share: start (ID reuse/conflict policies, request-ID dedupe),
+// signal, cancel request, terminate, workflow-task timeout/failure, and every persistent timer.
+import type { temporal as T } from '@temporalio/proto';
+import { randomUUID } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
+import { ServiceError, type Clock } from './contract.js';
+import type { Store, TimerRow } from './store.js';
+import { RunTx, type RunState } from './run.js';
+import { SearchAttributeRegistry } from './attributes.js';
+import type { Matching } from './matching.js';
+import { api, ET, WS, WftFailedCause, RetryState, TimeoutType, dur, ms, b64, checkBlob, notFound, invalid } from './proto.js';
+import { google } from './proto.js';
+import * as activities from './activities.js';
+import type { QueryRegistry } from './workflow-tasks.js';
+
+export type StartRequest = T.api.workflowservice.v1.IStartWorkflowExecutionRequest;
+type ClosedListener = (e: { namespace: string; workflowId: string; runId: string; status: number }) => void;
+
+const DEFAULT_WFT_TIMEOUT_MS = 10_000;
+const MAX_WFT_TIMEOUT_MS = 120_000;
+const CLOSED_STATUSES_RETRYABLE = new Set([WS.WORKFLOW_EXECUTION_STATUS_FAILED, WS.WORKFLOW_EXECUTION_STATUS_CANCELED, WS.WORKFLOW_EXECUTION_STATUS_TERMINATED, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT]);
+
+/** Everything a new run needs; used by start, signal-with-start, continue-as-new and schedules. */
+export interface NewRun {
+  namespace: string;
+  workflowId: string;
+  type: string;
+  taskQueue: string;
+  input?: T.api.common.v1.IPayloads | null;
+  header?: T.api.common.v1.IHeader | null;
+  memo?: T.api.common.v1.IMemo | null;
+  searchAttributes?: T.api.common.v1.ISearchAttributes | null;
+  wftTimeoutMs: number;
+  runTimeoutMs: number;
+  execTimeoutMs: number;
+  execExpirationMs: number;
+  requestId: string;
+  identity: string;
+  firstRunId?: string;
+  continuedRunId?: string;
+  initiator?: number;
+  lastCompletionResult?: T.api.common.v1.IPayloads | null;
+  continuedFailure?: T.api.failure.v1.IFailure | null;
+  backoffMs?: number;
+  retryPolicy?: T.api.common.v1.IRetryPolicy | null;
+  cronSchedule?: string;
+  userMetadata?: T.api.sdk.v1.IUserMetadata | null;
+  priority?: T.api.common.v1.IPriority | null;
+  signal?: { name: string; input?: T.api.common.v1.IPayloads | null; header?: T.api.common.v1.IHeader | null; identity: string };
+}
+
+export class Engine {
+  readonly sa: SearchAttributeRegistry;
+  readonly queries: QueryRegistry = new Map();
+  matching!: Matching;
+  private readonly closedListeners: ClosedListener[] = [];
+  private readonly historyWaiters = new Map<string, Set<() => void>>();
+  private readonly timerCancels = new Map<number, () => void>();
+  private stopped = false;
+
+  constructor(
+    readonly store: Store,
+    readonly clock: Clock,
+    readonly log: (line: string) => void,
+  ) {
+    this.sa = new SearchAttributeRegistry(store);
+  }
+
+  // ─── run transactions ────────────────────────────────────────────────────────────────────────────────
+
+  loadState(runId: string): RunState | undefined {
+    const row = this.store.getRun(runId);
+    return row ? (JSON.parse(row.state) as RunState) : undefined;
+  }
+
+  private saveState(s: RunState): void {
+    this.store.updateRun({
+      run_id: s.runId, workflow_type: s.type, task_queue: s.taskQueue, status: s.status, close_ms: s.closeMs,
+      history_length: s.nextEventId - 1, search_json: JSON.stringify(s.searchJson), state: JSON.stringify(s),
+    });
+  }
+
+  private newTx(s: RunState): RunTx {
+    return new RunTx(s, this.store, {
+      wakeQueue: (ns, kind, queue) => this.matching.notify(ns, kind, queue),
+      armTimer: (id, due) => this.armTimer(id, due),
+      historyChanged: (runId) => this.historyChanged(runId),
+    }, this.clock.now());
+  }
+
+  /** Runs `fn` on the run's state in one transaction and saves it. Throws NOT_FOUND for unknown runs. */
+  withRun<T>(runId: string, fn: (r: RunTx) => T): T {
+    return this.store.tx(() => {
+      const s = this.loadState(runId);
+      if (!s) throw notFound(`workflow execution not found for run ${runId}`);
+      const r = this.newTx(s);
+      const wasOpen = r.open;
+      const out = fn(r);
+      this.saveState(s);
+      if (wasOpen && !r.open) this.afterClose(s);
+      return out;
+    });
+  }
+
+  /** Resolves workflow ID (+ optional run ID) to a run ID: empty run ID means the latest run. */
+  resolveRun(ns: string, workflowId: string, runId?: string | null): string {
+    if (!workflowId) throw invalid('WorkflowId is not set on request.');
+    if (runId) {
+      const row = this.store.getRun(runId);
+      if (!row || row.namespace !== ns || row.workflow_id !== workflowId) throw notFound(`workflow execution not found: ${workflowId}/${runId}`);
+      return runId;
+    }
+    const current = this.store.currentRunId(ns, workflowId);
+    if (!current) throw notFound(`workflow execution not found: ${workflowId}`);
+    return current;
+  }
+
+  /** Checks `first_execution_run_id` (handles from start() send it): the run must belong to that chain. */
+  checkChain(runId: string, firstRunId: string | null | undefined): void {
+    if (!firstRunId) return;
+    const s = this.loadState(runId);
+    if (s && s.firstRunId !== firstRunId) throw notFound(`workflow execution not found for first run ${firstRunId}`);
+  }
+
+  private afterClose(s: RunState): void {
+    const e = { namespace: s.namespace, workflowId: s.workflowId, runId: s.runId, status: s.status };
+    this.store.afterCommit(() => {
+      for (const l of this.closedListeners) {
+        try {
+          l(e);
+        } catch (err) {
+          this.log(`error: onWorkflowClosed listener threw: ${(err as Error).message}`);
+        }
+      }
+    });
+  }
+
+  onWorkflowClosed(l: ClosedListener): void {
+    this.closedListeners.push(l);
+  }
+
+  // ─── history long polls ──────────────────────────────────────────────────────────────────────────────
+
+  private historyChanged(runId: string): void {
+    const set = this.historyWaiters.get(runId);
+    if (!set) return;
+    this.historyWaiters.delete(runId);
+    for (const fn of set) fn();
+  }
+
+  /** Resolves when the run's history grows, or after `timeoutMs`. */
+  waitHistory(runId: string, timeoutMs: number, onCancel: (fn: () => void) => void): Promise<void> {
+    return new Promise((resolve) => {
+      let set = this.historyWaiters.get(runId);
+      if (!set) this.historyWaiters.set(runId, (set = new Set()));
+      const done = () => {
+        cancel();
+        set!.delete(done);
+        resolve();
+      };
+      set.add(done);
+      const cancel = this.clock.at(this.clock.now() + timeoutMs, done);
+      onCancel(done);
+    });
+  }
+
+  // ─── starting runs ───────────────────────────────────────────────────────────────────────────────────
+
+  /** StartWorkflowExecution semantics. Returns the run ID and whether a new run was started. */
+  start(ns: string, req: StartRequest, signal?: NewRun['signal']): { runId: string; started: boolean } {
+    const workflowId = req.workflowId ?? '';
+    if (!workflowId) throw invalid('WorkflowId is not set on request.');
+    if (!req.workflowType?.name) throw invalid('WorkflowType is not set on request.');
+    if (!req.taskQueue?.name) throw invalid('TaskQueue is not set on request.');
+    checkBlob('input', req.input?.payloads, this.log);
+    if (signal) checkBlob('signal input', signal.input?.payloads, this.log);
+    const execTimeoutMs = ms(req.workflowExecutionTimeout);
+    let runTimeoutMs = ms(req.workflowRunTimeout);
+    if (runTimeoutMs < 0 || execTimeoutMs < 0 || ms(req.workflowTaskTimeout) < 0) throw invalid('Invalid WorkflowTimeout: timeouts must not be negative.');
+    if (execTimeoutMs > 0 && (runTimeoutMs === 0 || runTimeoutMs > execTimeoutMs)) runTimeoutMs = execTimeoutMs;
+    const requestId = req.requestId || randomUUID();
+
+    return this.store.tx(() => {
+      const currentId = this.store.currentRunId(ns, workflowId);
+      const current = currentId ? this.loadState(currentId) : undefined;
+      if (current) {
+        if (current.startRequestId === requestId) return { runId: current.runId, started: true };
+        if (signal && current.status === WS.WORKFLOW_EXECUTION_STATUS_RUNNING && current.requestIds.includes(requestId)) {
+          return { runId: current.runId, started: false };
+        }
+        const running = current.status === WS.WORKFLOW_EXECUTION_STATUS_RUNNING;
+        const reuse = req.workflowIdReusePolicy ?? 0;
+        let conflict = req.workflowIdConflictPolicy ?? 0;
+        if (conflict === 0) conflict = signal ? 2 : 1;
+        if (reuse === 4) conflict = 3; // deprecated TERMINATE_IF_RUNNING
+        if (running) {
+          if (conflict === 2) {
+            if (signal) this.signalTx(current.runId, signal.name, signal.input, signal.header, signal.identity, requestId);
+            return { runId: current.runId, started: false };
+          }
+          if (conflict === 1) throw alreadyStarted(workflowId, current.runId, current.startRequestId);
+          this.withRun(current.runId, (r) => this.terminateTx(r, 'terminated by a new start (conflict policy TERMINATE_EXISTING)', req.identity ?? ''));
+        } else if (reuse === 3 || (reuse === 2 && !CLOSED_STATUSES_RETRYABLE.has(current.status))) {
+          throw alreadyStarted(workflowId, current.runId, current.startRequestId);
+        }
+      }
+      const wftTimeoutMs = clampWft(ms(req.workflowTaskTimeout), runTimeoutMs);
+      const now = this.clock.now();
+      const backoffMs = signal ? 0 : ms(req.workflowStartDelay);
+      return {
+        runId: this.createRun({
+          namespace: ns, workflowId, type: req.workflowType!.name!, taskQueue: req.taskQueue!.name!, input: req.input,
+          header: req.header, memo: req.memo, searchAttributes: req.searchAttributes, wftTimeoutMs, runTimeoutMs,
+          execTimeoutMs, execExpirationMs: execTimeoutMs > 0 ? now + execTimeoutMs : 0, requestId,
+          identity: req.identity ?? '', backoffMs, retryPolicy: req.retryPolicy, cronSchedule: req.cronSchedule ?? '',
+          userMetadata: req.userMetadata, priority: req.priority, signal,
+        }),
+        started: true,
+      };
+    });
+  }
+
+  /** Creates a run (inside the caller's transaction): started event, first workflow task, run timeouts. */
+  createRun(p: NewRun): string {
+    const now = this.clock.now();
+    const runId = randomUUID();
+    const { encoded: sa, json } = this.sa.merge(p.namespace, null, p.searchAttributes?.indexedFields);
+    const backoffMs = p.backoffMs ?? 0;
+    const s: RunState = {
+      namespace: p.namespace, workflowId: p.workflowId, runId, firstRunId: p.firstRunId ?? runId, type: p.type,
+      taskQueue: p.taskQueue, status: WS.WORKFLOW_EXECUTION_STATUS_RUNNING, nextEventId: 1, startMs: now,
+      executionMs: now + backoffMs, closeMs: null, wftTimeoutMs: p.wftTimeoutMs, runTimeoutMs: p.runTimeoutMs,
+      execTimeoutMs: p.execTimeoutMs, execExpirationMs: p.execExpirationMs, wft: null, lastCompletedStartedEventId: 0,
+      buffered: [], activities: {}, timers: {}, cancelRequested: false,
+      memo: p.memo?.fields && Object.keys(p.memo.fields).length ? b64(api.common.v1.Memo, p.memo) : null,
+      searchAttributes: sa, searchJson: json, historySize: 0, requestIds: [p.requestId], startRequestId: p.requestId,
+      closeEventId: 0, newRunId: null,
+    };
+    this.store.insertRun({
+      run_id: runId, namespace: p.namespace, workflow_id: p.workflowId, workflow_type: p.type, task_queue: p.taskQueue,
+      status: s.status, start_ms: now, execution_ms: s.executionMs, close_ms: null, history_length: 0,
+      search_json: JSON.stringify(json), state: '{}',
+    });
+    this.store.setCurrent(p.namespace, p.workflowId, runId);
+    const r = this.newTx(s);
+    r.append({
+      eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
+      workflowExecutionStartedEventAttributes: {
+        workflowType: { name: p.type }, taskQueue: { name: p.taskQueue, kind: 1 }, input: p.input, header: p.header,
+        workflowExecutionTimeout: dur(p.execTimeoutMs), workflowRunTimeout: dur(p.runTimeoutMs),
+        workflowTaskTimeout: dur(p.wftTimeoutMs), originalExecutionRunId: runId, firstExecutionRunId: s.firstRunId,
+        continuedExecutionRunId: p.continuedRunId ?? '', initiator: p.initiator ?? 0, continuedFailure: p.continuedFailure,
+        lastCompletionResult: p.lastCompletionResult, identity: p.identity, attempt: 1, retryPolicy: p.retryPolicy,
+        cronSchedule: p.cronSchedule ?? '', firstWorkflowTaskBackoff: backoffMs ? dur(backoffMs) : null,
+        workflowExecutionExpirationTime: p.execExpirationMs ? dur(p.execExpirationMs) : null,
+        memo: p.memo, searchAttributes: this.sa.present(p.namespace, sa), priority: p.priority,
+      },
+      userMetadata: p.userMetadata,
+    });
+    if (p.signal) {
+      r.append({
+        eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+        workflowExecutionSignaledEventAttributes: { signalName: p.signal.name, input: p.signal.input, header: p.signal.header, identity: p.signal.identity },
+      });
+    }
+    if (backoffMs > 0) r.addTimer(now + backoffMs, 'start', '', 0);
+    else r.scheduleWorkflowTask(1);
+    if (p.runTimeoutMs > 0) r.addTimer(now + p.runTimeoutMs, 'run', '', 0);
+    if (p.execExpirationMs > 0 && p.execExpirationMs !== now + p.runTimeoutMs) r.addTimer(p.execExpirationMs, 'run', 'exec', 0);
+    this.saveState(s);
+    return runId;
+  }
+
+  // ─── client-driven transitions ───────────────────────────────────────────────────────────────────────
+
+  signalTx(runId: string, name: string, input: any, header: any, identity: string, requestId: string): void {
+    checkBlob('signal input', input?.payloads, this.log);
+    this.withRun(runId, (r) => {
+      if (!r.open) throw notFound('workflow execution already completed');
+      if (requestId && r.s.requestIds.includes(requestId)) return; // duplicate delivery of the same request
+      if (requestId) r.s.requestIds = [...r.s.requestIds.slice(-99), requestId];
+      r.addWaking({
+        eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+        workflowExecutionSignaledEventAttributes: { signalName: name, input, header, identity },
+      });
+    });
+  }
+
+  requestCancelTx(r: RunTx, reason: string, identity: string): void {
+    if (!r.open) throw notFound('workflow execution already completed');
+    if (r.s.cancelRequested) return; // repeated requests are accepted without a second event
+    r.s.cancelRequested = true;
+    r.addWaking({
+      eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+      workflowExecutionCancelRequestedEventAttributes: { cause: reason, identity },
+    });
+  }
+
+  /** Terminate (and run timeouts) close the run at once: an in-flight task is failed, buffered events written. */
+  forceClose(r: RunTx, status: number, event: T.api.history.v1.IHistoryEvent): void {
+    const wft = r.s.wft;
+    if (wft?.state === 'started') {
+      r.append({
+        eventType: ET.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+        workflowTaskFailedEventAttributes: {
+          scheduledEventId: wft.scheduledEventId, startedEventId: wft.startedEventId,
+          cause: WftFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND, identity: 'history-service',
+        },
+      });
+      r.s.wft = null;
+      r.flushBuffered();
+    }
+    r.close(status, event);
+  }
+
+  terminateTx(r: RunTx, reason: string, identity: string, details?: any): void {
+    if (!r.open) throw notFound('workflow execution already completed');
+    this.forceClose(r, WS.WORKFLOW_EXECUTION_STATUS_TERMINATED, {
+      eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+      workflowExecutionTerminatedEventAttributes: { reason, details, identity },
+    });
+  }
+
+  // ─── workflow task failure / timeout ─────────────────────────────────────────────────────────────────
+
+  /** Records a failed or timed-out attempt, writes buffered events and schedules the next attempt. */
+  failWorkflowTask(r: RunTx, how: { timeout: true } | { cause: number; failure?: any; identity?: string }, nextAttempt?: number): void {
+    const wft = r.s.wft!;
+    if ('timeout' in how) {
+      r.append({
+        eventType: ET.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+        workflowTaskTimedOutEventAttributes: { scheduledEventId: wft.scheduledEventId, startedEventId: wft.startedEventId, timeoutType: TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE },
+      });
+    } else {
+      r.append({
+        eventType: ET.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+        workflowTaskFailedEventAttributes: { scheduledEventId: wft.scheduledEventId, startedEventId: wft.startedEventId, cause: how.cause, failure: how.failure, identity: how.identity ?? '' },
+      });
+    }
+    r.s.wft = null;
+    r.flushBuffered();
+    r.scheduleWorkflowTask(nextAttempt ?? wft.attempt + 1);
+    const { namespace, taskQueue } = r.s;
+    this.store.afterCommit(() => this.matching.notify(namespace, 'wf', taskQueue)); // held queries may go now
+  }
+
+  // ─── timers ──────────────────────────────────────────────────────────────────────────────────────────
+
+  armTimer(id: number, dueMs: number): void {
+    if (this.stopped || this.timerCancels.has(id)) return;
+    this.timerCancels.set(id, this.clock.at(dueMs, () => {
+      this.timerCancels.delete(id);
+      try {
+        this.fire(id);
+      } catch (e) {
+        this.log(`error: timer ${id} failed: ${(e as Error).stack}`);
+      }
+    }));
+  }
+
+  /** Re-arms every persisted timer (after a restart); overdue ones fire at once. */
+  rearmAll(): void {
+    for (const t of this.store.allTimers()) this.armTimer(t.id, t.due_ms);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const c of this.timerCancels.values()) c();
+    this.timerCancels.clear();
+  }
+
+  private fire(id: number): void {
+    this.store.tx(() => {
+      const row = this.store.getTimer(id);
+      if (!row) return; // cancelled, or its run closed
+      this.store.deleteTimer(id);
+      if (!this.store.getRun(row.run_id)) return;
+      this.withRun(row.run_id, (r) => {
+        if (r.open) this.onTimer(r, row);
+      });
+    });
+  }
+
+  private onTimer(r: RunTx, t: TimerRow): void {
+    const s = r.s;
+    switch (t.kind) {
+      case 'user': {
+        const timer = s.timers[t.ref];
+        if (!timer || timer.startedEventId !== t.attempt) return;
+        delete s.timers[t.ref];
+        r.addWaking({ eventType: ET.EVENT_TYPE_TIMER_FIRED, timerFiredEventAttributes: { timerId: t.ref, startedEventId: timer.startedEventId } }, t.ref);
+        return;
+      }
+      case 'wft':
+        if (s.wft?.state === 'started' && s.wft.scheduledEventId === Number(t.ref) && s.wft.attempt === t.attempt) {
+          this.log(`workflow task timed out: ${s.workflowId}/${s.runId} attempt ${t.attempt}`);
+          this.failWorkflowTask(r, { timeout: true });
+        }
+        return;
+      case 'start':
+        if (!s.wft && s.nextEventId <= 3) r.scheduleWorkflowTask(1);
+        return;
+      case 'run':
+        this.forceClose(r, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT, {
+          eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+          workflowExecutionTimedOutEventAttributes: { retryState: RetryState.RETRY_STATE_TIMEOUT },
+        });
+        return;
+      default:
+        activities.onTimer(this, r, t);
+    }
+  }
+}
+
+function clampWft(requested: number, runTimeoutMs: number): number {
+  let t = requested > 0 ? requested : DEFAULT_WFT_TIMEOUT_MS;
+  t = Math.min(t, MAX_WFT_TIMEOUT_MS);
+  if (runTimeoutMs > 0) t = Math.min(t, runTimeoutMs);
+  return t;
+}
+export { clampWft };
+
+function alreadyStarted(workflowId: string, runId: string, startRequestId: string): ServiceError {
+  const failure = api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure.encode({ startRequestId, runId }).finish();
+  const message = `Workflow execution is already running. WorkflowId: ${workflowId}, RunId: ${runId}.`;
+  const details = googleStatus(status.ALREADY_EXISTS, message, 'temporal.api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure', failure);
+  return new ServiceError(status.ALREADY_EXISTS, message, details);
+}
+
+/** A google.rpc.Status with one detail, for the grpc-status-details-bin trailer the SDK decodes. */
+export function googleStatus(code: number, message: string, typeName: string, value: Uint8Array): Uint8Array {
+  return google.rpc.Status.encode({ code, message, details: [{ type_url: `type.googleapis.com/${typeName}`, value }] }).finish();
+}

@@ -1,0 +1,90 @@
+// Matching: waiting pollers live in memory per (namespace, kind, queue); tasks are rows (store.ts), so nothing
+// is lost when a poll is cancelled or the process dies. A poll first tries to take a task; otherwise it waits
+// until notify() finds it a task, its deadline is near (answered with the empty response, as the SDK expects),
+// or its call is cancelled. A task is only taken for a poller whose call is still open, and taking it (writing
+// WorkflowTaskStarted or marking the activity started) is one transaction.
+import type { CallContext } from './grpc.js';
+import type { Clock } from './contract.js';
+
+const MAX_POLL_MS = 60_000;
+const DEADLINE_MARGIN_MS = 1_000;
+
+interface Waiter {
+  ctx: CallContext;
+  take: () => object | null;
+  finish: (v: object | null) => void;
+}
+
+export class Matching {
+  private readonly waiters = new Map<string, Waiter[]>();
+  private closed = false;
+
+  constructor(private readonly clock: Clock, private readonly log: (l: string) => void) {}
+
+  private static key(ns: string, kind: string, queue: string): string {
+    return `${ns}\u0000${kind}\u0000${queue}`;
+  }
+
+  /** Long poll: resolves with a task, or with `empty` at the deadline / on cancellation / on shutdown. */
+  poll(ns: string, kind: 'wf' | 'act', queue: string, ctx: CallContext, take: () => object | null, empty: object): Promise<object> {
+    const first = this.closed ? null : take();
+    if (first) return Promise.resolve(first);
+    if (this.closed) return Promise.resolve(empty);
+    const key = Matching.key(ns, kind, queue);
+    return new Promise((resolve) => {
+      const list = this.waiters.get(key) ?? [];
+      this.waiters.set(key, list);
+      const waitMs = Math.max(0, Math.min(MAX_POLL_MS, ctx.deadline - this.clock.now() - DEADLINE_MARGIN_MS));
+      let cancelTimer = () => {};
+      const w: Waiter = {
+        ctx,
+        take,
+        finish: (v) => {
+          cancelTimer();
+          const i = list.indexOf(w);
+          if (i >= 0) list.splice(i, 1);
+          resolve(v ?? empty);
+        },
+      };
+      list.push(w);
+      cancelTimer = this.clock.at(this.clock.now() + waitMs, () => w.finish(null));
+      ctx.onCancel(() => w.finish(null));
+    });
+  }
+
+  /** Tasks may be available on this queue: hand them to waiting pollers, oldest first. */
+  notify(ns: string, kind: 'wf' | 'act', queue: string): void {
+    const list = this.waiters.get(Matching.key(ns, kind, queue));
+    if (!list) return;
+    while (list.length > 0) {
+      const w = list[0]!;
+      if (w.ctx.cancelled) {
+        w.finish(null);
+        continue;
+      }
+      let task: object | null = null;
+      try {
+        task = w.take();
+      } catch (e) {
+        this.log(`error: dispatch on ${queue} failed: ${(e as Error).stack}`);
+      }
+      if (!task) return;
+      w.finish(task);
+    }
+  }
+
+  /** Notifies every queue that has waiters (e.g. queries released after a workflow task completed). */
+  notifyAll(): void {
+    for (const key of [...this.waiters.keys()]) {
+      const [ns, kind, queue] = key.split('\u0000') as [string, 'wf' | 'act', string];
+      this.notify(ns, kind, queue);
+    }
+  }
+
+  /** Server shutdown: answer every waiting poll with its empty response. */
+  close(): void {
+    this.closed = true;
+    for (const list of this.waiters.values()) for (const w of [...list]) w.finish(null);
+    this.waiters.clear();
+  }
+}

@@ -1,0 +1,112 @@
+// Handlers for the RPCs the worker (sdk-core) calls: task polls, task completions, heartbeats, shutdown.
+// Polls never fail for ordinary conditions (a forwarded poll error is fatal to the worker): an unknown queue or
+// nothing to do is an empty response.
+import type { temporal as T } from '@temporalio/proto';
+import { status } from '@grpc/grpc-js';
+import { ServiceError } from './contract.js';
+import type { Engine } from './engine.js';
+import type { Handler } from './grpc.js';
+import type { RunTx, ActivityState } from './run.js';
+import * as activities from './activities.js';
+import { takeWorkflowTask, completeWorkflowTask, failWorkflowTask, respondQueryTaskCompleted } from './workflow-tasks.js';
+import { api, BLOB_ERROR_BYTES, payloadSize, b64, decodeToken, notFound, invalid, type IPayload } from './proto.js';
+import { randomUUID } from 'node:crypto';
+
+/** Runs `fn` on the started activity a token names; NOT_FOUND when the run closed or the attempt is stale. */
+function withActivity<T>(engine: Engine, token: Uint8Array | null | undefined, fn: (r: RunTx, a: ActivityState) => T): T {
+  const t = decodeToken(token, 'a');
+  if (!engine.store.getRun(t.r)) throw notFound('workflow execution not found');
+  return engine.withRun(t.r, (r) => {
+    if (!r.open) throw notFound('workflow execution already completed');
+    const act = activities.byToken(r, t.s, t.a);
+    if (!act) throw notFound('activity task not found (it timed out, was retried, or was cancelled)');
+    return fn(r, act);
+  });
+}
+
+function size(payloads: IPayload[] | null | undefined): number {
+  return (payloads ?? []).reduce((n, p) => n + payloadSize(p), 0);
+}
+
+export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): Record<string, Handler> {
+  return {
+    PollWorkflowTaskQueue: (req: T.api.workflowservice.v1.IPollWorkflowTaskQueueRequest, ctx) => {
+      const ns = req.namespace ?? '';
+      assertNs(ns);
+      const queue = req.taskQueue?.name ?? '';
+      // Sticky queues are not used: every task goes to the normal queue with full history (reference §4.6).
+      if (req.taskQueue?.kind === 2 || !queue) return engine.matching.poll(ns, 'wf', `\u0000sticky:${queue}`, ctx, () => null, {});
+      return engine.matching.poll(ns, 'wf', queue, ctx, () => takeWorkflowTask(engine, ns, queue, req.identity ?? ''), {});
+    },
+
+    RespondWorkflowTaskCompleted: (req) => completeWorkflowTask(engine, req),
+    RespondWorkflowTaskFailed: (req) => failWorkflowTask(engine, req),
+    RespondQueryTaskCompleted: (req) => respondQueryTaskCompleted(engine, req),
+
+    PollActivityTaskQueue: (req: T.api.workflowservice.v1.IPollActivityTaskQueueRequest, ctx) => {
+      const ns = req.namespace ?? '';
+      assertNs(ns);
+      const queue = req.taskQueue?.name ?? '';
+      const identity = req.identity ?? '';
+      const take = () =>
+        engine.store.tx(() => {
+          for (;;) {
+            const rows = engine.store.peekTasks(ns, 'act', queue);
+            if (rows.length === 0) return null;
+            for (const row of rows) {
+              engine.store.deleteTask(row.id);
+              const st = engine.loadState(row.run_id);
+              const a = st?.activities[row.ref];
+              if (!st || !a || a.state !== 'scheduled' || a.attempt !== row.attempt) continue;
+              return engine.withRun(row.run_id, (r) => activities.dispatch(engine, r, r.s.activities[row.ref]!, identity, randomUUID()));
+            }
+          }
+        });
+      return engine.matching.poll(ns, 'act', queue, ctx, take, {});
+    },
+
+    RecordActivityTaskHeartbeat: (req: T.api.workflowservice.v1.IRecordActivityTaskHeartbeatRequest) =>
+      withActivity(engine, req.taskToken, (r, act) => {
+        if (size(req.details?.payloads) > BLOB_ERROR_BYTES) throw invalid('Blob data size exceeds limit. (heartbeat details)');
+        if (req.details?.payloads?.length) act.heartbeatDetails = b64(api.common.v1.Payloads, req.details);
+        act.lastHeartbeatMs = r.now;
+        return { cancelRequested: act.cancelRequestedEventId > 0 };
+      }),
+
+    RespondActivityTaskCompleted: (req: T.api.workflowservice.v1.IRespondActivityTaskCompletedRequest) =>
+      withActivity(engine, req.taskToken, (r, act) => {
+        const bytes = size(req.result?.payloads);
+        if (bytes > BLOB_ERROR_BYTES) {
+          // As on a real server: an oversized result fails the activity rather than the call.
+          activities.failed(engine, r, act, {
+            message: `Complete result exceeds size limit (${bytes} bytes > ${BLOB_ERROR_BYTES}); return a reference to stored data instead`,
+            source: 'Server',
+            applicationFailureInfo: { type: 'BlobSizeLimitExceeded', nonRetryable: true },
+          }, { identity: req.identity ?? '' });
+          return {};
+        }
+        activities.completed(engine, r, act, req.result, req.identity ?? '');
+        return {};
+      }),
+
+    RespondActivityTaskFailed: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedRequest) =>
+      withActivity(engine, req.taskToken, (r, act) => {
+        activities.failed(engine, r, act, req.failure ?? { message: 'activity failed' }, { identity: req.identity ?? '', details: req.lastHeartbeatDetails });
+        return {};
+      }),
+
+    RespondActivityTaskCanceled: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledRequest) =>
+      withActivity(engine, req.taskToken, (r, act) => {
+        if (act.cancelRequestedEventId === 0) throw invalid('Activity task cannot be canceled: no cancellation was requested.');
+        activities.canceled(engine, r, act, req.details, req.identity ?? '');
+        return {};
+      }),
+
+    ShutdownWorker: () => ({}),
+    PollNexusTaskQueue: (req: T.api.workflowservice.v1.IPollNexusTaskQueueRequest, ctx) =>
+      engine.matching.poll(req.namespace ?? '', 'wf', `\u0000nexus:${req.taskQueue?.name ?? ''}`, ctx, () => null, {}),
+    RespondNexusTaskCompleted: () => {
+      throw new ServiceError(status.UNIMPLEMENTED, 'unknown method RespondNexusTaskCompleted: Nexus is not supported by the finetune dev server');
+    },
+  };
+}

@@ -1,0 +1,215 @@
+// startDevServer(): opens the SQLite store, re-arms persisted timers, registers the WorkflowService,
+// OperatorService and health handlers on a grpc-js server and binds it (127.0.0.1 unless told otherwise).
+// Also the ScheduleHost side of the seam to devserver/schedules/ (contract.ts).
+import type { temporal as T } from '@temporalio/proto';
+import * as grpc from '@grpc/grpc-js';
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { ServiceError, type ScheduleHost, type ScheduleService, type CreateScheduleService } from './contract.js';
+import { Store } from './store.js';
+import { RealClock } from './clock.js';
+import { Engine } from './engine.js';
+import { Matching } from './matching.js';
+import { addService, SERVICES, type Handler } from './grpc.js';
+import { clientHandlers } from './rpc-client.js';
+import { workerHandlers } from './rpc-worker.js';
+import { dropQueries } from './workflow-tasks.js';
+import { SA_TYPES, PREDEFINED, SYSTEM } from './attributes.js';
+import { api, WS, dur, notFound } from './proto.js';
+import { googleStatus } from './engine.js';
+
+export interface DevServerOptions {
+  port?: number; // 0 = a free port
+  ip?: string;
+  dbFile?: string; // ':memory:' or a path
+  namespace?: string;
+  log?: (line: string) => void;
+  /** Custom search attributes to register up front, name → type (Keyword, Text, Int, Double, Bool, Datetime, KeywordList). */
+  searchAttributes?: Record<string, string>;
+}
+
+export interface DevServer {
+  address: string; // host:port
+  port: number;
+  close(): Promise<void>;
+}
+
+const RETENTION_DAYS = 1;
+/** Temporal's default gRPC message limit; larger requests get RESOURCE_EXHAUSTED as from a real frontend. */
+const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
+
+export async function startDevServer(opts: DevServerOptions = {}): Promise<DevServer> {
+  const log = opts.log ?? (() => {});
+  const ip = opts.ip ?? '127.0.0.1';
+  const store = new Store(opts.dbFile ?? ':memory:');
+  const clock = new RealClock();
+  const engine = new Engine(store, clock, log);
+  engine.matching = new Matching(clock, log);
+
+  // ─── namespaces ──────────────────────────────────────────────────────────────────────────────────────
+  const insertNs = store.db.prepare('INSERT OR IGNORE INTO namespaces (name, id, description, retention_days, created_ms) VALUES (?, ?, ?, ?, ?)');
+  const getNs = store.db.prepare('SELECT * FROM namespaces WHERE name = ?');
+  for (const name of new Set(['default', opts.namespace ?? 'default'])) insertNs.run(name, randomUUID(), '', RETENTION_DAYS, clock.now());
+  for (const [name, type] of Object.entries(opts.searchAttributes ?? {})) engine.sa.register(opts.namespace ?? 'default', name, type);
+  const assertNs = (ns: string) => {
+    if (!getNs.get(ns)) {
+      const detail = api.errordetails.v1.NamespaceNotFoundFailure.encode({ namespace: ns }).finish();
+      const msg = `Namespace ${ns} is not found.`;
+      throw new ServiceError(grpc.status.NOT_FOUND, msg, googleStatus(grpc.status.NOT_FOUND, msg, 'temporal.api.errordetails.v1.NamespaceNotFoundFailure', detail));
+    }
+  };
+  const describeNs = (row: any) => ({
+    namespaceInfo: { name: row.name, state: 1, description: row.description, id: row.id, capabilities: {} },
+    config: { workflowExecutionRetentionTtl: dur(row.retention_days * 86_400_000) },
+    isGlobalNamespace: false,
+  });
+
+  // ─── schedules (devserver/schedules/, optional until it exists) ─────────────────────────────────────
+  const host: ScheduleHost = {
+    db: store.db,
+    clock,
+    assertNamespace: assertNs,
+    startWorkflow: (ns, request) => ({ runId: engine.start(ns, request).runId }),
+    isRunning: (ns, workflowId, runId) => {
+      const s = engine.loadState(runId);
+      return !!s && s.namespace === ns && s.workflowId === workflowId && s.status === WS.WORKFLOW_EXECUTION_STATUS_RUNNING;
+    },
+    terminate: (ns, workflowId, runId, reason) => {
+      if (host.isRunning(ns, workflowId, runId)) engine.withRun(runId, (r) => engine.terminateTx(r, reason, 'schedules'));
+    },
+    requestCancel: (ns, workflowId, runId, reason) => {
+      if (host.isRunning(ns, workflowId, runId)) engine.withRun(runId, (r) => engine.requestCancelTx(r, reason, 'schedules'));
+    },
+    onWorkflowClosed: (l) => engine.onWorkflowClosed(l as any),
+  };
+  const schedules = await loadSchedules(host, log);
+
+  // ─── handlers ────────────────────────────────────────────────────────────────────────────────────────
+  const typeEnum = (t: string) => SA_TYPES.indexOf(t as (typeof SA_TYPES)[number]) + 1;
+  const info: Record<string, Handler> = {
+    GetSystemInfo: () => ({
+      serverVersion: '1.24.0-finetune-devserver',
+      capabilities: {
+        signalAndQueryHeader: true, internalErrorDifferentiation: true, activityFailureIncludeHeartbeat: true,
+        supportsSchedules: !!schedules, encodedFailureAttributes: true, upsertMemo: true, sdkMetadata: true,
+        countGroupByExecutionStatus: true, eagerWorkflowStart: false, buildIdBasedVersioning: false,
+      },
+    }),
+    DescribeNamespace: (req: T.api.workflowservice.v1.IDescribeNamespaceRequest) => {
+      const name = req.namespace || '';
+      if (!name && req.id) {
+        const row = store.db.prepare('SELECT * FROM namespaces WHERE id = ?').get(req.id);
+        if (!row) throw notFound(`Namespace ${req.id} is not found.`);
+        return describeNs(row);
+      }
+      assertNs(name);
+      return describeNs(getNs.get(name));
+    },
+    ListNamespaces: () => ({ namespaces: store.db.prepare('SELECT * FROM namespaces ORDER BY name').all().map(describeNs) }),
+    RegisterNamespace: (req: T.api.workflowservice.v1.IRegisterNamespaceRequest) => {
+      if (!req.namespace) throw new ServiceError(grpc.status.INVALID_ARGUMENT, 'Namespace is not set on request.');
+      if (getNs.get(req.namespace)) throw new ServiceError(grpc.status.ALREADY_EXISTS, 'Namespace already exists.');
+      const days = Math.max(1, Math.round(((req.workflowExecutionRetentionPeriod?.seconds as any)?.toNumber?.() ?? 86_400) / 86_400));
+      insertNs.run(req.namespace, randomUUID(), req.description ?? '', days, clock.now());
+      return {};
+    },
+    GetClusterInfo: () => ({ serverVersion: '1.24.0-finetune-devserver', clusterName: 'finetune-devserver', clusterId: 'finetune-devserver', historyShardCount: 1, persistenceStore: 'sqlite', visibilityStore: 'sqlite', supportedClients: {} }),
+    GetSearchAttributes: () => {
+      const keys: Record<string, number> = {};
+      for (const [n, t] of Object.entries(PREDEFINED)) keys[n] = typeEnum(t);
+      for (const row of store.db.prepare('SELECT DISTINCT name, type FROM search_attribute_types').all() as { name: string; type: string }[]) keys[row.name] = typeEnum(row.type);
+      return { keys };
+    },
+  };
+  const operator: Record<string, Handler> = {
+    AddSearchAttributes: (req: T.api.operatorservice.v1.IAddSearchAttributesRequest) => {
+      const ns = req.namespace || 'default';
+      assertNs(ns);
+      store.tx(() => {
+        for (const [name, t] of Object.entries(req.searchAttributes ?? {})) {
+          const type = SA_TYPES[(t as number) - 1];
+          if (!type) throw new ServiceError(grpc.status.INVALID_ARGUMENT, `Unknown search attribute type ${t} for ${name}.`);
+          const existing = engine.sa.typeOf(ns, name);
+          if (existing && existing !== type) throw new ServiceError(grpc.status.ALREADY_EXISTS, `Search attribute ${name} already exists with type ${existing}.`);
+          engine.sa.register(ns, name, type);
+        }
+      });
+      return {};
+    },
+    ListSearchAttributes: (req: T.api.operatorservice.v1.IListSearchAttributesRequest) => {
+      const ns = req.namespace || 'default';
+      assertNs(ns);
+      const customAttributes: Record<string, number> = {};
+      for (const [n, t] of Object.entries(engine.sa.custom(ns))) customAttributes[n] = typeEnum(t);
+      const systemAttributes: Record<string, number> = {};
+      for (const [n, t] of Object.entries(PREDEFINED)) systemAttributes[n] = typeEnum(t);
+      return { customAttributes, systemAttributes, storageSchema: {} };
+    },
+    RemoveSearchAttributes: (req: T.api.operatorservice.v1.IRemoveSearchAttributesRequest) => {
+      const ns = req.namespace || 'default';
+      const del = store.db.prepare('DELETE FROM search_attribute_types WHERE namespace = ? AND name = ?');
+      for (const name of req.searchAttributes ?? []) {
+        if (SYSTEM.has(name) || PREDEFINED[name]) throw new ServiceError(grpc.status.INVALID_ARGUMENT, `Search attribute ${name} is a system attribute.`);
+        del.run(ns, name);
+      }
+      return {};
+    },
+  };
+
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES, 'grpc.max_send_message_length': 128 * 1024 * 1024 });
+  addService(server, SERVICES.workflow, { ...info, ...clientHandlers(engine, assertNs), ...workerHandlers(engine, assertNs), ...(schedules?.handlers ?? {}) }, log);
+  addService(server, SERVICES.operator, operator, log);
+  addService(server, SERVICES.health, { Check: () => ({ status: 1 }) }, log);
+
+  const hostPort = ip.includes(':') ? `[${ip}]:${opts.port ?? 7233}` : `${ip}:${opts.port ?? 7233}`;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(hostPort, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`cannot listen on ${hostPort}: ${err.message}`)) : resolve(p))),
+  );
+  // Recovery after a restart: every deadline fires again (overdue ones at once); queued tasks are rows and are
+  // picked up by the first polls; tasks that were started before the crash time out as on a real server.
+  engine.rearmAll();
+  schedules?.start();
+  const address = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+
+  let closed: Promise<void> | undefined;
+  return {
+    address,
+    port,
+    close: () =>
+      (closed ??= (async () => {
+        schedules?.stop();
+        engine.matching.close();
+        dropQueries(engine);
+        engine.stop();
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 1000);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        });
+        clock.stopAll();
+        store.close();
+      })()),
+  };
+}
+
+async function loadSchedules(host: ScheduleHost, log: (l: string) => void): Promise<ScheduleService | undefined> {
+  const file = fileURLToPath(new URL('./schedules/index.ts', import.meta.url));
+  if (!existsSync(file)) return undefined;
+  const specifier = './schedules/index.js';
+  try {
+    const mod = (await import(specifier)) as { createScheduleService: CreateScheduleService };
+    const service = mod.createScheduleService(host);
+    log('schedules: enabled');
+    return service;
+  } catch (e) {
+    // The schedules module is developed in parallel; a broken build of it must not take workflows down.
+    log(`error: schedules module failed to load, schedule RPCs answer UNIMPLEMENTED: ${(e as Error).stack ?? e}`);
+    return undefined;
+  }
+}
