@@ -125,6 +125,37 @@ describe('schedules through the TypeScript SDK', () => {
     await handle.trigger(); // even though paused
     const after = await handle.describe();
     expect(after.info.numActionsTaken).toBe(before + 1);
+
+    // Changing the action's arguments reaches the next runs (the features suite's schedule/basic).
+    await handle.update((prev) => ({ ...prev, action: { ...prev.action, args: ['tock'] }, state: { ...prev.state, paused: false } }));
+    const updatedAt = (await handle.describe()).info.lastUpdatedAt!;
+    const isNew = (a: { takenAt: Date }) => a.takenAt > updatedAt;
+    const next = await waitFor('a run after the update', () => handle.describe(), (x) => x.info.recentActions.some(isNew));
+    await handle.delete();
+    const run = next.info.recentActions.find(isNew)!.action.workflow;
+    expect(await client.workflow.getHandle(run.workflowId, run.firstExecutionRunId).result()).toBe(`tock from ${run.workflowId}`);
+  });
+
+  it('backfill runs the spec times of past ranges, start inclusive (the features suite\'s schedule/backfill)', async () => {
+    const handle = await client.schedule.create({
+      scheduleId: 'backfill',
+      spec: { intervals: [{ every: '1m' }] },
+      action: { type: 'startWorkflow', workflowType: 'scheduledEcho', args: ['backfilled'], taskQueue },
+      state: { paused: true },
+    });
+    const minute = Math.floor(Date.now() / 60_000) * 60_000;
+    await handle.backfill([
+      { start: new Date(minute - 3 * 365 * 86_400_000 - 120_000), end: new Date(minute - 3 * 365 * 86_400_000), overlap: ScheduleOverlapPolicy.ALLOW_ALL },
+      { start: new Date(minute - 30 * 60_000 - 90_000), end: new Date(minute - 30 * 60_000), overlap: ScheduleOverlapPolicy.ALLOW_ALL },
+    ]);
+    const d = await waitFor('backfilled runs to finish', () => handle.describe(), (x) => x.info.numActionsTaken === 5 && x.info.runningActions.length === 0);
+    expect(d.info.recentActions.map((a) => a.scheduledAt.getTime())).toEqual([
+      minute - 3 * 365 * 86_400_000 - 120_000,
+      minute - 3 * 365 * 86_400_000 - 60_000,
+      minute - 3 * 365 * 86_400_000,
+      minute - 31 * 60_000,
+      minute - 30 * 60_000,
+    ]);
     await handle.delete();
   });
 
