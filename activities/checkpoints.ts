@@ -2,7 +2,7 @@
 // ones, which are moved aside so they never shadow a newer good one), and retention (keepLast).
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { listCheckpoints, verifyCheckpoint } from '../native/index.js';
+import { native } from './lib/native.js';
 import type { CheckpointRef } from '../workflows/messages.js';
 
 export interface ResumePoint {
@@ -26,6 +26,7 @@ export function quarantineRoot(root: string): string {
  * is reported and moved to quarantineRoot; the search goes on to the one before it.
  */
 export async function findResumePoint(root: string, maxStep = Number.MAX_SAFE_INTEGER): Promise<ResumePoint> {
+  const { listCheckpoints, verifyCheckpoint } = await native();
   const skipped: ResumePoint['skipped'] = [];
   for (const c of await listCheckpoints(root)) {
     if (c.step > maxStep) continue;
@@ -52,7 +53,7 @@ export async function quarantine(dir: string): Promise<string> {
 
 /** Delete committed checkpoints beyond the newest `keepLast` (never fewer than 2, so a fallback always exists). */
 export async function pruneCheckpoints(root: string, keepLast: number): Promise<string[]> {
-  const all = await listCheckpoints(root);
+  const all = await (await native()).listCheckpoints(root);
   const old = all.slice(Math.max(2, keepLast));
   for (const c of old) await rm(c.dir, { recursive: true, force: true });
   return old.map((c) => c.dir);

@@ -7,7 +7,8 @@ import { readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
 import { loadTokenizer } from '../datasets/index.js';
-import { Engine } from '../native/index.js';
+import type { Engine } from '../native/index.js';
+import { native } from './lib/native.js';
 import type { CheckpointRef, EvalMetrics, Sample } from '../workflows/messages.js';
 import { findResumePoint } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
@@ -35,6 +36,7 @@ async function withEngine<T>(deps: ModelDeps, cfg: FinetuneConfig, checkpoint: C
   const keepalive = setInterval(() => ctx.heartbeat({ kind: 'model', checkpoint }), Math.max(200, (ctx.info.heartbeatTimeoutMs ?? 60_000) / 4));
   let engine: Engine | null = null;
   try {
+    const { Engine } = await native();
     ctx.heartbeat({ kind: 'model', checkpoint });
     let used: UsedCheckpoint = { checkpoint, skipped: [] };
     const cached = deps.engines.take(root, checkpoint, { forTraining: false });

@@ -7,7 +7,8 @@
 import { Context } from '@temporalio/activity';
 import { CancelledFailure } from '@temporalio/common';
 import type { FinetuneConfig } from '../configs/index.js';
-import { Engine, listCheckpoints } from '../native/index.js';
+import type { Engine } from '../native/index.js';
+import { native } from './lib/native.js';
 import type { CheckpointRef, ResumeRecord, TrainProgress } from '../workflows/messages.js';
 import { checkpointDir, findResumePoint, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
@@ -49,6 +50,7 @@ export interface TrainDeps {
 /** A model to train: from the cache, from the newest good checkpoint, or fresh from the config. */
 async function startingPoint(deps: TrainDeps, input: TrainSegmentInput, attempt: number) {
   const { cfg, checkpointRoot: root } = input;
+  const { Engine, listCheckpoints } = await native();
   // Fast path: the cached engine equals the newest committed checkpoint, so it needs no loading or verifying.
   const newest = (await listCheckpoints(root)).find((c) => c.step <= input.toStep) ?? null;
   const cached = newest && deps.engines.peek(root)?.dir === newest.dir ? deps.engines.take(root, newest, { forTraining: true }) : null;
@@ -101,6 +103,7 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     beat();
 
     let lastSave = Date.now();
+    const { listCheckpoints } = await native();
     const save = async () => {
       const dir = checkpointDir(checkpointRoot, step);
       // An overlapping attempt (or the attempt before a retry) may have committed this very step already.

@@ -20,9 +20,6 @@ import {
 } from './messages.js';
 import { bookkeepingOptions, gpuOptions, prepareOptions, trainOptions, validateOptions } from './options.js';
 
-/** Continue as new past this many history events even if the server has not suggested it yet. */
-const MAX_HISTORY_EVENTS = 5000;
-
 export async function finetune(input: unknown, carry?: FinetuneCarry & { run: ValidatedRun }): Promise<FinetuneReport> {
   const info = wf.workflowInfo();
   const startedAt = carry?.startedAtMs ?? Date.now();
@@ -151,7 +148,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
       summary.lastCheckpoint = lastCheckpoint;
       live = null;
       wf.setCurrentDetails(`**train**: ${step}/${data.totalSteps} steps, loss ${summary.lastLoss?.toFixed(3) ?? '?'}`);
-      if (step < data.totalSteps && !stopRequested && (info.continueAsNewSuggested || wf.workflowInfo().historyLength > MAX_HISTORY_EVENTS)) {
+      if (step < data.totalSteps && !stopRequested && (wf.workflowInfo().continueAsNewSuggested || wf.workflowInfo().historyLength > cfg.temporal.continueAsNewAfterEvents)) {
         leave('train', t0, 'running');
         await wf.condition(wf.allHandlersFinished);
         return await wf.continueAsNew<typeof finetune>(input, {

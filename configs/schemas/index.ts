@@ -27,6 +27,8 @@ export const TemporalConfig = z
     workflowId: z.string().min(1).optional(),
     /** Heartbeat timeout of the long activities: how soon a dead worker is noticed and its work retried elsewhere. */
     heartbeatTimeoutSeconds: z.number().positive().default(60),
+    /** Continue as new (carrying only the last checkpoint and the summary) once the history has this many events. */
+    continueAsNewAfterEvents: z.number().int().min(50).default(5000),
   })
   .strict();
 

@@ -1,0 +1,92 @@
+// validateConfig and prepareData in a mock activity environment (no server): a bad config fails non-retryably
+// with the field named; paths and directories derive from the workflow id and the config fingerprint; prepare
+// heartbeats, returns a summary with the step plan, and a second call reuses the committed result.
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { ApplicationFailure } from '@temporalio/common';
+import { describe, expect, it } from 'vitest';
+import { createActivities } from '../../activities/index.js';
+import { planSteps } from '../../activities/prepare.js';
+import { parseConfig } from '../../configs/index.js';
+
+const acts = createActivities();
+
+function corpus(dir: string): string {
+  // 60 documents (one per record), so the held-out split gets whole documents.
+  const lines: string[] = [];
+  for (let i = 0; i < 60; i++) lines.push(JSON.stringify({ text: `Document ${i}: a small text about whales, ships and the sea, number ${i * 7}. `.repeat(4) }));
+  const file = join(dir, 'corpus.jsonl');
+  writeFileSync(file, lines.join('\n'));
+  return file;
+}
+
+describe('validateConfig', () => {
+  it('fails non-retryably with the zod message naming the field', async () => {
+    const env = new MockActivityEnvironment();
+    const err = await env.run(acts.validateConfig, { training: { learningRate: -1 } }, 'wf').catch((e) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect(err.nonRetryable).toBe(true);
+    expect(err.type).toBe('BAD_CONFIG');
+    expect(err.message).toMatch(/training\.learningRate/);
+  });
+
+  it('rejects unknown keys and a missing corpus file', async () => {
+    const env = new MockActivityEnvironment();
+    const e1 = await env.run(acts.validateConfig, { trainng: {} }, 'wf').catch((e) => e);
+    expect(e1.message).toMatch(/trainng: unknown key/);
+    const e2 = await env.run(acts.validateConfig, { data: { train: { type: 'text', path: '/nonexistent/x.txt' } } }, 'wf').catch((e) => e);
+    expect(e2.nonRetryable).toBe(true);
+    expect(e2.message).toMatch(/data\.train\.path: no such file/);
+  });
+
+  it('names the run directory by workflow id and fingerprint, and continues a series from latest.json', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'ft-validate-'));
+    const env = new MockActivityEnvironment();
+    const input = { name: 'series', storage: { root }, model: { continueSeries: true } };
+    const a = await env.run(acts.validateConfig, input, 'finetune-series');
+    const b = await env.run(acts.validateConfig, { ...input, training: { learningRate: 1e-2 } }, 'finetune-series');
+    expect(a.runDir.startsWith(join(root, 'series', 'finetune-series-'))).toBe(true);
+    expect(a.runDir).not.toBe(b.runDir);
+    expect(a.baseModel).toBeNull();
+    const modelDir = join(root, 'series', 'some-run', 'model');
+    mkdirSync(modelDir, { recursive: true });
+    writeFileSync(join(modelDir, 'config.json'), '{}');
+    writeFileSync(join(root, 'series', 'latest.json'), JSON.stringify({ modelDir, workflowId: 'x', step: 3, evalLoss: 1, finishedAt: '' }));
+    const c = await env.run(acts.validateConfig, input, 'finetune-series');
+    expect(c.baseModel).toBe(modelDir);
+    expect(c.cfg.model.init).toBe('pretrained');
+    expect(c.cfg.model.path).toBe(modelDir);
+  });
+});
+
+describe('prepareData', () => {
+  it('heartbeats, returns a summary and a step plan, and reuses its committed output', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'ft-prepare-'));
+    const cfg = parseConfig({
+      name: 'tiny', storage: { root }, data: { train: { type: 'jsonl', path: corpus(root) }, validationFraction: 0.1 },
+      preprocess: { mode: 'concat', blockSize: 32 }, model: { nPositions: 32 },
+      training: { microBatchSize: 4, epochs: 2 },
+    });
+    const env = new MockActivityEnvironment();
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d) => beats.push(d));
+    const first = await env.run(acts.prepareData, cfg);
+    expect(first.reused).toBe(false);
+    expect(first.train.sequences).toBeGreaterThan(10);
+    expect(first.validation.sequences).toBeGreaterThan(0);
+    expect(first.blockSize).toBe(32);
+    expect(first.totalSteps).toBe(Math.ceil((2 * first.train.sequences) / 4));
+    expect(beats.length).toBeGreaterThan(0);
+    expect(JSON.stringify(first).length).toBeLessThan(4000); // a summary crosses Temporal, never the data
+    const again = await new MockActivityEnvironment().run(acts.prepareData, cfg);
+    expect(again.reused).toBe(true);
+    expect(again.dataDir).toBe(first.dataDir);
+  });
+
+  it('plans maxSteps when given, else epochs over the train split', () => {
+    expect(planSteps(parseConfig({ training: { maxSteps: 7 } }), 1000).totalSteps).toBe(7);
+    expect(planSteps(parseConfig({ training: { microBatchSize: 8, gradAccumSteps: 2, epochs: 1 } }), 100).totalSteps).toBe(7);
+  });
+});
