@@ -1,0 +1,47 @@
+// The compiled addon's surface, declared by hand (binding/addon.cpp). Only native/index.ts uses it.
+
+export interface NativeCreateOptions {
+  model: { nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number; dropout: number; initSeed: number };
+  training: {
+    microBatchSize: number; gradAccumSteps: number; learningRate: number; minLrRatio: number; warmupSteps: number;
+    schedule: 'cosine' | 'linear' | 'constant'; weightDecay: number; beta1: number; beta2: number; eps: number;
+    gradClip: number; shuffleSeed: number; divergenceLoss: number;
+  };
+  backend: {
+    name: 'cpu' | 'cuda'; precision: 'fp32' | 'bf16'; recompute: string; device: number; zeroStage: number;
+    offload: string; worldSize: number; rank: number; threads: number;
+  };
+  hfDir?: string;
+  checkpointDir?: string;
+  configJson?: string;
+}
+
+export interface NativeShard { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
+
+export interface NativeEngine {
+  info(): { backend: 'cpu' | 'cuda'; device: string; blas: string; precision: 'fp32' | 'bf16'; threads: number; nParams: number;
+    nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number };
+  state(): { step: number; cursor: { epoch: number; shard: number; offset: number; shuffleSeed: number } };
+  setTrainData(shards: NativeShard[]): void;
+  train(nSteps: number, totalSteps: number, onProgress?: (p: {
+    step: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; elapsedMs: number }) => void):
+    Promise<{ step: number; losses: Float64Array; tokens: number; tokensPerSec: number; aborted: boolean }>;
+  abort(): void;
+  evaluate(shards: NativeShard[], maxBatches: number, batchSize: number):
+    Promise<{ loss: number; perplexity: number; accuracy: number; tokens: number; sequences: number; aborted: boolean }>;
+  generate(prompts: Int32Array[], opts: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; eosId: number }): Promise<Int32Array[]>;
+  saveCheckpoint(dir: string, extraJson: string): Promise<{ dir: string; step: number; sha256: string; bytes: number; existed: boolean }>;
+  exportHuggingFace(dir: string, tokenizerJson: string, eosId: number): Promise<void>;
+  forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array>;
+  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }>;
+  getParams(): Promise<Float32Array>;
+  layout(): { name: string; shape: number[]; offset: number; numel: number }[];
+  memoryReport(): { paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number; totalBytes: number; deviceTotalBytes?: number };
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  createEngine(o: NativeCreateOptions): Promise<NativeEngine>;
+  verifyCheckpoint(dir: string): Promise<number>;
+  buildInfo(): { backends: string; blas: string; cudaDevices: number };
+}

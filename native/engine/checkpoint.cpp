@@ -1,0 +1,311 @@
+// checkpoint.cpp — atomic, checksummed, self-describing training checkpoints (format in checkpoint.h).
+#include "checkpoint.h"
+#include <cstring>
+#include "errors.h"
+#include "fileio.h"
+#include "json.h"
+#include "sha256.h"
+
+namespace engine {
+
+static const char MAGIC[8] = {'D', 'F', 'T', 'C', 'K', 'P', 'T', '\0'};
+static const size_t HEADER_BYTES = 64;
+static const char* HINT = "the checkpoint is corrupt or was partially written; resume from an older checkpoint";
+enum RecordType : uint32_t { F32 = 0, U64 = 1 };
+
+struct Header {  // 64 bytes on disk, little-endian
+  char magic[8];
+  uint32_t version;
+  uint32_t header_bytes;
+  uint64_t n_records;
+  uint64_t index_bytes;
+  uint64_t data_bytes;
+  uint64_t file_bytes;
+  uint64_t reserved[2];
+};
+static_assert(sizeof(Header) == HEADER_BYTES, "header layout");
+
+struct Record {
+  std::string name;
+  uint32_t type;
+  std::vector<uint64_t> dims;
+  uint64_t offset, nbytes;  // within the data section
+  const void* src;          // writing only
+};
+
+static void put_u32(std::string& s, uint32_t v) { s.append((const char*)&v, 4); }
+static void put_u64(std::string& s, uint64_t v) { s.append((const char*)&v, 8); }
+
+static Json model_json(const ModelConfig& c) {
+  Json m = Json::object();
+  m.set("nLayer", Json::number((double)c.n_layer));
+  m.set("nHead", Json::number((double)c.n_head));
+  m.set("nEmbd", Json::number((double)c.n_embd));
+  m.set("nPositions", Json::number((double)c.n_positions));
+  m.set("vocabSize", Json::number((double)c.vocab_size));
+  m.set("layerNormEps", Json::number(c.layer_norm_eps));
+  m.set("dropout", Json::number(c.dropout));
+  m.set("initSeed", Json::number((double)c.init_seed));
+  return m;
+}
+
+static Json cursor_json(const DataCursor& c) {
+  Json j = Json::object();
+  j.set("epoch", Json::number((double)c.epoch));
+  j.set("shard", Json::number((double)c.shard));
+  j.set("offset", Json::number((double)c.offset));
+  j.set("shuffleSeed", Json::number((double)c.shuffle_seed));
+  return j;
+}
+
+// Is `dir` a committed checkpoint (DONE present and parseable)? Does not verify checksums.
+static bool has_done_(const std::string& dir) { return path_exists(dir + "/DONE"); }
+
+CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout) {
+  CheckpointInfo info;
+  info.dir = dir;
+  info.step = s.step;
+  // First commit wins: an overlapping attempt that already committed this step wrote the same state.
+  if (has_done_(dir)) {
+    uint64_t step = checkpoint_verify(dir);
+    if (step == s.step) {
+      Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
+      info.sha256 = json_string(done, "state.bin", dir + "/DONE");
+      info.bytes = file_size(dir + "/state.bin") + file_size(dir + "/meta.json");
+      info.existed = true;
+      return info;
+    }
+    ENGINE_THROW(IO, "use a directory per step (step-XXXXXXXX)",
+                 "%s already holds a committed checkpoint of step %llu, not %llu", dir.c_str(),
+                 (unsigned long long)step, (unsigned long long)s.step);
+  }
+  const std::string parent = parent_dir(dir);
+  make_dirs(parent);
+  const std::string tmp = parent + "/." + base_name(dir) + ".tmp-" + unique_suffix();
+  make_dirs(tmp);
+  try {
+    // ---- records and index
+    std::vector<Record> recs;
+    uint64_t off = 0;
+    auto add = [&](const std::string& name, uint32_t type, std::vector<uint64_t> dims, const void* src) {
+      uint64_t n = 1;
+      for (auto d : dims) n *= d;
+      uint64_t nbytes = n * (type == F32 ? 4 : 8);
+      recs.push_back({name, type, std::move(dims), off, nbytes, src});
+      off = (off + nbytes + 63) / 64 * 64;
+    };
+    const uint64_t step = s.step;
+    const uint64_t cursor[4] = {s.cursor.epoch, s.cursor.shard, s.cursor.offset, s.cursor.shuffle_seed};
+    add("state/step", U64, {1}, &step);
+    add("state/rng", U64, {4}, s.rng.s);
+    add("state/cursor", U64, {4}, cursor);
+    const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
+    const std::vector<float>* bufs[3] = {&s.params, &s.m, &s.v};
+    for (int g = 0; g < 3; g++) {
+      ENGINE_CHECK(bufs[g]->size() == layout.total, Internal, "", "%s buffer has %zu floats, layout %zu", groups[g],
+                   bufs[g]->size(), layout.total);
+      for (const auto& t : layout.tensors) {
+        std::vector<uint64_t> dims(t.shape.begin(), t.shape.end());
+        add(groups[g] + t.name, F32, dims, bufs[g]->data() + t.offset);
+      }
+    }
+    std::string index;
+    for (const auto& r : recs) {
+      put_u32(index, (uint32_t)r.name.size());
+      index += r.name;
+      put_u32(index, r.type);
+      put_u32(index, (uint32_t)r.dims.size());
+      for (auto d : r.dims) put_u64(index, d);
+      put_u64(index, r.offset);
+      put_u64(index, r.nbytes);
+    }
+    while (index.size() % 64) index += '\0';
+    Header h{};
+    std::memcpy(h.magic, MAGIC, 8);
+    h.version = CHECKPOINT_VERSION;
+    h.header_bytes = HEADER_BYTES;
+    h.n_records = recs.size();
+    h.index_bytes = index.size();
+    h.data_bytes = off;
+    h.file_bytes = HEADER_BYTES + index.size() + off;
+    // ---- state.bin
+    FileWriter w(tmp + "/state.bin");
+    w.write(&h, sizeof h);
+    w.write(index.data(), index.size());
+    for (const auto& r : recs) {
+      w.pad_to(64);
+      w.write(r.src, r.nbytes);
+    }
+    w.pad_to(64);
+    ENGINE_CHECK(w.written() == h.file_bytes, Internal, "", "state.bin: wrote %zu bytes, header says %llu",
+                 w.written(), (unsigned long long)h.file_bytes);
+    info.sha256 = w.close();
+    // ---- meta.json
+    Json meta = Json::object();
+    meta.set("format", Json::string("durable-finetune-checkpoint"));
+    meta.set("version", Json::number(CHECKPOINT_VERSION));
+    meta.set("step", Json::number((double)s.step));
+    meta.set("cursor", cursor_json(s.cursor));
+    meta.set("model", model_json(s.model));
+    meta.set("backend", Json::string(s.backend));
+    meta.set("nParams", Json::number((double)layout.total));
+    Json sb = Json::object();
+    sb.set("bytes", Json::number((double)h.file_bytes));
+    sb.set("sha256", Json::string(info.sha256));
+    meta.set("state.bin", sb);
+    meta.set("config", json_parse(s.config_json, "config JSON"));
+    meta.set("extra", json_parse(s.extra_json, "extra JSON"));
+    std::string meta_text = json_dump(meta, 2) + "\n";
+    FileWriter mw(tmp + "/meta.json");
+    mw.write(meta_text.data(), meta_text.size());
+    std::string meta_sha = mw.close();
+    fsync_dir(tmp);
+    // ---- commit: a stale uncommitted dir (crash between rename and DONE) is replaced
+    if (path_exists(dir)) remove_tree(dir);
+    rename_path(tmp, dir);
+    fsync_dir(parent);
+    Json done = Json::object();
+    done.set("step", Json::number((double)s.step));
+    done.set("state.bin", Json::string(info.sha256));
+    done.set("meta.json", Json::string(meta_sha));
+    write_file_atomic(dir + "/DONE", json_dump(done) + "\n");
+    info.bytes = h.file_bytes + meta_text.size();
+  } catch (...) {
+    try { remove_tree(tmp); } catch (...) {}
+    throw;
+  }
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reading
+
+struct Parsed {
+  Header h;
+  std::vector<Record> recs;
+  std::string bytes;  // whole state.bin (empty when only verifying)
+};
+
+static Parsed parse_state_(const std::string& path, const std::string& expect_sha, bool keep) {
+  Parsed p;
+  ENGINE_CHECK(path_exists(path), BadCheckpoint, HINT, "%s is missing", path.c_str());
+  std::string bytes = read_text_file(path);
+  ENGINE_CHECK(bytes.size() >= HEADER_BYTES, BadCheckpoint, HINT, "%s: %zu bytes, shorter than the %zu-byte header",
+               path.c_str(), bytes.size(), HEADER_BYTES);
+  std::memcpy(&p.h, bytes.data(), HEADER_BYTES);
+  ENGINE_CHECK(std::memcmp(p.h.magic, MAGIC, 8) == 0, BadCheckpoint, HINT, "%s: bad magic (not a checkpoint file)", path.c_str());
+  ENGINE_CHECK(p.h.version == CHECKPOINT_VERSION, BadCheckpoint, "the checkpoint was written by another engine version",
+               "%s: format version %u, this engine reads %u", path.c_str(), p.h.version, CHECKPOINT_VERSION);
+  ENGINE_CHECK(p.h.header_bytes == HEADER_BYTES && p.h.file_bytes == bytes.size() &&
+                   p.h.file_bytes == HEADER_BYTES + p.h.index_bytes + p.h.data_bytes,
+               BadCheckpoint, HINT, "%s: header says %llu bytes (index %llu, data %llu), file has %zu", path.c_str(),
+               (unsigned long long)p.h.file_bytes, (unsigned long long)p.h.index_bytes,
+               (unsigned long long)p.h.data_bytes, bytes.size());
+  Sha256 sh;
+  sha256_init(sh);
+  sha256_update(sh, bytes.data(), bytes.size());
+  std::string sha = sha256_hex(sh);
+  ENGINE_CHECK(sha == expect_sha, BadCheckpoint, HINT, "%s: SHA-256 %s does not match the recorded %s", path.c_str(),
+               sha.c_str(), expect_sha.c_str());
+  size_t i = HEADER_BYTES, end = HEADER_BYTES + p.h.index_bytes;
+  auto need = [&](size_t n) {
+    ENGINE_CHECK(i + n <= end, BadCheckpoint, HINT, "%s: index truncated at byte %zu", path.c_str(), i);
+  };
+  for (uint64_t r = 0; r < p.h.n_records; r++) {
+    Record rec;
+    uint32_t nl, nd;
+    need(4); std::memcpy(&nl, &bytes[i], 4); i += 4;
+    need(nl); rec.name.assign(&bytes[i], nl); i += nl;
+    need(8); std::memcpy(&rec.type, &bytes[i], 4); std::memcpy(&nd, &bytes[i + 4], 4); i += 8;
+    ENGINE_CHECK(nd <= 8 && (rec.type == F32 || rec.type == U64), BadCheckpoint, HINT, "%s: record '%s' malformed", path.c_str(), rec.name.c_str());
+    need(8 * (size_t)nd + 16);
+    uint64_t n = 1;
+    for (uint32_t k = 0; k < nd; k++) { uint64_t d; std::memcpy(&d, &bytes[i], 8); i += 8; rec.dims.push_back(d); n *= d; }
+    std::memcpy(&rec.offset, &bytes[i], 8);
+    std::memcpy(&rec.nbytes, &bytes[i + 8], 8);
+    i += 16;
+    ENGINE_CHECK(rec.nbytes == n * (rec.type == F32 ? 4 : 8) && rec.offset + rec.nbytes <= p.h.data_bytes,
+                 BadCheckpoint, HINT, "%s: record '%s' size %llu / offset %llu inconsistent with its shape or the file",
+                 path.c_str(), rec.name.c_str(), (unsigned long long)rec.nbytes, (unsigned long long)rec.offset);
+    rec.src = nullptr;
+    p.recs.push_back(std::move(rec));
+  }
+  if (keep) p.bytes = std::move(bytes);
+  return p;
+}
+
+static Json read_done_(const std::string& dir) {
+  ENGINE_CHECK(path_exists(dir + "/DONE"), BadCheckpoint, "the checkpoint was never committed (crash while saving?)",
+               "%s has no DONE marker", dir.c_str());
+  return json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
+}
+
+static Json read_meta_(const std::string& dir, const Json& done) {
+  const std::string mp = dir + "/meta.json";
+  ENGINE_CHECK(path_exists(mp), BadCheckpoint, HINT, "%s is missing", mp.c_str());
+  std::string sha = sha256_file(mp);
+  const Json* want = done.get("meta.json");
+  ENGINE_CHECK(want && want->str == sha, BadCheckpoint, HINT, "%s: SHA-256 %s does not match DONE", mp.c_str(), sha.c_str());
+  return json_parse(read_text_file(mp), mp, true);
+}
+
+uint64_t checkpoint_verify(const std::string& dir) {
+  Json done = read_done_(dir);
+  Json meta = read_meta_(dir, done);
+  const Json* s = done.get("state.bin");
+  ENGINE_CHECK(s && s->type == Json::String, BadCheckpoint, HINT, "%s/DONE: no state.bin checksum", dir.c_str());
+  Parsed p = parse_state_(dir + "/state.bin", s->str, false);
+  const Json* st = meta.get("step");
+  ENGINE_CHECK(st && st->type == Json::Number, BadCheckpoint, HINT, "%s/meta.json: no step", dir.c_str());
+  return (uint64_t)st->num;
+}
+
+CheckpointState checkpoint_load(const std::string& dir) {
+  Json done = read_done_(dir);
+  Json meta = read_meta_(dir, done);
+  const std::string what = dir + "/meta.json";
+  const Json* s = done.get("state.bin");
+  ENGINE_CHECK(s && s->type == Json::String, BadCheckpoint, HINT, "%s/DONE: no state.bin checksum", dir.c_str());
+  Parsed p = parse_state_(dir + "/state.bin", s->str, true);
+  CheckpointState st;
+  const Json* m = meta.get("model");
+  ENGINE_CHECK(m != nullptr, BadCheckpoint, HINT, "%s: no model section", what.c_str());
+  st.model.n_layer = (size_t)json_number(*m, "nLayer", what);
+  st.model.n_head = (size_t)json_number(*m, "nHead", what);
+  st.model.n_embd = (size_t)json_number(*m, "nEmbd", what);
+  st.model.n_positions = (size_t)json_number(*m, "nPositions", what);
+  st.model.vocab_size = (size_t)json_number(*m, "vocabSize", what);
+  st.model.layer_norm_eps = (float)json_number(*m, "layerNormEps", what);
+  st.model.dropout = (float)json_number(*m, "dropout", what);
+  st.model.init_seed = (uint64_t)json_number(*m, "initSeed", what);
+  if (const Json* b = meta.get("backend")) st.backend = b->str;
+  if (const Json* c = meta.get("config")) st.config_json = json_dump(*c);
+  if (const Json* e = meta.get("extra")) st.extra_json = json_dump(*e);
+  ParamLayout layout = gpt2_param_layout(st.model);
+  const char* data = p.bytes.data() + HEADER_BYTES + p.h.index_bytes;
+  auto rec = [&](const std::string& name, uint32_t type, uint64_t nbytes) -> const char* {
+    for (const auto& r : p.recs)
+      if (r.name == name) {
+        ENGINE_CHECK(r.type == type && r.nbytes == nbytes, BadCheckpoint, HINT, "%s: record '%s' has %llu bytes, expected %llu",
+                     dir.c_str(), name.c_str(), (unsigned long long)r.nbytes, (unsigned long long)nbytes);
+        return data + r.offset;
+      }
+    ENGINE_THROW(BadCheckpoint, HINT, "%s/state.bin: record '%s' missing", dir.c_str(), name.c_str());
+  };
+  std::memcpy(&st.step, rec("state/step", U64, 8), 8);
+  std::memcpy(st.rng.s, rec("state/rng", U64, 32), 32);
+  uint64_t cur[4];
+  std::memcpy(cur, rec("state/cursor", U64, 32), 32);
+  st.cursor = {cur[0], cur[1], cur[2], cur[3]};
+  st.params.resize(layout.total);
+  st.m.resize(layout.total);
+  st.v.resize(layout.total);
+  const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
+  std::vector<float>* bufs[3] = {&st.params, &st.m, &st.v};
+  for (int g = 0; g < 3; g++)
+    for (const auto& t : layout.tensors)
+      std::memcpy(bufs[g]->data() + t.offset, rec(groups[g] + t.name, F32, t.numel * 4), t.numel * 4);
+  return st;
+}
+
+}  // namespace engine

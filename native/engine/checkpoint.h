@@ -1,0 +1,51 @@
+// checkpoint.h — the training checkpoint: a directory step-XXXXXXXX/ holding
+//   state.bin  self-describing binary: fixed header (magic "DFTCKPT\0", version, record count, index and data
+//              sizes, total file size), an index of named typed records, then 64-byte-aligned data. Records:
+//              param/<HF name>, adam_m/<HF name>, adam_v/<HF name> (fp32, host layout: backend-independent),
+//              state/step, state/rng (4 x u64), state/cursor (epoch, shard, offset, shuffle_seed).
+//   meta.json  human-readable: format, version, step, cursor, model config, the caller's config JSON and extra
+//              metadata, backend that wrote it, and the byte size and SHA-256 of state.bin.
+//   DONE       written last, after the directory was renamed into place: {"step", "state.bin": sha256,
+//              "meta.json": sha256}. A directory without a valid DONE is not a checkpoint.
+// Writes go to a private temp dir next to the target, are fsynced, then renamed (after llm.c's DONE files and
+// HF datasets' .incomplete directories). Readers check every size against the file and both checksums before a
+// single value is used; any mismatch is a BAD_CHECKPOINT error naming the file and what was wrong.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+#include "config.h"
+#include "dataloader.h"
+#include "params.h"
+#include "rng.h"
+
+namespace engine {
+
+constexpr uint32_t CHECKPOINT_VERSION = 1;
+
+struct CheckpointState {
+  ModelConfig model;
+  uint64_t step = 0;
+  Rng rng{};
+  DataCursor cursor;
+  std::vector<float> params, m, v;  // (layout.total) each
+  std::string config_json = "{}";   // the FinetuneConfig the run was started with (opaque here)
+  std::string extra_json = "{}";    // caller's metadata
+  std::string backend = "cpu";
+};
+
+struct CheckpointInfo {
+  std::string dir;
+  uint64_t step = 0;
+  std::string sha256;  // of state.bin
+  size_t bytes = 0;    // state.bin + meta.json
+  bool existed = false;  // the step was already committed there (first commit wins)
+};
+
+CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout);
+// Verifies and loads; the layout is rebuilt from the stored model config.
+CheckpointState checkpoint_load(const std::string& dir);
+// Verifies without loading tensors into memory; throws BadCheckpoint with the reason. Returns the step.
+uint64_t checkpoint_verify(const std::string& dir);
+
+}  // namespace engine

@@ -1,0 +1,104 @@
+// AdamW on fp32 master weights with fp32 moments, writing the compute copy (bf16) in the same pass, and the
+// squared global gradient norm (fp64 partials in a fixed order: deterministic). Same arithmetic as the cpu
+// backend's engine/optimizer.cpp (torch.optim.AdamW semantics, decoupled weight decay on 2-D tensors only):
+//   p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p),  g scaled by the clipping factor first.
+#pragma once
+#include "cuda_common.cuh"
+
+namespace cudabk {
+
+constexpr int NORM_BLOCKS = 1024;
+
+__device__ __forceinline__ double warp_sum_d(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ double block_sum_d(double v, double* shared) {
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = (blockDim.x + 31) / 32;
+  v = warp_sum_d(v);
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < nw ? shared[lane] : 0.0;
+  return warp_sum_d(v);
+}
+
+// partial[block] = sum of squares over a fixed grid-stride slice (float4 loads; n % 4 == 0 not needed)
+__global__ void grad_sq_partial_kernel(double* partial, const float* g, size_t n) {
+  __shared__ double sh[32];
+  double s = 0.0;
+  size_t n4 = n / 4;
+  const float4* g4 = reinterpret_cast<const float4*>(g);
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n4; i += (size_t)gridDim.x * blockDim.x) {
+    float4 x = g4[i];
+    s += (double)(x.x * x.x + x.y * x.y) + (double)(x.z * x.z + x.w * x.w);
+  }
+  if (blockIdx.x == 0)
+    for (size_t i = n4 * 4 + threadIdx.x; i < n; i += blockDim.x) s += (double)g[i] * g[i];
+  s = block_sum_d(s, sh);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+__global__ void sum_partials_d_kernel(double* out, const double* partial, int n) {
+  __shared__ double sh[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
+  s = block_sum_d(s, sh);
+  if (threadIdx.x == 0) out[0] = s;
+}
+
+struct AdamWParams {
+  float lr, beta1, beta2, eps, weight_decay, grad_scale;
+  float bc1, bc2;  // bias corrections 1 - beta^t (computed in fp64 on the host, as the cpu backend does)
+};
+
+template <typename T>
+__global__ void adamw_kernel(float* master, T* param, float* m, float* v, const float* g, size_t n, AdamWParams h,
+                             float wd) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float gi = g[i] * h.grad_scale;
+  float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
+  float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  float p = master[i];
+  float mhat = mi / h.bc1, vhat = vi / h.bc2;
+  p -= h.lr * (mhat / (sqrtf(vhat) + h.eps) + wd * p);
+  master[i] = p;
+  param[i] = from_f<T>(p);
+}
+
+__global__ void copy_to_compute_kernel_bf16(bf16* out, const float* in, size_t n) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+
+// *out = sum of g^2 (fp64, on the device); partial holds NORM_BLOCKS doubles
+inline void grad_norm_sq(double* out, double* partial, const float* g, size_t n, cudaStream_t stream) {
+  REQUIRE(((uintptr_t)g % 16) == 0, "gradient buffer must be 16-byte aligned");
+  grad_sq_partial_kernel<<<NORM_BLOCKS, 512, 0, stream>>>(partial, g, n);
+  LAUNCH_CHECK();
+  sum_partials_d_kernel<<<1, 1024, 0, stream>>>(out, partial, NORM_BLOCKS);
+  LAUNCH_CHECK();
+}
+
+template <typename T>
+void adamw_update(float* master, T* param, float* m, float* v, const float* g, size_t n, const AdamWParams& h,
+                  bool decay, cudaStream_t stream) {
+  adamw_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(master, param, m, v, g, n, h, decay ? h.weight_decay : 0.f);
+  LAUNCH_CHECK();
+}
+
+// fp32 master -> compute copy
+template <typename T> void copy_to_compute(T* out, const float* in, size_t n, cudaStream_t stream);
+template <> inline void copy_to_compute<bf16>(bf16* out, const float* in, size_t n, cudaStream_t stream) {
+  copy_to_compute_kernel_bf16<<<ceil_div(n, 256), 256, 0, stream>>>(out, in, n);
+  LAUNCH_CHECK();
+}
+template <> inline void copy_to_compute<float>(float* out, const float* in, size_t n, cudaStream_t stream) {
+  if (out != in) CUDA_CHECK(cudaMemcpyAsync(out, in, n * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+}
+
+}  // namespace cudabk

@@ -1,0 +1,98 @@
+// Fused classifier: softmax cross-entropy over the vocabulary for each row of logits (R, V) with leading
+// dimension ldv, plus (optionally) its gradient written IN PLACE over the logits, so no fp32 copy of the
+// logits or of the probabilities is ever made. Labels equal to -100 are ignored (loss 0, gradient 0), as in
+// PyTorch's cross_entropy; the loss is a mean over the non-ignored tokens of the whole optimizer step, whose
+// count the host knows from the labels, so `dloss` = 1 / that count and no device-to-host read is needed.
+#pragma once
+#include "cuda_common.cuh"
+
+namespace cudabk {
+
+constexpr int IGNORE_INDEX = -100;
+
+// One block per row. Pass 1: online max / sum-exp and the argmax; pass 2 (grad): dlogits = (p - onehot) * dloss.
+// losses[row] = logsumexp - x[label] (0 when ignored); correct[row] = argmax == label.
+template <typename T>
+__global__ void __launch_bounds__(1024) fused_classifier_kernel(T* logits, float* losses, float* correct,
+                                                               const int* labels, int V, int ldv, float dloss,
+                                                               bool write_grad) {
+  __shared__ float sh_m[32], sh_s[32];
+  __shared__ int sh_i[32];
+  int row = blockIdx.x;
+  T* x = logits + (size_t)row * ldv;
+  int label = labels[row];
+  float m = -INFINITY, s = 0.f, best = -INFINITY;
+  int besti = 0x7fffffff;
+  for (int j = threadIdx.x; j < V; j += blockDim.x) {
+    float v = to_f(x[j]);
+    if (v > best) { best = v; besti = j; }
+    if (v > m) { s = s * expf(m - v) + 1.f; m = v; }
+    else s += expf(v - m);
+  }
+  // warp merge of (m, s) and (best, besti); ties go to the smaller index
+  for (int o = 16; o > 0; o >>= 1) {
+    float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+    float b2 = __shfl_xor_sync(0xffffffffu, best, o);
+    int i2 = __shfl_xor_sync(0xffffffffu, besti, o);
+    float nm = fmaxf(m, m2);
+    s = (m == -INFINITY ? 0.f : s * expf(m - nm)) + (m2 == -INFINITY ? 0.f : s2 * expf(m2 - nm));
+    m = nm;
+    if (b2 > best || (b2 == best && i2 < besti)) { best = b2; besti = i2; }
+  }
+  int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
+  if (lane == 0) { sh_m[warp] = m; sh_s[warp] = s; sh_i[warp] = besti; }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float M = sh_m[0], S = sh_s[0];
+    int bi = sh_i[0];
+    float bv = bi < V ? to_f(x[bi]) : -INFINITY;
+    for (int w = 1; w < nw; w++) {
+      float nm = fmaxf(M, sh_m[w]);
+      S = (M == -INFINITY ? 0.f : S * expf(M - nm)) + (sh_m[w] == -INFINITY ? 0.f : sh_s[w] * expf(sh_m[w] - nm));
+      M = nm;
+      int wi = sh_i[w];
+      float wv = wi < V ? to_f(x[wi]) : -INFINITY;
+      if (wv > bv || (wv == bv && wi < bi)) { bv = wv; bi = wi; }
+    }
+    sh_m[0] = M; sh_s[0] = S;
+    bool valid = label != IGNORE_INDEX;
+    if (losses) losses[row] = valid ? (logf(S) + M - to_f(x[label])) : 0.f;
+    if (correct) correct[row] = (valid && bi == label) ? 1.f : 0.f;
+  }
+  __syncthreads();
+  if (!write_grad) return;
+  float M = sh_m[0], invS = 1.f / sh_s[0];
+  bool valid = label != IGNORE_INDEX;
+  for (int j = threadIdx.x; j < V; j += blockDim.x) {
+    float g = valid ? (expf(to_f(x[j]) - M) * invS - (j == label ? 1.f : 0.f)) * dloss : 0.f;
+    x[j] = from_f<T>(g);
+  }
+}
+
+// sum of n floats into *out (+=, fp64), one block, fixed order
+__global__ void sum_into_kernel(double* out, const float* in, int n) {
+  __shared__ double sh[32];
+  double s = 0.0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) s += in[i];
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0.0;
+    for (int w = 0; w < (int)blockDim.x / 32; w++) t += sh[w];
+    *out += t;
+  }
+}
+
+template <typename T>
+void fused_classifier(T* logits, float* losses, float* correct, const int* labels, int R, int V, int ldv, float dloss,
+                      bool write_grad, cudaStream_t stream) {
+  fused_classifier_kernel<T><<<R, 1024, 0, stream>>>(logits, losses, correct, labels, V, ldv, dloss, write_grad);
+  LAUNCH_CHECK();
+}
+inline void sum_into(double* out, const float* in, int n, cudaStream_t stream) {
+  sum_into_kernel<<<1, 1024, 0, stream>>>(out, in, n);
+  LAUNCH_CHECK();
+}
+
+}  // namespace cudabk

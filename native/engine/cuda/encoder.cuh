@@ -1,0 +1,84 @@
+// Token + position embedding: out(B,T,C) = wte[tokens] + wpe[t]. The backward pass is deterministic: wpe's
+// gradient sums over the batch in order; wte's gradient walks "buckets" built on the host (every distinct token
+// with the flat positions where it occurs, in order), one block per token, so no two threads add into the same
+// row and no atomics are needed.
+#pragma once
+#include <algorithm>
+#include <vector>
+#include "cuda_common.cuh"
+
+namespace cudabk {
+
+template <typename T>
+__global__ void encoder_forward_kernel(T* out, const int* tokens, const T* wte, const T* wpe, int BT, int T_, int C) {
+  constexpr int V = Pack<T>::N;
+  size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
+  if (idx >= (size_t)BT * C) return;
+  int bt = (int)(idx / C), c = (int)(idx % C), t = bt % T_;
+  Pack<T> a = Pack<T>::load(wte + (size_t)tokens[bt] * C + c), p = Pack<T>::load(wpe + (size_t)t * C + c), o;
+#pragma unroll
+  for (int k = 0; k < V; k++) o.v[k] = from_f<T>(to_f(a.v[k]) + to_f(p.v[k]));
+  o.store(out + idx);
+}
+
+// dwpe(T,C) += sum_b dout(b,t,:)
+template <typename T>
+__global__ void encoder_backward_wpe_kernel(float* dwpe, const T* dout, int B, int T_, int C) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= T_ * C) return;
+  float s = 0.f;
+  for (int b = 0; b < B; b++) s += to_f(dout[(size_t)b * T_ * C + i]);
+  dwpe[i] += s;
+}
+
+// one block (x) per distinct token; threads over channels. bucket_tok (U), bucket_off (U+1), bucket_pos (BT)
+template <typename T>
+__global__ void encoder_backward_wte_kernel(float* dwte, const T* dout, const int* bucket_tok, const int* bucket_off,
+                                            const int* bucket_pos, int C) {
+  int u = blockIdx.x;
+  int c = blockIdx.y * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  int tok = bucket_tok[u];
+  float s = 0.f;
+  for (int j = bucket_off[u]; j < bucket_off[u + 1]; j++) s += to_f(dout[(size_t)bucket_pos[j] * C + c]);
+  dwte[(size_t)tok * C + c] += s;
+}
+
+// Host side: bucket the BT tokens by id (counting sort keeps positions in order). Writes into `buf`, laid out as
+// [U tokens | U+1 offsets | BT positions]; returns U. `buf` needs 2*BT+1 ints.
+inline int encoder_build_buckets(int* buf, const int* tokens, int BT) {
+  std::vector<std::pair<int, int>> tp(BT);
+  for (int i = 0; i < BT; i++) tp[i] = {tokens[i], i};
+  std::stable_sort(tp.begin(), tp.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  int U = 0;
+  for (int i = 0; i < BT; i++)
+    if (i == 0 || tp[i].first != tp[i - 1].first) U++;
+  int* tok = buf; int* off = buf + U; int* pos = buf + 2 * U + 1;
+  int u = -1;
+  for (int i = 0; i < BT; i++) {
+    if (i == 0 || tp[i].first != tp[i - 1].first) { u++; tok[u] = tp[i].first; off[u] = i; }
+    pos[i] = tp[i].second;
+  }
+  off[U] = BT;
+  return U;
+}
+
+template <typename T>
+void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int B, int T_, int C, cudaStream_t stream) {
+  REQUIRE(C % Pack<T>::N == 0, "encoder: C must be a multiple of 8");
+  size_t n = (size_t)B * T_ * C / Pack<T>::N;
+  encoder_forward_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(out, tokens, wte, wpe, B * T_, T_, C);
+  LAUNCH_CHECK();
+}
+// d_buckets: device copy of the host buckets (same layout), U distinct tokens
+template <typename T>
+void encoder_backward(float* dwte, float* dwpe, const T* dout, const int* d_buckets, int U, int B, int T_, int C,
+                      cudaStream_t stream) {
+  encoder_backward_wpe_kernel<T><<<ceil_div((size_t)T_ * C, 256), 256, 0, stream>>>(dwpe, dout, B, T_, C);
+  LAUNCH_CHECK();
+  dim3 grid(U, ceil_div(C, 256));
+  encoder_backward_wte_kernel<T><<<grid, 256, 0, stream>>>(dwte, dout, d_buckets, d_buckets + U, d_buckets + 2 * U + 1, C);
+  LAUNCH_CHECK();
+}
+
+}  // namespace cudabk

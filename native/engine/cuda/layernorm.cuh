@@ -1,0 +1,136 @@
+// LayerNorm forward and backward (GPT-2: eps 1e-5, affine). Statistics in fp32; mean and rstd (N) are kept for
+// the backward pass. The backward pass ADDS into dinp (the residual stream's gradient), and accumulates the weight
+// and bias gradients in fp32 deterministically: per-chunk partial sums, then a fixed-order sum (no atomics), so
+// a run repeats bit for bit.
+#pragma once
+#include "cuda_common.cuh"
+#include "matmul.cuh"  // sum_partials_kernel
+
+namespace cudabk {
+
+// one warp per row; x (N,C), out (N,C), mean/rstd (N)
+template <typename T>
+__global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const T* x, const T* w, const T* b, int N,
+                                         int C) {
+  constexpr int V = Pack<T>::N;
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  const T* xr = x + (size_t)row * C;
+  float s = 0.f;
+  for (int i = lane * V; i < C; i += 32 * V) {
+    Pack<T> p = Pack<T>::load(xr + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) s += to_f(p.v[k]);
+  }
+  float m = warp_sum(s) / C;
+  float ss = 0.f;
+  for (int i = lane * V; i < C; i += 32 * V) {
+    Pack<T> p = Pack<T>::load(xr + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) { float d = to_f(p.v[k]) - m; ss += d * d; }
+  }
+  float r = rsqrtf(warp_sum(ss) / C + 1e-5f);
+  T* o = out + (size_t)row * C;
+  for (int i = lane * V; i < C; i += 32 * V) {
+    Pack<T> p = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i), pb = Pack<T>::load(b + i), q;
+#pragma unroll
+    for (int k = 0; k < V; k++) q.v[k] = from_f<T>((to_f(p.v[k]) - m) * r * to_f(pw.v[k]) + to_f(pb.v[k]));
+    q.store(o + i);
+  }
+  if (lane == 0) {
+    if (mean) mean[row] = m;
+    if (rstd) rstd[row] = r;
+  }
+}
+
+// dinp += LN'(dout): one warp per row
+template <typename T>
+__global__ void layernorm_backward_dx_kernel(T* dinp, const T* dout, const T* x, const float* mean, const float* rstd,
+                                             const T* w, int N, int C) {
+  constexpr int V = Pack<T>::N;
+  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= N) return;
+  const T* dr = dout + (size_t)row * C;
+  const T* xr = x + (size_t)row * C;
+  float m = mean[row], r = rstd[row];
+  float sd = 0.f, sdn = 0.f;  // sum(dnorm), sum(dnorm * norm)
+  for (int i = lane * V; i < C; i += 32 * V) {
+    Pack<T> pd = Pack<T>::load(dr + i), px = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+      float dn = to_f(pd.v[k]) * to_f(pw.v[k]);
+      sd += dn;
+      sdn += dn * (to_f(px.v[k]) - m) * r;
+    }
+  }
+  sd = warp_sum(sd) / C;
+  sdn = warp_sum(sdn) / C;
+  T* di = dinp + (size_t)row * C;
+  for (int i = lane * V; i < C; i += 32 * V) {
+    Pack<T> pd = Pack<T>::load(dr + i), px = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i), pi = Pack<T>::load(di + i);
+#pragma unroll
+    for (int k = 0; k < V; k++) {
+      float dn = to_f(pd.v[k]) * to_f(pw.v[k]);
+      float nrm = (to_f(px.v[k]) - m) * r;
+      pi.v[k] = from_f<T>(to_f(pi.v[k]) + r * (dn - sd - nrm * sdn));
+    }
+    pi.store(di + i);
+  }
+}
+
+// partial dweight/dbias over a chunk of rows; each thread owns one column: partial (nchunks, 2, C)
+template <typename T>
+__global__ void layernorm_backward_dw_kernel(float* partial, const T* dout, const T* x, const float* mean,
+                                             const float* rstd, int N, int C, int rows_per_chunk) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
+  if (c >= C) return;
+  int r0 = chunk * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
+  float dw = 0.f, db = 0.f;
+  for (int r = r0; r < r1; r++) {
+    float d = to_f(dout[(size_t)r * C + c]);
+    dw += d * (to_f(x[(size_t)r * C + c]) - mean[r]) * rstd[r];
+    db += d;
+  }
+  partial[((size_t)chunk * 2 + 0) * C + c] = dw;
+  partial[((size_t)chunk * 2 + 1) * C + c] = db;
+}
+__global__ void layernorm_dw_reduce_kernel(float* dw, float* db, const float* partial, int nchunks, int C) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float sw = 0.f, sb = 0.f;
+  for (int i = 0; i < nchunks; i++) {
+    sw += partial[((size_t)i * 2 + 0) * C + c];
+    sb += partial[((size_t)i * 2 + 1) * C + c];
+  }
+  dw[c] += sw;
+  db[c] += sb;
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// launchers
+
+template <typename T>
+void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* w, const T* b, int N, int C,
+                       cudaStream_t stream) {
+  REQUIRE(C % Pack<T>::N == 0, "layernorm: C must be a multiple of 8");
+  const int warps = 8;
+  layernorm_forward_kernel<T><<<ceil_div(N, warps), warps * 32, 0, stream>>>(out, mean, rstd, x, w, b, N, C);
+  LAUNCH_CHECK();
+}
+inline size_t layernorm_scratch_floats(size_t N, size_t C) { return (size_t)ceil_div(N, 256) * 2 * C; }
+
+template <typename T>
+void layernorm_backward(T* dinp, float* dw, float* db, float* scratch, const T* dout, const T* x, const T* w,
+                        const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
+  REQUIRE(C % Pack<T>::N == 0, "layernorm: C must be a multiple of 8");
+  const int warps = 8;
+  layernorm_backward_dx_kernel<T><<<ceil_div(N, warps), warps * 32, 0, stream>>>(dinp, dout, x, mean, rstd, w, N, C);
+  LAUNCH_CHECK();
+  const int rpc = 256, nchunks = ceil_div(N, rpc);
+  layernorm_backward_dw_kernel<T><<<dim3(ceil_div(C, 128), nchunks), 128, 0, stream>>>(scratch, dout, x, mean, rstd, N, C, rpc);
+  LAUNCH_CHECK();
+  layernorm_dw_reduce_kernel<<<ceil_div(C, 128), 128, 0, stream>>>(dw, db, scratch, nchunks, C);
+  LAUNCH_CHECK();
+}
+
+}  // namespace cudabk

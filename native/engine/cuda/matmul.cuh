@@ -1,0 +1,177 @@
+// Matrix products through cuBLASLt (linear layers, with fused bias / GELU / GELU-backward / residual epilogues)
+// and cuBLAS (strided-batched products for attention). Operands are T (bf16 or fp32), accumulation is always
+// fp32; weight gradients accumulate in fp32 (beta = 1) so gradient accumulation over micro-batches is exact.
+//
+// Everything is written in row-major terms: C(M,N) = op(A)(M,K) · op(B)(K,N); gemm_rm_() turns that into
+// cuBLAS's column-major call (C^T = op(B)^T · op(A)^T), as llm.c's matmul_cublaslt does.
+#pragma once
+#include <map>
+#include <tuple>
+#include "cuda_common.cuh"
+
+namespace cudabk {
+
+struct Blas {
+  cublasHandle_t handle = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
+  bool fp32 = false;                   // fp32 test mode: pure fp32 products, no TF32
+  // heuristic choice per problem shape, so the search runs once per shape, not per call
+  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int>, cublasLtMatmulAlgo_t> algos;
+
+  void init(bool fp32_mode) {
+    fp32 = fp32_mode;
+    CUBLAS_CHECK(cublasCreate(&handle));
+    CUBLAS_CHECK(cublasLtCreate(&lt));
+    CUDA_CHECK(cudaMalloc(&workspace, workspace_bytes));
+    CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, workspace_bytes));
+    CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+  }
+  void destroy() {
+    if (workspace) cudaFree(workspace);
+    if (lt) cublasLtDestroy(lt);
+    if (handle) cublasDestroy(handle);
+    workspace = nullptr; lt = nullptr; handle = nullptr;
+  }
+};
+
+enum class Epilogue { None, Bias, GeluBias /* D = gelu(AB+bias), aux = AB+bias */, DGelu /* D = AB * gelu'(aux) */ };
+
+// Row-major C(M,N) = alpha * op(A) · op(B) + beta * Cin (+ epilogue). A is (M,K) or, transposed, (K,M); B is (K,N)
+// or (N,K). Cin may alias D. Types: A, B of type TA; C/D of type TD (fp32 for weight gradients).
+template <typename TA, typename TD>
+void gemm_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* A, const TA* B, TD* D,
+              const TD* Cin, float beta, cudaStream_t stream, Epilogue ep = Epilogue::None, const TA* bias = nullptr,
+              TA* aux = nullptr, float alpha = 1.f, int ldA = 0, int ldB = 0, int ldC = 0) {
+  // column-major view: D^T(N,M) = op(B)^T(N,K) · op(A)^T(K,M)
+  int m = N, n = M, k = K;
+  cublasOperation_t opa = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opb = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+  // row-major leading dimensions (0 = packed) are the column-major ones of the same storage
+  int lda = ldB ? ldB : (transB ? K : N), ldb = ldA ? ldA : (transA ? M : K), ldc = ldC ? ldC : N;
+  REQUIRE(((uintptr_t)A % 16) == 0 && ((uintptr_t)B % 16) == 0 && ((uintptr_t)D % 16) == 0, "gemm operands must be 16-byte aligned");
+
+  cublasLtMatmulDesc_t desc;
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+  cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_DEFAULT;
+  if (ep == Epilogue::Bias) e = CUBLASLT_EPILOGUE_BIAS;
+  if (ep == Epilogue::GeluBias) e = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+  if (ep == Epilogue::DGelu) e = CUBLASLT_EPILOGUE_DGELU;
+  CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &e, sizeof(e)));
+  if (ep == Epilogue::Bias || ep == Epilogue::GeluBias) {
+    cudaDataType_t bt = cuda_dtype<TA>();
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof(bt)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+  }
+  if (ep == Epilogue::GeluBias || ep == Epilogue::DGelu) {
+    int64_t ldaux = ldc;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldaux, sizeof(ldaux)));
+    cudaDataType_t at = cuda_dtype<TA>();
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at, sizeof(at)));
+  }
+  cublasLtMatrixLayout_t la, lb, lc, ld;
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, cuda_dtype<TA>(), opa == CUBLAS_OP_N ? m : k, opa == CUBLAS_OP_N ? k : m, lda));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, cuda_dtype<TA>(), opb == CUBLAS_OP_N ? k : n, opb == CUBLAS_OP_N ? n : k, ldb));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, cuda_dtype<TD>(), m, n, ldc));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, cuda_dtype<TD>(), m, n, ldc));
+
+  auto key = std::make_tuple(m, n, k, (int)opa, (int)opb, (int)e, (int)cuda_dtype<TA>() * 64 + (int)cuda_dtype<TD>(),
+                             lda, ldb, ldc + (Cin != nullptr && beta != 0.f ? (1 << 30) : 0));
+  auto it = b.algos.find(key);
+  if (it == b.algos.end()) {
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &b.workspace_bytes, sizeof(b.workspace_bytes)));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(b.lt, desc, la, lb, lc, ld, pref, 1, &res, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found == 0)
+      fail_(ErrorCode::Device, "cuBLASLt found no algorithm for a " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) +
+            " product (epilogue " + std::to_string((int)e) + ")", "nEmbd must be a multiple of 8", __FILE__, __LINE__);
+    it = b.algos.emplace(key, res.algo).first;
+  }
+  const void* cptr = Cin ? (const void*)Cin : (const void*)D;
+  float be = Cin ? beta : 0.f;
+  CUBLAS_CHECK(cublasLtMatmul(b.lt, desc, &alpha, (const void*)B, la, (const void*)A, lb, &be, cptr, lc, D, ld,
+                              &it->second, b.workspace, b.workspace_bytes, stream));
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(lc); cublasLtMatrixLayoutDestroy(ld);
+}
+
+// Strided-batched row-major C_i(M,N) = alpha * op(A_i) · op(B_i) + beta * C_i through cuBLAS (attention).
+template <typename TA, typename TD>
+void gemm_batched_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* A, long long sA, const TA* B,
+                      long long sB, TD* C, long long sC, int batch, float alpha, float beta, cudaStream_t stream) {
+  int m = N, n = M, k = K;
+  cublasOperation_t opa = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasOperation_t opb = transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+  int lda = transB ? K : N, ldb = transA ? M : K, ldc = N;
+  CUBLAS_CHECK(cublasSetStream(b.handle, stream));
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx(b.handle, opa, opb, m, n, k, &alpha, B, cuda_dtype<TA>(), lda, sB, A,
+                                          cuda_dtype<TA>(), ldb, sA, &beta, C, cuda_dtype<TD>(), ldc, sC, batch,
+                                          CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// linear layers in Hugging Face's Conv1D layout: out(N,OC) = inp(N,C) · W(C,OC) + bias(OC)
+
+// bias gradient: dbias(OC) += sum over rows of dout(R,OC); deterministic (fixed row chunks, then a fixed-order sum)
+template <typename T>
+__global__ void bias_grad_partial_kernel(float* partial, const T* dout, int R, int OC, int rows_per_chunk) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  int chunk = blockIdx.y;
+  if (c >= OC) return;
+  int r0 = chunk * rows_per_chunk, r1 = min(R, r0 + rows_per_chunk);
+  float s = 0.f;
+  for (int r = r0; r < r1; r++) s += to_f(dout[(size_t)r * OC + c]);
+  partial[(size_t)chunk * OC + c] = s;
+}
+__global__ void sum_partials_kernel(float* out, const float* partial, int nchunks, int n) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= n) return;
+  float s = 0.f;
+  for (int i = 0; i < nchunks; i++) s += partial[(size_t)i * n + c];
+  out[c] += s;
+}
+// scratch needed by bias_grad: (R/rows_per_chunk) * OC floats
+inline size_t bias_grad_scratch_floats(size_t R, size_t OC) { return (size_t)ceil_div(R, 64) * OC; }
+
+template <typename T>
+void bias_grad(float* dbias, const T* dout, int R, int OC, float* scratch, cudaStream_t stream) {
+  const int rpc = 64, nchunks = ceil_div(R, rpc);
+  dim3 grid(ceil_div(OC, 128), nchunks);
+  bias_grad_partial_kernel<T><<<grid, 128, 0, stream>>>(scratch, dout, R, OC, rpc);
+  LAUNCH_CHECK();
+  sum_partials_kernel<<<ceil_div(OC, 128), 128, 0, stream>>>(dbias, scratch, nchunks, OC);
+  LAUNCH_CHECK();
+}
+
+// forward; with pre_gelu: out = gelu(inp·W + bias) and pre_gelu(N,OC) = inp·W + bias (cuBLASLt's GELU_AUX_BIAS).
+// With `residual`: out = residual + inp·W + bias (the residual add fused as cuBLASLt's beta·C term; may alias out).
+template <typename T>
+void linear_forward(Blas& b, T* out, const T* inp, const T* W, const T* bias, int N, int C, int OC,
+                    cudaStream_t stream, T* pre_gelu = nullptr, const T* residual = nullptr) {
+  Epilogue ep = pre_gelu ? Epilogue::GeluBias : (bias ? Epilogue::Bias : Epilogue::None);
+  gemm_rm_<T, T>(b, false, false, N, OC, C, inp, W, out, residual, residual ? 1.f : 0.f, stream, ep, bias, pre_gelu);
+}
+
+// backward: dW(C,OC) += inp^T·dout (fp32), dbias(OC) += colsum(dout), dinp(N,C) = dout·W^T, times gelu'(pre_gelu)
+// when pre_gelu_of_inp is given (the DGELU epilogue: inp was gelu(pre_gelu)). dinp may be null.
+template <typename T>
+void linear_backward(Blas& b, T* dinp, float* dW, float* dbias, const T* dout, const T* inp, const T* W, int N,
+                     int C, int OC, float* scratch, cudaStream_t stream, const T* pre_gelu_of_inp = nullptr) {
+  gemm_rm_<T, float>(b, true, false, C, OC, N, inp, dout, dW, dW, 1.f, stream);
+  if (dbias) bias_grad<T>(dbias, dout, N, OC, scratch, stream);
+  if (dinp)
+    gemm_rm_<T, T>(b, false, true, N, C, OC, dout, W, dinp, nullptr, 0.f, stream,
+                   pre_gelu_of_inp ? Epilogue::DGelu : Epilogue::None, nullptr, const_cast<T*>(pre_gelu_of_inp));
+}
+
+}  // namespace cudabk

@@ -1,0 +1,47 @@
+// dataloader.h — feeds micro-batches from the train shards the caller handed over (borrowed memory, whole
+// buffers: no per-token copies across the JS boundary). Each epoch visits the shards in a shuffled order and the
+// sequences of each shard in a shuffled order; both permutations are pure functions of (shuffle_seed, epoch,
+// shard), so the position is fully described by the cursor (epoch, shard, offset, shuffle_seed) and resume is
+// exact without storing permutations. After llm.c llmc/dataloader.h (dataloader_init / next_batch / free).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace engine {
+
+struct ShardView {
+  size_t n_seq = 0, block_size = 0;  // (n_seq, block_size) each
+  const int32_t* input_ids = nullptr;
+  const int32_t* labels = nullptr;   // NOT shifted: labels[t] is the token at t, -100 where masked
+};
+
+struct DataCursor {
+  uint64_t epoch = 0;
+  uint64_t shard = 0;   // index into this epoch's shard order
+  uint64_t offset = 0;  // sequences of that shard already consumed
+  uint64_t shuffle_seed = 0;
+};
+
+struct DataLoader {
+  std::vector<ShardView> shards;
+  size_t T = 0;
+  DataCursor cursor;
+  size_t total_seq = 0;
+  // cached permutations for the current (epoch, shard)
+  uint64_t perm_epoch = UINT64_MAX, perm_shard = UINT64_MAX;
+  std::vector<uint32_t> shard_order, seq_order;
+};
+
+// Validates the shards (same block size, non-empty) and keeps the cursor (which must point inside them).
+void dataloader_init(DataLoader& dl, std::vector<ShardView> shards, const DataCursor& cursor);
+// Fills inputs and shifted targets (B, T): targets[t] = labels[t + 1], targets[T - 1] = -100. Advances the cursor,
+// moving to the next shard / epoch as needed.
+void dataloader_next_batch(DataLoader& dl, size_t B, int32_t* inputs, int32_t* targets);
+// Counts the non-ignored shifted targets of the next B sequences without moving the cursor.
+size_t dataloader_peek_targets(DataLoader& dl, size_t B);
+
+// Shifted targets for one sequence of labels (T): used by the loader and by evaluation.
+void shift_labels(const int32_t* labels, size_t T, int32_t* targets);
+
+}  // namespace engine

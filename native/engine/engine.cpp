@@ -1,0 +1,256 @@
+// engine.cpp — the backend-independent training loop, evaluation, generation and checkpoint glue (engine.h).
+#include "engine.h"
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include "errors.h"
+#include "lr_schedule.h"
+#include "safetensors.h"
+
+namespace engine {
+
+static double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Engine::Engine(const ModelConfig& model, const TrainConfig& train, const BackendOptions& opts, const std::string& hf_dir)
+    : train_(train) {
+  ModelConfig cfg = model;
+  if (!hf_dir.empty()) {
+    ModelConfig hf = hf_read_gpt2_config(hf_dir);
+    hf.dropout = model.dropout;
+    hf.init_seed = model.init_seed;
+    cfg = hf;
+  }
+  backend_ = create_backend(cfg, opts);
+  const ParamLayout& layout = backend_->layout();
+  std::vector<float> params(layout.total);
+  if (hf_dir.empty()) gpt2_init_params(cfg, layout, params.data());
+  else hf_load_weights(hf_dir, layout, params.data());
+  backend_->set_params(params.data());
+  std::vector<float> zeros(layout.total, 0.0f);
+  backend_->set_optimizer_state(zeros.data(), zeros.data());
+  rng_seed(rng_, cfg.init_seed ^ 0x5DEECE66Dull);
+  pending_cursor_.shuffle_seed = train.shuffle_seed;
+  loader_.cursor = pending_cursor_;
+}
+
+std::unique_ptr<Engine> Engine::from_checkpoint(const std::string& dir, const TrainConfig& train,
+                                                const BackendOptions& opts) {
+  CheckpointState st = checkpoint_load(dir);
+  std::unique_ptr<Engine> e(new Engine());
+  e->train_ = train;
+  e->backend_ = create_backend(st.model, opts);
+  e->backend_->set_params(st.params.data());
+  e->backend_->set_optimizer_state(st.m.data(), st.v.data());
+  e->step_ = st.step;
+  e->rng_ = st.rng;
+  e->pending_cursor_ = st.cursor;  // the data order continues with the checkpoint's shuffle seed
+  e->loader_.cursor = st.cursor;
+  e->config_json_ = st.config_json;
+  return e;
+}
+
+void Engine::set_train_data(std::vector<ShardView> shards) {
+  ENGINE_CHECK(!shards.empty() && shards[0].block_size <= model().n_positions, BadShape,
+               "preprocess.blockSize must be <= model.nPositions", "train shards with block size %zu, nPositions %zu",
+               shards.empty() ? 0 : shards[0].block_size, model().n_positions);
+  // Keep the position when the data is handed over again (e.g. a second call with the same shards).
+  DataCursor c = loader_.shards.empty() ? pending_cursor_ : loader_.cursor;
+  dataloader_init(loader_, std::move(shards), c);
+}
+
+TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<bool>* abort,
+                          const std::function<void(const TrainProgress&)>& progress) {
+  ENGINE_CHECK(!loader_.shards.empty(), BadConfig, "call setTrainData() before train()", "no train data");
+  const size_t B = train_.micro_batch_size, T = loader_.T, A = train_.grad_accum_steps;
+  ENGINE_CHECK(B >= 1 && A >= 1, BadConfig, "", "microBatchSize %zu, gradAccumSteps %zu", B, A);
+  inputs_.resize(A * B * T);
+  targets_.resize(A * B * T);
+  TrainResult res;
+  const double t0 = now_ms();
+  for (size_t s = 0; s < n_steps; s++) {
+    if (abort && abort->load()) { res.aborted = true; break; }
+    const double ts = now_ms();
+    const DataCursor before = loader_.cursor;
+    // Fetch the step's micro-batches first: the loss is averaged over all their targets (see engine.h).
+    size_t n_targets = 0;
+    for (size_t a = 0; a < A; a++) {
+      int32_t* in = inputs_.data() + a * B * T;
+      int32_t* tg = targets_.data() + a * B * T;
+      dataloader_next_batch(loader_, B, in, tg);
+      for (size_t i = 0; i < B * T; i++) n_targets += tg[i] != IGNORE_INDEX;
+    }
+    if (n_targets == 0) {
+      loader_.cursor = before;
+      ENGINE_THROW(BadShape, "every label of these sequences is -100; check preprocess (instruct mode masks prompts)",
+                   "step %llu: its %zu x %zu sequences have no unmasked labels", (unsigned long long)step_, A, B);
+    }
+    try {
+      backend_->zero_grad();
+      double loss_sum = 0;
+      const float dloss = 1.0f / (float)n_targets;
+      for (size_t a = 0; a < A; a++) {
+        Batch b{inputs_.data() + a * B * T, targets_.data() + a * B * T, B, T};
+        loss_sum += backend_->forward_backward(b, dloss);
+      }
+      const double loss = loss_sum / (double)n_targets;
+      const double norm = std::sqrt(backend_->grad_norm_sq());
+      if (!std::isfinite(loss) || loss > train_.divergence_loss || !std::isfinite(norm)) {
+        throw EngineError(ErrorCode::NonFiniteLoss,
+                          strfmt("step %llu: loss %g, grad norm %g (divergence threshold %g)",
+                                 (unsigned long long)step_ + 1, loss, norm, (double)train_.divergence_loss),
+                          ENGINE_FILE_, __LINE__, "lower training.learningRate or raise warmupSteps; resume from the last checkpoint", (long)step_);
+      }
+      AdamWHyper hp;
+      hp.lr = lr_at(train_, step_, total_steps);
+      hp.beta1 = train_.beta1;
+      hp.beta2 = train_.beta2;
+      hp.eps = train_.eps;
+      hp.weight_decay = train_.weight_decay;
+      // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
+      hp.grad_scale = 1.0f;
+      if (train_.grad_clip > 0 && norm > train_.grad_clip) hp.grad_scale = (float)(train_.grad_clip / (norm + 1e-6));
+      hp.t = (long)step_ + 1;
+      backend_->optimizer_step(hp);
+      step_++;
+      res.losses.push_back((float)loss);
+      res.tokens += A * B * T;
+      TrainProgress p;
+      p.step = step_;
+      p.loss = (float)loss;
+      p.lr = hp.lr;
+      p.grad_norm = (float)norm;
+      const double te = now_ms();
+      p.elapsed_ms = te - t0;
+      p.tokens_per_sec = (double)(A * B * T) / std::max(1e-9, (te - ts) / 1000.0);
+      if (progress) progress(p);
+    } catch (...) {
+      loader_.cursor = before;  // the failed step did not happen: state stays at the last completed step
+      throw;
+    }
+  }
+  res.step = step_;
+  const double el = (now_ms() - t0) / 1000.0;
+  res.tokens_per_sec = el > 0 ? (double)res.tokens / el : 0;
+  return res;
+}
+
+EvalResult Engine::evaluate(const std::vector<ShardView>& shards, size_t max_batches, size_t batch_size,
+                            const std::atomic<bool>* abort) {
+  ENGINE_CHECK(!shards.empty(), BadShape, "pass the validation shards", "no evaluation shards");
+  ENGINE_CHECK(batch_size >= 1, BadConfig, "", "evaluation.batchSize = %zu", batch_size);
+  const size_t T = shards[0].block_size;
+  for (const auto& s : shards)
+    ENGINE_CHECK(s.block_size == T && T <= model().n_positions, BadShape, "", "shard block size %zu (first %zu, nPositions %zu)",
+                 s.block_size, T, model().n_positions);
+  std::vector<int32_t> in(batch_size * T), tg(batch_size * T);
+  EvalStats tot;
+  EvalResult r;
+  size_t batches = 0, filled = 0;
+  auto flush = [&] {
+    if (!filled) return;
+    EvalStats s = backend_->forward_eval(Batch{in.data(), tg.data(), filled, T});
+    tot.loss_sum += s.loss_sum;
+    tot.n_targets += s.n_targets;
+    tot.n_correct += s.n_correct;
+    r.sequences += filled;
+    filled = 0;
+    batches++;
+  };
+  for (const auto& s : shards) {
+    for (size_t i = 0; i < s.n_seq; i++) {
+      if (max_batches && batches >= max_batches) break;
+      if (abort && abort->load()) { r.aborted = true; break; }
+      std::memcpy(in.data() + filled * T, s.input_ids + i * T, T * sizeof(int32_t));
+      shift_labels(s.labels + i * T, T, tg.data() + filled * T);
+      if (++filled == batch_size) flush();
+    }
+  }
+  if (!r.aborted && (!max_batches || batches < max_batches)) flush();
+  r.tokens = tot.n_targets;
+  r.loss = tot.n_targets ? tot.loss_sum / (double)tot.n_targets : NAN;
+  r.perplexity = std::exp(r.loss);
+  r.accuracy = tot.n_targets ? (double)tot.n_correct / (double)tot.n_targets : NAN;
+  return r;
+}
+
+std::vector<std::vector<int32_t>> Engine::generate(const std::vector<std::vector<int32_t>>& prompts,
+                                                   const GenerateOptions& o) {
+  const size_t n = prompts.size(), V = model().vocab_size, maxT = model().n_positions;
+  std::vector<std::vector<int32_t>> out(n);
+  if (n == 0) return out;
+  size_t max_len = 1;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = std::max<size_t>(1, prompts[i].size());
+    ENGINE_CHECK(len < maxT, BadShape, "shorten the prompt", "prompt %zu has %zu tokens; the model's context is %zu",
+                 i, len, maxT);
+    max_len = std::max(max_len, std::min(maxT, len + o.max_new_tokens));
+  }
+  if (o.max_new_tokens == 0) return out;
+  backend_->kv_begin(n, max_len);
+  std::vector<Rng> rngs(n);
+  for (size_t i = 0; i < n; i++) rng_seed(rngs[i], o.seed * 0x9E3779B97F4A7C15ull + i);  // per prompt: batch-independent
+  std::vector<float> logits(n * V);
+  std::vector<size_t> active, len(n);
+  std::vector<int32_t> last(n);
+  try {
+    for (size_t i = 0; i < n; i++) {
+      std::vector<int32_t> p = prompts[i];
+      if (p.empty()) p.push_back(o.eos_id >= 0 ? o.eos_id : 0);  // an empty prompt starts from <|endoftext|>
+      backend_->kv_prefill(i, p.data(), p.size(), logits.data());
+      last[i] = sample_token(logits.data(), V, o.sample, rngs[i]);
+      out[i].push_back(last[i]);
+      len[i] = p.size();  // tokens in the cache; the sampled token enters it at the next decode
+      if (last[i] != o.eos_id && out[i].size() < o.max_new_tokens && len[i] < max_len) active.push_back(i);
+    }
+    while (!active.empty()) {
+      // every active sequence appends its last sampled token and samples the next one
+      std::vector<size_t> slots = active;
+      std::vector<int32_t> toks;
+      for (size_t i : active) toks.push_back(last[i]);
+      backend_->kv_decode(slots.data(), toks.data(), slots.size(), logits.data());
+      std::vector<size_t> next;
+      for (size_t k = 0; k < slots.size(); k++) {
+        size_t i = slots[k];
+        last[i] = sample_token(logits.data() + k * V, V, o.sample, rngs[i]);
+        out[i].push_back(last[i]);
+        len[i]++;
+        if (last[i] != o.eos_id && out[i].size() < o.max_new_tokens && len[i] < max_len) next.push_back(i);
+      }
+      active.swap(next);
+    }
+  } catch (...) {
+    backend_->kv_end();
+    throw;
+  }
+  backend_->kv_end();
+  return out;
+}
+
+CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string& extra_json) {
+  CheckpointState st;
+  st.model = model();
+  st.step = step_;
+  st.rng = rng_;
+  st.cursor = loader_.shards.empty() ? pending_cursor_ : loader_.cursor;
+  const ParamLayout& layout = backend_->layout();
+  st.params.resize(layout.total);
+  st.m.resize(layout.total);
+  st.v.resize(layout.total);
+  backend_->get_params(st.params.data());
+  backend_->get_optimizer_state(st.m.data(), st.v.data());
+  st.config_json = config_json_;
+  st.extra_json = extra_json.empty() ? "{}" : extra_json;
+  st.backend = backend_->info().name;
+  return checkpoint_save(dir, st, layout);
+}
+
+void Engine::export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id) {
+  const ParamLayout& layout = backend_->layout();
+  std::vector<float> params(layout.total);
+  backend_->get_params(params.data());
+  hf_export(dir, model(), layout, params.data(), tokenizer_json, eos_id);
+}
+
+}  // namespace engine

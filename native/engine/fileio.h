@@ -1,0 +1,44 @@
+// fileio.h — the file operations checkpoints and exports are built from: whole-file reads, durable writes
+// (write, fsync, rename), directory fsync and removal. Every failure throws an IO EngineError naming the path.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <vector>
+#include "sha256.h"
+
+namespace engine {
+
+std::string read_text_file(const std::string& path);
+bool path_exists(const std::string& path);
+bool is_directory(const std::string& path);
+size_t file_size(const std::string& path);
+void make_dirs(const std::string& path);
+void remove_tree(const std::string& path);   // no-op when absent
+void fsync_dir(const std::string& path);
+void rename_path(const std::string& from, const std::string& to);
+std::string parent_dir(const std::string& path);
+std::string base_name(const std::string& path);
+std::string unique_suffix();                 // "<pid>-<counter>-<time>" for private temp names
+
+// Writes through a FILE*, hashing everything written; close() fsyncs and returns the hex SHA-256.
+class FileWriter {
+ public:
+  explicit FileWriter(const std::string& path);
+  ~FileWriter();
+  void write(const void* data, size_t n);
+  void pad_to(size_t alignment);  // zero bytes up to the next multiple of alignment
+  size_t written() const { return written_; }
+  std::string close();
+ private:
+  std::string path_;
+  FILE* f_ = nullptr;
+  size_t written_ = 0;
+  Sha256 sha_;
+};
+
+// Durable small file: write to path.tmp, fsync, rename over path.
+void write_file_atomic(const std::string& path, const std::string& content);
+void copy_file(const std::string& from, const std::string& to);  // with fsync
+std::string sha256_file(const std::string& path);
+
+}  // namespace engine

@@ -1,0 +1,337 @@
+// The training engine's typed API (contract: /tmp/team/native-api.md; changes are listed in native/README.md).
+// Every slow call runs on a native worker thread and returns a promise, so the event loop (and Temporal
+// heartbeats) stay free during training. Errors are EngineErrors with a code, the native file:line and a hint,
+// on top of the JavaScript stack of the call that failed.
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { FinetuneConfig } from '../configs/index.js';
+import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeShard } from './addon-types.js';
+import { loadAddon, tryLoadAddon } from './loader.js';
+
+export type EngineErrorCode =
+  | 'OUT_OF_MEMORY' | 'NON_FINITE_LOSS' | 'BAD_SHAPE' | 'IO' | 'BAD_CHECKPOINT' | 'BAD_CONFIG' | 'ABORTED' | 'DEVICE' | 'INTERNAL';
+
+/** Error thrown by every engine call; `code` drives retry classification in activities. */
+export class EngineError extends Error {
+  override name = 'EngineError';
+  constructor(
+    public code: EngineErrorCode,
+    message: string,
+    public nativeFile?: string,
+    public nativeLine?: number,
+    public hint?: string,
+    public step?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface ShardData { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
+export interface DataCursor { epoch: number; shard: number; offset: number; shuffleSeed: number }
+export interface StepProgress { step: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; elapsedMs: number }
+
+/** The EFFECTIVE configuration, reported after init. */
+export interface EngineInfo {
+  backend: 'cpu' | 'cuda'; device: string; blas?: string; precision: 'fp32' | 'bf16';
+  nParams: number; family: string; nLayer: number; nHead: number; nEmbd: number; vocabSize: number; nPositions: number;
+  zeroStage: number; offload: string; worldSize: number; threads: number;
+}
+
+export interface MemoryReport {
+  paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number;
+  totalBytes: number; deviceTotalBytes?: number;
+}
+
+export interface TrainResult { step: number; losses: number[]; tokens: number; tokensPerSec: number; aborted: boolean }
+export interface EvalResult { loss: number; perplexity: number; accuracy: number; tokens: number; sequences: number }
+export interface GenerateOptions { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; eosId: number }
+
+// ---------------------------------------------------------------------------------------------------------------
+// errors: keep the JS stack of the call, add the native code, file:line and hint
+
+function toEngineError(e: unknown, stack: Error): EngineError {
+  const n = e as { message?: string; code?: string; nativeFile?: string; nativeLine?: number; hint?: string; step?: number };
+  const codes: EngineErrorCode[] = ['OUT_OF_MEMORY', 'NON_FINITE_LOSS', 'BAD_SHAPE', 'IO', 'BAD_CHECKPOINT', 'BAD_CONFIG', 'ABORTED', 'DEVICE', 'INTERNAL'];
+  const code: EngineErrorCode = e instanceof TypeError ? 'BAD_CONFIG' : codes.includes(n?.code as EngineErrorCode) ? (n.code as EngineErrorCode) : 'INTERNAL';
+  const where = n?.nativeFile ? ` (${n.nativeFile}:${n.nativeLine})` : '';
+  const hint = n?.hint ? `\n  hint: ${n.hint}` : '';
+  const err = new EngineError(code, `${n?.message ?? String(e)}${where}${hint}`, n?.nativeFile, n?.nativeLine, n?.hint, n?.step);
+  err.stack = `EngineError [${code}]: ${err.message}\n${(stack.stack ?? '').split('\n').slice(1).join('\n')}`;
+  return err;
+}
+
+async function call<T>(f: () => Promise<T>): Promise<T> {
+  const stack = new Error();  // captured before the native call: the awaiting caller's frames
+  try {
+    return await f();
+  } catch (e) {
+    throw toEngineError(e, stack);
+  }
+}
+
+function callSync<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw toEngineError(e, new Error());
+  }
+}
+
+function addon(): NativeAddon {
+  try {
+    return loadAddon();
+  } catch (e) {
+    throw new EngineError('INTERNAL', (e as Error).message, undefined, undefined, 'npm run build:native');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// config -> native options
+
+function resolveBackend(cfg: FinetuneConfig, want?: 'cpu' | 'cuda'): 'cpu' | 'cuda' {
+  const b = want ?? cfg.training.backend;
+  if (b !== 'auto') return b;
+  const info = addon().buildInfo();
+  return info.backends.includes('cuda') && info.cudaDevices > 0 ? 'cuda' : 'cpu';
+}
+
+function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda'): NativeCreateOptions {
+  const m = cfg.model, t = cfg.training;
+  if (m.family !== 'gpt2')
+    throw new EngineError('BAD_CONFIG', `model.family '${m.family}' is not implemented by the engine (gpt2 only)`, undefined, undefined, "set model.family to 'gpt2'");
+  const threads = Number(process.env.FINETUNE_CPU_THREADS ?? 0);
+  return {
+    model: { nLayer: m.nLayer, nHead: m.nHead, nEmbd: m.nEmbd, nPositions: m.nPositions, vocabSize: m.vocabSize, dropout: m.dropout, initSeed: m.initSeed },
+    training: {
+      microBatchSize: t.microBatchSize, gradAccumSteps: t.gradAccumSteps, learningRate: t.learningRate, minLrRatio: t.minLrRatio,
+      warmupSteps: t.warmupSteps, schedule: t.schedule, weightDecay: t.weightDecay, beta1: t.beta1, beta2: t.beta2, eps: t.eps,
+      gradClip: t.gradClip, shuffleSeed: t.shuffleSeed, divergenceLoss: t.divergenceLoss,
+    },
+    backend: {
+      name: backend,
+      // The cpu backend is the fp32 reference (training.precision documents bf16 as a cuda-backend setting).
+      precision: backend === 'cpu' ? 'fp32' : t.precision,
+      recompute: t.recompute,
+      device: 0,
+      zeroStage: cfg.parallelism.zeroStage,
+      offload: cfg.parallelism.offload.optimizer,
+      worldSize: 1,
+      rank: 0,
+      threads: Number.isInteger(threads) && threads > 0 ? threads : 0,
+    },
+    configJson: JSON.stringify(cfg),
+  };
+}
+
+function shardsToNative(shards: ShardData[]): NativeShard[] {
+  return shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels }));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export class Engine {
+  #native: NativeEngine | null;
+  #cfg: FinetuneConfig;
+  readonly info: EngineInfo;
+
+  private constructor(native: NativeEngine, cfg: FinetuneConfig) {
+    this.#native = native;
+    this.#cfg = cfg;
+    const i = native.info();
+    this.info = {
+      backend: i.backend, device: i.device, blas: i.blas || undefined, precision: i.precision, nParams: i.nParams, family: 'gpt2',
+      nLayer: i.nLayer, nHead: i.nHead, nEmbd: i.nEmbd, vocabSize: i.vocabSize, nPositions: i.nPositions,
+      zeroStage: cfg.parallelism.zeroStage, offload: cfg.parallelism.offload.optimizer, worldSize: 1, threads: i.threads,
+    };
+  }
+
+  /** Build a model from config: random init (model.initSeed) or a local HF directory (model.init='pretrained'). */
+  static async create(cfg: FinetuneConfig, opts: { backend?: 'cpu' | 'cuda' } = {}): Promise<Engine> {
+    const o = nativeOptions(cfg, resolveBackend(cfg, opts.backend));
+    if (cfg.model.init === 'pretrained') {
+      if (!cfg.model.path) throw new EngineError('BAD_CONFIG', "model.init 'pretrained' needs model.path");
+      o.hfDir = resolve(cfg.model.path);
+    }
+    const native = await call(() => addon().createEngine(o));
+    return new Engine(native, cfg);
+  }
+
+  /** Resume the full training state from a committed checkpoint dir (throws EngineError BAD_CHECKPOINT if corrupt). */
+  static async fromCheckpoint(dir: string, cfg: FinetuneConfig, opts: { backend?: 'cpu' | 'cuda' } = {}): Promise<Engine> {
+    const o = nativeOptions(cfg, resolveBackend(cfg, opts.backend));
+    o.checkpointDir = resolve(dir);
+    const native = await call(() => addon().createEngine(o));
+    const e = new Engine(native, cfg);
+    if (cfg.model.init === 'random') {
+      const m = cfg.model, i = e.info;
+      const diff = (['nLayer', 'nHead', 'nEmbd', 'nPositions', 'vocabSize'] as const).filter((k) => m[k] !== i[k]);
+      if (diff.length) {
+        e.dispose();
+        throw new EngineError('BAD_CONFIG', `checkpoint ${dir} holds a different model: ${diff.map((k) => `${k} ${i[k]} (config: ${m[k]})`).join(', ')}`,
+          undefined, undefined, 'resume with the config the run was started with');
+      }
+    }
+    return e;
+  }
+
+  #n(): NativeEngine {
+    if (!this.#native) throw new EngineError('INTERNAL', 'the engine was disposed', undefined, undefined, 'create a new Engine');
+    return this.#native;
+  }
+
+  /** Current optimizer step (0 for a fresh model). */
+  get step(): number {
+    return this.#n().state().step;
+  }
+  /** Position of the train data loader (part of every checkpoint). */
+  get cursor(): DataCursor {
+    return this.#n().state().cursor;
+  }
+
+  /** Hand the train split to the engine (whole buffers, borrowed, no per-token copies). */
+  setTrainData(shards: ShardData[]): void {
+    const n = this.#n();
+    callSync(() => n.setTrainData(shardsToNative(shards)));
+  }
+
+  /** Run `nSteps` optimizer steps off the JS thread; stops at a step boundary when `signal` aborts. */
+  async train(nSteps: number, opts: { totalSteps: number; signal?: AbortSignal; onProgress?: (p: StepProgress) => void }): Promise<TrainResult> {
+    const n = this.#n();
+    if (opts.signal?.aborted) return { step: n.state().step, losses: [], tokens: 0, tokensPerSec: 0, aborted: true };
+    const onAbort = () => n.abort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const onProgress = opts.onProgress;
+    const progress = onProgress
+      ? (p: StepProgress) => {
+          try {
+            onProgress(p);
+          } catch (e) {
+            // a callback invoked by native code cannot throw back into it
+            console.error('engine: onProgress callback threw:', e);
+          }
+        }
+      : undefined;
+    try {
+      const r = await call(() => n.train(nSteps, opts.totalSteps, progress));
+      return { step: r.step, losses: Array.from(r.losses), tokens: r.tokens, tokensPerSec: r.tokensPerSec, aborted: r.aborted };
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Mean loss, perplexity and next-token accuracy over validation shards (masked targets excluded). */
+  async evaluate(shards: ShardData[], opts: { maxBatches?: number; batchSize?: number; signal?: AbortSignal } = {}): Promise<EvalResult> {
+    const n = this.#n();
+    const maxBatches = opts.maxBatches ?? this.#cfg.evaluation.maxBatches;
+    const batchSize = opts.batchSize ?? this.#cfg.evaluation.batchSize;
+    const onAbort = () => n.abort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      if (opts.signal?.aborted) throw new EngineError('ABORTED', 'evaluation aborted before it started');
+      const r = await call(() => n.evaluate(shardsToNative(shards), maxBatches, batchSize));
+      if (r.aborted) throw new EngineError('ABORTED', `evaluation aborted after ${r.sequences} sequences`);
+      return { loss: r.loss, perplexity: r.perplexity, accuracy: r.accuracy, tokens: r.tokens, sequences: r.sequences };
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** KV-cache generation from token-id prompts; returns only the new tokens (stops at eosId or maxNewTokens). */
+  async generate(prompts: number[][], opts: GenerateOptions): Promise<number[][]> {
+    const n = this.#n();
+    const out = await call(() => n.generate(prompts.map((p) => Int32Array.from(p)), opts));
+    return out.map((a) => Array.from(a));
+  }
+
+  /** Atomic checkpoint: private temp dir next to `dir`, fsync, rename, DONE marker last. */
+  async saveCheckpoint(dir: string, extra: Record<string, unknown> = {}): Promise<{ dir: string; step: number; sha256: string; bytes: number }> {
+    const n = this.#n();
+    const r = await call(() => n.saveCheckpoint(resolve(dir), JSON.stringify(extra)));
+    return { dir: r.dir, step: r.step, sha256: r.sha256, bytes: r.bytes };
+  }
+
+  /** Hugging Face directory: config.json, model.safetensors, generation_config.json (+ tokenizer.json copied). */
+  async exportHuggingFace(dir: string, opts: { tokenizerJson?: string; eosId?: number } = {}): Promise<void> {
+    const n = this.#n();
+    const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
+    if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
+    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? 50256));
+  }
+
+  /** Host memory held by the engine (cpu) or device memory (cuda), as of the last completed call. */
+  memoryReport(): MemoryReport {
+    return this.#n().memoryReport();
+  }
+
+  // ---- parity/test helpers (not part of the workflow API) ----
+  /** Logits (B, T, V) for inputIds (B*T). */
+  forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array> {
+    const n = this.#n();
+    return call(() => n.forwardLogits(inputIds, B, T));
+  }
+  /** Mean loss and flat fp32 gradients (layout order) for one batch; does not change the weights. */
+  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }> {
+    const n = this.#n();
+    return call(() => n.gradients(inputIds, labels, B, T));
+  }
+  /** Flat fp32 weights in layout order. */
+  getParams(): Promise<Float32Array> {
+    const n = this.#n();
+    return call(() => n.getParams());
+  }
+  /** Parameter table: HF name, shape, offset into the flat buffers. */
+  layout(): { name: string; shape: number[]; offset: number; numel: number }[] {
+    return this.#n().layout();
+  }
+
+  /** Frees the native model now (or when the running call finishes); later calls throw. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = null;
+  }
+  get disposed(): boolean {
+    return this.#native === null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// checkpoint helpers
+
+/** Checks DONE, both checksums and every size in state.bin without loading the tensors. */
+export async function verifyCheckpoint(dir: string): Promise<{ ok: true; step: number } | { ok: false; reason: string }> {
+  try {
+    const step = await call(() => addon().verifyCheckpoint(resolve(dir)));
+    return { ok: true, step };
+  } catch (e) {
+    return { ok: false, reason: (e as Error).message };
+  }
+}
+
+/** Checkpoint directory name for a step (step-00000150). */
+export function checkpointDirName(step: number): string {
+  return `step-${String(step).padStart(8, '0')}`;
+}
+
+/** Committed checkpoints under `root` (dirs named step-XXXXXXXX with a DONE marker), newest first. */
+export async function listCheckpoints(root: string): Promise<{ dir: string; step: number }[]> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => /^step-(\d{8,})$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null && existsSync(join(root, m[0], 'DONE')))
+    .map((m) => ({ dir: join(resolve(root), m[0]), step: Number(m[1]) }))
+    .sort((a, b) => b.step - a.step);
+}
+
+/** Whether the addon loads, and which backends it was built with. */
+export function engineAvailable(): { ok: boolean; backends: ('cpu' | 'cuda')[]; error?: string; blas?: string; cudaDevices?: number } {
+  const r = tryLoadAddon();
+  if (!r.addon) return { ok: false, backends: [], error: r.error };
+  const b = r.addon.buildInfo();
+  return { ok: true, backends: b.backends.split(',') as ('cpu' | 'cuda')[], blas: b.blas, cudaDevices: b.cudaDevices };
+}

@@ -1,0 +1,75 @@
+// Finds and loads the compiled addon (build/native/<platform>-<arch>-<cpu|cuda-sm90a>-<hash>/finetune_engine.node).
+// A candidate is first loaded in a child process, so a broken binary (missing libcudart, ABI mismatch) fails
+// with a message instead of crashing this process; a failure lists possible solutions (after lovell/sharp).
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { NativeAddon } from './addon-types.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const buildRoot = join(root, 'build/native');
+const require = createRequire(import.meta.url);
+
+/** Candidate addon files, best first: $FINETUNE_ENGINE_ADDON, the last build (current.json), then the newest. */
+export function addonCandidates(): string[] {
+  const out: string[] = [];
+  const env = process.env.FINETUNE_ENGINE_ADDON;
+  if (env) out.push(resolve(env));
+  const prefix = `${process.platform}-${process.arch}-`;
+  try {
+    const cur = JSON.parse(readFileSync(join(buildRoot, 'current.json'), 'utf8')) as { name?: string };
+    if (cur.name?.startsWith(prefix)) out.push(join(buildRoot, cur.name, 'finetune_engine.node'));
+  } catch {
+    /* no build yet */
+  }
+  if (existsSync(buildRoot)) {
+    const dirs = readdirSync(buildRoot)
+      .filter((d) => d.startsWith(prefix) && existsSync(join(buildRoot, d, 'finetune_engine.node')))
+      .map((d) => join(buildRoot, d, 'finetune_engine.node'))
+      .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+    out.push(...dirs);
+  }
+  return [...new Set(out)].filter((f) => existsSync(f));
+}
+
+let cached: { addon?: NativeAddon; error?: string; file?: string } | undefined;
+
+/** The loaded addon, or a load error message with possible solutions. */
+export function tryLoadAddon(): { addon?: NativeAddon; error?: string; file?: string } {
+  if (cached) return cached;
+  const candidates = addonCandidates();
+  const failures: string[] = [];
+  for (const file of candidates) {
+    const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)})`], { encoding: 'utf8', timeout: 30_000 });
+    if (probe.status !== 0) {
+      failures.push(`${file}: ${(probe.stderr || probe.error?.message || `exit ${probe.status}`).trim().split('\n').slice(0, 6).join('\n    ')}`);
+      continue;
+    }
+    try {
+      cached = { addon: require(file) as NativeAddon, file };
+      return cached;
+    } catch (e) {
+      failures.push(`${file}: ${(e as Error).message}`);
+    }
+  }
+  const tried = failures.length ? `Tried:\n  ${failures.join('\n  ')}` : `No addon found under ${buildRoot}.`;
+  cached = {
+    error:
+      `Could not load the training engine addon (${process.platform}-${process.arch}, Node ${process.versions.node}).\n${tried}\n` +
+      'Possible solutions:\n' +
+      '- Build it: npm run build:native (needs cmake, g++ and Node headers; npm ci runs it automatically)\n' +
+      '- Install the build tools: apt-get install build-essential cmake pkg-config libopenblas-dev\n' +
+      '- A CUDA build needs the CUDA runtime libraries at run time: rebuild CPU-only with ENGINE_CUDA=0 npm run build:native\n' +
+      '- Point FINETUNE_ENGINE_ADDON at a finetune_engine.node you built elsewhere\n' +
+      '- See native/README.md',
+  };
+  return cached;
+}
+
+export function loadAddon(): NativeAddon {
+  const r = tryLoadAddon();
+  if (!r.addon) throw new Error(r.error);
+  return r.addon;
+}

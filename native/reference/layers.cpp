@@ -1,0 +1,302 @@
+// layers.cpp — the fp32 CPU layers (see layers.h). Shapes: B batch, T time, C channels, NH heads, hs = C / NH,
+// V vocabulary, N = B * T rows.
+#include "layers.h"
+#include <cmath>
+#include <cstring>
+#include <vector>
+#include "gemm.h"
+
+namespace engine {
+
+// ---------------------------------------------------------------------------------------------------------------
+// embeddings
+
+void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, size_t B, size_t T,
+                     size_t C) {
+#pragma omp parallel for schedule(static)
+  for (long n = 0; n < (long)(B * T); n++) {
+    const float* wte_ix = wte + (size_t)inp[n] * C;
+    const float* wpe_t = wpe + (size_t)(n % T) * C;
+    float* o = out + (size_t)n * C;
+    for (size_t i = 0; i < C; i++) o[i] = wte_ix[i] + wpe_t[i];
+  }
+}
+
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, size_t B, size_t T,
+                      size_t C) {
+  // Serial: several rows can hit the same token row of dwte, and the order of those adds must be fixed.
+  for (size_t n = 0; n < B * T; n++) {
+    const float* d = dout + n * C;
+    float* dwte_ix = dwte + (size_t)inp[n] * C;
+    float* dwpe_t = dwpe + (n % T) * C;
+    for (size_t i = 0; i < C; i++) {
+      dwte_ix[i] += d[i];
+      dwpe_t[i] += d[i];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// layernorm (population variance, as torch.nn.LayerNorm)
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
+                       size_t N, size_t C, float eps) {
+#pragma omp parallel for schedule(static)
+  for (long n = 0; n < (long)N; n++) {
+    const float* x = inp + (size_t)n * C;
+    double m = 0;
+    for (size_t i = 0; i < C; i++) m += x[i];
+    m /= (double)C;
+    double v = 0;
+    for (size_t i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+    v /= (double)C;
+    float s = (float)(1.0 / std::sqrt(v + eps));
+    float* o = out + (size_t)n * C;
+    for (size_t i = 0; i < C; i++) o[i] = ((float)(x[i] - m) * s) * w[i] + b[i];
+    mean[n] = (float)m;
+    rstd[n] = s;
+  }
+}
+
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                        const float* mean, const float* rstd, size_t N, size_t C) {
+#pragma omp parallel for schedule(static)
+  for (long n = 0; n < (long)N; n++) {
+    const float* d = dout + (size_t)n * C;
+    const float* x = inp + (size_t)n * C;
+    float m = mean[n], s = rstd[n];
+    // dnorm = dout * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+    double dnorm_mean = 0, dnorm_norm_mean = 0;
+    for (size_t i = 0; i < C; i++) {
+      float norm = (x[i] - m) * s;
+      float dnorm = w[i] * d[i];
+      dnorm_mean += dnorm;
+      dnorm_norm_mean += (double)dnorm * norm;
+    }
+    float a = (float)(dnorm_mean / (double)C), bb = (float)(dnorm_norm_mean / (double)C);
+    float* dx = dinp + (size_t)n * C;
+    for (size_t i = 0; i < C; i++) {
+      float norm = (x[i] - m) * s;
+      dx[i] += (w[i] * d[i] - a - norm * bb) * s;
+    }
+  }
+  // Weight/bias grads reduce over rows: serial over rows, in order.
+  for (size_t n = 0; n < N; n++) {
+    const float* d = dout + n * C;
+    const float* x = inp + n * C;
+    float m = mean[n], s = rstd[n];
+    for (size_t i = 0; i < C; i++) {
+      dw[i] += (x[i] - m) * s * d[i];
+      db[i] += d[i];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Conv1D matmul (HF layout: weight (in, out))
+
+void matmul_forward(float* out, const float* inp, const float* w, const float* bias, size_t N, size_t C, size_t OC) {
+  sgemm(false, false, N, OC, C, 1.0f, inp, C, w, OC, 0.0f, out, OC);
+  if (bias) {
+#pragma omp parallel for schedule(static)
+    for (long n = 0; n < (long)N; n++)
+      for (size_t o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+  }
+}
+
+void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
+                     size_t N, size_t C, size_t OC) {
+  sgemm(false, true, N, C, OC, 1.0f, dout, OC, w, OC, 1.0f, dinp, C);   // dinp (N, C) += dout @ w^T
+  sgemm(true, false, C, OC, N, 1.0f, inp, C, dout, OC, 1.0f, dw, OC);   // dw (C, OC) += inp^T @ dout
+  if (dbias) {
+    for (size_t n = 0; n < N; n++)
+      for (size_t o = 0; o < OC; o++) dbias[o] += dout[n * OC + o];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// causal self-attention
+
+void attention_forward(float* out, float* preatt, float* att, const float* qkv, size_t B, size_t T, size_t C,
+                       size_t NH) {
+  const size_t C3 = 3 * C, hs = C / NH;
+  const float scale = 1.0f / std::sqrt((float)hs);
+#pragma omp parallel for collapse(3) schedule(static)
+  for (long b = 0; b < (long)B; b++)
+    for (long t = 0; t < (long)T; t++)
+      for (long h = 0; h < (long)NH; h++) {
+        const float* q = qkv + (size_t)b * T * C3 + (size_t)t * C3 + (size_t)h * hs;
+        float* pre = preatt + (((size_t)b * NH + h) * T + t) * T;
+        float* a = att + (((size_t)b * NH + h) * T + t) * T;
+        // scores q.k / sqrt(hs) for t2 <= t, and their max
+        float maxv = -INFINITY;
+        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+          const float* k = qkv + (size_t)b * T * C3 + t2 * C3 + C + (size_t)h * hs;
+          float s = 0;
+          for (size_t i = 0; i < hs; i++) s += q[i] * k[i];
+          s *= scale;
+          pre[t2] = s;
+          if (s > maxv) maxv = s;
+        }
+        float sum = 0;
+        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+          a[t2] = std::exp(pre[t2] - maxv);
+          sum += a[t2];
+        }
+        float inv = 1.0f / sum;
+        for (size_t t2 = 0; t2 < T; t2++) {
+          if (t2 <= (size_t)t) a[t2] *= inv;
+          else { a[t2] = 0; pre[t2] = 0; }  // masked: keeps buffers deterministic
+        }
+        float* o = out + (size_t)b * T * C + (size_t)t * C + (size_t)h * hs;
+        for (size_t i = 0; i < hs; i++) o[i] = 0;
+        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+          const float* v = qkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
+          for (size_t i = 0; i < hs; i++) o[i] += a[t2] * v[i];
+        }
+      }
+}
+
+void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
+                        const float* att, size_t B, size_t T, size_t C, size_t NH) {
+  const size_t C3 = 3 * C, hs = C / NH;
+  const float scale = 1.0f / std::sqrt((float)hs);
+  // Parallel over (b, h) only: every t writes the dk/dv rows of all t2 <= t of the same head.
+#pragma omp parallel for collapse(2) schedule(static)
+  for (long b = 0; b < (long)B; b++)
+    for (long h = 0; h < (long)NH; h++) {
+      for (size_t t = 0; t < T; t++) {
+        const float* a = att + (((size_t)b * NH + h) * T + t) * T;
+        float* da = datt + (((size_t)b * NH + h) * T + t) * T;
+        float* dpre = dpreatt + (((size_t)b * NH + h) * T + t) * T;
+        const float* d = dout + (size_t)b * T * C + t * C + (size_t)h * hs;
+        const float* q = qkv + (size_t)b * T * C3 + t * C3 + (size_t)h * hs;
+        float* dq = dqkv + (size_t)b * T * C3 + t * C3 + (size_t)h * hs;
+        // out = att @ v
+        for (size_t t2 = 0; t2 <= t; t2++) {
+          const float* v = qkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
+          float* dv = dqkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
+          float s = 0;
+          for (size_t i = 0; i < hs; i++) {
+            s += v[i] * d[i];
+            dv[i] += a[t2] * d[i];
+          }
+          da[t2] = s;
+        }
+        // softmax: dpre = att * (datt - sum(att * datt))
+        float dot = 0;
+        for (size_t t2 = 0; t2 <= t; t2++) dot += a[t2] * da[t2];
+        for (size_t t2 = 0; t2 <= t; t2++) dpre[t2] = a[t2] * (da[t2] - dot);
+        // pre = q.k * scale
+        for (size_t t2 = 0; t2 <= t; t2++) {
+          const float* k = qkv + (size_t)b * T * C3 + t2 * C3 + C + (size_t)h * hs;
+          float* dk = dqkv + (size_t)b * T * C3 + t2 * C3 + C + (size_t)h * hs;
+          float g = dpre[t2] * scale;
+          for (size_t i = 0; i < hs; i++) {
+            dq[i] += k[i] * g;
+            dk[i] += q[i] * g;
+          }
+        }
+      }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GELU (tanh approximation) and residual
+
+static const float GELU_SCALE = 0.7978845608028654f;  // sqrt(2 / pi)
+
+void gelu_forward(float* out, const float* inp, size_t N) {
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)N; i++) {
+    float x = inp[i];
+    out[i] = 0.5f * x * (1.0f + std::tanh(GELU_SCALE * (x + 0.044715f * x * x * x)));
+  }
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N) {
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)N; i++) {
+    float x = inp[i];
+    float tanh_arg = GELU_SCALE * (x + 0.044715f * x * x * x);
+    float th = std::tanh(tanh_arg);
+    float sech2 = 1.0f - th * th;
+    float local = 0.5f * (1.0f + th) + x * 0.5f * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+    dinp[i] += local * dout[i];
+  }
+}
+
+void residual_forward(float* out, const float* a, const float* b, size_t N) {
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)N; i++) out[i] = a[i] + b[i];
+}
+
+void residual_backward(float* da, float* db, const float* dout, size_t N) {
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)N; i++) {
+    da[i] += dout[i];
+    db[i] += dout[i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// tied LM head and cross-entropy
+
+void lm_head_forward(float* logits, const float* x, const float* wte, size_t N, size_t C, size_t V) {
+  sgemm(false, true, N, V, C, 1.0f, x, C, wte, C, 0.0f, logits, V);
+}
+
+void lm_head_backward(float* dx, float* dwte, const float* dlogits, const float* x, const float* wte, size_t N,
+                      size_t C, size_t V) {
+  sgemm(false, false, N, C, V, 1.0f, dlogits, V, wte, C, 1.0f, dx, C);  // dx (N, C) += dlogits @ wte
+  sgemm(true, false, V, C, N, 1.0f, dlogits, V, x, C, 1.0f, dwte, C);   // dwte (V, C) += dlogits^T @ x
+}
+
+double crossentropy_forward(float* losses, const float* logits, const int32_t* targets, size_t N, size_t V,
+                            size_t* n_targets, size_t* n_correct) {
+  std::vector<unsigned char> hit(N, 0);
+#pragma omp parallel for schedule(static)
+  for (long n = 0; n < (long)N; n++) {
+    int32_t tgt = targets[n];
+    if (tgt < 0) { losses[n] = 0; continue; }
+    const float* l = logits + (size_t)n * V;
+    float maxv = l[0];
+    size_t argmax = 0;
+    for (size_t i = 1; i < V; i++)
+      if (l[i] > maxv) { maxv = l[i]; argmax = i; }
+    double sum = 0;
+    for (size_t i = 0; i < V; i++) sum += std::exp(l[i] - maxv);  // float exp, double sum
+    // -log softmax(l)[tgt] = log(sum exp(l - max)) - (l[tgt] - max)
+    losses[n] = (float)(std::log(sum) - (double)(l[tgt] - maxv));
+    hit[n] = argmax == (size_t)tgt;
+  }
+  double total = 0;
+  size_t nt = 0, nc = 0;
+  for (size_t n = 0; n < N; n++) {
+    if (targets[n] < 0) continue;
+    total += losses[n];
+    nt++;
+    nc += hit[n];
+  }
+  *n_targets = nt;
+  *n_correct = nc;
+  return total;
+}
+
+void crossentropy_softmax_backward_inplace(float* logits, const int32_t* targets, size_t N, size_t V, float dloss) {
+#pragma omp parallel for schedule(static)
+  for (long n = 0; n < (long)N; n++) {
+    float* l = logits + (size_t)n * V;
+    int32_t tgt = targets[n];
+    if (tgt < 0) { std::memset(l, 0, V * sizeof(float)); continue; }
+    float maxv = l[0];
+    for (size_t i = 1; i < V; i++) maxv = l[i] > maxv ? l[i] : maxv;
+    double sum = 0;
+    for (size_t i = 0; i < V; i++) sum += std::exp(l[i] - maxv);
+    float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < V; i++) l[i] = std::exp(l[i] - maxv) * inv * dloss;
+    l[tgt] -= dloss;
+  }
+}
+
+}  // namespace engine
