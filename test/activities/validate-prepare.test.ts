@@ -12,6 +12,8 @@ import { planSteps } from '../../activities/prepare.js';
 import { parseConfig } from '../../configs/index.js';
 
 const acts = createActivities();
+/** env.run with the activity's own types. */
+const run = <F extends (...a: any[]) => Promise<any>>(env: MockActivityEnvironment, fn: F, ...args: Parameters<F>) => env.run(fn, ...args) as ReturnType<F>;
 
 function corpus(dir: string): string {
   // 60 documents (one per record), so the held-out split gets whole documents.
@@ -25,7 +27,7 @@ function corpus(dir: string): string {
 describe('validateConfig', () => {
   it('fails non-retryably with the zod message naming the field', async () => {
     const env = new MockActivityEnvironment();
-    const err = await env.run(acts.validateConfig, { training: { learningRate: -1 } }, 'wf').catch((e) => e);
+    const err = await run(env, acts.validateConfig, { training: { learningRate: -1 } }, 'wf').catch((e: any) => e as any);
     expect(err).toBeInstanceOf(ApplicationFailure);
     expect(err.nonRetryable).toBe(true);
     expect(err.type).toBe('BAD_CONFIG');
@@ -34,9 +36,9 @@ describe('validateConfig', () => {
 
   it('rejects unknown keys and a missing corpus file', async () => {
     const env = new MockActivityEnvironment();
-    const e1 = await env.run(acts.validateConfig, { trainng: {} }, 'wf').catch((e) => e);
+    const e1 = await run(env, acts.validateConfig, { trainng: {} }, 'wf').catch((e: any) => e as any);
     expect(e1.message).toMatch(/trainng: unknown key/);
-    const e2 = await env.run(acts.validateConfig, { data: { train: { type: 'text', path: '/nonexistent/x.txt' } } }, 'wf').catch((e) => e);
+    const e2 = await run(env, acts.validateConfig, { data: { train: { type: 'text', path: '/nonexistent/x.txt' } } }, 'wf').catch((e: any) => e as any);
     expect(e2.nonRetryable).toBe(true);
     expect(e2.message).toMatch(/data\.train\.path: no such file/);
   });
@@ -45,8 +47,8 @@ describe('validateConfig', () => {
     const root = mkdtempSync(join(tmpdir(), 'ft-validate-'));
     const env = new MockActivityEnvironment();
     const input = { name: 'series', storage: { root }, model: { continueSeries: true } };
-    const a = await env.run(acts.validateConfig, input, 'finetune-series');
-    const b = await env.run(acts.validateConfig, { ...input, training: { learningRate: 1e-2 } }, 'finetune-series');
+    const a = await run(env, acts.validateConfig, input, 'finetune-series');
+    const b = await run(env, acts.validateConfig, { ...input, training: { learningRate: 1e-2 } }, 'finetune-series');
     expect(a.runDir.startsWith(join(root, 'series', 'finetune-series-'))).toBe(true);
     expect(a.runDir).not.toBe(b.runDir);
     expect(a.baseModel).toBeNull();
@@ -54,7 +56,7 @@ describe('validateConfig', () => {
     mkdirSync(modelDir, { recursive: true });
     writeFileSync(join(modelDir, 'config.json'), '{}');
     writeFileSync(join(root, 'series', 'latest.json'), JSON.stringify({ modelDir, workflowId: 'x', step: 3, evalLoss: 1, finishedAt: '' }));
-    const c = await env.run(acts.validateConfig, input, 'finetune-series');
+    const c = await run(env, acts.validateConfig, input, 'finetune-series');
     expect(c.baseModel).toBe(modelDir);
     expect(c.cfg.model.init).toBe('pretrained');
     expect(c.cfg.model.path).toBe(modelDir);
@@ -72,7 +74,7 @@ describe('prepareData', () => {
     const env = new MockActivityEnvironment();
     const beats: unknown[] = [];
     env.on('heartbeat', (d) => beats.push(d));
-    const first = await env.run(acts.prepareData, cfg);
+    const first = await run(env, acts.prepareData, cfg);
     expect(first.reused).toBe(false);
     expect(first.train.sequences).toBeGreaterThan(10);
     expect(first.validation.sequences).toBeGreaterThan(0);
@@ -80,7 +82,7 @@ describe('prepareData', () => {
     expect(first.totalSteps).toBe(Math.ceil((2 * first.train.sequences) / 4));
     expect(beats.length).toBeGreaterThan(0);
     expect(JSON.stringify(first).length).toBeLessThan(4000); // a summary crosses Temporal, never the data
-    const again = await new MockActivityEnvironment().run(acts.prepareData, cfg);
+    const again = await run(new MockActivityEnvironment(), acts.prepareData, cfg);
     expect(again.reused).toBe(true);
     expect(again.dataDir).toBe(first.dataDir);
   });

@@ -1,0 +1,207 @@
+// Fault tolerance end to end on the CPU backend, with the dev server and workers as real processes:
+//  - SIGKILL the worker mid-training: a new worker resumes from the last checkpoint, and the final weights equal
+//    those of an uninterrupted run with the same checkpoint schedule;
+//  - corrupt the newest checkpoint before the resume: the run falls back to the one before and says so;
+//  - SIGKILL the worker during tokenization: the retry reuses or redoes the work, never a half-written output;
+//  - SIGKILL the dev server mid-run and restart it: the run completes;
+// then every history these runs produced replays through the current workflow code.
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../configs/index.js';
+import { readManifest, verifyShards } from '../../datasets/index.js';
+import type { FinetuneReport } from '../../workflows/messages.js';
+import { replay } from '../workflows/helpers.js';
+import { freePort, spawnFinetune, until, type Proc } from './procs.js';
+
+const root = mkdtempSync(join(tmpdir(), 'ft-e2e-'));
+const histories: { workflowId: string; history: any }[] = [];
+const procs: Proc[] = [];
+
+/** A tiny GPT-2 on Moby Dick: 60 steps in segments of 20, a checkpoint every 10 steps. */
+function config(name: string, over: { blockSize?: number } = {}) {
+  return parseConfig({
+    name, storage: { root },
+    data: { train: { type: 'builtin', name: 'moby-dick' }, validationFraction: 0.05 },
+    preprocess: { mode: 'concat', blockSize: over.blockSize ?? 32 },
+    model: { nLayer: 2, nHead: 2, nEmbd: 32, nPositions: 32 },
+    training: { backend: 'cpu', microBatchSize: 4, maxSteps: 60, segmentSteps: 20, learningRate: 1e-3, warmupSteps: 5, logEverySteps: 5 },
+    checkpoint: { everySteps: 10, everyMinutes: 0, keepLast: 3 },
+    evaluation: { maxBatches: 4, batchSize: 4 },
+    generation: { prompts: ['The whale'], maxNewTokens: 8, temperature: 0 },
+    temporal: { heartbeatTimeoutSeconds: 3 },
+  });
+}
+
+let serverPort = 0;
+let server: Proc;
+let client: Client;
+const dbFile = join(root, 'temporal.db');
+
+function startServer(): Proc {
+  const p = spawnFinetune(['devserver', '--port', String(serverPort), '--db', dbFile]);
+  procs.push(p);
+  return p;
+}
+
+function startWorker(): Proc {
+  const p = spawnFinetune(['worker', '--address', `127.0.0.1:${serverPort}`, '--progress-interval-ms', '200']);
+  procs.push(p);
+  return p;
+}
+
+async function readyWorker(): Promise<Proc> {
+  const w = startWorker();
+  await w.waitFor(/polling/, 90_000);
+  return w;
+}
+
+/** Committed checkpoints of a run, newest first (read through the engine's own listing). */
+async function checkpoints(name: string, workflowId: string): Promise<{ dir: string; step: number }[]> {
+  const series = join(root, name);
+  if (!existsSync(series)) return [];
+  const run = readdirSync(series).find((d) => d.startsWith(`${workflowId}-`));
+  if (!run) return [];
+  const { listCheckpoints } = await import('../../native/index.js');
+  return listCheckpoints(join(series, run, 'checkpoints'));
+}
+
+async function result(workflowId: string): Promise<FinetuneReport> {
+  // Long polls can fail while the server restarts; ask again until the run closes.
+  for (;;) {
+    try {
+      const r = (await client.workflow.getHandle(workflowId).result()) as FinetuneReport;
+      histories.push({ workflowId, history: await client.workflow.getHandle(workflowId).fetchHistory() });
+      return r;
+    } catch (e) {
+      if ((e as Error).name === 'WorkflowFailedError') throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+const start = (name: string, workflowId: string, over?: { blockSize?: number }) =>
+  client.workflow.start('finetune', { taskQueue: 'finetune', workflowId, args: [config(name, over)] });
+
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+beforeAll(async () => {
+  serverPort = await freePort();
+  server = startServer();
+  await server.waitFor(/127\.0\.0\.1:\d+/, 60_000);
+  client = new Client({ connection: await Connection.connect({ address: `127.0.0.1:${serverPort}` }) });
+});
+
+afterAll(async () => {
+  for (const p of procs) await p.kill('SIGKILL');
+  await client?.connection.close();
+});
+
+describe('fault tolerance (CPU backend, dev server, workers as processes)', () => {
+  let reference: FinetuneReport;
+
+  it('an uninterrupted run: the reference weights', async () => {
+    const w = await readyWorker();
+    try {
+      await start('ref', 'ft-ref');
+      reference = await result('ft-ref');
+      expect(reference.train.steps).toBe(60);
+      expect(reference.train.resumedFromSteps).toEqual([]);
+      expect(reference.eval!.loss).toBeLessThan(reference.train.firstLoss!);
+      expect(reference.samples[0]!.text.length).toBeGreaterThan(0);
+    } finally {
+      await w.kill('SIGTERM');
+    }
+  });
+
+  it('SIGKILL the worker mid-training: a new worker resumes from the last checkpoint, same final weights', async () => {
+    const w1 = await readyWorker();
+    await start('ref', 'ft-kill');
+    await until(async () => (await checkpoints('ref', 'ft-kill'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+    await w1.kill('SIGKILL');
+    const w2 = await readyWorker();
+    try {
+      const r = await result('ft-kill');
+      expect(r.train.steps).toBe(60);
+      expect(r.train.resumedFromSteps.length).toBeGreaterThan(0);
+      expect(r.train.resumedFromSteps[0]).toBeGreaterThanOrEqual(20);
+      expect(sha(join(r.modelDir!, 'model.safetensors'))).toBe(sha(join(reference.modelDir!, 'model.safetensors')));
+      expect(r.eval).toEqual(reference.eval);
+      expect(r.samples).toEqual(reference.samples);
+    } finally {
+      await w2.kill('SIGTERM');
+    }
+  });
+
+  it('a corrupt newest checkpoint: the resume falls back to the one before and says so', async () => {
+    const w1 = await readyWorker();
+    await start('ref', 'ft-corrupt');
+    await until(async () => (await checkpoints('ref', 'ft-corrupt')).length >= 2, 120_000, 'two committed checkpoints');
+    await w1.kill('SIGKILL');
+    const [newest, previous] = await checkpoints('ref', 'ft-corrupt');
+    // Truncate the biggest file of the newest checkpoint: its DONE marker stays, its content hash no longer matches.
+    const files = readdirSync(newest!.dir).map((f) => join(newest!.dir, f)).filter((f) => statSync(f).isFile());
+    const big = files.sort((a, b) => statSync(b).size - statSync(a).size)[0]!;
+    truncateSync(big, Math.floor(statSync(big).size / 2));
+    const w2 = await readyWorker();
+    try {
+      const r = await result('ft-corrupt');
+      expect(r.train.steps).toBe(60);
+      expect(r.notes.join('\n')).toContain(`fell back past ${newest!.dir}`);
+      expect(r.train.resumedFromSteps).toContain(previous!.step);
+      expect(sha(join(r.modelDir!, 'model.safetensors'))).toBe(sha(join(reference.modelDir!, 'model.safetensors')));
+    } finally {
+      await w2.kill('SIGTERM');
+    }
+  });
+
+  it('SIGKILL the worker during tokenization: the retry never sees a half-written output', async () => {
+    const w1 = await readyWorker();
+    const handle = await start('tok', 'ft-tok', { blockSize: 31 }); // a new fingerprint: prepare runs from scratch
+    await until(async () => {
+      const events = (await handle.fetchHistory()).events ?? [];
+      return events.some((e) => e.activityTaskStartedEventAttributes && events.some((s) => s.activityTaskScheduledEventAttributes?.activityType?.name === 'prepareData' && Number(s.eventId) === Number(e.activityTaskStartedEventAttributes!.scheduledEventId)));
+    }, 60_000, 'prepareData to start');
+    await new Promise((r) => setTimeout(r, 300));
+    await w1.kill('SIGKILL');
+    const w2 = await readyWorker();
+    try {
+      const r = await result('ft-tok');
+      expect(r.train.steps).toBe(60);
+      const events = (await handle.fetchHistory()).events ?? [];
+      const prepStarted = events.filter((e) => e.activityTaskStartedEventAttributes && Number(e.activityTaskStartedEventAttributes.attempt) > 1);
+      expect(prepStarted.length).toBeGreaterThan(0); // the kill did interrupt an attempt
+      const manifest = readManifest(r.dataDir);
+      await verifyShards(r.dataDir, manifest);
+      expect(manifest.blockSize).toBe(31);
+    } finally {
+      await w2.kill('SIGTERM');
+    }
+  });
+
+  it('SIGKILL the dev server mid-run and restart it: the run completes', async () => {
+    const w = await readyWorker();
+    try {
+      await start('ref', 'ft-server');
+      await until(async () => (await checkpoints('ref', 'ft-server'))[0]?.step! >= 10, 120_000, 'a checkpoint at step >= 10');
+      await server.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, 1000));
+      server = startServer();
+      await server.waitFor(/127\.0\.0\.1:\d+/, 60_000);
+      const r = await result('ft-server');
+      expect(r.train.steps).toBe(60);
+      expect(sha(join(r.modelDir!, 'model.safetensors'))).toBe(sha(join(reference.modelDir!, 'model.safetensors')));
+    } finally {
+      await w.kill('SIGTERM');
+    }
+  });
+
+  it('replays every history these runs produced', async () => {
+    expect(histories.length).toBe(5);
+    await replay(histories);
+    writeFileSync(join(root, 'histories.json'), JSON.stringify(histories.map((h) => h.workflowId)));
+  });
+});
