@@ -10,7 +10,7 @@
 //              ENGINE_JOBS=N (parallel compile jobs), FINETUNE_SKIP_NATIVE_BUILD=1 (skip, e.g. docs-only installs)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
@@ -56,17 +56,43 @@ function nodeIncludeDir() {
 const cmake = which('cmake') ?? fail('cmake not found. Install it (Debian: apt-get install cmake), then npm run build:native.');
 const nvcc = which('nvcc') ?? (existsSync('/usr/local/cuda/bin/nvcc') ? '/usr/local/cuda/bin/nvcc' : null);
 const cudaDir = join(nativeDir, 'engine/cuda');
-const hasCudaSources = existsSync(cudaDir) && readdirSync(cudaDir).some((f) => /\.(cu|cpp)$/.test(f));
-let cuda = nvcc !== null && hasCudaSources;
+const cudaSources = existsSync(cudaDir) ? readdirSync(cudaDir).filter((f) => /\.(cu|cpp)$/.test(f)) : [];
+// cuBLAS/cuBLASLt: inside the toolkit next to nvcc, or ENGINE_CUBLAS_ROOT (include/ + lib/).
+const cublasRoot = process.env.ENGINE_CUBLAS_ROOT ?? '';
+function hasCublas() {
+  if (cublasRoot) return existsSync(join(cublasRoot, 'include/cublasLt.h'));
+  if (!nvcc) return false;
+  const tk = resolve(dirname(realpathSync(nvcc)), '..');
+  return ['include', 'targets/x86_64-linux/include', 'targets/sbsa-linux/include'].some((d) => existsSync(join(tk, d, 'cublasLt.h')));
+}
+// Does a source reach a cuBLAS header through its local includes?
+function reachesCublas(file, seen = new Set()) {
+  if (seen.has(file) || !existsSync(file)) return false;
+  seen.add(file);
+  const text = readFileSync(file, 'utf8');
+  if (/#include\s*<cublas/.test(text)) return true;
+  for (const m of text.matchAll(/#include\s*"([^"]+)"/g)) if (reachesCublas(join(dirname(file), m[1]), seen)) return true;
+  return false;
+}
+let cuda = nvcc !== null && cudaSources.length > 0;
 if (process.env.ENGINE_CUDA === '0') cuda = false;
 if (process.env.ENGINE_CUDA === '1') {
   if (!nvcc) fail('ENGINE_CUDA=1 but nvcc was not found (PATH or /usr/local/cuda/bin).');
-  cuda = hasCudaSources;
-  if (!hasCudaSources) console.warn('[build:native] ENGINE_CUDA=1 but native/engine/cuda has no sources yet: CPU-only build');
+  if (!cudaSources.length) console.warn('[build:native] ENGINE_CUDA=1 but native/engine/cuda has no sources yet: CPU-only build');
+  cuda = cudaSources.length > 0;
+}
+let cudaCheckOnly = [];
+if (cuda && !hasCublas()) {
+  cudaCheckOnly = cudaSources.map((f) => join(cudaDir, f)).filter((f) => f.endsWith('.cu') && !reachesCublas(f));
+  console.warn(
+    '[build:native] nvcc found but cuBLAS/cuBLASLt missing: CUDA backend not compiled (set ENGINE_CUBLAS_ROOT to a ' +
+      `cuBLAS tree to build it). Compile-only check of the kernels without cuBLAS: ${cudaCheckOnly.length ? cudaCheckOnly.map((f) => f.slice(cudaDir.length + 1)).join(', ') : '(none: every .cu reaches a cuBLAS header)'}`,
+  );
+  cuda = false;
 }
 const blas = process.env.ENGINE_BLAS ?? 'auto';
 const buildType = process.env.ENGINE_BUILD_TYPE ?? 'Release';
-const options = { platform: process.platform, arch: process.arch, cuda, cudaArch: cuda ? '90a' : null, blas, buildType, napi: 8 };
+const options = { platform: process.platform, arch: process.arch, cuda, cudaArch: cuda ? '90a' : null, cublasRoot: cuda ? cublasRoot : '', blas, buildType, napi: 8 };
 const hash = createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 8);
 const name = `${process.platform}-${process.arch}-${cuda ? 'cuda-sm90a' : 'cpu'}-${hash}`;
 const buildDir = join(root, 'build/native', name);
@@ -81,7 +107,8 @@ const args = [
   `-DENGINE_CUDA=${cuda ? 'ON' : 'OFF'}`,
   `-DENGINE_BLAS=${blas}`,
 ];
-if (cuda) args.push(`-DCMAKE_CUDA_COMPILER=${nvcc}`);
+if (cuda || cudaCheckOnly.length) args.push(`-DCMAKE_CUDA_COMPILER=${nvcc}`);
+args.push(`-DENGINE_CUDA_CHECK_SOURCES=${cudaCheckOnly.join(';')}`, `-DENGINE_CUBLAS_ROOT=${cuda ? cublasRoot : ''}`);
 console.log(`[build:native] ${name}: cuda=${cuda} blas=${blas} (${buildDir})`);
 const run = (cmd, a) => {
   const r = spawnSync(cmd, a, { stdio: 'inherit' });
