@@ -29,7 +29,8 @@ export async function activityTimeout(kind: TimeoutKind): Promise<{ type: string
   const options = {
     scheduleToStart: { scheduleToStartTimeout: '300ms', startToCloseTimeout: '5s', taskQueue: 'nobody-polls-this', retry },
     startToClose: { startToCloseTimeout: '300ms', retry },
-    scheduleToClose: { scheduleToCloseTimeout: '700ms', retry: { initialInterval: '50ms' } },
+    // Attempts of 400 ms with 50 ms backoff: the third attempt is running when the 1 s budget runs out.
+    scheduleToClose: { scheduleToCloseTimeout: '1s', startToCloseTimeout: '400ms', retry: { initialInterval: '50ms', backoffCoefficient: 1 } },
     heartbeat: { startToCloseTimeout: '10s', heartbeatTimeout: '300ms', retry },
   }[kind];
   const a = proxyActivities<typeof acts>(options);

@@ -1,0 +1,193 @@
+// Conformance of the dev server with the real TypeScript SDK (client + sdk-core worker): the behaviours the
+// pipeline relies on. Runs against a real cluster instead when TEMPORAL_ADDRESS is set.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { WorkflowFailedError, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { CancelledFailure, TerminatedFailure, ApplicationFailure } from '@temporalio/common';
+import { setupEnv, eventually, type Env } from './env.js';
+import type * as wf from './workflows.js';
+import { temporal } from '../../devserver/proto.js';
+
+let env: Env;
+beforeAll(async () => {
+  env = await setupEnv('conformance');
+  // Custom search attributes must be registered on a real server; the dev server accepts the same call.
+  await env.connection.operatorService
+    .addSearchAttributes({
+      namespace: env.namespace,
+      searchAttributes: {
+        FinetuneStage: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        FinetuneStep: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT,
+      },
+    })
+    .catch((e: { code?: number }) => {
+      if (e.code !== 6) throw e; // ALREADY_EXISTS
+    });
+});
+afterAll(async () => env?.close());
+
+const id = (p: string) => `${p}-${randomUUID()}`;
+function start<W extends (...a: any[]) => any>(type: string, args: Parameters<W>, extra: Record<string, unknown> = {}) {
+  return env.client.workflow.start<W>(type, { taskQueue: env.taskQueue, workflowId: id(type), args, ...extra } as any).then((h) => env.track(h));
+}
+
+describe('workflows and activities', () => {
+  it('runs start → activity → timer → completion, and result() long-polls', async () => {
+    const h = await start<typeof wf.basic>('basic', ['GPT']);
+    expect(await h.result()).toBe('Hello, GPT!');
+    const d = await h.describe();
+    expect(d.status.name).toBe('COMPLETED');
+    expect(d.historyLength).toBeGreaterThan(8);
+  });
+
+  it('retries a failed activity with backoff and hands heartbeat details to the next attempt', async () => {
+    const h = await start<typeof wf.retryWithHeartbeat>('retryWithHeartbeat', []);
+    expect(await h.result()).toEqual({ attempt: 2, resumedFrom: 3 });
+  });
+
+  it.each([
+    ['scheduleToStart', 'SCHEDULE_TO_START', 'TIMEOUT'],
+    ['startToClose', 'START_TO_CLOSE', 'MAXIMUM_ATTEMPTS_REACHED'],
+    ['scheduleToClose', 'SCHEDULE_TO_CLOSE', 'TIMEOUT'],
+    ['heartbeat', 'HEARTBEAT', 'MAXIMUM_ATTEMPTS_REACHED'],
+  ] as const)('enforces the %s timeout', async (kind, type, retryState) => {
+    const h = await start<typeof wf.activityTimeout>('activityTimeout', [kind]);
+    expect(await h.result()).toEqual({ type, retryState });
+  });
+
+  it('does not retry a non-retryable activity failure', async () => {
+    const h = await start<typeof wf.nonRetryable>('nonRetryable', []);
+    expect(await h.result()).toEqual({ attempts: 1, message: 'bad config: block_size must be positive' });
+  });
+
+  it('delivers activity cancellation through the heartbeat and waits for the activity to confirm', async () => {
+    const h = await start<typeof wf.activityCancellation>('activityCancellation', []);
+    await eventually(async () => (await h.describe()).raw.pendingActivities?.[0]?.state === 2, 10_000, 'activity started');
+    await h.signal('cancelActivity');
+    expect(await h.result()).toBe('cancelled');
+    const events = (await h.fetchHistory()).events ?? [];
+    const types = events.map((e) => e.eventType);
+    const ET = temporal.api.enums.v1.EventType;
+    expect(types).toContain(ET.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED);
+    expect(types).toContain(ET.EVENT_TYPE_ACTIVITY_TASK_CANCELED);
+  });
+
+  it('fails the workflow with the failure the workflow threw', async () => {
+    const h = await start<typeof wf.failing>('failing', []);
+    const err = await h.result().catch((e) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((err as WorkflowFailedError).cause).toBeInstanceOf(ApplicationFailure);
+    expect((err as WorkflowFailedError).cause?.message).toBe('workflow failed on purpose');
+  });
+});
+
+describe('messages and lifecycle', () => {
+  it('answers queries and applies signals', async () => {
+    const h = await start<typeof wf.signalsAndQueries>('signalsAndQueries', [10]);
+    await h.signal(  'add', 4);
+    expect(await eventually(async () => (await h.query<number>('total')) === 4, 10_000, 'query to see the signal')).toBe(true);
+    await h.signal('add', 6);
+    expect(await h.result()).toBe(10);
+    expect(await h.query<number>('total')).toBe(10); // queries work on closed workflows too
+  });
+
+  it('signal-with-start starts once and then only signals', async () => {
+    const workflowId = id('sws');
+    const opts = { taskQueue: env.taskQueue, workflowId, args: [5] as [number], signal: 'add', signalArgs: [2] as [number] };
+    const h1 = env.track(await env.client.workflow.signalWithStart<typeof wf.signalsAndQueries, [number]>('signalsAndQueries', opts));
+    const h2 = await env.client.workflow.signalWithStart<typeof wf.signalsAndQueries, [number]>('signalsAndQueries', { ...opts, signalArgs: [3] });
+    expect(h2.signaledRunId).toBe(h1.signaledRunId);
+    expect(await h1.result()).toBe(5);
+  });
+
+  it('fires timers in order and cancels a cancelled one', async () => {
+    const h = await start<typeof wf.timers>('timers', []);
+    expect(await h.result()).toEqual(['50ms', '200ms', 'cancelled']);
+  });
+
+  it('cancels a workflow', async () => {
+    const h = await start<typeof wf.waitForever>('waitForever', []);
+    await eventually(async () => (await h.describe()).historyLength! >= 5, 10_000, 'first workflow task');
+    await h.cancel();
+    const err = await h.result().catch((e) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(err.cause).toBeInstanceOf(CancelledFailure);
+    expect((await h.describe()).status.name).toBe('CANCELLED');
+  });
+
+  it('terminates a workflow', async () => {
+    const h = await start<typeof wf.waitForever>('waitForever', []);
+    await h.terminate('operator stopped it');
+    const err = await h.result().catch((e) => e);
+    expect(err.cause).toBeInstanceOf(TerminatedFailure);
+    expect((await h.describe()).status.name).toBe('TERMINATED');
+  });
+
+  it('continues as new and result() follows the chain', async () => {
+    const h = await start<typeof wf.chain>('chain', [2]);
+    const runs = await h.result();
+    expect(runs).toHaveLength(3);
+    expect(new Set(runs).size).toBe(3);
+    expect(runs[0]).toBe(h.firstExecutionRunId);
+    for (const runId of runs) env.track(env.client.workflow.getHandle(h.workflowId, runId));
+  });
+
+  it('rejects a second start of a running workflow ID and honours REJECT_DUPLICATE', async () => {
+    const workflowId = id('reuse');
+    const h = env.track(await env.client.workflow.start('waitForever', { taskQueue: env.taskQueue, workflowId }));
+    await expect(env.client.workflow.start('waitForever', { taskQueue: env.taskQueue, workflowId })).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
+    await h.terminate();
+    await expect(
+      env.client.workflow.start('waitForever', { taskQueue: env.taskQueue, workflowId, workflowIdReusePolicy: 'REJECT_DUPLICATE' }),
+    ).rejects.toBeInstanceOf(WorkflowExecutionAlreadyStartedError);
+    const again = env.track(await env.client.workflow.start('waitForever', { taskQueue: env.taskQueue, workflowId }));
+    expect(again.firstExecutionRunId).not.toBe(h.firstExecutionRunId);
+    await again.terminate();
+  });
+});
+
+describe('visibility', () => {
+  it('keeps memo and typed search attributes, and lists/counts with a filter', async () => {
+    const marker = randomUUID();
+    const h = await start<typeof wf.searchAttributes>('searchAttributes', [], {
+      memo: { config: { lr: 3e-4 } },
+      typedSearchAttributes: [{ key: { name: 'FinetuneStage', type: 'KEYWORD' }, value: `queued-${marker}` }],
+    });
+    await h.result();
+    const d = await h.describe();
+    expect(d.memo).toEqual({ config: { lr: 3e-4 } });
+    expect(d.typedSearchAttributes.get({ name: 'FinetuneStage', type: 'KEYWORD' })).toBe('eval');
+    expect(d.typedSearchAttributes.get({ name: 'FinetuneStep', type: 'INT' })).toBe(7);
+    const query = `WorkflowId = '${h.workflowId}' AND FinetuneStage = 'eval' AND ExecutionStatus = 'Completed'`;
+    const found = await eventually(async () => {
+      const out = [];
+      for await (const w of env.client.workflow.list({ query })) out.push(w);
+      return out.length === 1 ? out : undefined;
+    }, 10_000, 'visibility');
+    expect(found[0]!.workflowId).toBe(h.workflowId);
+    expect((await env.client.workflow.count(`WorkflowType = 'searchAttributes' AND FinetuneStep = 7 AND WorkflowId = '${h.workflowId}'`)).count).toBe(1);
+  });
+});
+
+describe('workers', () => {
+  it('retries an activity interrupted by worker shutdown on the next worker', async () => {
+    const tq = `${env.taskQueue}-shutdown`;
+    const first = await env.newWorker(tq);
+    const running = first.run();
+    const h = env.track(await env.client.workflow.start<typeof wf.durable>('durable', { taskQueue: tq, workflowId: id('shutdown') }));
+    await eventually(async () => (await h.describe()).raw.pendingActivities?.[0]?.state === 2, 10_000, 'activity started');
+    first.shutdown();
+    await running;
+    const second = await env.newWorker(tq);
+    const result = await second.runUntil(h.result());
+    expect(result).toBe('done after 2');
+  });
+});
+
+describe('replay', () => {
+  it('replays every history this file produced without nondeterminism', async () => {
+    const results = await env.replayAll();
+    expect(results.length).toBeGreaterThan(15);
+    expect(results.filter((r) => r.error).map((r) => `${r.workflowId}: ${r.error}`)).toEqual([]);
+  });
+});
