@@ -1,0 +1,138 @@
+// Wire-level behaviour of the dev server that the SDK depends on or that a real server shares: error codes for
+// unknown, malformed and oversized requests, payload limits, namespaces, request-ID dedupe, long polls that
+// honour deadlines and cancellation without losing tasks, and the @temporalio/testing launch path.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import { Client, Connection } from '@temporalio/client';
+import { Worker, NativeConnection } from '@temporalio/worker';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { startDevServer, type DevServer } from '../../devserver/index.js';
+import { temporal } from '../../devserver/proto.js';
+import { REAL_SERVER } from './env.js';
+import * as activities from './activities.js';
+import { bundleWorkflowCode, DefaultLogger } from '@temporalio/worker';
+import { workflowsPath } from './env.js';
+
+const WS = '/temporal.api.workflowservice.v1.WorkflowService/';
+const wsv1 = temporal.api.workflowservice.v1;
+
+describe.skipIf(!!REAL_SERVER)('dev server protocol', () => {
+  let server: DevServer;
+  let connection: Connection;
+  let raw: grpc.Client;
+  beforeAll(async () => {
+    server = await startDevServer({ port: 0 });
+    connection = await Connection.connect({ address: server.address });
+    raw = new grpc.Client(server.address, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 * 1024 * 1024 });
+  });
+  afterAll(async () => {
+    raw?.close();
+    await connection?.close();
+    await server?.close();
+  });
+
+  /** A unary call with raw bytes, to send what the typed clients refuse to. */
+  function rawCall(method: string, body: Buffer, deadlineMs = 5000): Promise<{ code: number; details: string; bytes?: Buffer }> {
+    return new Promise((resolve) => {
+      raw.makeUnaryRequest(WS + method, (b: Buffer) => b, (b: Buffer) => b, body, new grpc.Metadata(), { deadline: Date.now() + deadlineMs }, (err, bytes) =>
+        resolve(err ? { code: err.code!, details: err.details } : { code: 0, details: '', bytes }),
+      );
+    });
+  }
+  const startReq = (extra: Record<string, unknown> = {}) =>
+    Buffer.from(wsv1.StartWorkflowExecutionRequest.encode(wsv1.StartWorkflowExecutionRequest.fromObject({
+      namespace: 'default', workflowId: randomUUID(), workflowType: { name: 'anything' }, taskQueue: { name: 'nobody' }, requestId: randomUUID(), ...extra,
+    })).finish());
+
+  it('answers UNIMPLEMENTED for RPCs it does not implement', async () => {
+    const err = await connection.workflowService.resetWorkflowExecution({ namespace: 'default' }).catch((e) => e);
+    expect(err.code).toBe(grpc.status.UNIMPLEMENTED);
+  });
+
+  it('rejects malformed and oversized requests with gRPC errors and keeps serving', async () => {
+    const malformed = await rawCall('StartWorkflowExecution', Buffer.from([0x0a, 0xff, 0xff, 0xff, 0x0f, 0x01]));
+    expect(malformed.code).toBe(grpc.status.INTERNAL);
+    const huge = await rawCall('StartWorkflowExecution', Buffer.alloc(5 * 1024 * 1024, 0x41));
+    expect(huge.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    const missing = await rawCall('StartWorkflowExecution', Buffer.from(wsv1.StartWorkflowExecutionRequest.encode({ namespace: 'default' }).finish()));
+    expect(missing).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, details: 'WorkflowId is not set on request.' });
+    expect((await connection.workflowService.getSystemInfo({})).capabilities?.sdkMetadata).toBe(true);
+  });
+
+  it('enforces the 2 MB per-payload limit', async () => {
+    const input = { payloads: [{ metadata: { encoding: Buffer.from('binary/plain') }, data: Buffer.alloc(2 * 1024 * 1024 + 10) }] };
+    const res = await rawCall('StartWorkflowExecution', startReq({ input }));
+    expect(res.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(res.details).toMatch(/Blob data size exceeds limit/);
+  });
+
+  it('reports unknown namespaces as NOT_FOUND with NamespaceNotFoundFailure', async () => {
+    const client = new Client({ connection, namespace: 'no-such-namespace' });
+    const err = await client.workflow.start('x', { taskQueue: 'q', workflowId: 'w' }).catch((e) => e);
+    expect(err.name).toBe('NamespaceNotFoundError');
+  });
+
+  it('deduplicates starts by request ID', async () => {
+    const body = startReq();
+    const a = await rawCall('StartWorkflowExecution', body);
+    const b = await rawCall('StartWorkflowExecution', body);
+    expect(a.code).toBe(0);
+    expect(wsv1.StartWorkflowExecutionResponse.decode(b.bytes!).runId).toBe(wsv1.StartWorkflowExecutionResponse.decode(a.bytes!).runId);
+  });
+
+  it('answers a poll with the empty response before its deadline', async () => {
+    const t0 = Date.now();
+    const res = await connection.withDeadline(Date.now() + 2500, () =>
+      connection.workflowService.pollActivityTaskQueue({ namespace: 'default', taskQueue: { name: `idle-${randomUUID()}` }, identity: 'test' }),
+    );
+    expect(res.taskToken?.length ?? 0).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThan(1000);
+    expect(Date.now() - t0).toBeLessThan(2500);
+  });
+
+  it('does not lose a task when the poll that waited for it was cancelled', async () => {
+    const queue = `cancel-${randomUUID()}`;
+    const ctrl = new AbortController();
+    const poll = connection.withAbortSignal(ctrl.signal, () =>
+      connection.workflowService.pollWorkflowTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, identity: 'test' }),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    ctrl.abort();
+    await expect(poll).rejects.toBeTruthy();
+    const client = new Client({ connection });
+    const h = await client.workflow.start('anything', { taskQueue: queue, workflowId: randomUUID() });
+    const task = await connection.withDeadline(Date.now() + 5000, () =>
+      connection.workflowService.pollWorkflowTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, identity: 'test' }),
+    );
+    expect(task.workflowExecution?.runId).toBe(h.firstExecutionRunId);
+    expect(task.history?.events?.map((e) => e.eventType)).toEqual([1, 5, 6]); // started, task scheduled, task started
+    expect(task.workflowExecutionTaskQueue?.name).toBe(queue);
+    await h.terminate();
+  });
+
+  it('rejects invalid list queries with INVALID_ARGUMENT', async () => {
+    const client = new Client({ connection });
+    const err = await client.workflow.count('WorkflowId = ').catch((e) => e);
+    expect(err.cause?.code ?? err.code).toBe(grpc.status.INVALID_ARGUMENT);
+  });
+});
+
+describe.skipIf(!!REAL_SERVER)('@temporalio/testing on the dev server', () => {
+  it('TestWorkflowEnvironment.createLocal launches bin/finetune.js as an existing-path server', async () => {
+    const path = fileURLToPath(new URL('../../bin/finetune.js', import.meta.url));
+    const [env, bundle] = await Promise.all([
+      TestWorkflowEnvironment.createLocal({ server: { executable: { type: 'existing-path', path } } }),
+      bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('ERROR') }),
+    ]);
+    try {
+      const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'testing', workflowBundle: bundle, activities });
+      const result = await worker.runUntil(env.client.workflow.execute('basic', { taskQueue: 'testing', workflowId: randomUUID(), args: ['env'] }));
+      expect(result).toBe('Hello, env!');
+    } finally {
+      await env.teardown();
+    }
+  });
+});
+void NativeConnection;
