@@ -3,7 +3,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { WorkflowFailedError, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
-import { CancelledFailure, TerminatedFailure, ApplicationFailure } from '@temporalio/common';
+import { CancelledFailure, TerminatedFailure, ApplicationFailure, TimeoutFailure } from '@temporalio/common';
 import { setupEnv, eventually, type Env } from './env.js';
 import type * as wf from './workflows.js';
 import { temporal } from '../../devserver/proto.js';
@@ -79,6 +79,12 @@ describe('workflows and activities', () => {
     expect((err as WorkflowFailedError).cause).toBeInstanceOf(ApplicationFailure);
     expect((err as WorkflowFailedError).cause?.message).toBe('workflow failed on purpose');
   });
+  it('retries a failing workflow task after the task timeout (the worker reports only the first failure)', async () => {
+    const h = await start<typeof wf.broken>('broken', [], { workflowTaskTimeout: '1s' });
+    await eventually(async () => ((await h.describe()).raw.pendingWorkflowTask?.attempt ?? 0) >= 3, 15_000, 'workflow task attempt 3');
+    expect((await h.describe()).status.name).toBe('RUNNING');
+    await h.terminate('test done');
+  });
 });
 
 describe('messages and lifecycle', () => {
@@ -121,6 +127,14 @@ describe('messages and lifecycle', () => {
     const err = await h.result().catch((e) => e);
     expect(err.cause).toBeInstanceOf(TerminatedFailure);
     expect((await h.describe()).status.name).toBe('TERMINATED');
+  });
+
+  it('times out a workflow that outlives its run timeout', async () => {
+    const h = await start<typeof wf.waitForever>('waitForever', [], { workflowRunTimeout: '500ms' });
+    const err = await h.result().catch((e) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(err.cause).toBeInstanceOf(TimeoutFailure);
+    expect((await h.describe()).status.name).toBe('TIMED_OUT');
   });
 
   it('continues as new and result() follows the chain', async () => {

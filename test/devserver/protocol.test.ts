@@ -112,6 +112,64 @@ describe.skipIf(!!REAL_SERVER)('dev server protocol', () => {
     await h.terminate();
   });
 
+  /** Starts a workflow on a fresh queue and takes its first workflow task by hand, as a worker would. */
+  async function firstTask() {
+    const queue = `manual-${randomUUID()}`;
+    const client = new Client({ connection });
+    const h = await client.workflow.start('manual', { taskQueue: queue, workflowId: randomUUID() });
+    const poll = () =>
+      connection.withDeadline(Date.now() + 5000, () =>
+        connection.workflowService.pollWorkflowTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, identity: 'test' }),
+      );
+    return { h, poll, task: await poll() };
+  }
+  const ET = temporal.api.enums.v1.EventType;
+  const complete = (taskToken: Uint8Array, commands: object[] = []) =>
+    connection.workflowService.respondWorkflowTaskCompleted({ namespace: 'default', taskToken, commands, identity: 'test', sdkMetadata: { coreUsedFlags: [1, 2] } } as any);
+
+  it('buffers a signal that arrives during a workflow task and writes it after the completion', async () => {
+    const { h, poll, task } = await firstTask();
+    await h.signal('poke');
+    await complete(task.taskToken!);
+    const next = await poll();
+    const types = next.history!.events!.map((e) => e.eventType);
+    expect(types).toEqual([
+      ET.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, ET.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, ET.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+      ET.EVENT_TYPE_WORKFLOW_TASK_COMPLETED, ET.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, ET.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+      ET.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    ]);
+    expect(Number(next.previousStartedEventId)).toBe(3);
+    expect(next.history!.events![3]!.workflowTaskCompletedEventAttributes?.sdkMetadata?.coreUsedFlags).toEqual([1, 2]);
+    await h.terminate();
+  });
+
+  it('refuses to close a workflow while new events are buffered (UnhandledCommand)', async () => {
+    const { h, poll, task } = await firstTask();
+    await h.signal('late');
+    const completeCmd = { commandType: 4, completeWorkflowExecutionCommandAttributes: {} };
+    const err = await complete(task.taskToken!, [completeCmd]).catch((e) => e);
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).toBe('UnhandledCommand');
+    const next = await poll();
+    const types = next.history!.events!.slice(3).map((e) => e.eventType);
+    expect(types).toEqual([ET.EVENT_TYPE_WORKFLOW_TASK_FAILED, ET.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED, ET.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, ET.EVENT_TYPE_WORKFLOW_TASK_STARTED]);
+    await complete(next.taskToken!, [completeCmd]);
+    expect((await h.describe()).status.name).toBe('COMPLETED');
+    // A stale token (the failed attempt) is NOT_FOUND.
+    expect((await complete(task.taskToken!).catch((e) => e)).code).toBe(grpc.status.NOT_FOUND);
+  });
+
+  it('fails the workflow task for an invalid command and schedules the next attempt', async () => {
+    const { h, poll, task } = await firstTask();
+    const err = await complete(task.taskToken!, [{ commandType: 3, startTimerCommandAttributes: { timerId: '1' } }]).catch((e) => e);
+    expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/^BAD_START_TIMER_ATTRIBUTES: /);
+    const next = await poll();
+    expect(next.attempt).toBe(2);
+    expect(next.history!.events![3]!.eventType).toBe(ET.EVENT_TYPE_WORKFLOW_TASK_FAILED);
+    await h.terminate();
+  });
+
   it('rejects invalid list queries with INVALID_ARGUMENT', async () => {
     const client = new Client({ connection });
     const err = await client.workflow.count('WorkflowId = ').catch((e) => e);

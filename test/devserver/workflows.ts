@@ -127,3 +127,8 @@ export async function durable(): Promise<string> {
 export async function failing(): Promise<void> {
   throw ApplicationFailure.nonRetryable('workflow failed on purpose', 'Deliberate');
 }
+
+/** A bug (not an ApplicationFailure) fails the workflow task, not the workflow: the server retries the task. */
+export async function broken(): Promise<void> {
+  throw new TypeError('bug in workflow code');
+}
