@@ -3,7 +3,7 @@
 // Mirrors the real server's scheduler (temporalio/temporal service/worker/scheduler/workflow.go and buffer.go),
 // run natively: every step works on one ScheduleRow inside the caller's SQLite transaction.
 import { randomUUID } from 'node:crypto';
-import { temporal } from '@temporalio/proto';
+import { temporal } from './proto.js';
 import { ServiceError, type ScheduleHost } from '../contract.js';
 import { compileSpec, getNextTime, type CompiledSpec } from './spec.js';
 import type { BufferedStart, RecentAction, ScheduleRow, ScheduleStore } from './store.js';

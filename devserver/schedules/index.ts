@@ -2,7 +2,8 @@
 // server's SQLite database, fired by timers on the server's clock. The core registers `handlers` and calls
 // start()/stop(); see devserver/contract.ts for the seam and devserver/schedules/README.md for what is supported.
 import { status } from '@grpc/grpc-js';
-import { temporal } from '@temporalio/proto';
+import type { temporal as T } from '@temporalio/proto';
+import { temporal } from './proto.js';
 import { ServiceError, type CreateScheduleService, type ScheduleHost, type ScheduleService } from '../contract.js';
 import {
   DEFAULT_CATCHUP_WINDOW_MS,
@@ -19,8 +20,8 @@ export { canonicalizeSpec, nextTimes, parseCronString, SpecError } from './spec.
 
 const { ScheduleAction } = temporal.api.schedule.v1;
 const { Memo, SearchAttributes } = temporal.api.common.v1;
-type ISchedule = temporal.api.schedule.v1.ISchedule;
-type ISchedulePatch = temporal.api.schedule.v1.ISchedulePatch;
+type ISchedule = T.api.schedule.v1.ISchedule;
+type ISchedulePatch = T.api.schedule.v1.ISchedulePatch;
 
 const LIST_RECENT = 5;
 const LIST_FUTURE = 5;
@@ -247,7 +248,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
   // ─── handlers ─────────────────────────────────────────────────────────────────────────────────────────
 
   const handlers = {
-    CreateSchedule(req: temporal.api.workflowservice.v1.CreateScheduleRequest) {
+    CreateSchedule(req: T.api.workflowservice.v1.CreateScheduleRequest) {
       host.assertNamespace(req.namespace);
       if (!req.scheduleId) throw invalid('schedule_id is not set');
       const schedule = req.schedule ?? {};
@@ -290,11 +291,11 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       return { conflictToken: tokenBytes(row.conflictToken) };
     },
 
-    DescribeSchedule(req: temporal.api.workflowservice.v1.DescribeScheduleRequest) {
+    DescribeSchedule(req: T.api.workflowservice.v1.DescribeScheduleRequest) {
       return describe(mustGet(req.namespace, req.scheduleId));
     },
 
-    UpdateSchedule(req: temporal.api.workflowservice.v1.UpdateScheduleRequest) {
+    UpdateSchedule(req: T.api.workflowservice.v1.UpdateScheduleRequest) {
       const schedule = req.schedule ?? {};
       const spec = readSpec(schedule.spec);
       const action = readAction(schedule.action);
@@ -319,7 +320,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       return {};
     },
 
-    PatchSchedule(req: temporal.api.workflowservice.v1.PatchScheduleRequest) {
+    PatchSchedule(req: T.api.workflowservice.v1.PatchScheduleRequest) {
       const row = tx(() => {
         const row = mustGet(req.namespace, req.scheduleId);
         const now = host.clock.now();
@@ -333,7 +334,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       return {};
     },
 
-    DeleteSchedule(req: temporal.api.workflowservice.v1.DeleteScheduleRequest) {
+    DeleteSchedule(req: T.api.workflowservice.v1.DeleteScheduleRequest) {
       tx(() => {
         mustGet(req.namespace, req.scheduleId);
         store.delete(req.namespace, req.scheduleId);
@@ -342,7 +343,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       return {};
     },
 
-    ListSchedules(req: temporal.api.workflowservice.v1.ListSchedulesRequest) {
+    ListSchedules(req: T.api.workflowservice.v1.ListSchedulesRequest) {
       host.assertNamespace(req.namespace);
       const match = compileListQuery(req.query ?? '');
       const pageSize = req.maximumPageSize > 0 ? Math.min(req.maximumPageSize, MAX_PAGE) : MAX_PAGE;
@@ -381,7 +382,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       };
     },
 
-    CountSchedules(req: temporal.api.workflowservice.v1.CountSchedulesRequest) {
+    CountSchedules(req: T.api.workflowservice.v1.CountSchedulesRequest) {
       host.assertNamespace(req.namespace);
       const match = compileListQuery(req.query ?? '');
       let count = 0;
@@ -396,7 +397,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       return { count };
     },
 
-    ListScheduleMatchingTimes(req: temporal.api.workflowservice.v1.ListScheduleMatchingTimesRequest) {
+    ListScheduleMatchingTimes(req: T.api.workflowservice.v1.ListScheduleMatchingTimesRequest) {
       const row = mustGet(req.namespace, req.scheduleId);
       const start = timeMs(req.startTime);
       const end = timeMs(req.endTime);

@@ -1,6 +1,7 @@
 // The schedules module through its RPC handlers, against a small ScheduleHost that keeps workflow runs in a real
 // better-sqlite3 database and a manual clock (the same Clock interface the core's time skipping uses). Requests and
 // responses go through the protobuf wire encoding, exactly as between the SDK and the server.
+import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { temporal } from '@temporalio/proto';
@@ -401,6 +402,14 @@ describe('schedule RPCs', () => {
     await expectCode(call('ListSchedules', { query: 'ScheduleId LIKE x' }), status.INVALID_ARGUMENT, /unsupported operator/);
     const m = await call('ListScheduleMatchingTimes', { scheduleId: 'eval-c', startTime: { seconds: T0 / 1000 }, endTime: { seconds: (T0 + 3 * 3600_000) / 1000 } });
     expect(m.startTime.map((t: any) => iso(tsMs(t)!))).toEqual(['2026-06-01T01:00:00Z', '2026-06-01T02:00:00Z', '2026-06-01T03:00:00Z']);
+  });
+});
+
+describe('module loading', () => {
+  it('loads under plain Node ESM through tsx, as the server runs it (vitest would hide CommonJS interop errors)', () => {
+    const code = "const m = await import('./devserver/schedules/index.ts'); console.log(typeof m.createScheduleService)";
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
+    expect(out.trim()).toBe('function');
   });
 });
 
