@@ -30,7 +30,9 @@ function blob(engine: Engine, cause: number, what: string, payloads: any): void 
 export function applyCommands(engine: Engine, r: RunTx, commands: Command[], completedId: number, identity: string): void {
   commands.forEach((c, i) => {
     if (!r.open) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND, `command ${i + 1} follows a workflow-closing command`);
+    r.commandMetadata = c.userMetadata ?? null; // activity/timer summaries, shown by UIs
     apply(engine, r, c, completedId, identity);
+    r.commandMetadata = null;
   });
 }
 

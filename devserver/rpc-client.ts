@@ -52,6 +52,7 @@ function describe(engine: Engine, s: RunState) {
       workflowExecutionTimeout: dur(s.execTimeoutMs),
       workflowRunTimeout: dur(s.runTimeoutMs),
       defaultWorkflowTaskTimeout: dur(s.wftTimeoutMs),
+      userMetadata: HistoryEvent.decode(engine.store.readEvent(s.runId, 1)!).userMetadata,
     },
     workflowExecutionInfo: executionInfo(engine, s),
     pendingActivities,

@@ -24,11 +24,54 @@ function withActivity<T>(engine: Engine, token: Uint8Array | null | undefined, f
   });
 }
 
+/** The ById variants (async completion by workflow and activity ID) act on the started attempt. */
+function withActivityById<R>(engine: Engine, req: { namespace?: string | null; workflowId?: string | null; runId?: string | null; activityId?: string | null }, fn: (r: RunTx, a: ActivityState) => R): R {
+  const runId = engine.resolveRun(req.namespace ?? '', req.workflowId ?? '', req.runId);
+  return engine.withRun(runId, (r) => {
+    if (!r.open) throw notFound('workflow execution already completed');
+    const act = Object.values(r.s.activities).find((a) => a.activityId === req.activityId);
+    if (!act || act.state !== 'started') throw notFound(`activity ${req.activityId} is not running`);
+    return fn(r, act);
+  });
+}
+
 function size(payloads: IPayload[] | null | undefined): number {
   return (payloads ?? []).reduce((n, p) => n + payloadSize(p), 0);
 }
 
+type Details = { details?: T.api.common.v1.IPayloads | null; identity?: string | null };
+
+const heartbeat = (req: Details) => (r: RunTx, act: ActivityState) => {
+  if (size(req.details?.payloads) > BLOB_ERROR_BYTES) throw invalid('Blob data size exceeds limit. (heartbeat details)');
+  if (req.details?.payloads?.length) act.heartbeatDetails = b64(api.common.v1.Payloads, req.details);
+  act.lastHeartbeatMs = r.now;
+  return { cancelRequested: act.cancelRequestedEventId > 0 };
+};
+
 export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): Record<string, Handler> {
+  const complete = (req: { result?: T.api.common.v1.IPayloads | null; identity?: string | null }) => (r: RunTx, act: ActivityState) => {
+    const bytes = size(req.result?.payloads);
+    if (bytes > BLOB_ERROR_BYTES) {
+      // As on a real server: an oversized result fails the activity rather than the call.
+      activities.failed(engine, r, act, {
+        message: `Complete result exceeds size limit (${bytes} bytes > ${BLOB_ERROR_BYTES}); return a reference to stored data instead`,
+        source: 'Server',
+        applicationFailureInfo: { type: 'BlobSizeLimitExceeded', nonRetryable: true },
+      }, { identity: req.identity ?? '' });
+      return {};
+    }
+    activities.completed(engine, r, act, req.result, req.identity ?? '');
+    return {};
+  };
+  const fail = (req: { failure?: T.api.failure.v1.IFailure | null; identity?: string | null; lastHeartbeatDetails?: T.api.common.v1.IPayloads | null }) => (r: RunTx, act: ActivityState) => {
+    activities.failed(engine, r, act, req.failure ?? { message: 'activity failed' }, { identity: req.identity ?? '', details: req.lastHeartbeatDetails });
+    return {};
+  };
+  const cancel = (req: Details) => (r: RunTx, act: ActivityState) => {
+    if (act.cancelRequestedEventId === 0) throw invalid('Activity task cannot be canceled: no cancellation was requested.');
+    activities.canceled(engine, r, act, req.details, req.identity ?? '');
+    return {};
+  };
   return {
     PollWorkflowTaskQueue: (req: T.api.workflowservice.v1.IPollWorkflowTaskQueueRequest, ctx) => {
       const ns = req.namespace ?? '';
@@ -65,42 +108,14 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
       return engine.matching.poll(ns, 'act', queue, ctx, take, {});
     },
 
-    RecordActivityTaskHeartbeat: (req: T.api.workflowservice.v1.IRecordActivityTaskHeartbeatRequest) =>
-      withActivity(engine, req.taskToken, (r, act) => {
-        if (size(req.details?.payloads) > BLOB_ERROR_BYTES) throw invalid('Blob data size exceeds limit. (heartbeat details)');
-        if (req.details?.payloads?.length) act.heartbeatDetails = b64(api.common.v1.Payloads, req.details);
-        act.lastHeartbeatMs = r.now;
-        return { cancelRequested: act.cancelRequestedEventId > 0 };
-      }),
-
-    RespondActivityTaskCompleted: (req: T.api.workflowservice.v1.IRespondActivityTaskCompletedRequest) =>
-      withActivity(engine, req.taskToken, (r, act) => {
-        const bytes = size(req.result?.payloads);
-        if (bytes > BLOB_ERROR_BYTES) {
-          // As on a real server: an oversized result fails the activity rather than the call.
-          activities.failed(engine, r, act, {
-            message: `Complete result exceeds size limit (${bytes} bytes > ${BLOB_ERROR_BYTES}); return a reference to stored data instead`,
-            source: 'Server',
-            applicationFailureInfo: { type: 'BlobSizeLimitExceeded', nonRetryable: true },
-          }, { identity: req.identity ?? '' });
-          return {};
-        }
-        activities.completed(engine, r, act, req.result, req.identity ?? '');
-        return {};
-      }),
-
-    RespondActivityTaskFailed: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedRequest) =>
-      withActivity(engine, req.taskToken, (r, act) => {
-        activities.failed(engine, r, act, req.failure ?? { message: 'activity failed' }, { identity: req.identity ?? '', details: req.lastHeartbeatDetails });
-        return {};
-      }),
-
-    RespondActivityTaskCanceled: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledRequest) =>
-      withActivity(engine, req.taskToken, (r, act) => {
-        if (act.cancelRequestedEventId === 0) throw invalid('Activity task cannot be canceled: no cancellation was requested.');
-        activities.canceled(engine, r, act, req.details, req.identity ?? '');
-        return {};
-      }),
+    RecordActivityTaskHeartbeat: (req: T.api.workflowservice.v1.IRecordActivityTaskHeartbeatRequest) => withActivity(engine, req.taskToken, heartbeat(req)),
+    RecordActivityTaskHeartbeatById: (req: T.api.workflowservice.v1.IRecordActivityTaskHeartbeatByIdRequest) => withActivityById(engine, req, heartbeat(req)),
+    RespondActivityTaskCompleted: (req: T.api.workflowservice.v1.IRespondActivityTaskCompletedRequest) => withActivity(engine, req.taskToken, complete(req)),
+    RespondActivityTaskCompletedById: (req: T.api.workflowservice.v1.IRespondActivityTaskCompletedByIdRequest) => withActivityById(engine, req, complete(req)),
+    RespondActivityTaskFailed: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedRequest) => withActivity(engine, req.taskToken, fail(req)),
+    RespondActivityTaskFailedById: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedByIdRequest) => withActivityById(engine, req, fail(req)),
+    RespondActivityTaskCanceled: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledRequest) => withActivity(engine, req.taskToken, cancel(req)),
+    RespondActivityTaskCanceledById: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledByIdRequest) => withActivityById(engine, req, cancel(req)),
 
     ShutdownWorker: () => ({}),
     PollNexusTaskQueue: (req: T.api.workflowservice.v1.IPollNexusTaskQueueRequest, ctx) =>

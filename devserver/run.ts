@@ -101,6 +101,8 @@ export class RunTx {
   /** Set while a completion's commands are processed: wake-ups are collected and one task scheduled at the end. */
   deferWake = false;
   wokeUp = false;
+  /** The user metadata (summary/details) of the command being applied; goes on the next appended event. */
+  commandMetadata: unknown = null;
 
   constructor(
     readonly s: RunState,
@@ -116,7 +118,9 @@ export class RunTx {
   /** Appends an event now, assigning the next event ID. Returns the ID. */
   append(event: IHistoryEvent): number {
     const id = this.s.nextEventId++;
-    const msg = HistoryEvent.fromObject({ ...event, eventId: id, eventTime: event.eventTime ?? ts(this.now) });
+    const userMetadata = event.userMetadata ?? this.commandMetadata;
+    this.commandMetadata = null;
+    const msg = HistoryEvent.fromObject({ ...event, eventId: id, eventTime: event.eventTime ?? ts(this.now), userMetadata });
     const data = HistoryEvent.encode(msg).finish();
     this.store.appendEvent(this.s.runId, id, data);
     this.s.historySize += data.length;

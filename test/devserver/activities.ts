@@ -1,5 +1,5 @@
 // Activities for the dev-server conformance suite; real ones (heartbeats, cancellation), no mocks.
-import { Context, ApplicationFailure, CancelledFailure, sleep } from '@temporalio/activity';
+import { Context, ApplicationFailure, CancelledFailure, CompleteAsyncError, sleep } from '@temporalio/activity';
 
 export async function greet(name: string): Promise<string> {
   return `Hello, ${name}!`;
@@ -52,4 +52,12 @@ export async function slowStep(totalMs: number): Promise<number> {
     ctx.heartbeat(done);
   }
   return ctx.info.attempt;
+}
+
+/** Task tokens of activities that complete asynchronously; the test completes them through the client. */
+export const asyncTokens: Uint8Array[] = [];
+
+export async function completeLater(): Promise<string> {
+  asyncTokens.push(Context.current().info.taskToken);
+  throw new CompleteAsyncError();
 }

@@ -72,6 +72,19 @@ describe('workflows and activities', () => {
     expect(types).toContain(ET.EVENT_TYPE_ACTIVITY_TASK_CANCELED);
   });
 
+  it('completes activities asynchronously by task token and by activity ID', async () => {
+    const { asyncTokens } = await import('./activities.js');
+    const before = asyncTokens.length;
+    const h = await start<typeof wf.asyncCompletion>('asyncCompletion', []);
+    await eventually(async () => asyncTokens.length > before, 10_000, 'the first activity');
+    await env.client.activity.heartbeat(asyncTokens[before]!, 'still working');
+    await env.client.activity.complete(asyncTokens[before]!, 'by token');
+    await eventually(async () => (await h.describe()).raw.pendingActivities?.[0]?.activityId === 'by-id', 10_000, 'the second activity');
+    await eventually(async () => (await h.describe()).raw.pendingActivities?.[0]?.state === 2, 10_000, 'the second activity to start');
+    await env.client.activity.complete({ workflowId: h.workflowId, activityId: 'by-id' }, 'by id');
+    expect(await h.result()).toEqual(['by token', 'by id']);
+  });
+
   it('fails the workflow with the failure the workflow threw', async () => {
     const h = await start<typeof wf.failing>('failing', []);
     const err = await h.result().catch((e) => e);

@@ -132,3 +132,11 @@ export async function failing(): Promise<void> {
 export async function broken(): Promise<void> {
   throw new TypeError('bug in workflow code');
 }
+
+/** Two activities completed from outside the worker: the first by task token, the second by workflow/activity ID. */
+export async function asyncCompletion(): Promise<string[]> {
+  const a = proxyActivities<typeof acts>({ startToCloseTimeout: '20s', activityId: undefined });
+  const first = await a.completeLater();
+  const second = await proxyActivities<typeof acts>({ startToCloseTimeout: '20s', activityId: 'by-id' }).completeLater();
+  return [first, second];
+}
