@@ -76,7 +76,7 @@ export async function exportModel(deps: ModelDeps, a: { cfg: FinetuneConfig; che
       const tok = await loadTokenizer(a.cfg.tokenizer);
       const tmp = `${a.modelDir}.tmp-${randomBytes(4).toString('hex')}`;
       try {
-        await engine.exportHuggingFace(tmp, { tokenizerJson: tok.tokenizerJsonPath });
+        await engine.exportHuggingFace(tmp, { tokenizerJson: tok.tokenizerJsonPath, eosId: tok.eosId });
         await writeJsonAtomic(join(tmp, EXPORT_MARKER), { checkpoint: used.checkpoint, skipped: used.skipped, name: a.cfg.name, exportedAt: new Date().toISOString() });
         // Replace any older export: move it aside, move the new one in, then delete the old one.
         const old = `${a.modelDir}.old-${randomBytes(4).toString('hex')}`;

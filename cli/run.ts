@@ -59,7 +59,7 @@ export async function main(argv: string[]): Promise<number> {
 
   const workers = await startWorkers({
     address, namespace: cfg.temporal.namespace, queues: [cfg.temporal.taskQueue, cfg.temporal.gpuTaskQueue],
-    gpuQueue: cfg.temporal.gpuTaskQueue, logLevel: 'WARN',
+    gpuQueue: cfg.temporal.gpuTaskQueue, logLevel: 'ERROR',
   });
   const client = await connectClient(address, cfg.temporal.namespace);
   let interrupted = false;
