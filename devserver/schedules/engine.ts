@@ -3,6 +3,7 @@
 // Mirrors the real server's scheduler (temporalio/temporal service/worker/scheduler/workflow.go and buffer.go),
 // run natively: every step works on one ScheduleRow inside the caller's SQLite transaction.
 import { randomUUID } from 'node:crypto';
+import type { temporal as T } from '@temporalio/proto';
 import { temporal } from './proto.js';
 import { ServiceError, type ScheduleHost } from '../contract.js';
 import { compileSpec, getNextTime, type CompiledSpec } from './spec.js';
@@ -13,6 +14,8 @@ const WorkflowStatus = temporal.api.enums.v1.WorkflowExecutionStatus;
 const ReusePolicy = temporal.api.enums.v1.WorkflowIdReusePolicy;
 const { ScheduleAction } = temporal.api.schedule.v1;
 const { StartWorkflowExecutionRequest } = temporal.api.workflowservice.v1;
+const { Payloads } = temporal.api.common.v1;
+const { Failure } = temporal.api.failure.v1;
 
 export const RECENT_ACTIONS = 10;
 export const FUTURE_ACTIONS = 10;
@@ -47,6 +50,15 @@ function canTake(row: ScheduleRow, manual: boolean, decrement: boolean): boolean
   if (row.remainingActions <= 0) return false;
   if (decrement) row.remainingActions -= 1;
   return true;
+}
+
+/** What the host reports about a closed run; result/failure only when the host provides them. */
+export interface ClosedRun {
+  workflowId: string;
+  runId: string;
+  status: number;
+  result?: T.api.common.v1.IPayloads | null;
+  failure?: T.api.failure.v1.IFailure | null;
 }
 
 export class ScheduleEngine {
@@ -147,6 +159,10 @@ export class ScheduleEngine {
     const policy = resolvePolicy(row, start.overlapPolicy);
     const appendTime = !row.keepOriginalWorkflowId || policy === OverlapPolicy.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL;
     const workflowId = appendTime ? `${sw.workflowId}-${rfc3339(nominalSec)}` : sw.workflowId!;
+    // The last tracked run's outcome goes to the next run; ALLOW_ALL runs neither see nor set it (as on the server).
+    const allowAll = policy === OverlapPolicy.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL;
+    const lastCompletionResult = !allowAll && row.lastCompletionResult ? Payloads.decode(row.lastCompletionResult) : null;
+    const continuedFailure = !allowAll && row.continuedFailure ? Failure.decode(row.continuedFailure) : null;
     const searchAttributes = {
       indexedFields: {
         ...(sw.searchAttributes?.indexedFields ?? {}),
@@ -178,6 +194,8 @@ export class ScheduleEngine {
           header: sw.header,
           userMetadata: sw.userMetadata,
           priority: sw.priority,
+          lastCompletionResult,
+          continuedFailure,
         }),
       ).finish(),
     );
@@ -202,9 +220,16 @@ export class ScheduleEngine {
   }
 
   /** A run this schedule started has closed: update its status, maybe pause, then take buffered starts. */
-  runClosed(row: ScheduleRow, run: { workflowId: string; runId: string; status: number }, now: number): void {
+  runClosed(row: ScheduleRow, run: ClosedRun, now: number): void {
     this.store.dropRun(row.namespace, run);
+    const tracked = row.running.some((r) => r.workflowId === run.workflowId && r.runId === run.runId);
     row.running = row.running.filter((r) => !(r.workflowId === run.workflowId && r.runId === run.runId));
+    if (tracked && run.status === WorkflowStatus.WORKFLOW_EXECUTION_STATUS_COMPLETED && run.result) {
+      row.lastCompletionResult = Payloads.encode(run.result).finish();
+      row.continuedFailure = null;
+    } else if (tracked && run.failure) {
+      row.continuedFailure = Failure.encode(run.failure).finish(); // the last result stays
+    }
     for (const a of row.recent) if (a.workflowId === run.workflowId && a.runId === run.runId) a.status = run.status;
     const failed = run.status === WorkflowStatus.WORKFLOW_EXECUTION_STATUS_FAILED;
     const timedOut = run.status === WorkflowStatus.WORKFLOW_EXECUTION_STATUS_TIMED_OUT;

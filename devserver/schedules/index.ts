@@ -11,6 +11,7 @@ import {
   MIN_CATCHUP_WINDOW_MS,
   OverlapPolicy,
   ScheduleEngine,
+  type ClosedRun,
 } from './engine.js';
 import { compileListQuery } from './query.js';
 import { canonicalizeSpec, SpecError, specToProto, timeMs, type Spec, type SpecInput } from './spec.js';
@@ -110,7 +111,10 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
     defer(() => {
       const scheduleId = running ? store.findRun(e.namespace, e) : undefined;
       if (scheduleId === undefined) return;
-      step(e.namespace, scheduleId, (row, now) => engine.runClosed(row, { workflowId: e.workflowId, runId: e.runId, status: e.status }, now));
+      // result/failure are optional extensions of the closed event (see /tmp/team/contract-changes.md).
+      const extra = e as typeof e & Pick<ClosedRun, 'result' | 'failure'>;
+      const run: ClosedRun = { workflowId: e.workflowId, runId: e.runId, status: e.status, result: extra.result, failure: extra.failure };
+      step(e.namespace, scheduleId, (row, now) => engine.runClosed(row, run, now));
     });
   });
 
@@ -279,6 +283,8 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
           buffer: [],
           running: [],
           recent: [],
+          lastCompletionResult: null,
+          continuedFailure: null,
         } as unknown as ScheduleRow;
         applyDefinition(row, schedule, spec, action);
         store.insert(row);

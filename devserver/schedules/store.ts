@@ -60,6 +60,9 @@ export interface ScheduleRow {
   running: RunRef[];
   /** The last RECENT_ACTIONS actions, oldest first. */
   recent: RecentAction[];
+  /** Encoded Payloads / Failure of the last tracked run, handed to the next start (workflowInfo().lastResult). */
+  lastCompletionResult: Uint8Array | null;
+  continuedFailure: Uint8Array | null;
 }
 
 export const SCHEMA = `
@@ -90,6 +93,8 @@ CREATE TABLE IF NOT EXISTS schedule_schedules (
   buffer TEXT NOT NULL,
   running TEXT NOT NULL,
   recent TEXT NOT NULL,
+  last_completion_result BLOB,
+  continued_failure BLOB,
   PRIMARY KEY (namespace, schedule_id)
 );
 CREATE TABLE IF NOT EXISTS schedule_runs (
@@ -129,10 +134,17 @@ const COLUMNS: Array<[keyof ScheduleRow, string]> = [
   ['buffer', 'buffer'],
   ['running', 'running'],
   ['recent', 'recent'],
+  ['lastCompletionResult', 'last_completion_result'],
+  ['continuedFailure', 'continued_failure'],
+];
+/** Columns added after the first version, created on databases that predate them. */
+const ADDED_COLUMNS: Array<[string, string]> = [
+  ['last_completion_result', 'BLOB'],
+  ['continued_failure', 'BLOB'],
 ];
 const JSON_FIELDS = new Set<keyof ScheduleRow>(['spec', 'buffer', 'running', 'recent']);
 const BOOL_FIELDS = new Set<keyof ScheduleRow>(['pauseOnFailure', 'keepOriginalWorkflowId', 'paused', 'limitedActions']);
-const BLOB_FIELDS = new Set<keyof ScheduleRow>(['action', 'memo', 'searchAttributes']);
+const BLOB_FIELDS = new Set<keyof ScheduleRow>(['action', 'memo', 'searchAttributes', 'lastCompletionResult', 'continuedFailure']);
 
 function toDb(row: ScheduleRow): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -172,6 +184,8 @@ export class ScheduleStore {
 
   constructor(readonly db: Database.Database) {
     db.exec(SCHEMA);
+    const have = new Set((db.prepare('PRAGMA table_info(schedule_schedules)').all() as Array<{ name: string }>).map((c) => c.name));
+    for (const [col, type] of ADDED_COLUMNS) if (!have.has(col)) db.exec(`ALTER TABLE schedule_schedules ADD COLUMN ${col} ${type}`);
     const cols = COLUMNS.map(([, c]) => c);
     this.insertStmt = db.prepare(`INSERT INTO schedule_schedules (${cols.join(', ')}) VALUES (${cols.map((c) => '@' + c).join(', ')})`);
     this.updateStmt = db.prepare(

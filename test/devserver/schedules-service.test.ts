@@ -86,9 +86,9 @@ class TestHost implements ScheduleHost {
     this.listeners.push(listener);
   }
   /** Close a run the way the core does: commit, then tell the listeners. */
-  close(workflowId: string, runId: string, st: number) {
+  close(workflowId: string, runId: string, st: number, outcome: { result?: object; failure?: object } = {}) {
     this.db.prepare('UPDATE test_runs SET status = ? WHERE run_id = ?').run(st, runId);
-    for (const l of this.listeners) l({ namespace: 'default', workflowId, runId, status: st });
+    for (const l of this.listeners) l({ namespace: 'default', workflowId, runId, status: st, ...outcome });
   }
   runs() {
     return (this.db.prepare('SELECT * FROM test_runs ORDER BY rowid').all() as Array<{ workflow_id: string; run_id: string; status: number; cancel_requested: number; request: Buffer }>).map((r) => ({
@@ -363,6 +363,26 @@ describe('schedule RPCs', () => {
     expect(host.runs()).toHaveLength(1);
   });
 
+  it("hands the last tracked run's result (or failure) to the next run, as workflowInfo().lastResult", async () => {
+    const { host, call } = setup();
+    await create(call, 'lr', { spec: { interval: [{ interval: { seconds: 10 } }] } });
+    await host.clock.advance(10_000);
+    const [first] = host.runs();
+    expect(first!.request.lastCompletionResult).toBeNull();
+    const result = { payloads: [{ metadata: { encoding: Buffer.from('json/plain') }, data: Buffer.from('{"checkpoint":"step-100"}') }] };
+    host.close(first!.workflowId, first!.runId, WS.WORKFLOW_EXECUTION_STATUS_COMPLETED, { result });
+    await flush();
+    await host.clock.advance(10_000);
+    const second = host.runs()[1]!;
+    expect(Buffer.from(second.request.lastCompletionResult!.payloads![0]!.data!).toString()).toBe('{"checkpoint":"step-100"}');
+    host.close(second.workflowId, second.runId, WS.WORKFLOW_EXECUTION_STATUS_FAILED, { failure: { message: 'OOM' } });
+    await flush();
+    await host.clock.advance(10_000);
+    const third = host.runs()[2]!;
+    expect(third.request.continuedFailure!.message).toBe('OOM');
+    expect(Buffer.from(third.request.lastCompletionResult!.payloads![0]!.data!).toString()).toBe('{"checkpoint":"step-100"}');
+  });
+
   it('start and end time bound the schedule', async () => {
     const { host, call } = setup();
     await create(call, 'se', {
@@ -414,6 +434,15 @@ describe('module loading', () => {
 });
 
 describe('durability', () => {
+  it('adds columns introduced later to an existing schedule table', async () => {
+    const db = new Database(':memory:');
+    setup(db).svc.stop();
+    db.exec('ALTER TABLE schedule_schedules DROP COLUMN last_completion_result; ALTER TABLE schedule_schedules DROP COLUMN continued_failure');
+    const again = setup(db);
+    await create(again.call, 'after-migration', { spec: { interval: [{ interval: { seconds: 60 } }] } });
+    expect((await again.call('DescribeSchedule', { scheduleId: 'after-migration' })).schedule.action.startWorkflow.workflowId).toBe('retrain');
+  });
+
   it('a restarted service re-arms from the database and catches up once within the window', async () => {
     const file = `/tmp/schedules-restart-${process.pid}-${Date.now()}.db`;
     const db1 = new Database(file);
