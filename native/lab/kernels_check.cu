@@ -198,6 +198,7 @@ template <typename T> void checks(const char* tname, double tol) {
     printf("  %-44s %zu vs %zu %s\n", "classifier argmax hits", ncg, nc, ncg == nc ? "ok" : "FAIL");
     if (ncg != nc) failures++;
   }
+  printf("  epilogues run unfused (no cuBLASLt kernel for the shape): %d\n", bl.unfused);
   bl.destroy();
 }
 

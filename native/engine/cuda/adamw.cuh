@@ -24,7 +24,7 @@ __device__ __forceinline__ double block_sum_d(double v, double* shared) {
 }
 
 // partial[block] = sum of squares over a fixed grid-stride slice (float4 loads; n % 4 == 0 not needed)
-__global__ void grad_sq_partial_kernel(double* partial, const float* g, size_t n) {
+static __global__ void grad_sq_partial_kernel(double* partial, const float* g, size_t n) {
   __shared__ double sh[32];
   double s = 0.0;
   size_t n4 = n / 4;
@@ -38,7 +38,7 @@ __global__ void grad_sq_partial_kernel(double* partial, const float* g, size_t n
   s = block_sum_d(s, sh);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
-__global__ void sum_partials_d_kernel(double* out, const double* partial, int n) {
+static __global__ void sum_partials_d_kernel(double* out, const double* partial, int n) {
   __shared__ double sh[32];
   double s = 0.0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
@@ -68,7 +68,7 @@ __global__ void adamw_kernel(float* master, T* param, float* m, float* v, const 
   param[i] = from_f<T>(p);
 }
 
-__global__ void copy_to_compute_kernel_bf16(bf16* out, const float* in, size_t n) {
+static __global__ void copy_to_compute_kernel_bf16(bf16* out, const float* in, size_t n) {
   size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = __float2bfloat16_rn(in[i]);
 }

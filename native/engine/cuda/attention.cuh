@@ -138,7 +138,7 @@ void attention_backward(Blas& bl, T* dqkv, const T* dout, const T* qkv, const T*
 // Cache of one layer: kc, vc (slots, M, C). qkv (n, 3C) of the rows; out (n, C). Every row's key and value are
 // stored before any row attends, so rows of one slot (a prefill) see each other causally.
 
-__global__ void kv_cache_store_kernel(void* kc_, void* vc_, const void* qkv_, const int* slot, const int* pos, int n,
+static __global__ void kv_cache_store_kernel(void* kc_, void* vc_, const void* qkv_, const int* slot, const int* pos, int n,
                                       int M, int C, int elem) {
   int idx = blockIdx.x * blockDim.x + threadIdx.x;
   if (idx >= n * C) return;

@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(1024) fused_classifier_kernel(T* logits, float
 }
 
 // sum of n floats into *out (+=, fp64), one block, fixed order
-__global__ void sum_into_kernel(double* out, const float* in, int n) {
+static __global__ void sum_into_kernel(double* out, const float* in, int n) {
   __shared__ double sh[32];
   double s = 0.0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) s += in[i];

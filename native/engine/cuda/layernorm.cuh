@@ -94,7 +94,7 @@ __global__ void layernorm_backward_dw_kernel(float* partial, const T* dout, cons
   partial[((size_t)chunk * 2 + 0) * C + c] = dw;
   partial[((size_t)chunk * 2 + 1) * C + c] = db;
 }
-__global__ void layernorm_dw_reduce_kernel(float* dw, float* db, const float* partial, int nchunks, int C) {
+static __global__ void layernorm_dw_reduce_kernel(float* dw, float* db, const float* partial, int nchunks, int C) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   float sw = 0.f, sb = 0.f;

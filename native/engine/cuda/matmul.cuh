@@ -6,6 +6,7 @@
 // cuBLAS's column-major call (C^T = op(B)^T · op(A)^T), as llm.c's matmul_cublaslt does.
 #pragma once
 #include <map>
+#include <set>
 #include <tuple>
 #include "cuda_common.cuh"
 
@@ -17,8 +18,11 @@ struct Blas {
   void* workspace = nullptr;
   size_t workspace_bytes = 32u << 20;  // cuBLASLt's recommendation for Hopper
   bool fp32 = false;                   // fp32 test mode: pure fp32 products, no TF32
+  int unfused = 0;                     // epilogues cuBLASLt had no kernel for, done by separate kernels instead
   // heuristic choice per problem shape, so the search runs once per shape, not per call
-  std::map<std::tuple<int, int, int, int, int, int, int, int, int, int>, cublasLtMatmulAlgo_t> algos;
+  typedef std::tuple<int, int, int, int, int, int, int, int, int, int> Key;
+  std::map<Key, cublasLtMatmulAlgo_t> algos;
+  std::set<Key> no_algo;  // shapes/epilogues without a kernel (the caller unfuses them)
 
   void init(bool fp32_mode) {
     fp32 = fp32_mode;
@@ -41,7 +45,7 @@ enum class Epilogue { None, Bias, GeluBias /* D = gelu(AB+bias), aux = AB+bias *
 // Row-major C(M,N) = alpha * op(A) · op(B) + beta * Cin (+ epilogue). A is (M,K) or, transposed, (K,M); B is (K,N)
 // or (N,K). Cin may alias D. Types: A, B of type TA; C/D of type TD (fp32 for weight gradients).
 template <typename TA, typename TD>
-void gemm_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* A, const TA* B, TD* D,
+bool gemm_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* A, const TA* B, TD* D,
               const TD* Cin, float beta, cudaStream_t stream, Epilogue ep = Epilogue::None, const TA* bias = nullptr,
               TA* aux = nullptr, float alpha = 1.f, int ldA = 0, int ldB = 0, int ldC = 0) {
   // column-major view: D^T(N,M) = op(B)^T(N,K) · op(A)^T(K,M)
@@ -83,7 +87,8 @@ void gemm_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* 
   auto key = std::make_tuple(m, n, k, (int)opa, (int)opb, (int)e, (int)cuda_dtype<TA>() * 64 + (int)cuda_dtype<TD>(),
                              lda, ldb, ldc + (Cin != nullptr && beta != 0.f ? (1 << 30) : 0));
   auto it = b.algos.find(key);
-  if (it == b.algos.end()) {
+  bool known_bad = b.no_algo.count(key) > 0;
+  if (it == b.algos.end() && !known_bad) {
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &b.workspace_bytes, sizeof(b.workspace_bytes)));
@@ -91,10 +96,18 @@ void gemm_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* 
     int found = 0;
     CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(b.lt, desc, la, lb, lc, ld, pref, 1, &res, &found));
     cublasLtMatmulPreferenceDestroy(pref);
-    if (found == 0)
+    if (found == 0 && ep != Epilogue::None) b.no_algo.insert(key);
+    known_bad = found == 0 && ep != Epilogue::None;
+    if (!known_bad && found == 0)
       fail_(ErrorCode::Device, "cuBLASLt found no algorithm for a " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K) +
-            " product (epilogue " + std::to_string((int)e) + ")", "nEmbd must be a multiple of 8", __FILE__, __LINE__);
-    it = b.algos.emplace(key, res.algo).first;
+            " product", "nEmbd must be a multiple of 8", __FILE__, __LINE__);
+    if (!known_bad) it = b.algos.emplace(key, res.algo).first;
+  }
+  if (known_bad) {  // the caller runs the epilogue as a separate kernel
+    cublasLtMatmulDescDestroy(desc);
+    cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(lc); cublasLtMatrixLayoutDestroy(ld);
+    return false;
   }
   const void* cptr = Cin ? (const void*)Cin : (const void*)D;
   float be = Cin ? beta : 0.f;
@@ -103,6 +116,7 @@ void gemm_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, const TA* 
   cublasLtMatmulDescDestroy(desc);
   cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb);
   cublasLtMatrixLayoutDestroy(lc); cublasLtMatrixLayoutDestroy(ld);
+  return true;
 }
 
 // Strided-batched row-major C_i(M,N) = alpha * op(A_i) · op(B_i) + beta * C_i through cuBLAS (attention).
@@ -133,7 +147,7 @@ __global__ void bias_grad_partial_kernel(float* partial, const T* dout, int R, i
   for (int r = r0; r < r1; r++) s += to_f(dout[(size_t)r * OC + c]);
   partial[(size_t)chunk * OC + c] = s;
 }
-__global__ void sum_partials_kernel(float* out, const float* partial, int nchunks, int n) {
+static __global__ void sum_partials_kernel(float* out, const float* partial, int nchunks, int n) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= n) return;
   float s = 0.f;
@@ -153,13 +167,37 @@ void bias_grad(float* dbias, const T* dout, int R, int OC, float* scratch, cudaS
   LAUNCH_CHECK();
 }
 
+// Epilogues as separate kernels, for shapes where cuBLASLt offers no fused kernel (Blas::unfused counts them).
+// pre (N,OC) += bias; out = gelu(pre) when out != nullptr
+template <typename T>
+__global__ void bias_gelu_kernel(T* out, T* pre, const T* bias, size_t n, int OC) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float x = to_f(pre[i]) + (bias ? to_f(bias[i % OC]) : 0.f);
+  pre[i] = from_f<T>(x);
+  if (out) out[i] = from_f<T>(gelu_f(x));
+}
+// d (N,C) *= gelu'(pre)
+template <typename T>
+__global__ void dgelu_kernel(T* d, const T* pre, size_t n) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) d[i] = from_f<T>(to_f(d[i]) * gelu_grad_f(to_f(pre[i])));
+}
+
 // forward; with pre_gelu: out = gelu(inp·W + bias) and pre_gelu(N,OC) = inp·W + bias (cuBLASLt's GELU_AUX_BIAS).
 // With `residual`: out = residual + inp·W + bias (the residual add fused as cuBLASLt's beta·C term; may alias out).
 template <typename T>
 void linear_forward(Blas& b, T* out, const T* inp, const T* W, const T* bias, int N, int C, int OC,
                     cudaStream_t stream, T* pre_gelu = nullptr, const T* residual = nullptr) {
   Epilogue ep = pre_gelu ? Epilogue::GeluBias : (bias ? Epilogue::Bias : Epilogue::None);
-  gemm_rm_<T, T>(b, false, false, N, OC, C, inp, W, out, residual, residual ? 1.f : 0.f, stream, ep, bias, pre_gelu);
+  if (gemm_rm_<T, T>(b, false, false, N, OC, C, inp, W, out, residual, residual ? 1.f : 0.f, stream, ep, bias, pre_gelu)) return;
+  b.unfused++;
+  REQUIRE(residual == nullptr || pre_gelu == nullptr, "gelu with a residual is not a layer of GPT-2");
+  T* dst = pre_gelu ? pre_gelu : out;
+  gemm_rm_<T, T>(b, false, false, N, OC, C, inp, W, dst, residual, residual ? 1.f : 0.f, stream);
+  size_t n = (size_t)N * OC;
+  bias_gelu_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(pre_gelu ? out : nullptr, dst, bias, n, OC);
+  LAUNCH_CHECK();
 }
 
 // backward: dW(C,OC) += inp^T·dout (fp32), dbias(OC) += colsum(dout), dinp(N,C) = dout·W^T, times gelu'(pre_gelu)
@@ -169,9 +207,15 @@ void linear_backward(Blas& b, T* dinp, float* dW, float* dbias, const T* dout, c
                      int C, int OC, float* scratch, cudaStream_t stream, const T* pre_gelu_of_inp = nullptr) {
   gemm_rm_<T, float>(b, true, false, C, OC, N, inp, dout, dW, dW, 1.f, stream);
   if (dbias) bias_grad<T>(dbias, dout, N, OC, scratch, stream);
-  if (dinp)
-    gemm_rm_<T, T>(b, false, true, N, C, OC, dout, W, dinp, nullptr, 0.f, stream,
-                   pre_gelu_of_inp ? Epilogue::DGelu : Epilogue::None, nullptr, const_cast<T*>(pre_gelu_of_inp));
+  if (!dinp) return;
+  if (gemm_rm_<T, T>(b, false, true, N, C, OC, dout, W, dinp, nullptr, 0.f, stream,
+                     pre_gelu_of_inp ? Epilogue::DGelu : Epilogue::None, nullptr, const_cast<T*>(pre_gelu_of_inp)))
+    return;
+  b.unfused++;
+  gemm_rm_<T, T>(b, false, true, N, C, OC, dout, W, dinp, nullptr, 0.f, stream);
+  size_t n = (size_t)N * C;
+  dgelu_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(dinp, pre_gelu_of_inp, n);
+  LAUNCH_CHECK();
 }
 
 }  // namespace cudabk
