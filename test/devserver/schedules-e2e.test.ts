@@ -173,6 +173,27 @@ describe('schedules through the TypeScript SDK', () => {
     const running = d.info.runningActions[0]!.workflow;
     await client.workflow.getHandle(running.workflowId).terminate('test done');
   });
+
+  it('TERMINATE_OTHER and CANCEL_OTHER stop the running run and start the new one', async () => {
+    const make = (scheduleId: string, overlap: ScheduleOverlapPolicy) =>
+      client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '1s' }] },
+        action: { type: 'startWorkflow', workflowType: 'scheduledSleep', args: [60_000], taskQueue, workflowId: scheduleId },
+        policies: { overlap },
+      });
+    const handles = [await make('terminate-other', ScheduleOverlapPolicy.TERMINATE_OTHER), await make('cancel-other', ScheduleOverlapPolicy.CANCEL_OTHER)];
+    const described = await Promise.all(handles.map((h) => waitFor(`${h.scheduleId}: three actions`, () => h.describe(), (x) => x.info.numActionsTaken >= 3)));
+    for (const h of handles) await h.delete();
+    for (const [i, d] of described.entries()) {
+      const [first, second] = d.info.recentActions;
+      const firstRun = await client.workflow.getHandle(first!.action.workflow.workflowId, first!.action.workflow.firstExecutionRunId).describe();
+      expect(firstRun.status.name).toBe(i === 0 ? 'TERMINATED' : 'CANCELLED');
+      expect(second!.scheduledAt.getTime()).toBeGreaterThan(first!.scheduledAt.getTime());
+      expect(d.info.runningActions).toHaveLength(1);
+      await client.workflow.getHandle(d.info.runningActions[0]!.workflow.workflowId).terminate('test done');
+    }
+  });
 });
 
 describe('schedules across a server restart', () => {
