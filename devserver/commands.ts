@@ -7,6 +7,7 @@ import type { Engine } from './engine.js';
 import type { RunTx } from './run.js';
 import * as activities from './activities.js';
 import { CommandError } from './activities.js';
+import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
 import { api, CT, ET, WS, RetryState, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
 
 type Command = T.api.command.v1.ICommand;
@@ -27,13 +28,16 @@ function blob(engine: Engine, cause: number, what: string, payloads: any): void 
   }
 }
 
-export function applyCommands(engine: Engine, r: RunTx, commands: Command[], completedId: number, identity: string): void {
+export function applyCommands(engine: Engine, r: RunTx, commands: Command[], completedId: number, identity: string, messages: T.api.protocol.v1.IMessage[] = []): void {
+  const byId = new Map(messages.map((m) => [m.id ?? '', m]));
   commands.forEach((c, i) => {
     if (!r.open) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND, `command ${i + 1} follows a workflow-closing command`);
     r.commandMetadata = c.userMetadata ?? null; // activity/timer summaries, shown by UIs
-    apply(engine, r, c, completedId, identity);
+    if (c.commandType === CT.COMMAND_TYPE_PROTOCOL_MESSAGE) applyProtocolCommand(r, c.protocolMessageCommandAttributes?.messageId ?? '', byId, completedId);
+    else apply(engine, r, c, completedId, identity);
     r.commandMetadata = null;
   });
+  applyLeftoverMessages(r, byId);
 }
 
 function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identity: string): void {

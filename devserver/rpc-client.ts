@@ -7,6 +7,7 @@ import type { RunState } from './run.js';
 import type { ExecutionRow } from './store.js';
 import { queryWorkflow } from './workflow-tasks.js';
 import { compileQuery } from './visibility.js';
+import { updateWorkflowExecution, pollWorkflowExecutionUpdate } from './updates.js';
 import { api, HistoryEvent, dur, ts, unb64, invalid } from './proto.js';
 
 const HISTORY_WAIT_MS = 20_000;
@@ -144,6 +145,9 @@ export function clientHandlers(engine: Engine, assertNs: (ns: string) => void): 
       engine.withRun(runId, (r) => engine.terminateTx(r, req.reason ?? '', req.identity ?? '', req.details));
       return {};
     },
+
+    UpdateWorkflowExecution: (req: T.api.workflowservice.v1.IUpdateWorkflowExecutionRequest, ctx) => updateWorkflowExecution(engine, ns(req), req, ctx),
+    PollWorkflowExecutionUpdate: (req: T.api.workflowservice.v1.IPollWorkflowExecutionUpdateRequest, ctx) => pollWorkflowExecutionUpdate(engine, ns(req), req, ctx),
 
     DescribeWorkflowExecution: (req: T.api.workflowservice.v1.IDescribeWorkflowExecutionRequest) => {
       const runId = engine.resolveRun(ns(req), req.execution?.workflowId ?? '', req.execution?.runId);

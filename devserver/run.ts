@@ -85,6 +85,7 @@ export interface RunState {
   startRequestId: string;
   closeEventId: number;
   newRunId: string | null;
+  updates?: Record<string, import('./updates.js').UpdateState>;
   stickyQueue?: string;
 }
 

@@ -87,7 +87,7 @@ export function completeWorkflowTask(engine: Engine, req: CompleteRequest): obje
         s.wft = null;
         s.lastCompletedStartedEventId = wft.startedEventId;
         r.deferWake = true;
-        applyCommands(engine, r, commands, completedId, identity);
+        applyCommands(engine, r, commands, completedId, identity, req.messages ?? []);
       });
     } catch (e) {
       if (!(e instanceof CommandError)) throw e;

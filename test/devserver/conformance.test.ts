@@ -2,7 +2,7 @@
 // pipeline relies on. Runs against a real cluster instead when TEMPORAL_ADDRESS is set.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { WorkflowFailedError, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowExecutionAlreadyStartedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { CancelledFailure, TerminatedFailure, ApplicationFailure, TimeoutFailure } from '@temporalio/common';
 import { setupEnv, eventually, type Env } from './env.js';
 import type * as wf from './workflows.js';
@@ -117,6 +117,17 @@ describe('messages and lifecycle', () => {
     const h2 = await env.client.workflow.signalWithStart<typeof wf.signalsAndQueries, [number]>('signalsAndQueries', { ...opts, signalArgs: [3] });
     expect(h2.signaledRunId).toBe(h1.signaledRunId);
     expect(await h1.result()).toBe(5);
+  });
+
+  it('runs workflow updates: rejected by the validator, then accepted and completed', async () => {
+    const h = await start<typeof wf.updatable>('updatable', []);
+    const rejected = await h.executeUpdate<number, [number]>('setTarget', { args: [-1] }).catch((e) => e);
+    expect(rejected).toBeInstanceOf(WorkflowUpdateFailedError);
+    expect(rejected.cause?.message).toBe('target must not be negative');
+    expect(await h.executeUpdate<number, [number]>('setTarget', { args: [4] })).toBe(0);
+    const handle = await h.startUpdate<number, [number]>('setTarget', { args: [12], waitForStage: 'ACCEPTED', updateId: 'final' });
+    expect(await handle.result()).toBe(4);
+    expect(await h.result()).toBe(12);
   });
 
   it('fires timers in order and cancels a cancelled one', async () => {

@@ -2,7 +2,7 @@
 import {
   proxyActivities, sleep, defineSignal, defineQuery, setHandler, condition, continueAsNew, workflowInfo,
   upsertSearchAttributes, CancellationScope, isCancellation, ActivityFailure, ApplicationFailure,
-  ActivityCancellationType,
+  ActivityCancellationType, defineUpdate,
 } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
 import type * as acts from './activities.js';
@@ -139,4 +139,18 @@ export async function asyncCompletion(): Promise<string[]> {
   const first = await a.completeLater();
   const second = await proxyActivities<typeof acts>({ startToCloseTimeout: '20s', activityId: 'by-id' }).completeLater();
   return [first, second];
+}
+
+export const setTarget = defineUpdate<number, [number]>('setTarget');
+
+/** Updates: a validator rejects bad input (no history trace), the handler changes state and returns a value. */
+export async function updatable(): Promise<number> {
+  let target = 0;
+  setHandler(setTarget, (n) => {
+    const previous = target;
+    target = n;
+    return previous;
+  }, { validator: (n) => { if (n < 0) throw new Error('target must not be negative'); } });
+  await condition(() => target >= 10);
+  return target;
 }
