@@ -73,17 +73,30 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
     });
   }
 
+  // Timer callbacks and closed-run events are handled from a fresh microtask, never inside the caller's stack
+  // (which may be the core's, or our own transaction when an overlap policy terminates a run).
   const pending: Array<() => void> = [];
+  let drainQueued = false;
   function defer(fn: () => void): void {
     pending.push(fn);
-    if (pending.length === 1) queueMicrotask(drain);
+    if (!drainQueued) {
+      drainQueued = true;
+      queueMicrotask(drain);
+    }
   }
   function drain(): void {
-    if (host.db.inTransaction) {
+    if (host.db.open && host.db.inTransaction) {
       setImmediate(drain); // someone else's transaction is open: run after it
       return;
     }
-    while (pending.length) pending.shift()!();
+    drainQueued = false;
+    while (pending.length) {
+      try {
+        pending.shift()!();
+      } catch (e) {
+        log(`error while handling a timer or a closed run: ${(e as Error).stack ?? e}`);
+      }
+    }
   }
 
   /** One step of a schedule in its own transaction; on an unexpected failure, retry a little later. */
@@ -307,6 +320,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       const action = readAction(schedule.action);
       const row = tx(() => {
         const row = mustGet(req.namespace, req.scheduleId);
+        if (req.conflictToken?.length && req.conflictToken.length !== 8) throw invalid('conflict_token is malformed: pass the one DescribeSchedule returned');
         if (req.conflictToken?.length && Buffer.from(req.conflictToken).readBigInt64LE() !== BigInt(row.conflictToken)) {
           throw new ServiceError(status.FAILED_PRECONDITION, `schedule "${req.scheduleId}" was changed concurrently (conflict token mismatch); describe it again and retry`);
         }
@@ -422,7 +436,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
     stop() {
       running = false;
       for (const key of [...timers.keys()]) disarm(key);
-      pending.length = 0;
+      pending.length = 0; // a queued drain finds nothing to do
     },
   };
 };
