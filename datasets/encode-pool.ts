@@ -29,7 +29,11 @@ export class EncodePool {
   constructor(tokenizerJson: string, threads = 0) {
     const n = threads > 0 ? threads : availableParallelism();
     for (let w = 0; w < n; w++) {
-      const worker = new Worker(new URL('./encode-worker.mjs', import.meta.url), { workerData: { json: tokenizerJson } });
+      // A worker holds one batch at a time: cap its heap so GC slack stays constant however long the corpus is.
+      const worker = new Worker(new URL('./encode-worker.mjs', import.meta.url), {
+        workerData: { json: tokenizerJson },
+        resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
+      });
       worker.on('message', (m: { id: number; ids?: Int32Array; offsets?: Int32Array; error?: string }) => {
         const p = this.pending.get(m.id);
         if (!p) return;

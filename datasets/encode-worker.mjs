@@ -4,9 +4,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import tokenizers from 'tokenizers';
 
-const tok = tokenizers.Tokenizer.fromString(workerData.json);
+let tok;
+let loadError;
+try {
+  tok = tokenizers.Tokenizer.fromString(workerData.json);
+} catch (e) {
+  loadError = `cannot load tokenizer.json: ${e?.message ?? e}`;
+}
 
 parentPort.on('message', async ({ id, texts }) => {
+  if (loadError) return parentPort.postMessage({ id, error: loadError });
   try {
     const encs = await tok.encodeBatch(texts, { addSpecialTokens: false });
     const lists = encs.map((e) => e.getIds());

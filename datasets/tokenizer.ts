@@ -134,28 +134,36 @@ export async function loadTokenizer(cfg: TokenizerConfig): Promise<LoadedTokeniz
   if (eosId === undefined)
     throw badInput(path, `no end-of-sequence token among the added tokens (looked for ${EOS_NAMES.join(', ')})`);
   const padId = parsed.padding?.pad_id ?? findToken(parsed, PAD_NAMES) ?? eosId;
-  let js: JsTokenizer;
-  try {
-    js = new JsTokenizer(parsed, {});
-  } catch (e) {
-    throw badInput(path, `the tokenizer cannot be loaded: ${(e as Error).message}`);
-  }
-  const vocab = js.get_vocab(true);
+  // The pure-JS tokenizer costs tens of MB of heap: build it on first use (the pipeline never needs it).
+  let js: JsTokenizer | undefined;
+  const jsTok = (): JsTokenizer => {
+    if (!js) {
+      try {
+        js = new JsTokenizer(JSON.parse(json), {});
+      } catch (e) {
+        throw badInput(path, `the tokenizer cannot be loaded: ${(e as Error).message}`);
+      }
+    }
+    return js;
+  };
   let vocabSize = 0;
-  for (const id of vocab.values()) vocabSize = Math.max(vocabSize, id + 1);
+  const vocab = parsed.model.vocab ?? {};
+  for (const id of Array.isArray(vocab) ? vocab.map((_, i) => i) : Object.values(vocab)) vocabSize = Math.max(vocabSize, id + 1);
+  for (const a of parsed.added_tokens ?? []) vocabSize = Math.max(vocabSize, a.id + 1);
+  parsed = undefined as unknown as TokenizerJson; // release the parsed vocabulary
   const sha256 = createHash('sha256').update(json).digest('hex');
   return {
     encode(text: string): number[] {
       const out: number[] = [];
       // The pure-JS tokenizer is quadratic in the length of one string: feed it bounded pieces.
       for (const piece of safePieces(text, 16_384)) {
-        const ids = js.encode(piece, { add_special_tokens: false }).ids;
+        const ids = jsTok().encode(piece, { add_special_tokens: false }).ids;
         for (const id of ids) out.push(id);
       }
       return out;
     },
     decode(ids: ArrayLike<number>): string {
-      return js.decode(Array.from(ids), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+      return jsTok().decode(Array.from(ids), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
     },
     eosId,
     padId,

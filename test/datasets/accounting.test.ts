@@ -5,7 +5,8 @@
 // exactly the paragraphs' tokens separated by blank-line tokens (newlines only); then rebuild each split's
 // stream (its paragraphs in order, EOS after each, the split chosen by hash(seed, index)) and check that the
 // shards hold exactly its first sequences*512 tokens, in order, and the rest is the reported dropped tail.
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Tokenizer } from 'tokenizers';
@@ -43,7 +44,7 @@ describe.skipIf(!existsSync(SHAKESPEARE))('token accounting on tinyshakespeare',
       }),
     );
     const out = join(work, 'out');
-    const stdout = execFileSync(process.execPath, ['bin/finetune.js', 'prepare', cfgFile, '--out', out, '--json'], { cwd: ROOT, encoding: 'utf8' });
+    const { stdout } = await promisify(execFile)(process.execPath, ['bin/finetune.js', 'prepare', cfgFile, '--out', out, '--json'], { cwd: ROOT, maxBuffer: 1 << 26 });
     const { manifest: m } = JSON.parse(stdout) as { manifest: Manifest };
 
     const tok = await loadTokenizer({ type: 'gpt2' });
