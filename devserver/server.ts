@@ -4,9 +4,8 @@
 import type { temporal as T } from '@temporalio/proto';
 import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { ServiceError, type ScheduleHost, type ScheduleService, type CreateScheduleService } from './contract.js';
+import { createScheduleService } from './schedules/index.js';
 import { Store } from './store.js';
 import { RealClock } from './clock.js';
 import { Engine } from './engine.js';
@@ -18,6 +17,8 @@ import { dropQueries } from './workflow-tasks.js';
 import { SA_TYPES, PREDEFINED, SYSTEM } from './attributes.js';
 import { api, WS, dur, notFound } from './proto.js';
 import { googleStatus } from './engine.js';
+
+const createSchedules: CreateScheduleService = createScheduleService;
 
 export interface DevServerOptions {
   port?: number; // 0 = a free port
@@ -65,7 +66,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     isGlobalNamespace: false,
   });
 
-  // ─── schedules (devserver/schedules/, optional until it exists) ─────────────────────────────────────
+  // ─── schedules (devserver/schedules/, through the ScheduleHost seam of contract.ts) ─────────────────
   const host: ScheduleHost = {
     db: store.db,
     clock,
@@ -83,7 +84,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     },
     onWorkflowClosed: (l) => engine.onWorkflowClosed(l as any),
   };
-  const schedules = await loadSchedules(host, log);
+  const schedules: ScheduleService = createSchedules(host);
+  log('schedules: enabled');
 
   // ─── handlers ────────────────────────────────────────────────────────────────────────────────────────
   const typeEnum = (t: string) => SA_TYPES.indexOf(t as (typeof SA_TYPES)[number]) + 1;
@@ -92,7 +94,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
       serverVersion: '1.24.0-finetune-devserver',
       capabilities: {
         signalAndQueryHeader: true, internalErrorDifferentiation: true, activityFailureIncludeHeartbeat: true,
-        supportsSchedules: !!schedules, encodedFailureAttributes: true, upsertMemo: true, sdkMetadata: true,
+        supportsSchedules: true, encodedFailureAttributes: true, upsertMemo: true, sdkMetadata: true,
         countGroupByExecutionStatus: true, eagerWorkflowStart: false, buildIdBasedVersioning: false,
       },
     }),
@@ -158,7 +160,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   };
 
   const server = new grpc.Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES, 'grpc.max_send_message_length': 128 * 1024 * 1024 });
-  addService(server, SERVICES.workflow, { ...info, ...clientHandlers(engine, assertNs), ...workerHandlers(engine, assertNs), ...(schedules?.handlers ?? {}) }, log);
+  addService(server, SERVICES.workflow, { ...info, ...clientHandlers(engine, assertNs), ...workerHandlers(engine, assertNs), ...schedules.handlers }, log);
   addService(server, SERVICES.operator, operator, log);
   addService(server, SERVICES.health, { Check: () => ({ status: 1 }) }, log);
 
@@ -169,7 +171,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   // Recovery after a restart: every deadline fires again (overdue ones at once); queued tasks are rows and are
   // picked up by the first polls; tasks that were started before the crash time out as on a real server.
   engine.rearmAll();
-  schedules?.start();
+  schedules.start();
   const address = ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 
   let closed: Promise<void> | undefined;
@@ -178,7 +180,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     port,
     close: () =>
       (closed ??= (async () => {
-        schedules?.stop();
+        schedules.stop();
         engine.matching.close();
         dropQueries(engine);
         engine.stop();
@@ -196,20 +198,4 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
         store.close();
       })()),
   };
-}
-
-async function loadSchedules(host: ScheduleHost, log: (l: string) => void): Promise<ScheduleService | undefined> {
-  const file = fileURLToPath(new URL('./schedules/index.ts', import.meta.url));
-  if (!existsSync(file)) return undefined;
-  const specifier = './schedules/index.js';
-  try {
-    const mod = (await import(specifier)) as { createScheduleService: CreateScheduleService };
-    const service = mod.createScheduleService(host);
-    log('schedules: enabled');
-    return service;
-  } catch (e) {
-    // The schedules module is developed in parallel; a broken build of it must not take workflows down.
-    log(`error: schedules module failed to load, schedule RPCs answer UNIMPLEMENTED: ${(e as Error).stack ?? e}`);
-    return undefined;
-  }
 }
