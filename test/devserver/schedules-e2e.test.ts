@@ -105,6 +105,44 @@ describe('schedules through the TypeScript SDK', () => {
     await expect(handle.describe()).rejects.toBeInstanceOf(ScheduleNotFoundError);
   });
 
+  it('round-trips a full spec (calendars, skip, jitter, start/end, time zone) through describe and update', async () => {
+    const startAt = new Date('2030-01-01T00:00:00Z');
+    const endAt = new Date('2030-12-31T00:00:00Z');
+    const handle = await client.schedule.create({
+      scheduleId: 'full-spec',
+      spec: {
+        calendars: [{ hour: 3, minute: 30, dayOfWeek: 'MONDAY', comment: 'weekly retrain' }],
+        skip: [{ month: 'JANUARY', dayOfMonth: '*', dayOfWeek: '*', hour: '*', minute: '*', second: '*' }],
+        jitter: '10m',
+        startAt,
+        endAt,
+        timezone: 'Europe/Berlin',
+      },
+      action: { type: 'startWorkflow', workflowType: 'scheduledEcho', taskQueue },
+    });
+    const check = async () => {
+      const d = await handle.describe();
+      expect(d.spec.timezone).toBe('Europe/Berlin');
+      expect(d.spec.jitter).toBe(600_000);
+      expect(d.spec.startAt).toEqual(startAt);
+      expect(d.spec.endAt).toEqual(endAt);
+      expect(d.spec.calendars![0]).toMatchObject({ hour: [{ start: 3, end: 3, step: 1 }], dayOfWeek: [{ start: 'MONDAY', end: 'MONDAY', step: 1 }], comment: 'weekly retrain' });
+      expect(d.spec.skip![0]!.month).toEqual([{ start: 'JANUARY', end: 'JANUARY', step: 1 }]);
+      const next = d.info.nextActionTimes;
+      expect(next).toHaveLength(10);
+      // Mondays 03:30 Berlin (02:30Z in winter) plus up to 10 minutes of jitter, January skipped
+      expect(next[0]!.getTime() - Date.parse('2030-02-04T02:30:00Z')).toBeGreaterThanOrEqual(0);
+      expect(next[0]!.getTime() - Date.parse('2030-02-04T02:30:00Z')).toBeLessThan(600_000);
+      for (const t of next) expect(t.getUTCMonth()).not.toBe(0);
+      return d;
+    };
+    const before = await check();
+    await handle.update((prev) => prev);
+    const after = await check();
+    expect(after.info.nextActionTimes).toEqual(before.info.nextActionTimes);
+    await handle.delete();
+  });
+
   it('a 1-second interval starts real runs that a Worker completes; trigger starts one now', async () => {
     const handle = await client.schedule.create({
       scheduleId: 'every-second',
