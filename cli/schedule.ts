@@ -42,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
         const d = await one().describe();
         const summary = {
           scheduleId: d.scheduleId, paused: d.state.paused, note: d.state.note, spec: d.spec,
-          nextActionTimes: d.info.nextActionTimes.map((t) => t.toISOString()),
+          nextActionTimes: d.info.nextActionTimes.slice(0, 3).map((t) => t.toISOString()),
           recentActions: d.info.recentActions.map((a) => ({ at: a.takenAt.toISOString(), workflowId: a.action.workflow.workflowId })),
           running: d.info.runningActions.map((a) => a.workflow.workflowId),
         };

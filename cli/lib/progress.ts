@@ -12,6 +12,7 @@ const fmt = (n: number | null | undefined, d = 3) => (n === null || n === undefi
 const eta = (s: number | null) => (s === null ? '-' : s >= 3600 ? `${(s / 3600).toFixed(1)}h` : s >= 60 ? `${Math.round(s / 60)}m` : `${s}s`);
 
 export function trainLine(p: Progress): string {
+  if (p.totalSteps === 0) return 'not started';
   return `step ${p.step}/${p.totalSteps} loss ${fmt(p.loss)} ${p.tokensPerSec ? Math.round(p.tokensPerSec) : '-'} tok/s eta ${eta(p.etaSeconds)}` +
     (p.lastCheckpoint ? ` ckpt@${p.lastCheckpoint.step}` : '');
 }
