@@ -86,7 +86,7 @@ describe('trainSegment', () => {
     env.on('heartbeat', (d: any) => {
       if (!cancelled && d?.step >= 14) {
         cancelled = true;
-        env.cancel('test');
+        env.cancel();
       }
     });
     const err = await run(env, createActivities().trainSegment, seg(13, 15)).catch((e: any) => e as any);
