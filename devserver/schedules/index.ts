@@ -7,14 +7,14 @@ import { temporal } from './proto.js';
 import { ServiceError, type CreateScheduleService, type ScheduleHost, type ScheduleService } from '../contract.js';
 import {
   DEFAULT_CATCHUP_WINDOW_MS,
-  FUTURE_ACTIONS,
   MIN_CATCHUP_WINDOW_MS,
   OverlapPolicy,
   ScheduleEngine,
   type ClosedRun,
 } from './engine.js';
 import { compileListQuery } from './query.js';
-import { canonicalizeSpec, SpecError, specToProto, timeMs, type Spec, type SpecInput } from './spec.js';
+import { describeResponse, listEntry, queryFacts, tokenBytes, ts } from './responses.js';
+import { canonicalizeSpec, SpecError, timeMs, type Spec, type SpecInput } from './spec.js';
 import { ScheduleStore, type ScheduleRow } from './store.js';
 
 export { canonicalizeSpec, nextTimes, parseCronString, SpecError } from './spec.js';
@@ -24,21 +24,13 @@ const { Memo, SearchAttributes } = temporal.api.common.v1;
 type ISchedule = T.api.schedule.v1.ISchedule;
 type ISchedulePatch = T.api.schedule.v1.ISchedulePatch;
 
-const LIST_RECENT = 5;
-const LIST_FUTURE = 5;
 const MAX_PAGE = 1000;
 const MAX_MATCHING_TIMES = 1000;
 /** After an unexpected failure while firing, try again this much later. */
 const RETRY_MS = 5000;
 
-const ts = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
 const num = (v: unknown) => Number(String(v ?? 0));
 const invalid = (message: string) => new ServiceError(status.INVALID_ARGUMENT, message);
-const tokenBytes = (n: number) => {
-  const b = Buffer.alloc(8);
-  b.writeBigInt64LE(BigInt(n));
-  return b;
-};
 
 export const createScheduleService: CreateScheduleService = (host: ScheduleHost): ScheduleService => {
   const store = new ScheduleStore(host.db);
@@ -205,61 +197,6 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
     return row;
   }
 
-  // ─── row → response ───────────────────────────────────────────────────────────────────────────────────
-
-  function recentOut(row: ScheduleRow, n: number) {
-    return row.recent.slice(-n).map((a) => ({
-      scheduleTime: ts(a.scheduleTimeMs),
-      actualTime: ts(a.actualTimeMs),
-      startWorkflowResult: { workflowId: a.workflowId, runId: a.runId },
-      startWorkflowStatus: a.status,
-    }));
-  }
-
-  function describe(row: ScheduleRow) {
-    return {
-      schedule: {
-        spec: specToProto(row.spec),
-        action: ScheduleAction.decode(row.action),
-        policies: {
-          overlapPolicy: row.overlapPolicy,
-          catchupWindow: ts(row.catchupWindowMs),
-          pauseOnFailure: row.pauseOnFailure,
-          keepOriginalWorkflowId: row.keepOriginalWorkflowId,
-        },
-        state: { notes: row.notes, paused: row.paused, limitedActions: row.limitedActions, remainingActions: row.remainingActions },
-      },
-      info: {
-        actionCount: row.actionCount,
-        missedCatchupWindow: row.missedCatchupWindow,
-        overlapSkipped: row.overlapSkipped,
-        bufferDropped: row.bufferDropped,
-        bufferSize: row.buffer.length,
-        runningWorkflows: row.running.map((r) => ({ workflowId: r.workflowId, runId: r.runId })),
-        recentActions: recentOut(row, 10),
-        futureActionTimes: engine.futureTimes(row, FUTURE_ACTIONS).map(ts),
-        createTime: ts(row.createTimeMs),
-        ...(row.updateTimeMs !== null ? { updateTime: ts(row.updateTimeMs) } : {}),
-      },
-      memo: row.memo ? Memo.decode(row.memo) : null,
-      searchAttributes: row.searchAttributes ? SearchAttributes.decode(row.searchAttributes) : null,
-      conflictToken: tokenBytes(row.conflictToken),
-    };
-  }
-
-  function decodedAttributes(row: ScheduleRow): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
-    if (!row.searchAttributes) return out;
-    for (const [k, p] of Object.entries(SearchAttributes.decode(row.searchAttributes).indexedFields ?? {})) {
-      try {
-        out[k] = JSON.parse(Buffer.from(p.data ?? []).toString('utf8'));
-      } catch {
-        // not JSON: not queryable
-      }
-    }
-    return out;
-  }
-
   const tx = <T>(fn: () => T): T => host.db.transaction(fn)();
 
   // ─── handlers ─────────────────────────────────────────────────────────────────────────────────────────
@@ -311,7 +248,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
     },
 
     DescribeSchedule(req: T.api.workflowservice.v1.DescribeScheduleRequest) {
-      return describe(mustGet(req.namespace, req.scheduleId));
+      return describeResponse(mustGet(req.namespace, req.scheduleId), engine);
     },
 
     UpdateSchedule(req: T.api.workflowservice.v1.UpdateScheduleRequest) {
@@ -375,7 +312,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
         const batch = store.list(req.namespace, after, MAX_PAGE);
         for (const row of batch) {
           after = row.scheduleId;
-          if (!match({ scheduleId: row.scheduleId, paused: row.paused, attributes: decodedAttributes(row) })) continue;
+          if (!match(queryFacts(row))) continue;
           if (out.length === pageSize) {
             more = true;
             break;
@@ -385,19 +322,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
         if (more || batch.length < MAX_PAGE) break;
       }
       return {
-        schedules: out.map((row) => ({
-          scheduleId: row.scheduleId,
-          memo: row.memo ? Memo.decode(row.memo) : null,
-          searchAttributes: row.searchAttributes ? SearchAttributes.decode(row.searchAttributes) : null,
-          info: {
-            spec: specToProto(row.spec),
-            workflowType: ScheduleAction.decode(row.action).startWorkflow?.workflowType ?? null,
-            notes: row.notes,
-            paused: row.paused,
-            recentActions: recentOut(row, LIST_RECENT),
-            futureActionTimes: engine.futureTimes(row, LIST_FUTURE).map(ts),
-          },
-        })),
+        schedules: out.map((row) => listEntry(row, engine)),
         nextPageToken: more ? Buffer.from(out[out.length - 1]!.scheduleId, 'utf8') : Buffer.alloc(0),
       };
     },
@@ -410,7 +335,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
         batch = store.list(req.namespace, after, MAX_PAGE);
         for (const row of batch) {
           after = row.scheduleId;
-          if (match({ scheduleId: row.scheduleId, paused: row.paused, attributes: decodedAttributes(row) })) count += 1;
+          if (match(queryFacts(row))) count += 1;
         }
         if (batch.length < MAX_PAGE) break;
       }
