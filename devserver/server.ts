@@ -165,9 +165,18 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   addService(server, SERVICES.health, { Check: () => ({ status: 1 }) }, log);
 
   const hostPort = ip.includes(':') ? `[${ip}]:${opts.port ?? 7233}` : `${ip}:${opts.port ?? 7233}`;
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(hostPort, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`cannot listen on ${hostPort}: ${err.message}`)) : resolve(p))),
-  );
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(hostPort, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(new Error(`cannot listen on ${hostPort}: ${err.message}`)) : resolve(p))),
+    );
+  } catch (e) {
+    schedules.stop();
+    engine.stop();
+    server.forceShutdown();
+    store.close();
+    throw e;
+  }
   // Recovery after a restart: every deadline fires again (overdue ones at once); queued tasks are rows and are
   // picked up by the first polls; tasks that were started before the crash time out as on a real server.
   engine.rearmAll();

@@ -74,11 +74,20 @@ export class Store {
 
   constructor(file: string) {
     this.db = new Database(file);
-    // WAL + synchronous=NORMAL: a committed transaction survives the process being killed (not a power cut).
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
+    // One server per database: two would hand out the same tasks. Take SQLite's lock for good at once.
+    this.db.pragma('locking_mode = EXCLUSIVE');
+    try {
+      // WAL + synchronous=NORMAL: a committed transaction survives the process being killed (not a power cut).
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.exec(SCHEMA);
+    } catch (e) {
+      this.db.close();
+      if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) {
+        throw new Error(`${file} is in use by another dev server (its SQLite lock is held); stop that server or pass another --db`);
+      }
+      throw new Error(`cannot open the dev server database ${file}: ${(e as Error).message}`);
+    }
     const p = (sql: string) => this.db.prepare(sql);
     this.s = {
       insertRun: p(`INSERT INTO executions (run_id, namespace, workflow_id, workflow_type, task_queue, status, start_ms,

@@ -222,6 +222,16 @@ describe('workers', () => {
   });
 });
 
+describe('load', () => {
+  it('runs many workflows at once without losing or duplicating tasks', async () => {
+    const handles = await Promise.all(Array.from({ length: 40 }, (_, i) => start<typeof wf.basic>('basic', [`n${i}`])));
+    const signalled = await Promise.all(Array.from({ length: 10 }, () => start<typeof wf.signalsAndQueries>('signalsAndQueries', [3])));
+    await Promise.all(signalled.flatMap((h) => [h.signal('add', 1), h.signal('add', 2)]));
+    expect(await Promise.all(handles.map((h) => h.result()))).toEqual(handles.map((_, i) => `Hello, n${i}!`));
+    expect(await Promise.all(signalled.map((h) => h.result()))).toEqual(signalled.map(() => 3));
+  });
+});
+
 describe('replay', () => {
   it('replays every history this file produced without nondeterminism', async () => {
     const results = await env.replayAll();

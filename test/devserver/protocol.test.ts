@@ -170,6 +170,19 @@ describe.skipIf(!!REAL_SERVER)('dev server protocol', () => {
     await h.terminate();
   });
 
+  it('refuses to open a database another dev server holds', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(`${tmpdir()}/devserver-lock-`);
+    const first = await startDevServer({ port: 0, dbFile: `${dir}/state.db` });
+    try {
+      await expect(startDevServer({ port: 0, dbFile: `${dir}/state.db` })).rejects.toThrow(/in use by another dev server/);
+    } finally {
+      await first.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('rejects invalid list queries with INVALID_ARGUMENT', async () => {
     const client = new Client({ connection });
     const err = await client.workflow.count('WorkflowId = ').catch((e) => e);
