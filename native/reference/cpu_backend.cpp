@@ -35,12 +35,13 @@ struct Activations {
   std::vector<float> lnf, lnf_mean, lnf_rstd;  // (B, T, C), (B, T), (B, T)
   std::vector<float> logits;                // (B, T, V): logits after forward, dlogits after backward
   std::vector<float> losses;                // (B, T)
+  std::vector<float> lse;                   // (B, T) softmax shift (max + log-sum-exp) kept for the backward
 
   size_t bytes() const {
     size_t n = 0;
     for (auto* v : {&encoded, &ln1, &ln1_mean, &ln1_rstd, &qkv, &atty, &preatt, &att, &attproj, &residual2, &ln2,
                     &ln2_mean, &ln2_rstd, &fch, &fch_gelu, &fcproj, &residual3, &lnf, &lnf_mean, &lnf_rstd, &logits,
-                    &losses})
+                    &losses, &lse})
       n += v->capacity() * sizeof(float);
     return n;
   }
@@ -61,6 +62,7 @@ struct Activations {
     lnf_rstd.assign(N, 0);
     if (with_logits) logits.assign(N * V, 0);
     losses.assign(N, 0);
+    lse.assign(N, 0);
   }
   void zero() {
     for (auto* v : {&encoded, &ln1, &ln1_mean, &ln1_rstd, &qkv, &atty, &preatt, &att, &attproj, &residual2, &ln2,
@@ -132,8 +134,8 @@ class CpuBackend final : public Backend {
     forward_(batch);
     size_t nt = 0, nc = 0;
     const size_t N = batch.B * batch.T;
-    double loss = crossentropy_forward(acts_.losses.data(), acts_.logits.data(), batch.targets, N, cfg_.vocab_size,
-                                       &nt, &nc);
+    double loss = crossentropy_forward(acts_.losses.data(), acts_.lse.data(), acts_.logits.data(), batch.targets, N,
+                                       cfg_.vocab_size, &nt, &nc);
     backward_(batch, dloss);
     return loss;
   }
@@ -152,8 +154,8 @@ class CpuBackend final : public Backend {
     set_threads_();
     forward_(batch);
     EvalStats s;
-    s.loss_sum = crossentropy_forward(acts_.losses.data(), acts_.logits.data(), batch.targets, batch.B * batch.T,
-                                      cfg_.vocab_size, &s.n_targets, &s.n_correct);
+    s.loss_sum = crossentropy_forward(acts_.losses.data(), nullptr, acts_.logits.data(), batch.targets,
+                                      batch.B * batch.T, cfg_.vocab_size, &s.n_targets, &s.n_correct);
     return s;
   }
 
@@ -290,7 +292,7 @@ class CpuBackend final : public Backend {
     Activations& a = acts_;
     Activations& d = grad_acts_;
     d.zero();
-    crossentropy_softmax_backward_inplace(a.logits.data(), batch.targets, N, V, dloss);
+    crossentropy_softmax_backward_inplace(a.logits.data(), a.lse.data(), batch.targets, N, V, dloss);
     lm_head_backward(d.lnf.data(), g_(wte_index()), a.logits.data(), a.lnf.data(), p_(wte_index()), N, C, V);
     float* dlast = d.residual3.data() + (L - 1) * N * C;
     layernorm_backward(dlast, g_(lnf_w_index(L)), g_(lnf_b_index(L)), d.lnf.data(),

@@ -252,23 +252,75 @@ void lm_head_backward(float* dx, float* dwte, const float* dlogits, const float*
   sgemm(true, false, V, C, N, 1.0f, dlogits, V, x, C, 1.0f, dwte, C);   // dwte (V, C) += dlogits^T @ x
 }
 
-double crossentropy_forward(float* losses, const float* logits, const int32_t* targets, size_t N, size_t V,
-                            size_t* n_targets, size_t* n_correct) {
+// exp(x) for x <= 0 (softmax arguments), vectorisable (no calls): Cephes expf's range reduction and polynomial,
+// ~1 ulp; below -87 it returns ~2^-126 instead of a denormal (clamped in the integer domain: a float compare
+// here would stop GCC from vectorising without -ffast-math).
+// std::exp is a scalar libm call and made the 50257-wide softmax the slowest part of a CPU step.
+static inline float expf_vec(float x) {
+  float r = x * 1.44269504088896341f + 12582912.0f;  // round(x / ln2) via the 1.5 * 2^23 trick
+  r -= 12582912.0f;
+  float f = x - r * 0.693359375f + r * 2.12194440e-4f;  // x - r * ln2 (split for precision)
+  float p = 1.9875691500e-4f;
+  p = p * f + 1.3981999507e-3f;
+  p = p * f + 8.3334519073e-3f;
+  p = p * f + 4.1665795894e-2f;
+  p = p * f + 1.6666665459e-1f;
+  p = p * f + 5.0000001201e-1f;
+  p = p * f * f + f + 1.0f;
+  int32_t n = (int32_t)r;
+  n = n > -126 ? n : -126;
+  int32_t bits = (n + 127) << 23;  // 2^n
+  return p * __builtin_bit_cast(float, bits);
+}
+
+// Row statistics for a softmax over V logits: max and log(sum(exp(l - max))). Sums run in 16 independent float
+// lanes (so GCC vectorises without -ffast-math, in a fixed order), combined in double.
+static void softmax_stats_(const float* l, size_t V, float* max_out, double* lse_out, size_t* argmax_out) {
+  constexpr size_t W = 16;
+  float mx[W];
+  for (size_t k = 0; k < W; k++) mx[k] = -INFINITY;
+  size_t i = 0;
+  for (; i + W <= V; i += W) {
+#pragma omp simd
+    for (size_t k = 0; k < W; k++) mx[k] = l[i + k] > mx[k] ? l[i + k] : mx[k];
+  }
+  float m = -INFINITY;
+  for (size_t k = 0; k < W; k++) m = std::max(m, mx[k]);
+  for (; i < V; i++) m = std::max(m, l[i]);
+  float acc[W] = {0};
+  i = 0;
+  for (; i + W <= V; i += W) {
+#pragma omp simd
+    for (size_t k = 0; k < W; k++) acc[k] += expf_vec(l[i + k] - m);
+  }
+  double sum = 0;
+  for (size_t k = 0; k < W; k++) sum += acc[k];
+  for (; i < V; i++) sum += expf_vec(l[i] - m);
+  *max_out = m;
+  *lse_out = std::log(sum);
+  if (argmax_out) {  // first index of the max, as torch.argmax
+    size_t a = 0;
+    while (l[a] != m) a++;
+    *argmax_out = a;
+  }
+}
+
+double crossentropy_forward(float* losses, float* shift, const float* logits, const int32_t* targets, size_t N,
+                            size_t V, size_t* n_targets, size_t* n_correct) {
   std::vector<unsigned char> hit(N, 0);
 #pragma omp parallel for schedule(static)
   for (long n = 0; n < (long)N; n++) {
     int32_t tgt = targets[n];
     if (tgt < 0) { losses[n] = 0; continue; }
     const float* l = logits + (size_t)n * V;
-    float maxv = l[0];
-    size_t argmax = 0;
-    for (size_t i = 1; i < V; i++)
-      if (l[i] > maxv) { maxv = l[i]; argmax = i; }
-    double sum = 0;
-    for (size_t i = 0; i < V; i++) sum += std::exp(l[i] - maxv);  // float exp, double sum
+    float maxv;
+    double lse;
+    size_t argmax;
+    softmax_stats_(l, V, &maxv, &lse, &argmax);
     // -log softmax(l)[tgt] = log(sum exp(l - max)) - (l[tgt] - max)
-    losses[n] = (float)(std::log(sum) - (double)(l[tgt] - maxv));
+    losses[n] = (float)(lse - (double)(l[tgt] - maxv));
     hit[n] = argmax == (size_t)tgt;
+    if (shift) shift[n] = maxv + (float)lse;  // softmax = exp(l - shift), reused by the backward
   }
   double total = 0;
   size_t nt = 0, nc = 0;
@@ -283,18 +335,16 @@ double crossentropy_forward(float* losses, const float* logits, const int32_t* t
   return total;
 }
 
-void crossentropy_softmax_backward_inplace(float* logits, const int32_t* targets, size_t N, size_t V, float dloss) {
+void crossentropy_softmax_backward_inplace(float* logits, const float* shift, const int32_t* targets, size_t N,
+                                           size_t V, float dloss) {
 #pragma omp parallel for schedule(static)
   for (long n = 0; n < (long)N; n++) {
     float* l = logits + (size_t)n * V;
     int32_t tgt = targets[n];
     if (tgt < 0) { std::memset(l, 0, V * sizeof(float)); continue; }
-    float maxv = l[0];
-    for (size_t i = 1; i < V; i++) maxv = l[i] > maxv ? l[i] : maxv;
-    double sum = 0;
-    for (size_t i = 0; i < V; i++) sum += std::exp(l[i] - maxv);
-    float inv = (float)(1.0 / sum);
-    for (size_t i = 0; i < V; i++) l[i] = std::exp(l[i] - maxv) * inv * dloss;
+    const float sh = shift[n];
+#pragma omp simd
+    for (size_t i = 0; i < V; i++) l[i] = expf_vec(l[i] - sh) * dloss;
     l[tgt] -= dloss;
   }
 }

@@ -43,10 +43,13 @@ void lm_head_backward(float* dx, float* dwte, const float* dlogits, const float*
                       size_t C, size_t V);
 
 // Cross-entropy of logits (N, V) against targets (N), skipping targets == -100. losses (N) gets -log p(target)
-// (0 where ignored); returns the sum, and counts the targets and the argmax hits.
-double crossentropy_forward(float* losses, const float* logits, const int32_t* targets, size_t N, size_t V,
-                            size_t* n_targets, size_t* n_correct);
-// Overwrites logits with dlogits = dloss * (softmax(logits) - onehot(target)); rows with target -100 get 0.
-void crossentropy_softmax_backward_inplace(float* logits, const int32_t* targets, size_t N, size_t V, float dloss);
+// (0 where ignored); returns the sum, and counts the targets and the argmax hits. shift (N, may be null) gets
+// max + log(sum(exp(l - max))) per row for the backward.
+double crossentropy_forward(float* losses, float* shift, const float* logits, const int32_t* targets, size_t N,
+                            size_t V, size_t* n_targets, size_t* n_correct);
+// Overwrites logits with dlogits = dloss * (softmax(logits) - onehot(target)) using the forward's shift; rows with
+// target -100 get 0.
+void crossentropy_softmax_backward_inplace(float* logits, const float* shift, const int32_t* targets, size_t N,
+                                           size_t V, float dloss);
 
 }  // namespace engine
