@@ -102,10 +102,10 @@ template <typename T> void checks(const char* tname, double tol) {
     engine::encoder_backward(gte.data(), gpe.data(), dout.data(), tok.data(), B, Tt, C);
     Dev<T> a(V * C), p(Tt * C), o(N * C), dd(N * C);
     Dev<float> g1(V * C), g2(Tt * C);
-    Dev<int> dt(N), bk(2 * N + 1);
+    Dev<int> dt(N), bk(3 * N + 1);
     up(a, wte); up(p, wpe); up(dd, dout);
     CUDA_CHECK(cudaMemset(g1.p, 0, V * C * 4)); CUDA_CHECK(cudaMemset(g2.p, 0, Tt * C * 4));
-    std::vector<int> hb(2 * N + 1);
+    std::vector<int> hb(3 * N + 1);
     int U = encoder_build_buckets(hb.data(), tok.data(), N);
     CUDA_CHECK(cudaMemcpy(dt.p, tok.data(), N * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(bk.p, hb.data(), (2 * U + 1 + N) * 4, cudaMemcpyHostToDevice));
@@ -179,10 +179,10 @@ template <typename T> void checks(const char* tname, double tol) {
     auto lg = q<T>(randn((size_t)R * V, 2.f));
     std::vector<int> tg(R);
     for (int i = 0; i < R; i++) tg[i] = (i % 7 == 3) ? -100 : (int)(rng() % V);
-    std::vector<float> losses(R), dl = lg;
+    std::vector<float> losses(R), shift(R), dl = lg;
     size_t nt, nc;
-    engine::crossentropy_forward(losses.data(), lg.data(), tg.data(), R, V, &nt, &nc);
-    engine::crossentropy_softmax_backward_inplace(dl.data(), tg.data(), R, V, 1.f / nt);
+    engine::crossentropy_forward(losses.data(), shift.data(), lg.data(), tg.data(), R, V, &nt, &nc);
+    engine::crossentropy_softmax_backward_inplace(dl.data(), shift.data(), tg.data(), R, V, 1.f / nt);
     std::vector<float> lgp((size_t)R * ldv, 0.f);
     for (int r = 0; r < R; r++) for (int j = 0; j < V; j++) lgp[(size_t)r * ldv + j] = lg[(size_t)r * V + j];
     Dev<T> d(lgp.size()); Dev<float> lo(R), co(R); Dev<int> t(R);

@@ -82,7 +82,7 @@ class CudaBackend final : public Backend {
   };
   Acts train_acts, eval_acts;
   double* dscal = nullptr;  // [0] loss sum, [1] correct, [2] grad norm^2; [8..] norm partials
-  int* d_ints = nullptr;    // tokens | targets | buckets (capacity n_ints)
+  int* d_ints = nullptr;    // tokens | targets | wte-gradient buckets (capacity n_ints)
   size_t n_ints = 0;
   int* pinned = nullptr;    // host staging of the same layout
   double* pinned_out = nullptr;
@@ -396,7 +396,7 @@ class CudaBackend final : public Backend {
     const size_t N = b.B * b.T;
     ensure_acts(train_acts, b.B, b.T, true);
     Acts& a = train_acts;
-    stage(4 * N + 1);
+    stage(5 * N + 1);  // tokens N | targets N | buckets: U tokens, U+1 offsets, N positions (U <= N)
     std::memcpy(pinned, b.inputs, N * 4);
     std::memcpy(pinned + N, b.targets, N * 4);
     int U = encoder_build_buckets(pinned + 2 * N, b.inputs, (int)N);

@@ -45,7 +45,7 @@ __global__ void encoder_backward_wte_kernel(float* dwte, const T* dout, const in
 }
 
 // Host side: bucket the BT tokens by id (counting sort keeps positions in order). Writes into `buf`, laid out as
-// [U tokens | U+1 offsets | BT positions]; returns U. `buf` needs 2*BT+1 ints.
+// [U tokens | U+1 offsets | BT positions]; returns U. `buf` needs 3*BT+1 ints (U <= BT).
 inline int encoder_build_buckets(int* buf, const int* tokens, int BT) {
   std::vector<std::pair<int, int>> tp(BT);
   for (int i = 0; i < BT; i++) tp[i] = {tokens[i], i};
