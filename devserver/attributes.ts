@@ -35,6 +35,25 @@ function metaType(p: IPayload): string | undefined {
   return t ? Buffer.from(t).toString() : undefined;
 }
 
+function valueFits(type: SaType, v: unknown): boolean {
+  // The SDK's legacy (untyped) API sends every value as a list; the server takes a list of fitting values.
+  if (Array.isArray(v) && type !== 'KeywordList') return v.every((x) => valueFits(type, x));
+  switch (type) {
+    case 'Int':
+      return typeof v === 'number' && Number.isInteger(v);
+    case 'Double':
+      return typeof v === 'number';
+    case 'Bool':
+      return typeof v === 'boolean';
+    case 'Datetime':
+      return typeof v === 'string' && !Number.isNaN(Date.parse(v));
+    case 'KeywordList':
+      return (Array.isArray(v) && v.every((x) => typeof x === 'string')) || typeof v === 'string';
+    default:
+      return typeof v === 'string';
+  }
+}
+
 export class SearchAttributeRegistry {
   private readonly get;
   private readonly put;
@@ -81,7 +100,10 @@ export class SearchAttributeRegistry {
         if (!declared) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name}; register it first (OperatorService.AddSearchAttributes) or send a typed attribute`);
         this.register(ns, name, declared);
         type = declared as SaType;
+      } else if (declared && declared !== type) {
+        throw invalid(`invalid value for search attribute ${name} of type ${type}: the payload says ${declared}`);
       }
+      if (!valueFits(type, value)) throw invalid(`invalid value for search attribute ${name} of type ${type}: ${JSON.stringify(value)}`);
       fields[name] = p;
     }
     const json: Record<string, unknown> = {};

@@ -400,7 +400,7 @@ export class Engine {
         }
         return;
       case 'start':
-        if (!s.wft && s.nextEventId <= 3) r.scheduleWorkflowTask(1);
+        if (!s.wft && s.lastCompletedStartedEventId === 0) r.scheduleWorkflowTask(1);
         return;
       case 'run':
         this.forceClose(r, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT, {

@@ -165,6 +165,7 @@ export class RunTx {
   /** Some event needs the workflow to run: schedule a workflow task unless one is pending. */
   wake(): void {
     if (!this.open) return;
+    if (this.now < this.s.executionMs) return; // a delayed start: the 'start' timer schedules the first task
     if (this.deferWake) {
       this.wokeUp = true;
       return;

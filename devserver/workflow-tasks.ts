@@ -95,7 +95,9 @@ export function completeWorkflowTask(engine: Engine, req: CompleteRequest): obje
       Object.assign(s, JSON.parse(snapshot));
       r.deferWake = false;
       engine.failWorkflowTask(r, { cause: e.cause, failure: { message: e.message, source: 'Server' }, identity });
-      const causeName = Object.entries(WftFailedCause).find(([, v]) => v === e.cause)?.[0]?.replace('WORKFLOW_TASK_FAILED_CAUSE_', '') ?? 'BAD_COMMAND';
+      // "BadStartTimerAttributes: ...", as the real server words it (Go's shorthand enum names).
+      const enumName = Object.entries(WftFailedCause).find(([, v]) => v === e.cause)?.[0]?.replace('WORKFLOW_TASK_FAILED_CAUSE_', '') ?? 'UNSPECIFIED';
+      const causeName = enumName.toLowerCase().replace(/(^|_)([a-z])/g, (_, __, c: string) => c.toUpperCase());
       engine.log(`workflow task failed: ${s.workflowId}/${s.runId}: ${causeName}: ${e.message}`);
       return invalid(`${causeName}: ${e.message}`);
     }
