@@ -51,6 +51,22 @@ std::unique_ptr<Backend> create_backend(const ModelConfig& model, const BackendO
   ENGINE_THROW(BadConfig, "use 'cpu' or 'cuda'", "unknown backend '%s'", opts.name.c_str());
 }
 
+void Backend::step_async(const Batch* micro, size_t n_micro, float dloss, const AdamWHyper& hp, float grad_clip,
+                         double max_loss) {
+  zero_grad();
+  pending_ = StepOutput();
+  for (size_t i = 0; i < n_micro; i++) pending_.loss_sum += forward_backward(micro[i], dloss);
+  pending_.grad_norm_sq = grad_norm_sq();
+  const double loss = pending_.loss_sum * (double)dloss, norm = std::sqrt(pending_.grad_norm_sq);
+  if (!std::isfinite(loss) || loss > max_loss || !std::isfinite(norm)) return;  // the engine reports it
+  AdamWHyper h = hp;
+  h.grad_scale = (grad_clip > 0 && norm > grad_clip) ? (float)(grad_clip / (norm + 1e-6)) : 1.0f;
+  optimizer_step(h);
+  pending_.applied = true;
+}
+
+StepOutput Backend::step_wait() { return pending_; }
+
 void gpt2_init_params(const ModelConfig& cfg, const ParamLayout& layout, float* params) {
   // One RNG stream per tensor (seeded from init_seed and the tensor index), so the init of a tensor does not
   // depend on the sizes of the tensors before it.

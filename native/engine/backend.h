@@ -52,6 +52,13 @@ struct AdamWHyper {
   long t = 1;               // 1-based step number for the bias correction
 };
 
+// What a whole optimizer step reports back (step_async / step_wait).
+struct StepOutput {
+  double loss_sum = 0;      // sum of per-target losses over all micro-batches
+  double grad_norm_sq = 0;  // squared global L2 norm of the accumulated (unclipped) gradients
+  bool applied = false;     // false: loss or norm non-finite / above max_loss, the weights were NOT updated
+};
+
 struct MemoryReport {
   size_t params_bytes = 0, grads_bytes = 0, optimizer_bytes = 0, activations_bytes = 0, other_bytes = 0;
   size_t device_total_bytes = 0;  // 0 on the cpu backend
@@ -87,6 +94,17 @@ class Backend {
   virtual double grad_norm_sq() = 0;                                    // squared global L2 norm of the grads
   virtual void optimizer_step(const AdamWHyper& hp) = 0;
 
+  // --- one whole optimizer step, the engine's hot path ---
+  // zero_grad, forward_backward over n_micro micro-batches with dloss, the global grad norm, then — only when the
+  // mean loss (loss_sum * dloss) is finite and <= max_loss and the norm is finite — AdamW with
+  // hp.grad_scale = min(1, grad_clip / (norm + 1e-6)) when grad_clip > 0 (torch.nn.utils.clip_grad_norm_).
+  // step_async may return before the work is done (a GPU backend queues it and keeps the check on the device);
+  // step_wait blocks until it is and reports. The default runs the primitives above synchronously. Batches and
+  // their pointers must stay valid until step_wait returns.
+  virtual void step_async(const Batch* micro, size_t n_micro, float dloss, const AdamWHyper& hp, float grad_clip,
+                          double max_loss);
+  virtual StepOutput step_wait();
+
   // --- evaluation ---
   virtual EvalStats forward_eval(const Batch& batch) = 0;
   virtual void forward_logits(const Batch& batch, float* logits) = 0;  // (B, T, V) fp32, host
@@ -100,6 +118,9 @@ class Backend {
   virtual void kv_end() = 0;
 
   virtual MemoryReport memory() const = 0;
+
+ protected:
+  StepOutput pending_;  // result of the default step_async
 };
 
 // Factory: "cpu" always; "cuda" when built with ENGINE_HAVE_CUDA, else BadConfig with a build hint.

@@ -87,32 +87,26 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
                    "step %llu: its %zu x %zu sequences have no unmasked labels", (unsigned long long)step_, A, B);
     }
     try {
-      backend_->zero_grad();
-      double loss_sum = 0;
-      const float dloss = 1.0f / (float)n_targets;
-      for (size_t a = 0; a < A; a++) {
-        Batch b{inputs_.data() + a * B * T, targets_.data() + a * B * T, B, T};
-        loss_sum += backend_->forward_backward(b, dloss);
-      }
-      const double loss = loss_sum / (double)n_targets;
-      const double norm = std::sqrt(backend_->grad_norm_sq());
-      if (!std::isfinite(loss) || loss > train_.divergence_loss || !std::isfinite(norm)) {
-        throw EngineError(ErrorCode::NonFiniteLoss,
-                          strfmt("step %llu: loss %g, grad norm %g (divergence threshold %g)",
-                                 (unsigned long long)step_ + 1, loss, norm, (double)train_.divergence_loss),
-                          ENGINE_FILE_, __LINE__, "lower training.learningRate or raise warmupSteps; resume from the last checkpoint", (long)step_);
-      }
       AdamWHyper hp;
       hp.lr = lr_at(train_, step_, total_steps);
       hp.beta1 = train_.beta1;
       hp.beta2 = train_.beta2;
       hp.eps = train_.eps;
       hp.weight_decay = train_.weight_decay;
-      // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
-      hp.grad_scale = 1.0f;
-      if (train_.grad_clip > 0 && norm > train_.grad_clip) hp.grad_scale = (float)(train_.grad_clip / (norm + 1e-6));
       hp.t = (long)step_ + 1;
-      backend_->optimizer_step(hp);
+      batches_.clear();
+      for (size_t a = 0; a < A; a++) batches_.push_back(Batch{inputs_.data() + a * B * T, targets_.data() + a * B * T, B, T});
+      const float dloss = 1.0f / (float)n_targets;
+      backend_->step_async(batches_.data(), A, dloss, hp, train_.grad_clip, train_.divergence_loss);
+      const StepOutput out = backend_->step_wait();
+      const double loss = out.loss_sum / (double)n_targets;
+      const double norm = std::sqrt(out.grad_norm_sq);
+      if (!out.applied) {  // the weights were not touched: state stays at the last completed step
+        throw EngineError(ErrorCode::NonFiniteLoss,
+                          strfmt("step %llu: loss %g, grad norm %g (divergence threshold %g)",
+                                 (unsigned long long)step_ + 1, loss, norm, (double)train_.divergence_loss),
+                          ENGINE_FILE_, __LINE__, "lower training.learningRate or raise warmupSteps; resume from the last checkpoint", (long)step_);
+      }
       step_++;
       res.losses.push_back((float)loss);
       res.tokens += A * B * T;

@@ -87,6 +87,7 @@ class Engine {
   DataCursor pending_cursor_;  // cursor restored from a checkpoint, applied by set_train_data
   std::string config_json_ = "{}";
   std::vector<int32_t> inputs_, targets_;  // (accum, B, T) host staging for one step
+  std::vector<Batch> batches_;             // (accum) views into the staging buffers
 };
 
 }  // namespace engine

@@ -18,5 +18,5 @@ if (!existsSync(exe)) {
   console.error(`${exe} is missing: run npm run build:native`);
   process.exit(1);
 }
-const r = spawnSync(exe, process.argv.slice(2), { stdio: 'inherit', env: { ...process.env, OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? '2' } });
+const r = spawnSync(exe, process.argv.slice(2), { stdio: 'inherit', env: { ...process.env, OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? '2', OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'passive' } });
 process.exit(r.status ?? 1);

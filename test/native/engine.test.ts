@@ -21,7 +21,7 @@ describe('engine build', () => {
   it('passes the C++ engine tests (gradient check, formats, checkpoints, resume)', () => {
     const cur = JSON.parse(readFileSync(join(root, 'build/native/current.json'), 'utf8')) as { name: string };
     const exe = join(root, 'build/native', cur.name, 'engine_tests');
-    const r = spawnSync(exe, [], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' }, timeout: 120_000 });
+    const r = spawnSync(exe, [], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2', OMP_WAIT_POLICY: 'passive' }, timeout: 120_000 });
     expect(r.stdout).toMatch(/tests, 0 failed checks/);
     expect(r.status).toBe(0);
   });
