@@ -2,6 +2,7 @@
 // (native/reference/layers.cpp), in bf16 and fp32, on fresh random inputs; then timings at GPT-2 124M training
 // sizes (B=16, T=1024) with the bytes / FLOPs each kernel must move, so the gap to the ceiling is visible.
 // Build and run (GPU host): native/lab/run_lab.sh. Exit code 1 when a check fails.
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -10,6 +11,7 @@
 #include "../engine/cuda/attention.cuh"
 #include "../engine/cuda/classifier.cuh"
 #include "../engine/cuda/encoder.cuh"
+#include "../engine/cuda/flash_attention.cuh"
 #include "../engine/cuda/layernorm.cuh"
 #include "../engine/cuda/matmul.cuh"
 #include "layers.h"  // the CPU reference
@@ -106,7 +108,7 @@ template <typename T> void checks(const char* tname, double tol) {
     up(a, wte); up(p, wpe); up(dd, dout);
     CUDA_CHECK(cudaMemset(g1.p, 0, V * C * 4)); CUDA_CHECK(cudaMemset(g2.p, 0, Tt * C * 4));
     std::vector<int> hb(3 * N + 1);
-    int U = encoder_build_buckets(hb.data(), tok.data(), N);
+    int U = encoder_build_buckets(hb.data(), tok.data(), N, V);
     CUDA_CHECK(cudaMemcpy(dt.p, tok.data(), N * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(bk.p, hb.data(), (2 * U + 1 + N) * 4, cudaMemcpyHostToDevice));
     encoder_forward<T>(o.p, dt.p, a.p, p.p, B, Tt, C, st);
@@ -202,6 +204,29 @@ template <typename T> void checks(const char* tname, double tol) {
   bl.destroy();
 }
 
+// fused attention (bf16 only) vs the CPU reference, at lengths that are not multiples of the 64-row tile
+void flash_checks() {
+  printf("checks of the fused (flash) attention, bf16\n");
+  for (auto cfg : {std::array<int, 4>{2, 100, 128, 2}, std::array<int, 4>{3, 130, 128, 4}, std::array<int, 4>{1, 64, 64, 1}}) {
+    const int B = cfg[0], Tt = cfg[1], C = cfg[2], NH = cfg[3], N = B * Tt;
+    auto qkv = q<bf16>(randn(N * 3 * C)), dout = q<bf16>(randn(N * C));
+    std::vector<float> out(N * C), pre(B * NH * Tt * Tt), att(B * NH * Tt * Tt), dqkv(N * 3 * C, 0.f),
+        dpre(B * NH * Tt * Tt, 0.f), datt(B * NH * Tt * Tt, 0.f);
+    engine::attention_forward(out.data(), pre.data(), att.data(), qkv.data(), B, Tt, C, NH);
+    engine::attention_backward(dqkv.data(), dpre.data(), datt.data(), dout.data(), qkv.data(), att.data(), B, Tt, C, NH);
+    Dev<bf16> dq(N * 3 * C), o(N * C), dd(N * C), dqo(N * 3 * C);
+    Dev<float> lse(B * NH * Tt), dsum(B * NH * Tt);
+    up(dq, qkv); up(dd, dout);
+    flash_attention_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0);
+    flash_attention_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0);
+    char name[96];
+    snprintf(name, sizeof name, "flash forward out (B=%d T=%d D=%d)", B, Tt, C / NH);
+    check(name, down(o.p, N * C), out, 2e-2);
+    snprintf(name, sizeof name, "flash backward dqkv (B=%d T=%d D=%d)", B, Tt, C / NH);
+    check(name, down(dqo.p, N * 3 * C), dqkv, 3e-2);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------- timings
 template <typename F> float time_ms(F f, int reps = 20) {
   cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
@@ -246,6 +271,12 @@ void timings() {
     printf("  %-40s %8.3f ms %8.0f TFLOP/s (counting the full T×T products)\n", "attention forward", t, afl / t / 1e9);
     t = time_ms([&] { attention_backward<T>(bl, dq.p, out.p, qkv.p, P.p, as, B, Tt, C, NH, st); }, 10);
     printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "attention backward", t, 2 * afl / t / 1e9);
+    Dev<float> lse((size_t)B * NH * Tt), dsum((size_t)B * NH * Tt);
+    Dev<T> o2(N * C);
+    t = time_ms([&] { flash_attention_forward(o2.p, lse.p, qkv.p, B, Tt, C, NH, st); }, 10);
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half: %.0f)\n", "flash attention forward", t, afl / t / 1e9, afl / 2 / t / 1e9);
+    t = time_ms([&] { flash_attention_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st); }, 10);
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half, 7 products: %.0f)\n", "flash attention backward", t, 2 * afl / t / 1e9, 3.5 * afl / 2 / t / 1e9);
   }
   {
     Dev<T> lg((size_t)Rc * Vp); Dev<float> lo(Rc); Dev<int> tg(Rc);
@@ -271,6 +302,7 @@ int main(int argc, char** argv) {
   try {
     checks<float>("fp32", 2e-5);
     checks<bf16>("bf16 (inputs rounded to bf16 for both sides)", 2e-2);
+    flash_checks();
     if (argc < 2 || std::string(argv[1]) != "--no-timings") timings();
   } catch (const engine::EngineError& e) {
     printf("EngineError %s at %s:%d: %s\n", engine::error_code_name(e.code), e.file.c_str(), e.line, e.what());

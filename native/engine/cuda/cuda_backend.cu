@@ -16,6 +16,7 @@
 #include "classifier.cuh"   // fused softmax cross-entropy, dlogits in place
 #include "cuda_common.cuh"  // checks, Pack, reductions
 #include "encoder.cuh"      // token + position embeddings
+#include "flash_attention.cuh"  // fused causal attention (bf16, head size 32/64)
 #include "layernorm.cuh"    // layernorm forward / backward
 #include "matmul.cuh"       // cuBLASLt linear layers
 
@@ -52,6 +53,7 @@ class CudaBackend final : public Backend {
   ParamLayout lay;
   BackendInfo inf;
   Recompute rc;
+  bool flash = false;  // fused attention kernels (bf16, head size 32/64); else cuBLAS + softmax kernels
   cudaStream_t stream = nullptr;
   Blas blas;
   cudaDeviceProp prop{};
@@ -67,6 +69,7 @@ class CudaBackend final : public Backend {
   struct Layer {
     T *ln1, *qkv, *atty, *att, *res2, *ln2, *fch, *fch_gelu, *res3;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
+    float* lse;  // (B, NH, T) log-sum-exp of the attention rows (flash path; `att` (B,NH,T,T) otherwise)
   };
   // Activations for one (B, T): training keeps L layers (minus what is recomputed), evaluation keeps one layer
   // and reuses it for every layer (nothing is saved for a backward pass).
@@ -129,6 +132,9 @@ class CudaBackend final : public Backend {
     inf.device = prop.name;
     inf.blas = "cublasLt " + std::to_string(cublasLtGetVersion());
     inf.precision = sizeof(T) == 2 ? "bf16" : "fp32";
+    // ENGINE_CUDA_ATTENTION=cublas forces the unfused path (A/B comparisons in bench/ and native/lab/)
+    const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
+    flash = flash_supported((int)C, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
     inf.num_threads = 1;
     size_t n_alloc = (n_total + 63) / 64 * 64;
     const char* hint = "the model does not fit on this GPU: use a smaller model or a GPU with more memory";
@@ -206,14 +212,15 @@ class CudaBackend final : public Backend {
     const bool keep_gelu = !training || rc == Recompute::None, keep_ln = !training || rc != Recompute::GeluLayerNorm;
     a.Rc = (int)std::min<size_t>(N, 4096);
     auto rnd = [](size_t n) { return (n + 127) / 128 * 128; };  // every slice 256-byte aligned
-    const size_t NC = rnd(N * C), att = rnd(B * NH * Tt * Tt);
+    const size_t NC = rnd(N * C), att = flash ? 0 : rnd(B * NH * Tt * Tt), lse = flash ? rnd(B * NH * Tt) : 0;
     size_t per_layer = NC * (keep_ln ? 2 : 0) + rnd(N * 3 * C) + NC + att + 2 * NC + rnd(N * 4 * C) + (keep_gelu ? rnd(N * 4 * C) : 0);
-    size_t scratch = NC /*ln_scratch*/ + (keep_gelu ? 0 : rnd(N * 4 * C)) + 4 * NC /*q k v vacc*/ + rnd((size_t)a.Rc * Vp) +
+    size_t scratch = NC /*ln_scratch*/ + (keep_gelu ? 0 : rnd(N * 4 * C)) + (flash ? 0 : 4 * NC) /*q k v vacc*/ + rnd((size_t)a.Rc * Vp) +
                      (training ? 2 * NC + rnd(N * 4 * C) + att /*dres dln dbig dS*/ : 0);
+    (void)HS;
     size_t nT = 2 * NC + nl * per_layer + scratch;
-    size_t S_floats = rnd(B * NH * Tt * std::max(Tt, HS));
+    size_t S_floats = flash ? rnd(B * NH * Tt) /*dsum*/ : rnd(B * NH * Tt * std::max(Tt, HS));
     size_t partial = std::max({bias_grad_scratch_floats(N, 4 * C), layernorm_scratch_floats(N, C)});
-    size_t nF = rnd(N) * (2 + 4 * nl) + S_floats + rnd(partial) + 2 * rnd(N);
+    size_t nF = rnd(N) * (2 + 4 * nl) + nl * lse + S_floats + rnd(partial) + 2 * rnd(N);
     std::string hint = "lower training.microBatchSize (now " + std::to_string(B) + ") or preprocess.blockSize (now " +
                        std::to_string(Tt) + ")" +
                        (training && rc != Recompute::GeluLayerNorm ? ", or set training.recompute to 'gelu-layernorm'" : "") +
@@ -232,20 +239,21 @@ class CudaBackend final : public Backend {
     for (auto& l : a.layers) {
       l.ln1 = keep_ln ? cut(N * C) : nullptr;
       l.ln2 = keep_ln ? cut(N * C) : nullptr;
-      l.qkv = cut(N * 3 * C); l.atty = cut(N * C); l.att = cut(B * NH * Tt * Tt);
+      l.qkv = cut(N * 3 * C); l.atty = cut(N * C); l.att = flash ? nullptr : cut(B * NH * Tt * Tt);
       l.res2 = cut(N * C); l.res3 = cut(N * C); l.fch = cut(N * 4 * C);
       l.fch_gelu = keep_gelu ? cut(N * 4 * C) : nullptr;
       l.ln1_mean = cutf(N); l.ln1_rstd = cutf(N); l.ln2_mean = cutf(N); l.ln2_rstd = cutf(N);
+      l.lse = flash ? cutf(B * NH * Tt) : nullptr;
     }
     a.ln_scratch = cut(N * C);
     a.gelu_scratch = keep_gelu ? nullptr : cut(N * 4 * C);
-    a.as.q = cut(N * C); a.as.k = cut(N * C); a.as.v = cut(N * C); a.as.vacc = cut(N * C);
+    if (!flash) { a.as.q = cut(N * C); a.as.k = cut(N * C); a.as.v = cut(N * C); a.as.vacc = cut(N * C); }
     a.logits = cut((size_t)a.Rc * Vp);
     a.dres = training ? cut(N * C) : nullptr;
     a.dln = training ? cut(N * C) : nullptr;
     a.dbig = training ? cut(N * 4 * C) : nullptr;
-    a.as.dS = training ? cut(B * NH * Tt * Tt) : nullptr;
-    a.as.S = cutf(B * NH * Tt * std::max(Tt, HS));
+    a.as.dS = training && !flash ? cut(B * NH * Tt * Tt) : nullptr;
+    a.as.S = flash ? cutf(B * NH * Tt) : cutf(B * NH * Tt * std::max(Tt, HS));  // flash: dsum (B,NH,T)
     a.partial = cutf(partial);
     a.losses = cutf(N); a.correct = cutf(N);
     a.nB = B; a.nT = Tt; a.training = training;
@@ -302,7 +310,7 @@ class CudaBackend final : public Backend {
       T* fchg = x.fch_gelu ? x.fch_gelu : a.gelu_scratch;
       layernorm_forward<T>(ln1, x.ln1_mean, x.ln1_rstd, res, PB(l, LN1_W), PB(l, LN1_B), N, Ci, stream);
       linear_forward<T>(blas, x.qkv, ln1, PB(l, ATTN_W), PB(l, ATTN_B), N, Ci, 3 * Ci, stream);
-      attention_forward<T>(blas, x.atty, x.att, x.qkv, a.as, (int)B, (int)Tt, Ci, (int)NH, stream);
+      attention_fwd(a, x, (int)B, (int)Tt);
       linear_forward<T>(blas, x.res2, x.atty, PB(l, ATTNPROJ_W), PB(l, ATTNPROJ_B), N, Ci, Ci, stream, nullptr, res);
       layernorm_forward<T>(ln2, x.ln2_mean, x.ln2_rstd, x.res2, PB(l, LN2_W), PB(l, LN2_B), N, Ci, stream);
       linear_forward<T>(blas, fchg, ln2, PB(l, FC_W), PB(l, FC_B), N, Ci, 4 * Ci, stream, x.fch);
@@ -311,6 +319,19 @@ class CudaBackend final : public Backend {
     const T* last = a.layers[a.training ? L - 1 : 0].res3;
     layernorm_forward<T>(a.lnf, a.lnf_mean, a.lnf_rstd, last, P(lnf_w_index(L)), P(lnf_b_index(L)), N, Ci, stream);
   }
+  void attention_fwd(Acts& a, Layer& x, int B, int Tt) {
+    if constexpr (sizeof(T) == 2) {
+      if (flash) return flash_attention_forward(x.atty, x.lse, x.qkv, B, Tt, (int)C, (int)NH, stream);
+    }
+    attention_forward<T>(blas, x.atty, x.att, x.qkv, a.as, B, Tt, (int)C, (int)NH, stream);
+  }
+  void attention_bwd(Acts& a, Layer& x, T* dqkv, const T* datty, int B, int Tt) {
+    if constexpr (sizeof(T) == 2) {
+      if (flash) return flash_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, a.as.S, B, Tt, (int)C, (int)NH, stream);
+    }
+    attention_backward<T>(blas, dqkv, datty, x.qkv, x.att, a.as, B, Tt, (int)C, (int)NH, stream);
+  }
+
   // logits (R, V) with row stride Vp for rows [r0, r0 + R) of lnf
   void lm_head(Acts& a, int r0, int R) {
     gemm_rm_<T, T>(blas, false, true, R, (int)V, (int)C, a.lnf + (size_t)r0 * C, P(wte_index()), a.logits, nullptr, 0.f,
@@ -352,7 +373,7 @@ class CudaBackend final : public Backend {
       linear_backward<T>(blas, datty, GB(l, ATTNPROJ_W), GB(l, ATTNPROJ_B), a.dres, x.atty, PB(l, ATTNPROJ_W), N, Ci,
                          Ci, a.partial, stream);
       T* dqkv = a.dbig;
-      attention_backward<T>(blas, dqkv, datty, x.qkv, x.att, a.as, (int)B, (int)Tt, Ci, (int)NH, stream);
+      attention_bwd(a, x, dqkv, datty, (int)B, (int)Tt);
       T* ln1 = x.ln1;
       if (!ln1) {
         ln1 = a.ln_scratch;
@@ -399,7 +420,7 @@ class CudaBackend final : public Backend {
     stage(5 * N + 1);  // tokens N | targets N | buckets: U tokens, U+1 offsets, N positions (U <= N)
     std::memcpy(pinned, b.inputs, N * 4);
     std::memcpy(pinned + N, b.targets, N * 4);
-    int U = encoder_build_buckets(pinned + 2 * N, b.inputs, (int)N);
+    int U = encoder_build_buckets(pinned + 2 * N, b.inputs, (int)N, (int)V);
     upload(2 * N + 2 * U + 1 + N);
     const int* d_tokens = d_ints;
     const int* d_targets = d_ints + N;

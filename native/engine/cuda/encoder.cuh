@@ -44,22 +44,23 @@ __global__ void encoder_backward_wte_kernel(float* dwte, const T* dout, const in
   dwte[(size_t)tok * C + c] += s;
 }
 
-// Host side: bucket the BT tokens by id (counting sort keeps positions in order). Writes into `buf`, laid out as
-// [U tokens | U+1 offsets | BT positions]; returns U. `buf` needs 3*BT+1 ints (U <= BT).
-inline int encoder_build_buckets(int* buf, const int* tokens, int BT) {
-  std::vector<std::pair<int, int>> tp(BT);
-  for (int i = 0; i < BT; i++) tp[i] = {tokens[i], i};
-  std::stable_sort(tp.begin(), tp.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+// Host side: bucket the BT tokens by id with a counting sort (positions stay in order; O(BT + V), so the host
+// work between two micro-batches stays far below the GPU's). Writes into `buf`, laid out as
+// [U tokens | U+1 offsets | BT positions]; returns U. `buf` needs 3*BT+1 ints (U <= BT); tokens in [0, V).
+inline int encoder_build_buckets(int* buf, const int* tokens, int BT, int V) {
+  thread_local std::vector<int> count;
+  count.assign(V + 1, 0);
+  for (int i = 0; i < BT; i++) count[tokens[i] + 1]++;
   int U = 0;
-  for (int i = 0; i < BT; i++)
-    if (i == 0 || tp[i].first != tp[i - 1].first) U++;
+  for (int v = 0; v < V; v++) U += count[v + 1] > 0;
   int* tok = buf; int* off = buf + U; int* pos = buf + 2 * U + 1;
-  int u = -1;
-  for (int i = 0; i < BT; i++) {
-    if (i == 0 || tp[i].first != tp[i - 1].first) { u++; tok[u] = tp[i].first; off[u] = i; }
-    pos[i] = tp[i].second;
+  int u = 0;
+  for (int v = 0; v < V; v++) {  // prefix sums -> start of each token's run; list the distinct tokens
+    if (count[v + 1] > 0) { tok[u] = v; off[u] = count[v]; u++; }
+    count[v + 1] += count[v];
   }
   off[U] = BT;
+  for (int i = 0; i < BT; i++) pos[count[tokens[i]]++] = i;  // stable: positions of a token in order
   return U;
 }
 
