@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Engine } from './engine.js';
 import type { RunTx } from './run.js';
 import * as activities from './activities.js';
+import * as children from './children.js';
 import { CommandError } from './activities.js';
 import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
 import { api, CT, ET, WS, RetryState, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
@@ -154,6 +155,13 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
     case CT.COMMAND_TYPE_CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
       return continueAsNew(engine, r, c.continueAsNewWorkflowExecutionCommandAttributes ?? {}, completedId, identity);
 
+    case CT.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION:
+      return children.startChild(engine, r, c.startChildWorkflowExecutionCommandAttributes ?? {}, completedId);
+    case CT.COMMAND_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION:
+      return children.signalExternal(engine, r, c.signalExternalWorkflowExecutionCommandAttributes ?? {}, completedId);
+    case CT.COMMAND_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION:
+      return children.cancelExternal(r, c.requestCancelExternalWorkflowExecutionCommandAttributes ?? {}, completedId);
+
     default:
       throw new CommandError(
         C.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
@@ -176,7 +184,7 @@ function continueAsNew(engine: Engine, r: RunTx, a: T.api.command.v1.IContinueAs
     searchAttributes: a.searchAttributes, wftTimeoutMs, runTimeoutMs, execTimeoutMs: s.execTimeoutMs,
     execExpirationMs: s.execExpirationMs, requestId: randomUUID(), identity, firstRunId: s.firstRunId,
     continuedRunId: s.runId, initiator: a.initiator || 1, lastCompletionResult: a.lastCompletionResult,
-    continuedFailure: a.failure, backoffMs: ms(a.backoffStartInterval), retryPolicy: a.retryPolicy,
+    continuedFailure: a.failure, backoffMs: ms(a.backoffStartInterval), retryPolicy: a.retryPolicy, parent: s.parent,
   });
   s.newRunId = newRunId;
   r.close(WS.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW, {

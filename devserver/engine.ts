@@ -13,6 +13,7 @@ import type { Matching } from './matching.js';
 import { api, ET, WS, WftFailedCause, RetryState, TimeoutType, dur, ms, b64, checkBlob, notFound, invalid } from './proto.js';
 import { google } from './proto.js';
 import * as activities from './activities.js';
+import * as children from './children.js';
 import type { QueryRegistry } from './workflow-tasks.js';
 
 export type StartRequest = T.api.workflowservice.v1.IStartWorkflowExecutionRequest;
@@ -49,6 +50,7 @@ export interface NewRun {
   userMetadata?: T.api.sdk.v1.IUserMetadata | null;
   priority?: T.api.common.v1.IPriority | null;
   signal?: { name: string; input?: T.api.common.v1.IPayloads | null; header?: T.api.common.v1.IHeader | null; identity: string };
+  parent?: { namespace: string; workflowId: string; runId: string; initiatedEventId: number };
 }
 
 export class Engine {
@@ -99,7 +101,10 @@ export class Engine {
       const wasOpen = r.open;
       const out = fn(r);
       this.saveState(s);
-      if (wasOpen && !r.open) this.afterClose(s);
+      if (wasOpen && !r.open) {
+        children.onClosed(this, s);
+        this.afterClose(s);
+      }
       return out;
     });
   }
@@ -169,7 +174,7 @@ export class Engine {
   // ─── starting runs ───────────────────────────────────────────────────────────────────────────────────
 
   /** StartWorkflowExecution semantics. Returns the run ID and whether a new run was started. */
-  start(ns: string, req: StartRequest, signal?: NewRun['signal']): { runId: string; started: boolean } {
+  start(ns: string, req: StartRequest, signal?: NewRun['signal'], parent?: NewRun['parent']): { runId: string; started: boolean } {
     const workflowId = req.workflowId ?? '';
     if (!workflowId) throw invalid('WorkflowId is not set on request.');
     if (!req.workflowType?.name) throw invalid('WorkflowType is not set on request.');
@@ -215,7 +220,7 @@ export class Engine {
           header: req.header, memo: req.memo, searchAttributes: req.searchAttributes, wftTimeoutMs, runTimeoutMs,
           execTimeoutMs, execExpirationMs: execTimeoutMs > 0 ? now + execTimeoutMs : 0, requestId,
           identity: req.identity ?? '', backoffMs, retryPolicy: req.retryPolicy, cronSchedule: req.cronSchedule ?? '',
-          userMetadata: req.userMetadata, priority: req.priority, signal,
+          userMetadata: req.userMetadata, priority: req.priority, signal, parent,
         }),
         started: true,
       };
@@ -236,7 +241,7 @@ export class Engine {
       buffered: [], activities: {}, timers: {}, cancelRequested: false,
       memo: p.memo?.fields && Object.keys(p.memo.fields).length ? b64(api.common.v1.Memo, p.memo) : null,
       searchAttributes: sa, searchJson: json, historySize: 0, requestIds: [p.requestId], startRequestId: p.requestId,
-      closeEventId: 0, newRunId: null,
+      closeEventId: 0, newRunId: null, parent: p.parent,
     };
     this.store.insertRun({
       run_id: runId, namespace: p.namespace, workflow_id: p.workflowId, workflow_type: p.type, task_queue: p.taskQueue,
@@ -256,6 +261,8 @@ export class Engine {
         cronSchedule: p.cronSchedule ?? '', firstWorkflowTaskBackoff: backoffMs ? dur(backoffMs) : null,
         workflowExecutionExpirationTime: p.execExpirationMs ? dur(p.execExpirationMs) : null,
         memo: p.memo, searchAttributes: this.sa.present(p.namespace, sa), priority: p.priority,
+        parentWorkflowNamespace: p.parent?.namespace ?? '', parentWorkflowExecution: p.parent ? { workflowId: p.parent.workflowId, runId: p.parent.runId } : null,
+        parentInitiatedEventId: p.parent?.initiatedEventId ?? 0,
       },
       userMetadata: p.userMetadata,
     });
@@ -409,7 +416,8 @@ export class Engine {
         });
         return;
       default:
-        activities.onTimer(this, r, t);
+        if (t.kind.startsWith('x_')) children.onTransfer(this, r, t);
+        else activities.onTimer(this, r, t);
     }
   }
 }

@@ -27,6 +27,7 @@ export function executionInfo(engine: Engine, s: RunState) {
     searchAttributes: engine.sa.present(s.namespace, s.searchAttributes) ?? { indexedFields: {} },
     taskQueue: s.taskQueue,
     firstRunId: s.firstRunId,
+    parentExecution: s.parent ? { workflowId: s.parent.workflowId, runId: s.parent.runId } : null,
     rootExecution: { workflowId: s.workflowId, runId: s.runId },
   };
 }

@@ -86,7 +86,20 @@ export interface RunState {
   closeEventId: number;
   newRunId: string | null;
   updates?: Record<string, import('./updates.js').UpdateState>;
+  /** Child workflows by initiated event ID. */
+  children?: Record<string, ChildState>;
+  /** Set on child runs: where to report the close. */
+  parent?: { namespace: string; workflowId: string; runId: string; initiatedEventId: number };
   stickyQueue?: string;
+}
+
+export interface ChildState {
+  namespace: string;
+  workflowId: string;
+  type: string;
+  runId: string; // '' until started
+  startedEventId: number; // 0 until the started event is written
+  policy: number; // ParentClosePolicy
 }
 
 export interface RunEffects {
@@ -134,13 +147,14 @@ export class RunTx {
    * Adds an event that wakes the workflow (signal, activity or timer result, cancel request). While a workflow
    * task is started it is buffered and written after that task's completion.
    */
-  addWaking(event: IHistoryEvent, ref = ''): void {
+  addWaking(event: IHistoryEvent, ref = '', link?: string): number {
     if (this.s.wft?.state === 'started') {
-      this.buffer(event, ref);
-      return;
+      this.buffer(event, ref, link);
+      return 0;
     }
-    this.append(event);
+    const id = this.append(event);
     this.wake();
+    return id;
   }
 
   /** An activity's ActivityTaskStarted and its closing event, written together (buffered together while a
@@ -173,14 +187,22 @@ export class RunTx {
     if (!this.s.wft) this.scheduleWorkflowTask(1);
   }
 
-  /** Writes the buffered events in arrival order (after a task completed, failed or timed out). */
+  /** Writes the buffered events in arrival order (after a task completed, failed or timed out). A closing event
+   *  whose started event was buffered too gets that event's new ID (activities and child workflows). */
   flushBuffered(): boolean {
     const buffered = this.s.buffered;
     this.s.buffered = [];
+    const startedIds = new Map<string, number>();
     for (const b of buffered) {
       const ev = HistoryEvent.decode(Buffer.from(b.data, 'base64'));
-      if (b.link) (ev as any)[b.link].startedEventId = this.s.nextEventId - 1;
-      this.append(ev);
+      const started = b.link ? startedIds.get(b.ref) : undefined;
+      if (b.link && started) (ev as any)[b.link].startedEventId = started;
+      const id = this.append(ev);
+      if (b.type === ET.EVENT_TYPE_ACTIVITY_TASK_STARTED || b.type === ET.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED) startedIds.set(b.ref, id);
+      if (b.type === ET.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED) {
+        const child = this.s.children?.[b.ref];
+        if (child) child.startedEventId = id;
+      }
     }
     return buffered.length > 0;
   }

@@ -184,6 +184,34 @@ describe('messages and lifecycle', () => {
   });
 });
 
+describe('child and external workflows', () => {
+  it('executes, cancels and (by parent-close policy) terminates child workflows', async () => {
+    const runningChildId = id('orphan');
+    const h = await start<typeof wf.parent>('parent', [runningChildId]);
+    const out = await h.result();
+    expect(out).toEqual({ result: 'Hello, child!', cancelled: true, parentSeen: h.workflowId });
+    const orphan = env.client.workflow.getHandle(runningChildId);
+    await eventually(async () => (await orphan.describe()).status.name === 'TERMINATED', 10_000, 'the child to be terminated');
+    for (const suffix of ['-basic', '-who', '-cancelled']) env.track(env.client.workflow.getHandle(h.workflowId + suffix));
+    env.track(orphan);
+    expect((await env.client.workflow.getHandle(`${h.workflowId}-who`).describe()).parentExecution?.workflowId).toBe(h.workflowId);
+  });
+
+  it('signals an external workflow and reports a missing one', async () => {
+    const target = await start<typeof wf.signalsAndQueries>('signalsAndQueries', [3]);
+    const h = await start<typeof wf.signalOther>('signalOther', [target.workflowId]);
+    expect(await h.result()).toBe('ApplicationFailure: Unable to signal external workflow because it was not found');
+    expect(await target.result()).toBe(3);
+  });
+
+  it('fails a child start whose workflow ID is taken', async () => {
+    const taken = await start<typeof wf.waitForever>('waitForever', []);
+    const h = await start<typeof wf.duplicateChild>('duplicateChild', [taken.workflowId]);
+    expect(await h.result()).toBe('WorkflowExecutionAlreadyStartedError');
+    await taken.terminate();
+  });
+});
+
 describe('visibility', () => {
   it('keeps memo and typed search attributes, and lists/counts with a filter', async () => {
     const marker = randomUUID();

@@ -2,7 +2,7 @@
 import {
   proxyActivities, sleep, defineSignal, defineQuery, setHandler, condition, continueAsNew, workflowInfo,
   upsertSearchAttributes, CancellationScope, isCancellation, ActivityFailure, ApplicationFailure,
-  ActivityCancellationType, defineUpdate,
+  ActivityCancellationType, defineUpdate, executeChild, startChild, ChildWorkflowFailure, getExternalWorkflowHandle,
 } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
 import type * as acts from './activities.js';
@@ -153,4 +153,47 @@ export async function updatable(): Promise<number> {
   }, { validator: (n) => { if (n < 0) throw new Error('target must not be negative'); } });
   await condition(() => target >= 10);
   return target;
+}
+
+/** Children: one executed to completion, one cancelled, one left to the TERMINATE parent-close policy. */
+export async function parent(runningChildId: string): Promise<{ result: string; cancelled: boolean; parentSeen: string | undefined }> {
+  const result = await executeChild(basic, { args: ['child'], workflowId: `${workflowInfo().workflowId}-basic` });
+  const parentSeen = await executeChild(whoIsMyParent, { workflowId: `${workflowInfo().workflowId}-who` });
+  let cancelled = false;
+  const scope = new CancellationScope();
+  const child = scope.run(() => executeChild(waitForever, { workflowId: `${workflowInfo().workflowId}-cancelled` }));
+  await sleep(100);
+  scope.cancel();
+  try {
+    await child;
+  } catch (e) {
+    cancelled = e instanceof ChildWorkflowFailure && isCancellation(e.cause);
+  }
+  await startChild(waitForever, { workflowId: runningChildId, parentClosePolicy: 'TERMINATE' });
+  return { result, cancelled, parentSeen };
+}
+
+export async function whoIsMyParent(): Promise<string | undefined> {
+  return workflowInfo().parent?.workflowId;
+}
+
+/** Signals another workflow through an external handle, and reports a signal to a missing one. */
+export async function signalOther(targetId: string): Promise<string> {
+  await getExternalWorkflowHandle(targetId).signal(add, 3);
+  try {
+    await getExternalWorkflowHandle(`${targetId}-missing`).signal(add, 1);
+    return 'no error';
+  } catch (e) {
+    return `${(e as Error).name}: ${(e as Error).message}`;
+  }
+}
+
+/** Starting a child whose ID is taken fails in the parent. */
+export async function duplicateChild(takenId: string): Promise<string> {
+  try {
+    await startChild(waitForever, { workflowId: takenId });
+    return 'started';
+  } catch (e) {
+    return (e as Error).name;
+  }
 }
