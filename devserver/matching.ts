@@ -17,6 +17,8 @@ interface Waiter {
 
 export class Matching {
   private readonly waiters = new Map<string, Waiter[]>();
+  /** Who polled each queue lately (DescribeTaskQueue): key → identity → last poll time. */
+  private readonly pollers = new Map<string, Map<string, number>>();
   private closed = false;
 
   constructor(private readonly clock: Clock, private readonly log: (l: string) => void) {}
@@ -26,7 +28,10 @@ export class Matching {
   }
 
   /** Long poll: resolves with a task, or with `empty` at the deadline / on cancellation / on shutdown. */
-  poll(ns: string, kind: 'wf' | 'act', queue: string, ctx: CallContext, take: () => object | null, empty: object): Promise<object> {
+  poll(ns: string, kind: 'wf' | 'act', queue: string, ctx: CallContext, take: () => object | null, empty: object, identity = ''): Promise<object> {
+    const seen = this.pollers.get(Matching.key(ns, kind, queue)) ?? new Map<string, number>();
+    this.pollers.set(Matching.key(ns, kind, queue), seen);
+    seen.set(identity, this.clock.now());
     const first = this.closed ? null : take();
     if (first) return Promise.resolve(first);
     if (this.closed) return Promise.resolve(empty);
@@ -79,6 +84,13 @@ export class Matching {
       const [ns, kind, queue] = key.split('\u0000') as [string, 'wf' | 'act', string];
       this.notify(ns, kind, queue);
     }
+  }
+
+  /** Pollers seen on a queue in the last 5 minutes, as DescribeTaskQueue reports them. */
+  recentPollers(ns: string, kind: 'wf' | 'act', queue: string): { identity: string; lastAccessMs: number }[] {
+    const seen = this.pollers.get(Matching.key(ns, kind, queue));
+    const since = this.clock.now() - 5 * 60_000;
+    return [...(seen ?? [])].filter(([, t]) => t >= since).map(([identity, lastAccessMs]) => ({ identity, lastAccessMs }));
   }
 
   /** Server shutdown: answer every waiting poll with its empty response. */

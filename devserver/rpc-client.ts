@@ -157,6 +157,17 @@ export function clientHandlers(engine: Engine, assertNs: (ns: string) => void): 
 
     GetWorkflowExecutionHistory: (req: T.api.workflowservice.v1.IGetWorkflowExecutionHistoryRequest, ctx) => getHistory(engine, ns(req), req, ctx),
 
+    GetWorkflowExecutionHistoryReverse: (req: T.api.workflowservice.v1.IGetWorkflowExecutionHistoryReverseRequest) => {
+      const runId = engine.resolveRun(ns(req), req.execution?.workflowId ?? '', req.execution?.runId);
+      const s = engine.loadState(runId)!;
+      const pageSize = req.maximumPageSize && req.maximumPageSize > 0 ? req.maximumPageSize : 1000;
+      const last = req.nextPageToken?.length ? Number(Buffer.from(req.nextPageToken).toString()) : s.nextEventId - 1;
+      if (!Number.isInteger(last) || last < 0) throw invalid('invalid next page token');
+      const first = Math.max(1, last - pageSize + 1);
+      const events = engine.store.readEvents(runId, first, last + 1).reverse().map((b) => HistoryEvent.decode(b));
+      return { history: { events }, nextPageToken: first > 1 ? Buffer.from(String(first - 1)) : null };
+    },
+
     ListWorkflowExecutions: (req: T.api.workflowservice.v1.IListWorkflowExecutionsRequest) => {
       const n = ns(req);
       const pageSize = req.pageSize && req.pageSize > 0 ? Math.min(req.pageSize, 1000) : 100;

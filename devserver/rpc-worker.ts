@@ -9,7 +9,7 @@ import type { Handler } from './grpc.js';
 import type { RunTx, ActivityState } from './run.js';
 import * as activities from './activities.js';
 import { takeWorkflowTask, completeWorkflowTask, failWorkflowTask, respondQueryTaskCompleted } from './workflow-tasks.js';
-import { api, BLOB_ERROR_BYTES, payloadSize, b64, decodeToken, notFound, invalid, type IPayload } from './proto.js';
+import { api, ts, BLOB_ERROR_BYTES, payloadSize, b64, decodeToken, notFound, invalid, type IPayload } from './proto.js';
 import { randomUUID } from 'node:crypto';
 
 /** Runs `fn` on the started activity a token names; NOT_FOUND when the run closed or the attempt is stale. */
@@ -79,7 +79,7 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
       const queue = req.taskQueue?.name ?? '';
       // Sticky queues are not used: every task goes to the normal queue with full history (reference §4.6).
       if (req.taskQueue?.kind === 2 || !queue) return engine.matching.poll(ns, 'wf', `\u0000sticky:${queue}`, ctx, () => null, {});
-      return engine.matching.poll(ns, 'wf', queue, ctx, () => takeWorkflowTask(engine, ns, queue, req.identity ?? ''), {});
+      return engine.matching.poll(ns, 'wf', queue, ctx, () => takeWorkflowTask(engine, ns, queue, req.identity ?? ''), {}, req.identity ?? '');
     },
 
     RespondWorkflowTaskCompleted: (req) => completeWorkflowTask(engine, req),
@@ -105,7 +105,7 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
             }
           }
         });
-      return engine.matching.poll(ns, 'act', queue, ctx, take, {});
+      return engine.matching.poll(ns, 'act', queue, ctx, take, {}, identity);
     },
 
     RecordActivityTaskHeartbeat: (req: T.api.workflowservice.v1.IRecordActivityTaskHeartbeatRequest) => withActivity(engine, req.taskToken, heartbeat(req)),
@@ -116,6 +116,14 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
     RespondActivityTaskFailedById: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedByIdRequest) => withActivityById(engine, req, fail(req)),
     RespondActivityTaskCanceled: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledRequest) => withActivity(engine, req.taskToken, cancel(req)),
     RespondActivityTaskCanceledById: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledByIdRequest) => withActivityById(engine, req, cancel(req)),
+
+    DescribeTaskQueue: (req: T.api.workflowservice.v1.IDescribeTaskQueueRequest) => {
+      const ns = req.namespace ?? '';
+      assertNs(ns);
+      const kind = req.taskQueueType === 2 ? 'act' : 'wf';
+      const pollers = engine.matching.recentPollers(ns, kind, req.taskQueue?.name ?? '').map((p) => ({ identity: p.identity, lastAccessTime: ts(p.lastAccessMs), ratePerSecond: 100000 }));
+      return { pollers };
+    },
 
     ShutdownWorker: () => ({}),
     PollNexusTaskQueue: (req: T.api.workflowservice.v1.IPollNexusTaskQueueRequest, ctx) =>

@@ -185,6 +185,18 @@ describe('server protocol', () => {
     }
   });
 
+  it('describes task queue pollers and pages history backwards', async () => {
+    const { h, task } = await firstTask();
+    const queue = task.workflowExecutionTaskQueue!.name!;
+    const d = await connection.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, taskQueueType: 1 });
+    expect(d.pollers?.map((p) => p.identity)).toContain('test');
+    const rev = await connection.workflowService.getWorkflowExecutionHistoryReverse({ namespace: 'default', execution: { workflowId: h.workflowId }, maximumPageSize: 2 });
+    expect(rev.history?.events?.map((e) => Number(e.eventId))).toEqual([3, 2]);
+    const rest = await connection.workflowService.getWorkflowExecutionHistoryReverse({ namespace: 'default', execution: { workflowId: h.workflowId }, maximumPageSize: 2, nextPageToken: rev.nextPageToken });
+    expect(rest.history?.events?.map((e) => Number(e.eventId))).toEqual([1]);
+    await h.terminate();
+  });
+
   it('rejects invalid list queries with INVALID_ARGUMENT', async () => {
     const client = new Client({ connection });
     const err = await client.workflow.count('WorkflowId = ').catch((e) => e);
