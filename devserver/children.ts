@@ -27,6 +27,7 @@ export function startChild(engine: Engine, r: RunTx, a: T.api.command.v1.IStartC
   const bad = (m: string) => new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES, m);
   if (!a.workflowId) throw bad('Required field WorkflowId is not set on command.');
   if (!a.workflowType?.name) throw bad('Required field WorkflowType is not set on command.');
+  if (a.cronSchedule) throw bad('cron_schedule is not supported by the finetune dev server; use a schedule');
   blob(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES, 'child workflow input', a.input);
   const namespace = a.namespace || r.s.namespace;
   const taskQueue = a.taskQueue?.name || r.s.taskQueue;

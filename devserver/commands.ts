@@ -7,6 +7,7 @@ import type { Engine } from './engine.js';
 import type { RunTx } from './run.js';
 import * as activities from './activities.js';
 import * as children from './children.js';
+import { closeWithRetry } from './workflow-retry.js';
 import { CommandError } from './activities.js';
 import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
 import { api, CT, ET, WS, RetryState, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
@@ -137,13 +138,7 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
     }
 
     case CT.COMMAND_TYPE_FAIL_WORKFLOW_EXECUTION:
-      r.close(WS.WORKFLOW_EXECUTION_STATUS_FAILED, {
-        eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
-        workflowExecutionFailedEventAttributes: {
-          failure: c.failWorkflowExecutionCommandAttributes?.failure, retryState: RetryState.RETRY_STATE_RETRY_POLICY_NOT_SET, workflowTaskCompletedEventId: completedId,
-        },
-      });
-      return;
+      return closeWithRetry(engine, r, { failure: c.failWorkflowExecutionCommandAttributes?.failure, completedId });
 
     case CT.COMMAND_TYPE_CANCEL_WORKFLOW_EXECUTION:
       r.close(WS.WORKFLOW_EXECUTION_STATUS_CANCELED, {

@@ -14,6 +14,7 @@ import { api, ET, WS, WftFailedCause, RetryState, TimeoutType, dur, ms, b64, che
 import { google } from './proto.js';
 import * as activities from './activities.js';
 import * as children from './children.js';
+import { closeWithRetry } from './workflow-retry.js';
 import type { QueryRegistry } from './workflow-tasks.js';
 
 export type StartRequest = T.api.workflowservice.v1.IStartWorkflowExecutionRequest;
@@ -51,6 +52,7 @@ export interface NewRun {
   priority?: T.api.common.v1.IPriority | null;
   signal?: { name: string; input?: T.api.common.v1.IPayloads | null; header?: T.api.common.v1.IHeader | null; identity: string };
   parent?: { namespace: string; workflowId: string; runId: string; initiatedEventId: number };
+  attempt?: number;
 }
 
 export class Engine {
@@ -179,6 +181,7 @@ export class Engine {
     if (!workflowId) throw invalid('WorkflowId is not set on request.');
     if (!req.workflowType?.name) throw invalid('WorkflowType is not set on request.');
     if (!req.taskQueue?.name) throw invalid('TaskQueue is not set on request.');
+    if (req.cronSchedule) throw invalid('cron_schedule is not supported by the finetune dev server; create a schedule instead (client.schedule.create)');
     checkBlob('input', req.input?.payloads, this.log);
     if (signal) checkBlob('signal input', signal.input?.payloads, this.log);
     const execTimeoutMs = ms(req.workflowExecutionTimeout);
@@ -257,7 +260,7 @@ export class Engine {
         workflowExecutionTimeout: dur(p.execTimeoutMs), workflowRunTimeout: dur(p.runTimeoutMs),
         workflowTaskTimeout: dur(p.wftTimeoutMs), originalExecutionRunId: runId, firstExecutionRunId: s.firstRunId,
         continuedExecutionRunId: p.continuedRunId ?? '', initiator: p.initiator ?? 0, continuedFailure: p.continuedFailure,
-        lastCompletionResult: p.lastCompletionResult, identity: p.identity, attempt: 1, retryPolicy: p.retryPolicy,
+        lastCompletionResult: p.lastCompletionResult, identity: p.identity, attempt: p.attempt ?? 1, retryPolicy: p.retryPolicy,
         cronSchedule: p.cronSchedule ?? '', firstWorkflowTaskBackoff: backoffMs ? dur(backoffMs) : null,
         workflowExecutionExpirationTime: p.execExpirationMs ? dur(p.execExpirationMs) : null,
         memo: p.memo, searchAttributes: this.sa.present(p.namespace, sa), priority: p.priority,
@@ -362,7 +365,9 @@ export class Engine {
       try {
         this.fire(id);
       } catch (e) {
-        this.log(`error: timer ${id} failed: ${(e as Error).stack}`);
+        // The transaction rolled back, so the row is still there: try again later rather than losing it.
+        this.log(`error: timer ${id} failed, retrying in 5 s: ${(e as Error).stack}`);
+        this.armTimer(id, this.clock.now() + 5000);
       }
     }));
   }
@@ -410,10 +415,13 @@ export class Engine {
         if (!s.wft && s.lastCompletedStartedEventId === 0) r.scheduleWorkflowTask(1);
         return;
       case 'run':
-        this.forceClose(r, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT, {
-          eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
-          workflowExecutionTimedOutEventAttributes: { retryState: RetryState.RETRY_STATE_TIMEOUT },
-        });
+        // The run timeout may be retried by a workflow retry policy; the execution timeout ends the chain.
+        if (t.ref === 'exec') {
+          this.forceClose(r, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT, {
+            eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+            workflowExecutionTimedOutEventAttributes: { retryState: RetryState.RETRY_STATE_TIMEOUT },
+          });
+        } else closeWithRetry(this, r, { timeout: true });
         return;
       default:
         if (t.kind.startsWith('x_')) children.onTransfer(this, r, t);

@@ -161,6 +161,18 @@ describe('messages and lifecycle', () => {
     expect((await h.describe()).status.name).toBe('TIMED_OUT');
   });
 
+  it('retries a failed workflow by its retry policy and result() follows the retries', async () => {
+    const h = await start<typeof wf.flakyWorkflow>('flakyWorkflow', [], { retry: { initialInterval: '50ms', maximumAttempts: 5 } });
+    expect(await h.result()).toBe(3);
+    const runs = await eventually(async () => {
+      const out = [];
+      for await (const w of env.client.workflow.list({ query: `WorkflowId = '${h.workflowId}'` })) out.push(w);
+      return out.length === 3 ? out : undefined; // visibility may lag on a real server
+    }, 10_000, 'three runs in visibility');
+    expect(runs.map((w) => w.status.name).sort()).toEqual(['COMPLETED', 'FAILED', 'FAILED']);
+    for (const w of runs) if (w.runId !== h.firstExecutionRunId) env.track(env.client.workflow.getHandle(h.workflowId, w.runId));
+  });
+
   it('continues as new and result() follows the chain', async () => {
     const h = await start<typeof wf.chain>('chain', [2]);
     const runs = await h.result();

@@ -197,3 +197,10 @@ export async function duplicateChild(takenId: string): Promise<string> {
     return (e as Error).name;
   }
 }
+
+/** Fails its first two attempts; a workflow retry policy runs it again until attempt 3 succeeds. */
+export async function flakyWorkflow(): Promise<number> {
+  const { attempt } = workflowInfo();
+  if (attempt < 3) throw ApplicationFailure.retryable(`attempt ${attempt} failed`, 'Flaky');
+  return attempt;
+}
