@@ -6,15 +6,14 @@ import type { temporal as T } from '@temporalio/proto';
 import { randomUUID } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { ServiceError, type Clock } from './contract.js';
-import type { Store, TimerRow } from './store.js';
+import type { Store } from './store.js';
 import { RunTx, type RunState } from './run.js';
 import { SearchAttributeRegistry } from './attributes.js';
 import type { Matching } from './matching.js';
-import { api, ET, WS, WftFailedCause, RetryState, TimeoutType, dur, ms, b64, checkBlob, notFound, invalid } from './proto.js';
+import { api, ET, WS, WftFailedCause, TimeoutType, dur, ms, b64, checkBlob, notFound, invalid } from './proto.js';
 import { google } from './proto.js';
-import * as activities from './activities.js';
 import * as children from './children.js';
-import { closeWithRetry } from './workflow-retry.js';
+import { onTimer } from './timers.js';
 import type { QueryRegistry } from './workflow-tasks.js';
 
 export type StartRequest = T.api.workflowservice.v1.IStartWorkflowExecutionRequest;
@@ -390,43 +389,9 @@ export class Engine {
       this.store.deleteTimer(id);
       if (!this.store.getRun(row.run_id)) return;
       this.withRun(row.run_id, (r) => {
-        if (r.open) this.onTimer(r, row);
+        if (r.open) onTimer(this, r, row);
       });
     });
-  }
-
-  private onTimer(r: RunTx, t: TimerRow): void {
-    const s = r.s;
-    switch (t.kind) {
-      case 'user': {
-        const timer = s.timers[t.ref];
-        if (!timer || timer.startedEventId !== t.attempt) return;
-        delete s.timers[t.ref];
-        r.addWaking({ eventType: ET.EVENT_TYPE_TIMER_FIRED, timerFiredEventAttributes: { timerId: t.ref, startedEventId: timer.startedEventId } }, t.ref);
-        return;
-      }
-      case 'wft':
-        if (s.wft?.state === 'started' && s.wft.scheduledEventId === Number(t.ref) && s.wft.attempt === t.attempt) {
-          this.log(`workflow task timed out: ${s.workflowId}/${s.runId} attempt ${t.attempt}`);
-          this.failWorkflowTask(r, { timeout: true });
-        }
-        return;
-      case 'start':
-        if (!s.wft && s.lastCompletedStartedEventId === 0) r.scheduleWorkflowTask(1);
-        return;
-      case 'run':
-        // The run timeout may be retried by a workflow retry policy; the execution timeout ends the chain.
-        if (t.ref === 'exec') {
-          this.forceClose(r, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT, {
-            eventType: ET.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
-            workflowExecutionTimedOutEventAttributes: { retryState: RetryState.RETRY_STATE_TIMEOUT },
-          });
-        } else closeWithRetry(this, r, { timeout: true });
-        return;
-      default:
-        if (t.kind.startsWith('x_')) children.onTransfer(this, r, t);
-        else activities.onTimer(this, r, t);
-    }
   }
 }
 
