@@ -89,6 +89,10 @@ class AddonWorker : public Napi::AsyncWorker {
     if (h_ && h_->eng) mem_ = h_->eng->backend().memory();
   }
   void snapshot_() {
+    if (h_ && h_->disposed && h_->eng) {  // dispose() ran while this worker held the engine: free it now
+      std::lock_guard<std::mutex> g(h_->mu);
+      h_->eng.reset();
+    }
     if (h_ && h_->eng && !h_->disposed) {
       h_->step = h_->eng->step();
       h_->cursor = h_->eng->cursor();

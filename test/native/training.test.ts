@@ -107,6 +107,18 @@ describe('training on the cpu backend', () => {
     e.dispose();
   });
 
+  it('dispose() during training stops it at the next step boundary and frees the engine', async () => {
+    const e = await Engine.create(tinyConfig());
+    e.setTrainData(shardsFromTokens(patternTokens(20 * 16, 97), 16));
+    const p = e.train(100_000, { totalSteps: 100_000 });
+    await new Promise((r) => setTimeout(r, 50));
+    e.dispose();
+    const r = await p;
+    expect(r.aborted).toBe(true);
+    expect(r.step).toBeLessThan(100_000);
+    await expect(e.train(1, { totalSteps: 1 })).rejects.toThrow(/disposed/);
+  });
+
   it('stops with NON_FINITE_LOSS when the loss diverges, leaving the state at the last good step', async () => {
     const cfg = tinyConfig({ training: { learningRate: 5, warmupSteps: 0, gradClip: 0, divergenceLoss: 6 } });
     const e = await Engine.create(cfg);
