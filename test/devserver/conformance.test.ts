@@ -85,6 +85,17 @@ describe('workflows and activities', () => {
     expect(await h.result()).toEqual(['by token', 'by id']);
   });
 
+  it('records local activities as markers, with workflow-task heartbeats for a long one', async () => {
+    const h = await start<typeof wf.localActivities>('localActivities', [], { workflowTaskTimeout: '1s' });
+    expect(await h.result()).toEqual(['Hello, local!', '1']);
+    const ET = temporal.api.enums.v1.EventType;
+    const types = ((await h.fetchHistory()).events ?? []).map((e) => e.eventType);
+    expect(types.filter((t) => t === ET.EVENT_TYPE_MARKER_RECORDED)).toHaveLength(2);
+    // 1.5 s of local activity under a 1 s task timeout: the worker heartbeats the task instead of timing out.
+    expect(types.filter((t) => t === ET.EVENT_TYPE_WORKFLOW_TASK_COMPLETED).length).toBeGreaterThanOrEqual(2);
+    expect(types).not.toContain(ET.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT);
+  });
+
   it('fails the workflow with the failure the workflow threw', async () => {
     const h = await start<typeof wf.failing>('failing', []);
     const err = await h.result().catch((e) => e);
@@ -233,7 +244,8 @@ describe('visibility', () => {
     });
     await h.result();
     const d = await h.describe();
-    expect(d.memo).toEqual({ config: { lr: 3e-4 } });
+    expect(d.memo).toEqual({ config: { lr: 3e-4 }, phase: 'done' });
+    expect(d.searchAttributes.TemporalChangeVersion).toEqual(['report-v2']);
     expect(d.typedSearchAttributes.get({ name: 'FinetuneStage', type: 'KEYWORD' })).toBe('eval');
     expect(d.typedSearchAttributes.get({ name: 'FinetuneStep', type: 'INT' })).toBe(7);
     const query = `WorkflowId = '${h.workflowId}' AND FinetuneStage = 'eval' AND ExecutionStatus = 'Completed'`;

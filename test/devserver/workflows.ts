@@ -2,7 +2,7 @@
 import {
   proxyActivities, sleep, defineSignal, defineQuery, setHandler, condition, continueAsNew, workflowInfo,
   upsertSearchAttributes, CancellationScope, isCancellation, ActivityFailure, ApplicationFailure,
-  ActivityCancellationType, defineUpdate, executeChild, startChild, ChildWorkflowFailure, getExternalWorkflowHandle,
+  ActivityCancellationType, defineUpdate, upsertMemo, patched, proxyLocalActivities, executeChild, startChild, ChildWorkflowFailure, getExternalWorkflowHandle,
 } from '@temporalio/workflow';
 import { defineSearchAttributeKey } from '@temporalio/common';
 import type * as acts from './activities.js';
@@ -115,6 +115,15 @@ export async function searchAttributes(): Promise<void> {
   upsertSearchAttributes([{ key: step, value: 7 }, { key: stage, value: 'train' }]);
   await sleep(10);
   upsertSearchAttributes([{ key: stage, value: 'eval' }]);
+  upsertMemo({ phase: 'done' });
+  if (patched('report-v2')) await sleep(1); // patched() also writes TemporalChangeVersion
+}
+
+/** Local activities: a quick one (a marker), and one longer than the workflow task timeout, which the worker
+ *  covers with workflow-task heartbeats (force_create_new_workflow_task). */
+export async function localActivities(): Promise<string[]> {
+  const local = proxyLocalActivities<typeof acts>({ startToCloseTimeout: '10s' });
+  return [await local.greet('local'), String(await local.slowStep(1500))];
 }
 
 /** For kill-and-restart: a durable timer and a running activity at the same time. */
