@@ -43,8 +43,11 @@ process.env.OMP_WAIT_POLICY ??= 'passive';
 
 /** The loaded addon, or a load error message with possible solutions. */
 export function tryLoadAddon(): { addon?: NativeAddon; error?: string; file?: string } {
-  if (cached) return cached;
-  const candidates = addonCandidates();
+  return (cached ??= loadFirst(addonCandidates()));
+}
+
+/** Loads the first candidate that works (each probed in a child process first). */
+export function loadFirst(candidates: string[]): { addon?: NativeAddon; error?: string; file?: string } {
   const failures: string[] = [];
   for (const file of candidates) {
     const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(file)})`], { encoding: 'utf8', timeout: 30_000 });
@@ -53,14 +56,13 @@ export function tryLoadAddon(): { addon?: NativeAddon; error?: string; file?: st
       continue;
     }
     try {
-      cached = { addon: require(file) as NativeAddon, file };
-      return cached;
+      return { addon: require(file) as NativeAddon, file };
     } catch (e) {
       failures.push(`${file}: ${(e as Error).message}`);
     }
   }
   const tried = failures.length ? `Tried:\n  ${failures.join('\n  ')}` : `No addon found under ${buildRoot}.`;
-  cached = {
+  return {
     error:
       `Could not load the training engine addon (${process.platform}-${process.arch}, Node ${process.versions.node}).\n${tried}\n` +
       'Possible solutions:\n' +
@@ -70,7 +72,6 @@ export function tryLoadAddon(): { addon?: NativeAddon; error?: string; file?: st
       '- Point FINETUNE_ENGINE_ADDON at a finetune_engine.node you built elsewhere\n' +
       '- See native/README.md',
   };
-  return cached;
 }
 
 export function loadAddon(): NativeAddon {

@@ -4,7 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { writeFileSync } from 'node:fs';
 import { Engine, EngineError, engineAvailable } from '../../native/index.js';
+import { loadFirst } from '../../native/loader.js';
 import { maxAbsDiff, patternTokens, shardsFromTokens, tinyConfig, tmp } from './helpers.js';
 
 const root = resolve(import.meta.dirname, '../..');
@@ -16,6 +18,16 @@ describe('engine build', () => {
     expect(a.ok).toBe(true);
     expect(a.backends).toContain('cpu');
     expect(a.blas).toMatch(/openblas|builtin-blocked/);
+  });
+
+  it('explains a broken addon with possible solutions instead of crashing', () => {
+    const bogus = join(tmp('bogus'), 'finetune_engine.node');
+    writeFileSync(bogus, 'not an ELF file');
+    const r = loadFirst([bogus]);
+    expect(r.addon).toBeUndefined();
+    expect(r.error).toContain(bogus);
+    expect(r.error).toMatch(/Possible solutions:[\s\S]*npm run build:native/);
+    expect(loadFirst([]).error).toMatch(/No addon found/);
   });
 
   it('passes the C++ engine tests (gradient check, formats, checkpoints, resume)', () => {
