@@ -78,13 +78,13 @@ export async function main(argv: string[]): Promise<number> {
     const handle = await startOrAttach(client, cfg, log);
     log(`workflow ${handle.workflowId}`);
     let finished = false;
+    // A query needs a workflow worker to answer; never let one hang the loop (e.g. after Ctrl-C stopped ours).
+    const query = () =>
+      Promise.race([handle.query(progressQuery), new Promise<null>((r) => setTimeout(() => r(null), 5000).unref())]).catch(() => null);
     const poll = (async () => {
       while (!finished) {
-        try {
-          view.update(await handle.query(progressQuery));
-        } catch {
-          /* no workflow task has run yet, or the run is closing */
-        }
+        const p = await query(); // null: no workflow task has run yet, or the run is closing
+        if (p) view.update(p);
         await new Promise((r) => setTimeout(r, 1000));
       }
     })();
@@ -97,11 +97,8 @@ export async function main(argv: string[]): Promise<number> {
     } finally {
       finished = true;
       await poll;
-      try {
-        view.update(await handle.query(progressQuery));
-      } catch {
-        /* closed runs answer queries only while their history is kept */
-      }
+      const last = interrupted ? null : await query();
+      if (last) view.update(last);
       view.stop();
     }
     if (json) process.stdout.write(JSON.stringify(report) + '\n');

@@ -13,7 +13,13 @@ export async function main(argv: string[]): Promise<number> {
   try {
     const handle = client.workflow.getHandle(positionals[0]!);
     const d = await handle.describe();
-    const p = await handle.query(progressQuery);
+    // Queries are answered by a workflow worker; say so instead of waiting forever when none is running.
+    const p = await Promise.race([
+      handle.query(progressQuery),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`no answer to the progress query within 15 s (status ${d.status.name}): is a worker polling '${d.taskQueue}' (finetune worker --queues ${d.taskQueue})?`)), 15_000).unref(),
+      ),
+    ]);
     if (values.json) {
       process.stdout.write(JSON.stringify({ status: d.status.name, runId: d.runId, ...p }) + '\n');
       return 0;

@@ -100,7 +100,8 @@ afterAll(async () => {
   await client?.connection.close();
 });
 
-describe('fault tolerance (CPU backend, dev server, workers as processes)', () => {
+// Each run is a few dozen seconds on an idle 2-core machine; the limits leave room for a loaded CI host.
+describe('fault tolerance (CPU backend, dev server, workers as processes)', { timeout: 400_000 }, () => {
   let reference: FinetuneReport;
 
   it('an uninterrupted run: the reference weights', async () => {

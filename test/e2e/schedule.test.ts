@@ -66,4 +66,4 @@ it('scheduled runs continue the series, skip overlaps, and can be paused and del
   const left = [];
   for await (const s of h.client.schedule.list()) left.push(s.scheduleId);
   expect(left).not.toContain('finetune-nightly');
-});
+}, 300_000);

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The finetune workflow on a GPU host with the CUDA backend, the way an operator runs it: a Temporal server
+# (the embedded dev server here; no network on the device), a CPU worker (`finetune worker --queues finetune`)
+# and a GPU worker (`finetune worker --queues finetune-gpu --backend cuda`) as separate processes, the run started
+# with `finetune start` and followed with `finetune status`. Midway the GPU worker is SIGKILLed and a new one
+# started: the run must resume from its last checkpoint on the GPU. Logs and the report go to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"
+source .ft-kit/setup.sh
+t0=$(date +%s)
+ENGINE_CUDA=1 node native/scripts/build.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 ))s"; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+node -e "import('tsx/esm/api').then(async ({register})=>{register(); const m = await import('./native/index.ts'); console.log(JSON.stringify(m.engineAvailable()))})" | tee "$OUT/engine.json"
+P=7233; ROOT=/tmp/ftgpu
+export TEMPORAL_ADDRESS=127.0.0.1:$P
+node bin/finetune.js devserver --port $P --db /tmp/ftgpu.db > "$OUT/server.log" 2>&1 &
+for i in $(seq 50); do grep -q listening "$OUT/server.log" && break; sleep 0.2; done
+node bin/finetune.js worker --queues finetune > "$OUT/cpu-worker.log" 2>&1 &
+node bin/finetune.js worker --queues finetune-gpu --backend cuda --progress-interval-ms 500 > "$OUT/gpu-worker-1.log" 2>&1 &
+GPU1=$!
+SETS=(--set storage.root=$ROOT --set training.backend=cuda --set training.maxSteps=${STEPS:-600} --set training.segmentSteps=100
+      --set checkpoint.everySteps=50 --set temporal.heartbeatTimeoutSeconds=10 --set generation.maxNewTokens=64)
+ID=$(node bin/finetune.js start configs/presets/default.json "${SETS[@]}")
+echo "workflow $ID"
+killed=0
+for i in $(seq 600); do
+  S=$(node bin/finetune.js status "$ID" --json 2>/dev/null) || { sleep 1; continue; }
+  st=$(echo "$S" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["stage"], d["step"], d["totalSteps"], (d.get("lastCheckpoint") or {}).get("step"))')
+  echo "$(( $(date +%s) - t0 ))s $st"
+  set -- $st
+  if [ $killed = 0 ] && [ "$5" != "None" ] && [ "$5" -ge 200 ] 2>/dev/null; then
+    kill -9 $GPU1; killed=1; echo "SIGKILLed GPU worker $GPU1 at step $3 (last checkpoint $5)"
+    node bin/finetune.js worker --queues finetune-gpu --backend cuda --progress-interval-ms 500 > "$OUT/gpu-worker-2.log" 2>&1 &
+  fi
+  [ "$1" = RUNNING ] || break
+  sleep 2
+done
+cp "$ROOT"/moby-dick-tiny/*/report.json "$OUT/report.json" 2>/dev/null
+ls -la "$ROOT"/moby-dick-tiny/*/model > "$OUT/model-files.txt" 2>&1
+python3 - "$OUT/report.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["train"]
+print("steps", t["steps"], "loss", t["firstLoss"], "->", t["lastLoss"], "tok/s", t["tokensPerSec"], "resumed from", t["resumedFromSteps"])
+print("eval", r["eval"]); print("stages", r["stageMs"]); print("notes", r["notes"])
+for s in r["samples"]: print(repr(s["prompt"]), "->", repr(s["text"][:200]))
+PY
+# Load the exported model with transformers: the HF directory must be usable as is.
+python3 - "$ROOT" <<'PY' 2>&1 | tail -5
+import glob, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+d = glob.glob(sys.argv[1] + "/moby-dick-tiny/*/model")[0]
+m = AutoModelForCausalLM.from_pretrained(d); tok = AutoTokenizer.from_pretrained(d)
+ids = tok("Call me Ishmael.", return_tensors="pt").input_ids
+out = m.generate(ids, max_new_tokens=20, do_sample=False)
+print("transformers loads the export:", type(m).__name__, sum(p.numel() for p in m.parameters()), "params:", repr(tok.decode(out[0])))
+PY
