@@ -5,9 +5,10 @@
 import { startDevServer } from '../devserver/index.js';
 
 const USAGE = `usage: finetune devserver [--port 7233] [--db FILE] [--namespace default] [--ip 127.0.0.1]
-                          [--search-attribute Name=Type]... [--log]
+                          [--search-attribute Name=Type]... [--time-skipping] [--log]
   --db FILE     SQLite file holding every workflow, timer and task (default: in memory, lost on exit)
-  --port 0      picks a free port; the address is printed on one line when the server is ready`;
+  --port 0      picks a free port; the address is printed on one line when the server is ready
+  --time-skipping  virtual time for tests: the TestService of @temporalio/testing (createTimeSkipping)`;
 
 // Flags of `temporal server start-dev` that take a value and mean nothing here.
 const IGNORED_WITH_VALUE = new Set(['--log-format', '--log-level', '--dynamic-config-value', '--ui-port', '--http-port', '--metrics-port', '--config', '--log-config', '--sqlite-pragma', '--ui-ip', '--ui-public-path', '--ui-asset-path', '--ui-codec-endpoint']);
@@ -19,10 +20,11 @@ export interface DevServerArgs {
   namespace: string;
   searchAttributes: Record<string, string>;
   verbose: boolean;
+  timeSkipping: boolean;
 }
 
 export function parseArgs(argv: string[]): DevServerArgs {
-  const args: DevServerArgs = { port: 7233, ip: '127.0.0.1', dbFile: ':memory:', namespace: 'default', searchAttributes: {}, verbose: false };
+  const args: DevServerArgs = { port: 7233, ip: '127.0.0.1', dbFile: ':memory:', namespace: 'default', searchAttributes: {}, verbose: false, timeSkipping: false };
   const rest = argv[0] === 'start-dev' ? argv.slice(1) : argv;
   for (let i = 0; i < rest.length; i++) {
     const raw = rest[i]!;
@@ -63,6 +65,9 @@ export function parseArgs(argv: string[]): DevServerArgs {
       case '--log':
         args.verbose = true;
         break;
+      case '--time-skipping':
+        args.timeSkipping = true;
+        break;
       case '--help':
       case '-h':
         throw Object.assign(new Error(USAGE), { help: true });
@@ -89,6 +94,7 @@ export async function main(argv: string[]): Promise<number> {
     dbFile: args.dbFile,
     namespace: args.namespace,
     searchAttributes: args.searchAttributes,
+    timeSkipping: args.timeSkipping,
     log: (line) => {
       if (args.verbose || line.startsWith('error') || line.startsWith('warn')) console.error(`devserver: ${line}`);
     },

@@ -167,7 +167,9 @@ export class Engine {
         resolve();
       };
       set.add(done);
-      const cancel = this.clock.at(this.clock.now() + timeoutMs, done);
+      // Real time: this is the caller's wait, not workflow time (a time-skipping clock must not jump for it).
+      const timer = setTimeout(done, timeoutMs);
+      const cancel = () => clearTimeout(timer);
       onCancel(done);
     });
   }

@@ -19,6 +19,7 @@ export const SERVICES = {
   workflow: 'temporal.api.workflowservice.v1.WorkflowService',
   operator: 'temporal.api.operatorservice.v1.OperatorService',
   health: 'grpc.health.v1.Health',
+  test: 'temporal.api.testservice.v1.TestService',
 } as const;
 
 function definitionFor(serviceName: string): { def: grpc.ServiceDefinition; methods: Map<string, Method> } {

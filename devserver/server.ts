@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { ServiceError, type ScheduleHost, type ScheduleService, type CreateScheduleService } from './contract.js';
 import { createScheduleService } from './schedules/index.js';
 import { Store } from './store.js';
-import { RealClock } from './clock.js';
+import { RealClock, SkippingClock } from './clock.js';
 import { Engine } from './engine.js';
 import { Matching } from './matching.js';
 import { addService, SERVICES, type Handler } from './grpc.js';
@@ -15,7 +15,7 @@ import { clientHandlers } from './rpc-client.js';
 import { workerHandlers } from './rpc-worker.js';
 import { dropQueries } from './workflow-tasks.js';
 import { SA_TYPES, PREDEFINED, SYSTEM } from './attributes.js';
-import { api, WS, dur, notFound } from './proto.js';
+import { api, WS, dur, ms, notFound } from './proto.js';
 import { googleStatus } from './engine.js';
 
 const createSchedules: CreateScheduleService = createScheduleService;
@@ -26,6 +26,12 @@ export interface DevServerOptions {
   dbFile?: string; // ':memory:' or a path
   namespace?: string;
   log?: (line: string) => void;
+  /**
+   * Virtual time for tests (TestService, as @temporalio/testing's createTimeSkipping expects): when no client
+   * holds the time-skipping lock and no workflow/activity task is queued or running, time jumps to the next timer.
+   * Use with ':memory:' databases only.
+   */
+  timeSkipping?: boolean;
   /** Custom search attributes to register up front, name → type (Keyword, Text, Int, Double, Bool, Datetime, KeywordList). */
   searchAttributes?: Record<string, string>;
 }
@@ -44,9 +50,18 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const log = opts.log ?? (() => {});
   const ip = opts.ip ?? '127.0.0.1';
   const store = new Store(opts.dbFile ?? ':memory:');
-  const clock = new RealClock();
+  const skipping = opts.timeSkipping ? new SkippingClock() : undefined;
+  const clock = skipping ?? new RealClock();
   const engine = new Engine(store, clock, log);
-  engine.matching = new Matching(clock, log);
+  // Poll deadlines are the callers' real time, never virtual time.
+  const pollClock = new RealClock();
+  engine.matching = new Matching(pollClock, log);
+  if (skipping) {
+    const busy = store.db.prepare(`SELECT EXISTS (SELECT 1 FROM tasks) OR EXISTS (SELECT 1 FROM executions WHERE status = 1 AND (
+      json_extract(state, '$.wft.state') = 'started' OR EXISTS (SELECT 1 FROM json_each(state, '$.activities') WHERE json_extract(value, '$.state') = 'started'))) AS busy`);
+    skipping.busy = () => (busy.get() as { busy: number }).busy === 1;
+    store.onCommit = () => skipping.maybeSkip();
+  }
 
   // ─── namespaces ──────────────────────────────────────────────────────────────────────────────────────
   const insertNs = store.db.prepare('INSERT OR IGNORE INTO namespaces (name, id, description, retention_days, created_ms) VALUES (?, ?, ?, ?, ?)');
@@ -163,6 +178,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   addService(server, SERVICES.workflow, { ...info, ...clientHandlers(engine, assertNs), ...workerHandlers(engine, assertNs), ...schedules.handlers }, log);
   addService(server, SERVICES.operator, operator, log);
   addService(server, SERVICES.health, { Check: () => ({ status: 1 }) }, log);
+  if (skipping) addService(server, SERVICES.test, testService(skipping), log);
 
   const hostPort = ip.includes(':') ? `[${ip}]:${opts.port ?? 7233}` : `${ip}:${opts.port ?? 7233}`;
   let port: number;
@@ -204,7 +220,46 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
           });
         });
         clock.stopAll();
+        pollClock.stopAll();
         store.close();
       })()),
+  };
+}
+
+/** temporal.api.testservice.v1.TestService over the skipping clock. */
+function testService(clock: SkippingClock): Record<string, Handler> {
+  const sleepUntil = (atMs: number) => new Promise<void>((resolve) => clock.at(atMs, resolve));
+  return {
+    LockTimeSkipping: () => {
+      clock.lock();
+      return {};
+    },
+    UnlockTimeSkipping: () => {
+      try {
+        clock.unlock();
+      } catch (e) {
+        throw new ServiceError(grpc.status.FAILED_PRECONDITION, (e as Error).message);
+      }
+      return {};
+    },
+    Sleep: async (req: { duration?: any }) => {
+      await sleepUntil(clock.now() + ms(req.duration));
+      return {};
+    },
+    SleepUntil: async (req: { timestamp?: any }) => {
+      await sleepUntil(ms(req.timestamp));
+      return {};
+    },
+    UnlockTimeSkippingWithSleep: async (req: { duration?: any }) => {
+      const until = clock.now() + ms(req.duration);
+      clock.unlock();
+      try {
+        await sleepUntil(until);
+      } finally {
+        clock.lock();
+      }
+      return {};
+    },
+    GetCurrentTime: () => ({ time: dur(clock.now()) }),
   };
 }

@@ -69,6 +69,8 @@ export interface ExecutionRow {
 export class Store {
   readonly db: Database.Database;
   private effects: Array<() => void> = [];
+  /** Called after every committed transaction and its effects (the time-skipping clock checks for idleness). */
+  onCommit?: () => void;
   private depth = 0;
   private readonly s;
 
@@ -137,6 +139,7 @@ export class Store {
     this.effects = [];
     const runAll = () => {
       for (const f of effects) f();
+      this.onCommit?.();
     };
     if (foreign) setImmediate(runAll);
     else runAll();

@@ -61,3 +61,8 @@ export async function completeLater(): Promise<string> {
   asyncTokens.push(Context.current().info.taskToken);
   throw new CompleteAsyncError();
 }
+
+export async function failFirstAttempt(): Promise<number> {
+  if (Context.current().info.attempt === 1) throw new Error('transient failure (simulated)');
+  return Context.current().info.attempt;
+}

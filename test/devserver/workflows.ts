@@ -213,3 +213,12 @@ export async function flakyWorkflow(): Promise<number> {
   if (attempt < 3) throw ApplicationFailure.retryable(`attempt ${attempt} failed`, 'Flaky');
   return attempt;
 }
+
+/** A day of timers and a retry with a long backoff: seconds of real time under a time-skipping server. */
+export async function longWait(): Promise<number> {
+  const started = Date.now();
+  await sleep('1 day');
+  const a = proxyActivities<typeof acts>({ startToCloseTimeout: '10s', retry: { initialInterval: '1 hour', maximumAttempts: 2 } });
+  await a.failFirstAttempt();
+  return Date.now() - started;
+}
