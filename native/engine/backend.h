@@ -37,6 +37,10 @@ struct Batch {
   const int32_t* inputs = nullptr;   // (B, T) token ids in [0, V)
   const int32_t* targets = nullptr;  // (B, T) shifted targets, IGNORE_INDEX where masked
   size_t B = 0, T = 0;
+  // Dropout (model.dropout > 0, training only): masks are a pure function of (dropout_seed, stream, element
+  // index) — dropout_keep() in layers of the reference — so a backend can recompute them in the backward and
+  // resume stays exact (the engine draws one seed per micro-batch from its checkpointed RNG).
+  uint64_t dropout_seed = 0;
 };
 
 // Summed over the non-ignored targets of a batch.

@@ -73,6 +73,7 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
     if (abort && abort->load()) { res.aborted = true; break; }
     const double ts = now_ms();
     const DataCursor before = loader_.cursor;
+    const Rng rng_before = rng_;
     // Fetch the step's micro-batches first: the loss is averaged over all their targets (see engine.h).
     size_t n_targets = 0;
     for (size_t a = 0; a < A; a++) {
@@ -95,7 +96,10 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
       hp.weight_decay = train_.weight_decay;
       hp.t = (long)step_ + 1;
       batches_.clear();
-      for (size_t a = 0; a < A; a++) batches_.push_back(Batch{inputs_.data() + a * B * T, targets_.data() + a * B * T, B, T});
+      for (size_t a = 0; a < A; a++) {
+        batches_.push_back(Batch{inputs_.data() + a * B * T, targets_.data() + a * B * T, B, T});
+        if (model().dropout > 0) batches_.back().dropout_seed = rng_u64(rng_);  // RNG is checkpointed: exact resume
+      }
       const float dloss = 1.0f / (float)n_targets;
       backend_->step_async(batches_.data(), A, dloss, hp, train_.grad_clip, train_.divergence_loss);
       const StepOutput out = backend_->step_wait();
@@ -121,6 +125,7 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
       if (progress) progress(p);
     } catch (...) {
       loader_.cursor = before;  // the failed step did not happen: state stays at the last completed step
+      rng_ = rng_before;
       throw;
     }
   }

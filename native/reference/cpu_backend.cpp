@@ -88,8 +88,6 @@ class CpuBackend final : public Backend {
                  opts.zero_stage, opts.world_size);
     ENGINE_CHECK(opts.offload == "none", BadConfig, "optimizer offload is a cuda-backend option",
                  "cpu backend: offload '%s' requested (the optimizer already lives on the CPU)", opts.offload.c_str());
-    ENGINE_CHECK(cfg.dropout == 0.0f, BadConfig, "set model.dropout to 0 (the fine-tuning default)",
-                 "the cpu backend does not implement dropout; model.dropout = %g requested", cfg.dropout);
     threads_ = opts.num_threads;
 #ifdef _OPENMP
     if (threads_ <= 0) threads_ = omp_get_num_procs();
@@ -131,12 +129,12 @@ class CpuBackend final : public Backend {
 
   double forward_backward(const Batch& batch, float dloss) override {
     set_threads_();
-    forward_(batch);
+    forward_(batch, train_dropout_(batch));
     size_t nt = 0, nc = 0;
     const size_t N = batch.B * batch.T;
     double loss = crossentropy_forward(acts_.losses.data(), acts_.lse.data(), acts_.logits.data(), batch.targets, N,
                                        cfg_.vocab_size, &nt, &nc);
-    backward_(batch, dloss);
+    backward_(batch, dloss, train_dropout_(batch));
     return loss;
   }
 
@@ -243,14 +241,19 @@ class CpuBackend final : public Backend {
     }
   }
 
-  // Forward through the LM head: acts_.logits (B, T, V).
-  void forward_(const Batch& batch) {
+  // Dropout streams: per layer, attention probabilities / attention output / MLP output; then the embeddings.
+  Dropout train_dropout_(const Batch& b) const { return Dropout{cfg_.dropout, b.dropout_seed}; }
+  static uint64_t stream_(size_t layer, int which) { return layer * 4 + (uint64_t)which; }
+
+  // Forward through the LM head: acts_.logits (B, T, V). `drop` is inactive for evaluation and logits.
+  void forward_(const Batch& batch, const Dropout& drop = Dropout()) {
     check_batch_(batch);
     const size_t B = batch.B, T = batch.T, C = cfg_.n_embd, NH = cfg_.n_head, V = cfg_.vocab_size, L = cfg_.n_layer;
     const size_t N = B * T;
     ensure_acts_(B, T, false);
     Activations& a = acts_;
     encoder_forward(a.encoded.data(), batch.inputs, p_(wte_index()), p_(wpe_index()), B, T, C);
+    dropout_apply(a.encoded.data(), N * C, drop, stream_(L, 3));
     for (size_t l = 0; l < L; l++) {
       const float* residual = l == 0 ? a.encoded.data() : a.residual3.data() + (l - 1) * N * C;
       float* ln1 = a.ln1.data() + l * N * C;
@@ -268,14 +271,16 @@ class CpuBackend final : public Backend {
       layernorm_forward(ln1, a.ln1_mean.data() + l * N, a.ln1_rstd.data() + l * N, residual, p_(block_index(l, LN1_W)),
                         p_(block_index(l, LN1_B)), N, C, cfg_.layer_norm_eps);
       matmul_forward(qkv, ln1, p_(block_index(l, ATTN_W)), p_(block_index(l, ATTN_B)), N, C, 3 * C);
-      attention_forward(atty, preatt, att, qkv, B, T, C, NH);
+      attention_forward(atty, preatt, att, qkv, B, T, C, NH, drop, stream_(l, 0));
       matmul_forward(attproj, atty, p_(block_index(l, ATTNPROJ_W)), p_(block_index(l, ATTNPROJ_B)), N, C, C);
+      dropout_apply(attproj, N * C, drop, stream_(l, 1));  // HF resid_dropout, before the residual add
       residual_forward(res2, residual, attproj, N * C);
       layernorm_forward(ln2, a.ln2_mean.data() + l * N, a.ln2_rstd.data() + l * N, res2, p_(block_index(l, LN2_W)),
                         p_(block_index(l, LN2_B)), N, C, cfg_.layer_norm_eps);
       matmul_forward(fch, ln2, p_(block_index(l, FC_W)), p_(block_index(l, FC_B)), N, C, 4 * C);
       gelu_forward(fchg, fch, N * 4 * C);
       matmul_forward(fcproj, fchg, p_(block_index(l, FCPROJ_W)), p_(block_index(l, FCPROJ_B)), N, 4 * C, C);
+      dropout_apply(fcproj, N * C, drop, stream_(l, 2));
       residual_forward(res3, res2, fcproj, N * C);
     }
     const float* last = a.residual3.data() + (L - 1) * N * C;
@@ -285,7 +290,7 @@ class CpuBackend final : public Backend {
   }
 
   // Backward from the cross-entropy (after forward_ on the same batch); accumulates into grads_.
-  void backward_(const Batch& batch, float dloss) {
+  void backward_(const Batch& batch, float dloss, const Dropout& drop) {
     const size_t B = batch.B, T = batch.T, C = cfg_.n_embd, NH = cfg_.n_head, V = cfg_.vocab_size, L = cfg_.n_layer;
     const size_t N = B * T;
     ensure_acts_(B, T, true);
@@ -307,6 +312,7 @@ class CpuBackend final : public Backend {
       float* dres2 = d.residual2.data() + l * N * C;
       float* dfcproj = d.fcproj.data() + l * N * C;
       residual_backward(dres2, dfcproj, dres3, N * C);
+      dropout_apply(dfcproj, N * C, drop, stream_(l, 2));  // the same mask scales the gradient
       float* dfchg = d.fch_gelu.data() + l * N * 4 * C;
       matmul_backward(dfchg, g_(block_index(l, FCPROJ_W)), g_(block_index(l, FCPROJ_B)), dfcproj,
                       a.fch_gelu.data() + l * N * 4 * C, p_(block_index(l, FCPROJ_W)), N, 4 * C, C);
@@ -321,18 +327,21 @@ class CpuBackend final : public Backend {
       // res2 = residual + attproj
       float* dattproj = d.attproj.data() + l * N * C;
       residual_backward(dresidual, dattproj, dres2, N * C);
+      dropout_apply(dattproj, N * C, drop, stream_(l, 1));
       float* datty = d.atty.data() + l * N * C;
       matmul_backward(datty, g_(block_index(l, ATTNPROJ_W)), g_(block_index(l, ATTNPROJ_B)), dattproj,
                       a.atty.data() + l * N * C, p_(block_index(l, ATTNPROJ_W)), N, C, C);
       float* dqkv = d.qkv.data() + l * N * 3 * C;
       attention_backward(dqkv, d.preatt.data() + l * B * NH * T * T, d.att.data() + l * B * NH * T * T, datty,
-                         a.qkv.data() + l * N * 3 * C, a.att.data() + l * B * NH * T * T, B, T, C, NH);
+                         a.qkv.data() + l * N * 3 * C, a.att.data() + l * B * NH * T * T, B, T, C, NH, drop,
+                         stream_(l, 0));
       float* dln1 = d.ln1.data() + l * N * C;
       matmul_backward(dln1, g_(block_index(l, ATTN_W)), g_(block_index(l, ATTN_B)), dqkv, a.ln1.data() + l * N * C,
                       p_(block_index(l, ATTN_W)), N, C, 3 * C);
       layernorm_backward(dresidual, g_(block_index(l, LN1_W)), g_(block_index(l, LN1_B)), dln1, residual,
                          p_(block_index(l, LN1_W)), a.ln1_mean.data() + l * N, a.ln1_rstd.data() + l * N, N, C);
     }
+    dropout_apply(d.encoded.data(), N * C, drop, stream_(L, 3));
     encoder_backward(g_(wte_index()), g_(wpe_index()), d.encoded.data(), batch.inputs, B, T, C);
   }
 

@@ -115,10 +115,29 @@ void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, co
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// dropout
+
+float dropout_scale(const Dropout& d, uint64_t stream, uint64_t i) {
+  // SplitMix64 finaliser of (seed, stream, index): counter-based, so any element's mask is computable alone
+  uint64_t z = d.seed + stream * 0xD1B54A32D192ED03ull + i * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  const double u = (double)(z >> 11) * (1.0 / 9007199254740992.0);
+  return u < d.p ? 0.0f : 1.0f / (1.0f - d.p);
+}
+
+void dropout_apply(float* x, size_t N, const Dropout& d, uint64_t stream) {
+  if (!d.active()) return;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < (long)N; i++) x[i] *= dropout_scale(d, stream, (uint64_t)i);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // causal self-attention
 
 void attention_forward(float* out, float* preatt, float* att, const float* qkv, size_t B, size_t T, size_t C,
-                       size_t NH) {
+                       size_t NH, const Dropout& drop, uint64_t stream) {
   const size_t C3 = 3 * C, hs = C / NH;
   const float scale = 1.0f / std::sqrt((float)hs);
 #pragma omp parallel for collapse(3) schedule(static)
@@ -150,15 +169,18 @@ void attention_forward(float* out, float* preatt, float* att, const float* qkv, 
         }
         float* o = out + (size_t)b * T * C + (size_t)t * C + (size_t)h * hs;
         for (size_t i = 0; i < hs; i++) o[i] = 0;
+        const uint64_t row = (((uint64_t)b * NH + h) * T + t) * T;  // element index base of this row of att
         for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
           const float* v = qkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
-          for (size_t i = 0; i < hs; i++) o[i] += a[t2] * v[i];
+          const float w = drop.active() ? a[t2] * dropout_scale(drop, stream, row + t2) : a[t2];
+          for (size_t i = 0; i < hs; i++) o[i] += w * v[i];
         }
       }
 }
 
 void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
-                        const float* att, size_t B, size_t T, size_t C, size_t NH) {
+                        const float* att, size_t B, size_t T, size_t C, size_t NH, const Dropout& drop,
+                        uint64_t stream) {
   const size_t C3 = 3 * C, hs = C / NH;
   const float scale = 1.0f / std::sqrt((float)hs);
   // Parallel over (b, h) only: every t writes the dk/dv rows of all t2 <= t of the same head.
@@ -172,16 +194,18 @@ void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* d
         const float* d = dout + (size_t)b * T * C + t * C + (size_t)h * hs;
         const float* q = qkv + (size_t)b * T * C3 + t * C3 + (size_t)h * hs;
         float* dq = dqkv + (size_t)b * T * C3 + t * C3 + (size_t)h * hs;
-        // out = att @ v
+        // out = dropout(att) @ v
+        const uint64_t row = (((uint64_t)b * NH + h) * T + t) * T;
         for (size_t t2 = 0; t2 <= t; t2++) {
           const float* v = qkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
           float* dv = dqkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
+          const float m = drop.active() ? dropout_scale(drop, stream, row + t2) : 1.0f;
           float s = 0;
           for (size_t i = 0; i < hs; i++) {
             s += v[i] * d[i];
-            dv[i] += a[t2] * d[i];
+            dv[i] += a[t2] * m * d[i];
           }
-          da[t2] = s;
+          da[t2] = s * m;
         }
         // softmax: dpre = att * (datt - sum(att * datt))
         float dot = 0;

@@ -24,11 +24,25 @@ void matmul_forward(float* out, const float* inp, const float* w, const float* b
 void matmul_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
                      size_t N, size_t C, size_t OC);
 
-// Causal self-attention over qkv (B, T, 3C) = [q | k | v]; out (B, T, C); preatt, att (B, NH, T, T).
+// Dropout masks without storage: element i of stream s is kept when a hash of (seed, s, i) is >= p, and kept
+// values are scaled by 1 / (1 - p) (inverted dropout, as torch.nn.Dropout). p == 0 is the identity.
+struct Dropout {
+  float p = 0;
+  uint64_t seed = 0;
+  bool active() const { return p > 0; }
+};
+float dropout_scale(const Dropout& d, uint64_t stream, uint64_t i);  // 0 or 1 / (1 - p)
+// x (N) *= mask: the forward in place, and equally the backward of the gradient in place.
+void dropout_apply(float* x, size_t N, const Dropout& d, uint64_t stream);
+
+// Causal self-attention over qkv (B, T, 3C) = [q | k | v]; out (B, T, C); preatt, att (B, NH, T, T) (att before
+// dropout). With drop active, the probabilities are dropped out (stream `stream`) before weighting v, as HF's
+// attn_dropout; the backward recomputes the mask.
 void attention_forward(float* out, float* preatt, float* att, const float* qkv, size_t B, size_t T, size_t C,
-                       size_t NH);
+                       size_t NH, const Dropout& drop = Dropout(), uint64_t stream = 0);
 void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
-                        const float* att, size_t B, size_t T, size_t C, size_t NH);
+                        const float* att, size_t B, size_t T, size_t C, size_t NH, const Dropout& drop = Dropout(),
+                        uint64_t stream = 0);
 
 // GELU, tanh approximation (HF "gelu_new").
 void gelu_forward(float* out, const float* inp, size_t N);

@@ -42,8 +42,9 @@ static void random_batch(size_t B, size_t T, size_t V, uint64_t seed, std::vecto
   }
 }
 
-TEST(gradcheck_central_differences) {
+static void gradcheck(float dropout) {
   ModelConfig cfg = tiny_config();
+  cfg.dropout = dropout;
   BackendOptions opts;
   opts.num_threads = 2;
   auto be = create_backend(cfg, opts);
@@ -54,12 +55,12 @@ TEST(gradcheck_central_differences) {
   std::vector<int32_t> in, tg;
   random_batch(B, T, cfg.vocab_size, 5, in, tg);
   Batch batch{in.data(), tg.data(), B, T};
+  batch.dropout_seed = 77;  // the same masks for every evaluation: a deterministic function of the weights
   size_t n = 0;
   for (int32_t t : tg) n += t != IGNORE_INDEX;
   auto loss_at = [&](const std::vector<float>& q) {
     be->set_params(q.data());
-    EvalStats s = be->forward_eval(batch);
-    return s.loss_sum / (double)s.n_targets;
+    return be->forward_backward(batch, 0.0f) / (double)n;  // training-mode forward (dropout on), no gradient
   };
   be->zero_grad();
   be->forward_backward(batch, 1.0f / (float)n);
@@ -93,6 +94,30 @@ TEST(gradcheck_central_differences) {
       }
     }
   }
+}
+
+TEST(gradcheck_central_differences) { gradcheck(0.0f); }
+TEST(gradcheck_with_dropout) { gradcheck(0.2f); }
+
+TEST(dropout_is_training_only_and_seeded) {
+  ModelConfig cfg = tiny_config();
+  cfg.dropout = 0.3f;
+  BackendOptions opts;
+  auto be = create_backend(cfg, opts);
+  std::vector<float> p = random_params(be->layout(), 5);
+  be->set_params(p.data());
+  std::vector<int32_t> in, tg;
+  random_batch(2, 6, cfg.vocab_size, 3, in, tg);
+  Batch b{in.data(), tg.data(), 2, 6};
+  auto loss = [&](uint64_t seed) { b.dropout_seed = seed; be->zero_grad(); return be->forward_backward(b, 0.0f); };
+  CHECK(loss(1) == loss(1));
+  CHECK(loss(1) != loss(2));
+  // evaluation ignores dropout: equals a dropout-free model
+  double ev = be->forward_eval(b).loss_sum;
+  cfg.dropout = 0;
+  auto be0 = create_backend(cfg, opts);
+  be0->set_params(p.data());
+  CHECK(ev == be0->forward_eval(b).loss_sum);
 }
 
 TEST(grad_accumulation_matches_one_big_batch) {
@@ -208,9 +233,10 @@ TEST(dataloader_visits_every_sequence_once_per_epoch) {
   CHECK(dl.cursor.epoch == 1 && dl.cursor.shard == 0 && dl.cursor.offset == 1);
 }
 
-TEST(resume_is_bit_exact) {
-  // N steps + save + load + N steps == 2N steps, bit for bit (weights, moments, losses, cursor).
+static void resume_exact(float dropout) {
+  // N steps + save + load + N steps == 2N steps, bit for bit (weights, moments, losses, cursor, RNG).
   ModelConfig cfg = tiny_config();
+  cfg.dropout = dropout;
   TrainConfig tc;
   tc.micro_batch_size = 3; tc.grad_accum_steps = 2; tc.learning_rate = 3e-3f; tc.warmup_steps = 2; tc.shuffle_seed = 5;
   BackendOptions opts;
@@ -244,3 +270,6 @@ TEST(resume_is_bit_exact) {
   CHECK(ra.losses.back() < ra.losses.front());
   remove_tree(dir);
 }
+
+TEST(resume_is_bit_exact) { resume_exact(0.0f); }
+TEST(resume_is_bit_exact_with_dropout) { resume_exact(0.1f); }  // dropout masks come from the checkpointed RNG

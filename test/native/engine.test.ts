@@ -52,7 +52,7 @@ describe('Engine', () => {
   });
 
   it('rejects what it cannot honour with coded errors that keep the JS stack', async () => {
-    await expect(Engine.create(tinyConfig({ model: { dropout: 0.1 } }))).rejects.toMatchObject({ code: 'BAD_CONFIG' });
+    await expect(Engine.create(tinyConfig({ parallelism: { zeroStage: 1 } }))).rejects.toMatchObject({ code: 'BAD_CONFIG' });
     if (!engineAvailable().backends.includes('cuda'))
       await expect(Engine.create(tinyConfig(), { backend: 'cuda' })).rejects.toMatchObject({ code: 'BAD_CONFIG' });
     const e = await Engine.create(tinyConfig());

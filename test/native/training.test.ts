@@ -107,6 +107,20 @@ describe('training on the cpu backend', () => {
     e.dispose();
   });
 
+  it('trains with dropout (seeded from the checkpointed RNG) and evaluates without it', async () => {
+    const cfg = tinyConfig({ model: { dropout: 0.1 } });
+    const shards = shardsFromTokens(patternTokens(20 * 16, 97), 16);
+    const a = await Engine.create(cfg), b = await Engine.create(cfg);
+    a.setTrainData(shards);
+    b.setTrainData(shards);
+    const ra = await a.train(4, { totalSteps: 4 }), rb = await b.train(4, { totalSteps: 4 });
+    expect(ra.losses).toEqual(rb.losses);  // same seed, same masks
+    const ea = await a.evaluate(shards), eb = await a.evaluate(shards);
+    expect(ea.loss).toBe(eb.loss);  // no dropout in evaluation
+    a.dispose();
+    b.dispose();
+  });
+
   it('dispose() during training stops it at the next step boundary and frees the engine', async () => {
     const e = await Engine.create(tinyConfig());
     e.setTrainData(shardsFromTokens(patternTokens(20 * 16, 97), 16));
