@@ -278,6 +278,21 @@ void timings() {
     t = time_ms([&] { flash_attention_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st); }, 10);
     printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half, 7 products: %.0f)\n", "flash attention backward", t, 2 * afl / t / 1e9, 3.5 * afl / 2 / t / 1e9);
   }
+  {  // the LM head's three products per 4096-row chunk; K = V = 50257 (odd) vs padded to Vp = 50304
+    Dev<T> lg((size_t)Rc * Vp), lnf((size_t)Rc * C), wte((size_t)Vp * C), dl((size_t)Rc * C);
+    Dev<float> dwte((size_t)V * C);
+    up(lg, randn((size_t)Rc * Vp)); up(lnf, randn((size_t)Rc * C)); up(wte, randn((size_t)Vp * C, 0.02f));
+    CUDA_CHECK(cudaMemset(dwte.p, 0, (size_t)V * C * 4));
+    double f = 2.0 * Rc * V * C;
+    t = time_ms([&] { gemm_rm_<T, T>(bl, false, true, Rc, V, C, lnf.p, wte.p, lg.p, nullptr, 0.f, st, Epilogue::None, nullptr, nullptr, 1.f, 0, 0, Vp); });
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "LM head logits 4096x50257x768", t, f / t / 1e9);
+    t = time_ms([&] { gemm_rm_<T, T>(bl, false, false, Rc, C, V, lg.p, wte.p, dl.p, nullptr, 0.f, st, Epilogue::None, nullptr, nullptr, 1.f, Vp, 0, 0); });
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "LM head dlnf, K=50257", t, f / t / 1e9);
+    t = time_ms([&] { gemm_rm_<T, T>(bl, false, false, Rc, C, Vp, lg.p, wte.p, dl.p, nullptr, 0.f, st, Epilogue::None, nullptr, nullptr, 1.f, Vp, 0, 0); });
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "LM head dlnf, K padded to 50304", t, f / t / 1e9);
+    t = time_ms([&] { gemm_rm_<T, float>(bl, true, false, V, C, Rc, lg.p, lnf.p, dwte.p, dwte.p, 1.f, st, Epilogue::None, nullptr, nullptr, 1.f, Vp, 0, 0); });
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "LM head dwte (fp32 accumulate)", t, f / t / 1e9);
+  }
   {
     Dev<T> lg((size_t)Rc * Vp); Dev<float> lo(Rc); Dev<int> tg(Rc);
     up(lg, randn((size_t)Rc * Vp)); std::vector<int> h(Rc); for (auto& v : h) v = rng() % V;

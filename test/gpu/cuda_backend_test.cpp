@@ -307,9 +307,9 @@ static void test_errors() {
   gpt2_init_params(m, gpu->layout(), params.data());
   gpu->set_params(params.data());
   try {
-    std::vector<int32_t> in(4096 * 1024, 1), tg(in.size(), 2);
-    gpu->forward_backward({in.data(), tg.data(), 4096, 1024}, 1e-6f);
-    report(false, "a 4096x1024 batch did not fail");
+    std::vector<int32_t> in((size_t)32768 * 1024, 1), tg(in.size(), 2);
+    gpu->forward_backward({in.data(), tg.data(), 32768, 1024}, 1e-6f);
+    report(false, "a 32768x1024 batch did not fail");
   } catch (const EngineError& e) {
     report(e.code == ErrorCode::OutOfMemory && e.hint.find("microBatchSize") != std::string::npos,
            "huge batch: %s: %s (hint: %s)", error_code_name(e.code), e.what(), e.hint.c_str());

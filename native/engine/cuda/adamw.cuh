@@ -51,12 +51,19 @@ struct AdamWParams {
   float bc1, bc2;  // bias corrections 1 - beta^t (computed in fp64 on the host, as the cpu backend does)
 };
 
+// gate (optional, device): [0] gradient scale, [1] 1 = apply / 0 = skip, written by step_gate_kernel, so a whole
+// step (clipping and the divergence check included) runs without the host reading anything back
 template <typename T>
 __global__ void adamw_kernel(float* master, T* param, float* m, float* v, const float* g, size_t n, AdamWParams h,
-                             float wd) {
+                             float wd, const double* gate) {
   size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float gi = g[i] * h.grad_scale;
+  float scale = h.grad_scale;
+  if (gate) {
+    if (gate[1] == 0.0) return;
+    scale = (float)gate[0];
+  }
+  float gi = g[i] * scale;
   float mi = h.beta1 * m[i] + (1.0f - h.beta1) * gi;
   float vi = h.beta2 * v[i] + (1.0f - h.beta2) * gi * gi;
   m[i] = mi;
@@ -86,9 +93,19 @@ inline void grad_norm_sq(double* out, double* partial, const float* g, size_t n,
 
 template <typename T>
 void adamw_update(float* master, T* param, float* m, float* v, const float* g, size_t n, const AdamWParams& h,
-                  bool decay, cudaStream_t stream) {
-  adamw_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(master, param, m, v, g, n, h, decay ? h.weight_decay : 0.f);
+                  bool decay, cudaStream_t stream, const double* gate = nullptr) {
+  adamw_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(master, param, m, v, g, n, h, decay ? h.weight_decay : 0.f, gate);
   LAUNCH_CHECK();
+}
+
+// s[0] loss sum, s[2] squared grad norm -> s[3] clip scale, s[4] applied: the engine's rule (backend.h step_async):
+// update only when the mean loss is finite and <= max_loss and the norm is finite; scale = clip / (norm + 1e-6)
+// when clip > 0 and norm > clip, else 1 (torch.nn.utils.clip_grad_norm_)
+static __global__ void step_gate_kernel(double* s, float dloss, double max_loss, float clip) {
+  double loss = s[0] * (double)dloss, norm = sqrt(s[2]);
+  bool ok = isfinite(loss) && loss <= max_loss && isfinite(norm);
+  s[3] = (clip > 0.f && norm > (double)clip) ? (double)(float)((double)clip / (norm + 1e-6)) : 1.0;
+  s[4] = ok ? 1.0 : 0.0;
 }
 
 // fp32 master -> compute copy

@@ -10,7 +10,7 @@ namespace cudabk {
 
 constexpr int IGNORE_INDEX = -100;
 
-// One block per row. Pass 1: online max / sum-exp and the argmax; pass 2 (grad): dlogits = (p - onehot) * dloss.
+// One block per row; columns [V, ldv) of the logits are padding and are ignored. Pass 1: online max / sum-exp and the argmax; pass 2 (grad): dlogits = (p - onehot) * dloss.
 // losses[row] = logsumexp - x[label] (0 when ignored); correct[row] = argmax == label.
 template <typename T>
 __global__ void __launch_bounds__(1024) fused_classifier_kernel(T* logits, float* losses, float* correct,
@@ -67,6 +67,8 @@ __global__ void __launch_bounds__(1024) fused_classifier_kernel(T* logits, float
     float g = valid ? (expf(to_f(x[j]) - M) * invS - (j == label ? 1.f : 0.f)) * dloss : 0.f;
     x[j] = from_f<T>(g);
   }
+  // padding columns [V, ldv): zero, so products over the padded vocabulary (K = ldv) see no contribution
+  for (int j = V + threadIdx.x; j < ldv; j += blockDim.x) x[j] = from_f<T>(0.f);
 }
 
 // sum of n floats into *out (+=, fp64), one block, fixed order

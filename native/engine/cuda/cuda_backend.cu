@@ -4,8 +4,9 @@
 // plain copies and checkpoints move between backends), fp32 gradients (exact accumulation over micro-batches),
 // deterministic reductions (bit-for-bit resume), chunked logits, activation recompute, errors that throw.
 //
-// Work is queued on one CUDA stream; the host waits only where the Backend API returns a value computed on the
-// device (the loss of a micro-batch, the gradient norm, eval stats, logits).
+// Work is queued on one CUDA stream. The engine's hot path, step_async, queues a whole optimizer step (every
+// micro-batch, the gradient norm, clipping and the divergence check on the device, AdamW) without the host
+// waiting; step_wait reads the result. The primitives (forward_backward, grad_norm_sq) wait for their value.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -89,7 +90,7 @@ class CudaBackend final : public Backend {
   size_t n_ints = 0;
   int* pinned = nullptr;    // host staging of the same layout
   double* pinned_out = nullptr;
-  cudaEvent_t staged = nullptr;
+  cudaEvent_t staged = nullptr, step_done = nullptr;
 
   // KV cache (generation)
   size_t kv_slots = 0, kv_len = 0;
@@ -117,6 +118,7 @@ class CudaBackend final : public Backend {
     L = c.n_layer; C = c.n_embd; NH = c.n_head; V = c.vocab_size; maxT = c.n_positions;
     Vp = (V + 63) / 64 * 64;
     n_total = lay.total;
+    Vh = n_total >= (Vp + 1) * C ? (int)Vp : (int)V;  // pad only when the buffer holds Vp - V rows past wte
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
       cudaGetLastError();
@@ -149,6 +151,7 @@ class CudaBackend final : public Backend {
     copy_to_compute<T>(params, master, n_alloc, stream);
     CUDA_CHECK(cudaMallocHost(&pinned_out, 8 * sizeof(double)));
     CUDA_CHECK(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&step_done, cudaEventDisableTiming));
     for (const ParamTensor& t : lay.tensors) {
       if (!runs.empty() && runs.back().decay == t.decay && runs.back().end == t.offset) runs.back().end = t.offset + t.numel;
       else runs.push_back({t.offset, t.offset + t.numel, t.decay});
@@ -198,6 +201,7 @@ class CudaBackend final : public Backend {
     if (pinned) cudaFreeHost(pinned);
     if (pinned_out) cudaFreeHost(pinned_out);
     if (staged) cudaEventDestroy(staged);
+    if (step_done) cudaEventDestroy(step_done);
     blas.destroy();
     if (stream) cudaStreamDestroy(stream);
   }
@@ -333,15 +337,20 @@ class CudaBackend final : public Backend {
   }
 
   // logits (R, V) with row stride Vp for rows [r0, r0 + R) of lnf
+  // The vocabulary dimension of the LM-head products is padded from V (50257, odd) to Vh = Vp (50304): measured
+  // on the H200 (native/lab/kernels_check), cuBLASLt runs these 4096x50257x768 products at 94-124 TFLOP/s and the
+  // padded ones at ~780. The Vp - V extra "rows of wte" are the first rows of the tensor that follows it in the
+  // flat buffer (wpe): their logits are ignored by the classifier, which writes zero gradient there, so they
+  // contribute nothing to dlnf; dwte's product keeps M = V and never writes past wte.
+  int Vh = 0;
   void lm_head(Acts& a, int r0, int R) {
-    gemm_rm_<T, T>(blas, false, true, R, (int)V, (int)C, a.lnf + (size_t)r0 * C, P(wte_index()), a.logits, nullptr, 0.f,
+    gemm_rm_<T, T>(blas, false, true, R, Vh, (int)C, a.lnf + (size_t)r0 * C, P(wte_index()), a.logits, nullptr, 0.f,
                    stream, Epilogue::None, nullptr, nullptr, 1.f, 0, 0, (int)Vp);
   }
 
   // ---------------------------------------------------------------------------------------------- backward
-  void backward(Acts& a, size_t B, size_t Tt, int U) {
+  void backward(Acts& a, size_t B, size_t Tt, int U, const int* d_buckets) {
     const int N = (int)(B * Tt), Ci = (int)C;
-    const int* d_buckets = d_ints + 2 * N;
     CUDA_CHECK(cudaMemsetAsync(a.dres, 0, (size_t)N * C * sizeof(T), stream));
     layernorm_backward<T>(a.dres, G(lnf_w_index(L)), G(lnf_b_index(L)), a.partial, a.dln, a.layers[L - 1].res3,
                           P(lnf_w_index(L)), a.lnf_mean, a.lnf_rstd, N, Ci, stream);
@@ -412,35 +421,79 @@ class CudaBackend final : public Backend {
 
   void zero_grad() override { CUDA_CHECK(cudaMemsetAsync(grads, 0, n_total * 4, stream)); }
 
-  double forward_backward(const Batch& b, float dloss) override {
-    check_batch(b, true);
+  // Queue one micro-batch (forward, classifier, backward) whose tokens were staged at pinned + off; the loss sum
+  // is added to dscal[0] on the device. No host synchronisation.
+  void enqueue_micro_(const Batch& b, float dloss, size_t off) {
     const size_t N = b.B * b.T;
-    ensure_acts(train_acts, b.B, b.T, true);
     Acts& a = train_acts;
-    stage(5 * N + 1);  // tokens N | targets N | buckets: U tokens, U+1 offsets, N positions (U <= N)
-    std::memcpy(pinned, b.inputs, N * 4);
-    std::memcpy(pinned + N, b.targets, N * 4);
-    int U = encoder_build_buckets(pinned + 2 * N, b.inputs, (int)N, (int)V);
-    upload(2 * N + 2 * U + 1 + N);
-    const int* d_tokens = d_ints;
-    const int* d_targets = d_ints + N;
-    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 8, stream));
-    forward(a, d_tokens, b.B, b.T);
+    int* h = pinned + off;
+    std::memcpy(h, b.inputs, N * 4);
+    std::memcpy(h + N, b.targets, N * 4);
+    int U = encoder_build_buckets(h + 2 * N, b.inputs, (int)N, (int)V);
+    const int* d = d_ints + off;
+    CUDA_CHECK(cudaMemcpyAsync((void*)d, h, (3 * N + 2 * U + 1) * 4, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaEventRecord(staged, stream));
+    forward(a, d, b.B, b.T);
     // classifier in row chunks: logits, loss, dlogits in place, then dlnf (into dln) and dwte
     for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
       int R = std::min(a.Rc, (int)N - r0);
       lm_head(a, r0, R);
-      fused_classifier<T>(a.logits, a.losses + r0, nullptr, d_targets + r0, R, (int)V, (int)Vp, dloss, true, stream);
-      gemm_rm_<T, T>(blas, false, false, R, (int)C, (int)V, a.logits, P(wte_index()), a.dln + (size_t)r0 * C, nullptr,
+      fused_classifier<T>(a.logits, a.losses + r0, nullptr, d + N + r0, R, (int)V, (int)Vp, dloss, true, stream);
+      gemm_rm_<T, T>(blas, false, false, R, (int)C, Vh, a.logits, P(wte_index()), a.dln + (size_t)r0 * C, nullptr,
                      0.f, stream, Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
       gemm_rm_<T, float>(blas, true, false, (int)V, (int)C, R, a.logits, a.lnf + (size_t)r0 * C, G(wte_index()),
                          G(wte_index()), 1.f, stream, Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
     }
     sum_into(dscal, a.losses, (int)N, stream);
-    backward(a, b.B, b.T, U);
+    backward(a, b.B, b.T, U, d + 2 * N);
+  }
+  static size_t stage_ints_(const Batch& b) { return 5 * b.B * b.T + 1; }  // tokens | targets | buckets (U <= N)
+
+  double forward_backward(const Batch& b, float dloss) override {
+    check_batch(b, true);
+    ensure_acts(train_acts, b.B, b.T, true);
+    stage(stage_ints_(b));
+    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 8, stream));
+    enqueue_micro_(b, dloss, 0);
     CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 8, cudaMemcpyDeviceToHost, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     return pinned_out[0];
+  }
+
+  // The engine's hot path: a whole optimizer step queued without any host synchronisation. Clipping and the
+  // divergence check run on the device (step_gate_kernel); AdamW reads their result. step_wait reads it back.
+  void step_async(const Batch* micro, size_t n_micro, float dloss, const AdamWHyper& hp, float grad_clip,
+                  double max_loss) override {
+    size_t total = 0, Bm = 0, Tm = 0;
+    for (size_t i = 0; i < n_micro; i++) {
+      check_batch(micro[i], true);
+      total += stage_ints_(micro[i]);
+      Bm = std::max(Bm, micro[i].B);
+      Tm = std::max(Tm, micro[i].T);
+    }
+    ensure_acts(train_acts, Bm, Tm, true);
+    stage(total);
+    zero_grad();
+    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 5 * 8, stream));
+    size_t off = 0;
+    for (size_t i = 0; i < n_micro; i++) {
+      enqueue_micro_(micro[i], dloss, off);
+      off += stage_ints_(micro[i]);
+    }
+    cudabk::grad_norm_sq(dscal + 2, dscal + 8, grads, n_total, stream);
+    step_gate_kernel<<<1, 1, 0, stream>>>(dscal, dloss, max_loss, grad_clip);
+    LAUNCH_CHECK();
+    adamw_all_(hp, dscal + 3);
+    CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 5 * 8, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaEventRecord(step_done, stream));
+  }
+  StepOutput step_wait() override {
+    CUDA_CHECK(cudaEventSynchronize(step_done));
+    StepOutput o;
+    o.loss_sum = pinned_out[0];
+    o.grad_norm_sq = pinned_out[2];
+    o.applied = pinned_out[4] != 0.0;
+    return o;
   }
 
   double grad_norm_sq() override {
@@ -450,12 +503,13 @@ class CudaBackend final : public Backend {
     return pinned_out[2];
   }
 
-  void optimizer_step(const AdamWHyper& hp) override {
+  void optimizer_step(const AdamWHyper& hp) override { adamw_all_(hp, nullptr); }
+  void adamw_all_(const AdamWHyper& hp, const double* gate) {
     AdamWParams p{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale,
                   1.0f - (float)std::pow((double)hp.beta1, (double)hp.t), 1.0f - (float)std::pow((double)hp.beta2, (double)hp.t)};
     for (const Run& r : runs)
       adamw_update<T>(master + r.begin, params + r.begin, adam_m + r.begin, adam_v + r.begin, grads + r.begin,
-                      r.end - r.begin, p, r.decay, stream);
+                      r.end - r.begin, p, r.decay, stream, gate);
   }
 
   EvalStats forward_eval(const Batch& b) override {

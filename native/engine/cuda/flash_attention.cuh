@@ -37,7 +37,9 @@ template <int D, int S, int ST>
 __device__ __forceinline__ void fa_load_tile(bf16 (*dst)[S], bf16 (*dstT)[ST], const bf16* src, size_t ld, int r0, int T_) {
   constexpr int CH = D / 8;  // 16-byte chunks per row
   for (int c = threadIdx.x; c < FA_TILE * CH; c += blockDim.x) {
-    int r = c / CH, d = (c % CH) * 8;
+    // plain tiles: a warp reads whole rows (coalesced); with a transpose, a warp takes 32 consecutive rows of one
+    // chunk, so its scalar stores into the transposed tile hit consecutive addresses (no bank conflicts)
+    int r = dstT ? c % FA_TILE : c / CH, d = dstT ? (c / FA_TILE) * 8 : (c % CH) * 8;
     int4 v = make_int4(0, 0, 0, 0);
     if (r0 + r < T_) v = *reinterpret_cast<const int4*>(src + (size_t)(r0 + r) * ld + d);
     if (dst) *reinterpret_cast<int4*>(&dst[r][d]) = v;

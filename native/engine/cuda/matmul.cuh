@@ -5,6 +5,7 @@
 // Everything is written in row-major terms: C(M,N) = op(A)(M,K) · op(B)(K,N); gemm_rm_() turns that into
 // cuBLAS's column-major call (C^T = op(B)^T · op(A)^T), as llm.c's matmul_cublaslt does.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
@@ -159,7 +160,7 @@ inline size_t bias_grad_scratch_floats(size_t R, size_t OC) { return (size_t)cei
 
 template <typename T>
 void bias_grad(float* dbias, const T* dout, int R, int OC, float* scratch, cudaStream_t stream) {
-  const int rpc = 64, nchunks = ceil_div(R, rpc);
+  const int rpc = std::max(64, ceil_div(R, 65535)), nchunks = ceil_div(R, rpc);  // grid.y <= 65535
   dim3 grid(ceil_div(OC, 128), nchunks);
   bias_grad_partial_kernel<T><<<grid, 128, 0, stream>>>(scratch, dout, R, OC, rpc);
   LAUNCH_CHECK();
