@@ -99,6 +99,8 @@ CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s,
     add("state/step", U64, {1}, &step);
     add("state/rng", U64, {4}, s.rng.s);
     add("state/cursor", U64, {4}, cursor);
+    const uint64_t data[4] = {s.data.n_shards, s.data.n_seq, s.data.block_size, s.data.hash};
+    add("state/data", U64, {4}, data);
     const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
     const std::vector<float>* bufs[3] = {&s.params, &s.m, &s.v};
     for (int g = 0; g < 3; g++) {
@@ -297,6 +299,9 @@ CheckpointState checkpoint_load(const std::string& dir) {
   uint64_t cur[4];
   std::memcpy(cur, rec("state/cursor", U64, 32), 32);
   st.cursor = {cur[0], cur[1], cur[2], cur[3]};
+  uint64_t dat[4];
+  std::memcpy(dat, rec("state/data", U64, 32), 32);
+  st.data = {dat[0], dat[1], dat[2], dat[3]};
   st.params.resize(layout.total);
   st.m.resize(layout.total);
   st.v.resize(layout.total);

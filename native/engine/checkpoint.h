@@ -2,7 +2,8 @@
 //   state.bin  self-describing binary: fixed header (magic "DFTCKPT\0", version, record count, index and data
 //              sizes, total file size), an index of named typed records, then 64-byte-aligned data. Records:
 //              param/<HF name>, adam_m/<HF name>, adam_v/<HF name> (fp32, host layout: backend-independent),
-//              state/step, state/rng (4 x u64), state/cursor (epoch, shard, offset, shuffle_seed).
+//              state/step, state/rng (4 x u64), state/cursor (epoch, shard, offset, shuffle_seed),
+//              state/data (shards, sequences, block size, sample hash of the train data; zeros before any data).
 //   meta.json  human-readable: format, version, step, cursor, model config, the caller's config JSON and extra
 //              metadata, backend that wrote it, and the byte size and SHA-256 of state.bin.
 //   DONE       written last, after the directory was renamed into place: {"step", "state.bin": sha256,
@@ -28,6 +29,7 @@ struct CheckpointState {
   uint64_t step = 0;
   Rng rng{};
   DataCursor cursor;
+  DataSignature data;  // what the cursor points into; resume checks the shards handed over match
   std::vector<float> params, m, v;  // (layout.total) each
   std::string config_json = "{}";   // the FinetuneConfig the run was started with (opaque here)
   std::string extra_json = "{}";    // caller's metadata

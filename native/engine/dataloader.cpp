@@ -56,6 +56,23 @@ void dataloader_init(DataLoader& dl, std::vector<ShardView> shards, const DataCu
   dl.perm_epoch = dl.perm_shard = UINT64_MAX;
 }
 
+DataSignature data_signature(const std::vector<ShardView>& shards) {
+  DataSignature s;
+  s.n_shards = shards.size();
+  s.block_size = shards.empty() ? 0 : shards[0].block_size;
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the first and last sequence of every shard (ids + labels)
+  auto mix = [&](const int32_t* p, size_t n) {
+    for (size_t i = 0; i < n; i++) { h ^= (uint32_t)p[i]; h *= 0x100000001b3ull; }
+  };
+  for (const auto& sh : shards) {
+    s.n_seq += sh.n_seq;
+    const size_t T = sh.block_size, last = (sh.n_seq - 1) * T;
+    mix(sh.input_ids, T); mix(sh.labels, T); mix(sh.input_ids + last, T); mix(sh.labels + last, T);
+  }
+  s.hash = h;
+  return s;
+}
+
 void shift_labels(const int32_t* labels, size_t T, int32_t* targets) {
   for (size_t t = 0; t + 1 < T; t++) targets[t] = labels[t + 1];
   targets[T - 1] = IGNORE_INDEX;

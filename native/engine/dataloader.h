@@ -23,6 +23,17 @@ struct DataCursor {
   uint64_t shuffle_seed = 0;
 };
 
+// Identifies the train data a cursor points into, so a resume with different shards fails instead of
+// continuing on other data: shard count, total sequences, block size and a hash of a sample of the tokens.
+struct DataSignature {
+  uint64_t n_shards = 0, n_seq = 0, block_size = 0, hash = 0;
+  bool empty() const { return n_shards == 0; }
+  bool operator==(const DataSignature& o) const {
+    return n_shards == o.n_shards && n_seq == o.n_seq && block_size == o.block_size && hash == o.hash;
+  }
+};
+DataSignature data_signature(const std::vector<ShardView>& shards);
+
 struct DataLoader {
   std::vector<ShardView> shards;
   size_t T = 0;

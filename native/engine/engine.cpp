@@ -47,6 +47,8 @@ std::unique_ptr<Engine> Engine::from_checkpoint(const std::string& dir, const Tr
   e->rng_ = st.rng;
   e->pending_cursor_ = st.cursor;  // the data order continues with the checkpoint's shuffle seed
   e->loader_.cursor = st.cursor;
+  e->data_sig_ = st.data;
+  e->resume_sig_ = st.data;
   e->config_json_ = st.config_json;
   return e;
 }
@@ -55,9 +57,20 @@ void Engine::set_train_data(std::vector<ShardView> shards) {
   ENGINE_CHECK(!shards.empty() && shards[0].block_size <= model().n_positions, BadShape,
                "preprocess.blockSize must be <= model.nPositions", "train shards with block size %zu, nPositions %zu",
                shards.empty() ? 0 : shards[0].block_size, model().n_positions);
+  const DataSignature sig = data_signature(shards);
+  ENGINE_CHECK(resume_sig_.empty() || sig == resume_sig_, BadCheckpoint,
+               "resume with the train shards the checkpoint was trained on (same prepared data fingerprint)",
+               "train data differs from the checkpoint's: %llu shards / %llu sequences / block %llu / hash %016llx, "
+               "checkpoint has %llu / %llu / %llu / %016llx",
+               (unsigned long long)sig.n_shards, (unsigned long long)sig.n_seq, (unsigned long long)sig.block_size,
+               (unsigned long long)sig.hash, (unsigned long long)resume_sig_.n_shards,
+               (unsigned long long)resume_sig_.n_seq, (unsigned long long)resume_sig_.block_size,
+               (unsigned long long)resume_sig_.hash);
   // Keep the position when the data is handed over again (e.g. a second call with the same shards).
   DataCursor c = loader_.shards.empty() ? pending_cursor_ : loader_.cursor;
   dataloader_init(loader_, std::move(shards), c);
+  data_sig_ = sig;
+  resume_sig_ = DataSignature();  // checked once, against the data the resumed run continues on
 }
 
 TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<bool>* abort,
@@ -233,6 +246,7 @@ CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string
   st.step = step_;
   st.rng = rng_;
   st.cursor = loader_.shards.empty() ? pending_cursor_ : loader_.cursor;
+  st.data = data_sig_;
   const ParamLayout& layout = backend_->layout();
   st.params.resize(layout.total);
   st.m.resize(layout.total);

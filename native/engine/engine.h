@@ -85,6 +85,8 @@ class Engine {
   Rng rng_{};  // engine RNG, saved and restored (consumed by nothing while dropout is 0)
   DataLoader loader_;
   DataCursor pending_cursor_;  // cursor restored from a checkpoint, applied by set_train_data
+  DataSignature data_sig_;     // the train data the cursor points into (empty until known)
+  DataSignature resume_sig_;   // from the checkpoint: the first set_train_data must match it
   std::string config_json_ = "{}";
   std::vector<int32_t> inputs_, targets_;  // (accum, B, T) host staging for one step
   std::vector<Batch> batches_;             // (accum) views into the staging buffers

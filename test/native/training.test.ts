@@ -178,6 +178,10 @@ describe('checkpoints', () => {
     rmSync(join(c4.dir, 'DONE'));
     expect(await listCheckpoints(root)).toEqual([{ dir: c2.dir, step: 2 }]);
     await expect(Engine.fromCheckpoint(c4.dir, cfg)).rejects.toMatchObject({ code: 'BAD_CHECKPOINT' });
+    // resuming on other train data is refused (the cursor would point into different sequences)
+    const other = await Engine.fromCheckpoint(c2.dir, cfg);
+    expect(() => other.setTrainData(shardsFromTokens(patternTokens(20 * 16, 97, 77), 16))).toThrow(/train data differs/);
+    other.dispose();
     // a config for a different model is refused
     await expect(Engine.fromCheckpoint(c2.dir, tinyConfig({ model: { nEmbd: 64 } }))).rejects.toMatchObject({ code: 'BAD_CONFIG' });
     const ok = await Engine.fromCheckpoint(c2.dir, cfg);
