@@ -156,6 +156,9 @@ EvalResult Engine::evaluate(const std::vector<ShardView>& shards, size_t max_bat
   for (const auto& s : shards)
     ENGINE_CHECK(s.block_size == T && T <= model().n_positions, BadShape, "", "shard block size %zu (first %zu, nPositions %zu)",
                  s.block_size, T, model().n_positions);
+  size_t total_seq = 0;
+  for (const auto& s : shards) total_seq += s.n_seq;
+  batch_size = std::min(batch_size, total_seq);  // a batch is never larger than the data
   std::vector<int32_t> in(batch_size * T), tg(batch_size * T);
   EvalStats tot;
   EvalResult r;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <new>
+#include <unistd.h>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
@@ -232,6 +233,17 @@ class CpuBackend final : public Backend {
 
   void ensure_acts_(size_t B, size_t T, bool grads) {
     const size_t L = cfg_.n_layer, C = cfg_.n_embd, NH = cfg_.n_head, V = cfg_.vocab_size;
+    if (acts_.B != B || acts_.T != T || (grads && (grad_acts_.B != B || grad_acts_.T != T))) {
+      // Linux overcommits, so an allocation larger than RAM "succeeds" and the process is killed later: check the
+      // estimate against physical memory first and fail with a coded error instead.
+      const size_t N = B * T;
+      const size_t per = (L * N * (C * 16 + 4) + 2 * L * B * NH * T * T + N * (C + 8)) * sizeof(float);
+      const size_t need = per * (grads ? 2 : 1) + N * V * sizeof(float);
+      const size_t phys = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+      ENGINE_CHECK(need < phys, OutOfMemory, "lower training.microBatchSize (or evaluation.batchSize) or the block size",
+                   "activations for B=%zu T=%zu need ~%.1f GiB, the machine has %.1f GiB", B, T,
+                   need / 1073741824.0, phys / 1073741824.0);
+    }
     try {
       if (acts_.B != B || acts_.T != T) acts_.resize(L, B, T, C, NH, V, true);
       if (grads && (grad_acts_.B != B || grad_acts_.T != T)) grad_acts_.resize(L, B, T, C, NH, V, false);

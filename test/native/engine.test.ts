@@ -66,6 +66,13 @@ describe('Engine', () => {
     expect(ee.message).toMatch(/500 at position \d+ is outside \[0, 97\)/);
     expect(ee.stack).toMatch(/engine\.test\.ts/);  // the caller's frames survive the native hop
     expect(e.step).toBe(0);  // the failed step did not happen
+    // activations that cannot fit in RAM: a coded error, not an overcommitted allocation that gets the process killed
+    const huge = await Engine.create(tinyConfig({ model: { vocabSize: 50257, nPositions: 1024 }, preprocess: { blockSize: 1024 } }));
+    await expect(huge.evaluate([{ nSeq: 1, blockSize: 1024, inputIds: new Int32Array(1024), labels: new Int32Array(1024) }], { batchSize: 100_000 }))
+      .resolves.toMatchObject({ sequences: 1 });  // the batch is only as large as the data
+    const big = new Int32Array(4096 * 1024);
+    await expect(huge.gradients(big, big, 4096, 1024)).rejects.toMatchObject({ code: 'OUT_OF_MEMORY', message: expect.stringMatching(/GiB/) });
+    huge.dispose();
     // shape mismatch between ids and nSeq*blockSize is a TypeError -> BAD_CONFIG, before any native work
     expect(() => e.setTrainData([{ nSeq: 3, blockSize: 16, inputIds: new Int32Array(10), labels: new Int32Array(10) }])).toThrow(EngineError);
     e.dispose();
