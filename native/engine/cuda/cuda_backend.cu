@@ -46,6 +46,10 @@ __global__ void gelu_kernel(T* out, const T* in, size_t n) {
   if (i < n) out[i] = from_f<T>(gelu_f(to_f(in[i])));
 }
 
+// ModelConfig::family exists once the engine supports several families; until then every config is GPT-2
+template <typename M> static auto family_of_(const M& m, int) -> decltype(m.family, std::string()) { return m.family; }
+template <typename M> static std::string family_of_(const M&, long) { return "gpt2"; }
+
 template <typename T>
 class CudaBackend final : public Backend {
  public:
@@ -100,6 +104,8 @@ class CudaBackend final : public Backend {
 
   // ---------------------------------------------------------------------------------------------- setup
   CudaBackend(const ModelConfig& c, const BackendOptions& o) : cfg(c), lay(gpt2_param_layout(c)) {
+    ENGINE_CHECK(family_of_(c, 0) == "gpt2", BadConfig, "set training.backend to 'cpu' for this model family",
+                 "the cuda backend implements GPT-2 only; model.family '%s' requested", family_of_(c, 0).c_str());
     ENGINE_CHECK(o.zero_stage == 0 && o.world_size == 1, BadConfig, "set parallelism.zeroStage to 0 and use one GPU",
                  "the cuda backend runs on one GPU without ZeRO in this version (zeroStage %d, world size %d requested)",
                  o.zero_stage, o.world_size);

@@ -4,7 +4,6 @@
 // a run repeats bit for bit.
 #pragma once
 #include "cuda_common.cuh"
-#include "matmul.cuh"  // sum_partials_kernel
 
 namespace cudabk {
 

@@ -9,9 +9,18 @@
 #include <map>
 #include <set>
 #include <tuple>
+#include <cublasLt.h>
+#include <cublas_v2.h>
 #include "cuda_common.cuh"
 
 namespace cudabk {
+
+inline void cublas_check_(cublasStatus_t s, const char* expr, const char* file, int line) {
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  fail_(s == CUBLAS_STATUS_ALLOC_FAILED ? ErrorCode::OutOfMemory : ErrorCode::Device,
+        std::string("cuBLAS error ") + cublasGetStatusName(s) + " in " + expr, "", file, line);
+}
+#define CUBLAS_CHECK(x) ::cudabk::cublas_check_((x), #x, __FILE__, __LINE__)
 
 struct Blas {
   cublasHandle_t handle = nullptr;
