@@ -1,7 +1,7 @@
 // The compiled addon's surface, declared by hand (binding/addon.cpp). Only native/index.ts uses it.
 
 export interface NativeCreateOptions {
-  model: { nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number; dropout: number; initSeed: number };
+  model: { nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number; dropout: number; initSeed: number } & NativeFamilyFields;
   training: {
     microBatchSize: number; gradAccumSteps: number; learningRate: number; minLrRatio: number; warmupSteps: number;
     schedule: 'cosine' | 'linear' | 'constant'; weightDecay: number; beta1: number; beta2: number; eps: number;
@@ -16,11 +16,22 @@ export interface NativeCreateOptions {
   configJson?: string;
 }
 
+/** Family fields (native/engine/families.h); absent = the family's default. */
+export interface NativeFamilyFields {
+  family?: 'gpt2' | 'llama' | 'gpt_neox' | 'gptj'; nKvHead?: number; headDim?: number; intermediateSize?: number;
+  rotaryDim?: number; ropeTheta?: number; layerNormEps?: number; rmsNormEps?: number; tieWordEmbeddings?: boolean;
+  parallelResidual?: boolean; ropeScaling?: { type: string; factor: number; lowFreqFactor: number; highFreqFactor: number;
+    originalMaxPositionEmbeddings: number };
+  hiddenAct?: string; bosTokenId?: number; eosTokenId?: number;
+}
+
 export interface NativeShard { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
 
 export interface NativeEngine {
   info(): { backend: 'cpu' | 'cuda'; device: string; blas: string; precision: 'fp32' | 'bf16'; threads: number; nParams: number;
-    nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number };
+    nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number; family: string;
+    nKvHead?: number; headDim?: number; intermediateSize?: number; rotaryDim?: number; ropeTheta?: number;
+    tieWordEmbeddings?: boolean; parallelResidual?: boolean; hiddenAct?: string; bosTokenId?: number; eosTokenId?: number };
   state(): { step: number; cursor: { epoch: number; shard: number; offset: number; shuffleSeed: number } };
   setTrainData(shards: NativeShard[]): void;
   train(nSteps: number, totalSteps: number, onProgress?: (p: {

@@ -2,11 +2,11 @@
 // Every slow call runs on a native worker thread and returns a promise, so the event loop (and Temporal
 // heartbeats) stay free during training. Errors are EngineErrors with a code, the native file:line and a hint,
 // on top of the JavaScript stack of the call that failed.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
-import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeShard } from './addon-types.js';
+import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeFamilyFields, NativeShard } from './addon-types.js';
 import { loadAddon, tryLoadAddon } from './loader.js';
 
 export type EngineErrorCode =
@@ -36,6 +36,11 @@ export interface EngineInfo {
   backend: 'cpu' | 'cuda'; device: string; blas?: string; precision: 'fp32' | 'bf16';
   nParams: number; family: string; nLayer: number; nHead: number; nEmbd: number; vocabSize: number; nPositions: number;
   zeroStage: number; offload: string; worldSize: number; threads: number;
+  /** llama / gpt_neox / gptj: the resolved family fields (families.h). */
+  nKvHead?: number; headDim?: number; intermediateSize?: number; rotaryDim?: number; ropeTheta?: number;
+  tieWordEmbeddings?: boolean; parallelResidual?: boolean; hiddenAct?: string;
+  /** From the Hugging Face config.json (or model.bosTokenId/eosTokenId); absent when unknown. */
+  bosTokenId?: number; eosTokenId?: number;
 }
 
 export interface MemoryReport {
@@ -92,17 +97,44 @@ function addon(): NativeAddon {
 function resolveBackend(cfg: FinetuneConfig, want?: 'cpu' | 'cuda'): 'cpu' | 'cuda' {
   const b = want ?? cfg.training.backend;
   if (b !== 'auto') return b;
+  // The cuda backend implements GPT-2 only so far (native/README.md, "Model families"): other families run on cpu.
+  if (effectiveFamily(cfg) !== 'gpt2') return 'cpu';
   const info = addon().buildInfo();
   return info.backends.includes('cuda') && info.cudaDevices > 0 ? 'cuda' : 'cpu';
 }
 
+/** model.family, or for a pretrained model the model_type of its config.json (the engine reads it the same way). */
+function effectiveFamily(cfg: FinetuneConfig): string {
+  if (cfg.model.init !== 'pretrained' || !cfg.model.path) return cfg.model.family;
+  try {
+    const j = JSON.parse(readFileSync(join(resolve(cfg.model.path), 'config.json'), 'utf8')) as { model_type?: unknown };
+    return typeof j.model_type === 'string' ? j.model_type : 'gpt2';
+  } catch {
+    return 'gpt2';  // the engine reports the unreadable config.json with its own error
+  }
+}
+
+/** Family fields of model.* for the engine; unset ones keep the family's default (native/engine/families.cpp). */
+function familyOptions(m: FinetuneConfig['model']): NativeFamilyFields {
+  const f: NativeFamilyFields = { family: m.family };
+  if (m.family === 'gpt2') return f;
+  const headDim = m.headDim ?? m.nEmbd / m.nHead;
+  const rotaryDim = m.rotaryDim ?? (m.rotaryPct !== undefined ? Math.floor(headDim * m.rotaryPct) : undefined);
+  if (rotaryDim !== undefined && (rotaryDim < 2 || rotaryDim % 2 !== 0))
+    throw new EngineError('BAD_CONFIG', `model.rotaryDim/rotaryPct gives ${rotaryDim} rotary dims per head (need an even number >= 2)`);
+  const opt = { nKvHead: m.nKvHead, headDim: m.headDim, intermediateSize: m.intermediateSize, rotaryDim, ropeTheta: m.ropeTheta,
+    layerNormEps: m.layerNormEps, rmsNormEps: m.rmsNormEps, tieWordEmbeddings: m.tieWordEmbeddings,
+    parallelResidual: m.parallelResidual, ropeScaling: m.ropeScaling };
+  for (const [k, v] of Object.entries(opt)) if (v !== undefined) (f as Record<string, unknown>)[k] = v;
+  return f;
+}
+
 function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda'): NativeCreateOptions {
   const m = cfg.model, t = cfg.training;
-  if (m.family !== 'gpt2')
-    throw new EngineError('BAD_CONFIG', `model.family '${m.family}' is not implemented by the engine (gpt2 only)`, undefined, undefined, "set model.family to 'gpt2'");
   const threads = Number(process.env.FINETUNE_CPU_THREADS ?? 0);
   return {
-    model: { nLayer: m.nLayer, nHead: m.nHead, nEmbd: m.nEmbd, nPositions: m.nPositions, vocabSize: m.vocabSize, dropout: m.dropout, initSeed: m.initSeed },
+    model: { nLayer: m.nLayer, nHead: m.nHead, nEmbd: m.nEmbd, nPositions: m.nPositions, vocabSize: m.vocabSize, dropout: m.dropout, initSeed: m.initSeed,
+      ...(cfg.model.init === 'pretrained' ? {} : familyOptions(m)) },
     training: {
       microBatchSize: t.microBatchSize, gradAccumSteps: t.gradAccumSteps, learningRate: t.learningRate, minLrRatio: t.minLrRatio,
       warmupSteps: t.warmupSteps, schedule: t.schedule, weightDecay: t.weightDecay, beta1: t.beta1, beta2: t.beta2, eps: t.eps,
@@ -140,10 +172,13 @@ export class Engine {
     this.#cfg = cfg;
     const i = native.info();
     this.info = {
-      backend: i.backend, device: i.device, blas: i.blas || undefined, precision: i.precision, nParams: i.nParams, family: 'gpt2',
+      backend: i.backend, device: i.device, blas: i.blas || undefined, precision: i.precision, nParams: i.nParams, family: i.family,
       nLayer: i.nLayer, nHead: i.nHead, nEmbd: i.nEmbd, vocabSize: i.vocabSize, nPositions: i.nPositions,
       zeroStage: cfg.parallelism.zeroStage, offload: cfg.parallelism.offload.optimizer, worldSize: 1, threads: i.threads,
     };
+    for (const k of ['nKvHead', 'headDim', 'intermediateSize', 'rotaryDim', 'ropeTheta', 'tieWordEmbeddings', 'parallelResidual',
+      'hiddenAct', 'bosTokenId', 'eosTokenId'] as const)
+      if (i[k] !== undefined) (this.info as unknown as Record<string, unknown>)[k] = i[k];
   }
 
   /** Build a model from config: random init (model.initSeed) or a local HF directory (model.init='pretrained'). */
@@ -165,7 +200,7 @@ export class Engine {
     const e = new Engine(native, cfg);
     if (cfg.model.init === 'random') {
       const m = cfg.model, i = e.info;
-      const diff = (['nLayer', 'nHead', 'nEmbd', 'nPositions', 'vocabSize'] as const).filter((k) => m[k] !== i[k]);
+      const diff = (['family', 'nLayer', 'nHead', 'nEmbd', 'nPositions', 'vocabSize'] as const).filter((k) => m[k] !== i[k]);
       if (diff.length) {
         e.dispose();
         throw new EngineError('BAD_CONFIG', `checkpoint ${dir} holds a different model: ${diff.map((k) => `${k} ${i[k]} (config: ${m[k]})`).join(', ')}`,
@@ -256,7 +291,8 @@ export class Engine {
     const n = this.#n();
     const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
     if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
-    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? 50256));
+    // generation_config.json's eos: the caller's, else the model's own (HF config.json), else GPT-2's 50256
+    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? this.info.eosTokenId ?? 50256));
   }
 
   /** Host memory held by the engine (cpu) or device memory (cuda), as of the last completed call. */

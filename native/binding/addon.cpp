@@ -398,6 +398,19 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     o.Set("nEmbd", (double)m.n_embd);
     o.Set("nPositions", (double)m.n_positions);
     o.Set("vocabSize", (double)m.vocab_size);
+    o.Set("family", m.family);
+    if (m.family != "gpt2") {
+      o.Set("nKvHead", (double)m.n_kv_head);
+      o.Set("headDim", (double)m.head_dim);
+      o.Set("intermediateSize", (double)m.intermediate_size);
+      o.Set("rotaryDim", (double)m.rotary_dim);
+      o.Set("ropeTheta", (double)m.rope_theta);
+      o.Set("tieWordEmbeddings", m.tie_word_embeddings);
+      o.Set("parallelResidual", m.parallel_residual);
+      o.Set("hiddenAct", m.hidden_act);
+    }
+    if (m.bos_token_id >= 0) o.Set("bosTokenId", (double)m.bos_token_id);
+    if (m.eos_token_id >= 0) o.Set("eosTokenId", (double)m.eos_token_id);
     return o;
   }
 

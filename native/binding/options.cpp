@@ -30,6 +30,48 @@ static Napi::Object obj(Napi::Env env, Napi::Object o, const char* key) {
   return v.As<Napi::Object>();
 }
 
+// model.family and its fields (families.h); each is optional and defaults per family.
+static void read_family_options(Napi::Env env, Napi::Object m, engine::ModelConfig& c) {
+  if (m.Get("family").IsString()) c.family = str(env, m, "family", "model.");
+  if (c.family != "llama" && c.family != "gpt_neox" && c.family != "gptj" && c.family != "gpt2")
+    bad(env, "model.family", "'" + c.family + "' is not gpt2 | llama | gpt_neox | gptj");
+  auto has = [&](const char* k) { return !m.Get(k).IsUndefined() && !m.Get(k).IsNull(); };
+  auto flag = [&](const char* k, bool& dst) {
+    if (!has(k)) return;
+    if (!m.Get(k).IsBoolean()) bad(env, std::string("model.") + k, "expected a boolean");
+    dst = m.Get(k).As<Napi::Boolean>().Value();
+  };
+  if (c.family != "gpt2") {  // HF defaults: untied heads; NeoX's exact GELU
+    c.tie_word_embeddings = false;
+    if (c.family == "gpt_neox") c.hidden_act = "gelu";
+    if (c.family == "llama") c.layer_norm_eps = 1e-6f;
+  }
+  if (has("nKvHead")) c.n_kv_head = (size_t)num(env, m, "nKvHead", "model.", 1, 1024, true);
+  if (has("headDim")) c.head_dim = (size_t)num(env, m, "headDim", "model.", 1, 4096, true);
+  if (has("intermediateSize")) c.intermediate_size = (size_t)num(env, m, "intermediateSize", "model.", 1, 1 << 20, true);
+  if (has("rotaryDim")) c.rotary_dim = (size_t)num(env, m, "rotaryDim", "model.", 2, 4096, true);
+  if (has("ropeTheta")) c.rope_theta = (float)num(env, m, "ropeTheta", "model.", 1e-3, 1e12, false);
+  if (has("layerNormEps")) c.layer_norm_eps = (float)num(env, m, "layerNormEps", "model.", 0, 1, false);
+  if (has("rmsNormEps")) c.layer_norm_eps = (float)num(env, m, "rmsNormEps", "model.", 0, 1, false);
+  if (has("hiddenAct")) c.hidden_act = str(env, m, "hiddenAct", "model.");
+  flag("tieWordEmbeddings", c.tie_word_embeddings);
+  flag("parallelResidual", c.parallel_residual);
+  flag("attentionBias", c.attention_bias);
+  if (has("ropeScaling")) {
+    Napi::Object r = obj(env, m, "ropeScaling");
+    c.rope_scaling = str(env, r, "type", "model.ropeScaling.");
+    c.rope_factor = (float)num(env, r, "factor", "model.ropeScaling.", 1e-6, 1e6, false);
+    if (c.rope_scaling == "llama3") {
+      c.rope_low_freq_factor = (float)num(env, r, "lowFreqFactor", "model.ropeScaling.", 1e-6, 1e6, false);
+      c.rope_high_freq_factor = (float)num(env, r, "highFreqFactor", "model.ropeScaling.", 1e-6, 1e6, false);
+      c.rope_original_max_positions =
+          (size_t)num(env, r, "originalMaxPositionEmbeddings", "model.ropeScaling.", 1, 1 << 24, true);
+    }
+  }
+  if (has("bosTokenId")) c.bos_token_id = (int64_t)num(env, m, "bosTokenId", "model.", 0, 1 << 30, true);
+  if (has("eosTokenId")) c.eos_token_id = (int64_t)num(env, m, "eosTokenId", "model.", 0, 1 << 30, true);
+}
+
 CreateOptions read_create_options(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) bad(env, "(options)", "expected an object");
   Napi::Object o = v.As<Napi::Object>();
@@ -44,6 +86,7 @@ CreateOptions read_create_options(Napi::Env env, Napi::Value v) {
   c.model.dropout = (float)num(env, m, "dropout", "model.", 0, 0.999, false);
   c.model.init_seed = (uint64_t)num(env, m, "initSeed", "model.", 0, BIG, true);
   if (c.model.n_embd % c.model.n_head) bad(env, "model.nEmbd", "must be divisible by model.nHead");
+  read_family_options(env, m, c.model);
   Napi::Object t = obj(env, o, "training");
   c.train.micro_batch_size = (size_t)num(env, t, "microBatchSize", "training.", 1, 1 << 20, true);
   c.train.grad_accum_steps = (size_t)num(env, t, "gradAccumSteps", "training.", 1, 1 << 20, true);

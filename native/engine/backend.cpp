@@ -4,6 +4,7 @@
 #include <vector>
 #include "backend.h"
 #include "errors.h"
+#include "families.h"
 #include "rng.h"
 
 namespace engine {
@@ -34,8 +35,16 @@ std::string compiled_backends() {
 #endif
 }
 
-std::unique_ptr<Backend> create_backend(const ModelConfig& model, const BackendOptions& opts) {
+std::unique_ptr<Backend> create_backend(const ModelConfig& model0, const BackendOptions& opts) {
+  ModelConfig model = model0;
+  family_resolve(model);
   model_config_validate(model);
+  if (model.family != "gpt2") {
+    // Llama / GPT-NeoX / GPT-J run on the cpu reference only for now (native/README.md, "Model families").
+    if (opts.name == "cpu") return make_family_cpu_backend(model, opts);
+    ENGINE_CHECK(opts.name != "cuda", BadConfig, "set training.backend to 'cpu' for this model family",
+                 "model family '%s' is not implemented by the cuda backend yet (gpt2 only)", model.family.c_str());
+  }
   if (opts.name == "cpu") return make_cpu_backend(model, opts);
   if (opts.name == "cuda") {
 #ifdef ENGINE_HAVE_CUDA

@@ -132,8 +132,10 @@ std::unique_ptr<Backend> create_backend(const ModelConfig& model, const BackendO
 // Which backends this build contains ("cpu", "cpu,cuda").
 std::string compiled_backends();
 
-// Defined by native/reference/cpu_backend.cpp.
+// Defined by native/reference/cpu_backend.cpp (GPT-2) and native/reference/family_backend.cpp (llama, gpt_neox,
+// gptj; see families.h).
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& model, const BackendOptions& opts);
+std::unique_ptr<Backend> make_family_cpu_backend(const ModelConfig& model, const BackendOptions& opts);
 #ifdef ENGINE_HAVE_CUDA
 // Defined by the CUDA engineer in native/engine/cuda/ (any file). Must honour opts.precision, opts.device,
 // opts.zero_stage and opts.offload or throw BadConfig naming the unsupported value.

@@ -2,6 +2,7 @@
 #include "checkpoint.h"
 #include <cstring>
 #include "errors.h"
+#include "families.h"
 #include "fileio.h"
 #include "json.h"
 #include "sha256.h"
@@ -46,6 +47,7 @@ static Json model_json(const ModelConfig& c) {
   m.set("layerNormEps", Json::number(c.layer_norm_eps));
   m.set("dropout", Json::number(c.dropout));
   m.set("initSeed", Json::number((double)c.init_seed));
+  family_to_json(c, m);
   return m;
 }
 
@@ -283,7 +285,8 @@ CheckpointState checkpoint_load(const std::string& dir) {
   if (const Json* b = meta.get("backend")) st.backend = b->str;
   if (const Json* c = meta.get("config")) st.config_json = json_dump(*c);
   if (const Json* e = meta.get("extra")) st.extra_json = json_dump(*e);
-  ParamLayout layout = gpt2_param_layout(st.model);
+  family_from_json(*m, st.model);
+  ParamLayout layout = param_layout(st.model);
   const char* data = p.bytes.data() + HEADER_BYTES + p.h.index_bytes;
   auto rec = [&](const std::string& name, uint32_t type, uint64_t nbytes) -> const char* {
     for (const auto& r : p.recs)

@@ -17,6 +17,22 @@ struct ModelConfig {
   float layer_norm_eps = 1e-5f;
   float dropout = 0.0f;     // fine-tuning default; the cpu backend rejects > 0 (see README)
   uint64_t init_seed = 42;
+
+  // --- other families (families.h; names follow the HF configs, camelCase in FinetuneConfig.model) ---
+  std::string family = "gpt2";   // "gpt2" | "llama" | "gpt_neox" | "gptj" (HF model_type)
+  size_t n_kv_head = 0;          // KVH (llama GQA); 0 = n_head
+  size_t head_dim = 0;           // HD; 0 = n_embd / n_head
+  size_t intermediate_size = 0;  // I (MLP width); 0 = family default (4C, llama: its own rule)
+  size_t rotary_dim = 0;         // rotary dims per head (neox: rotary_pct * HD, gptj: rotary_dim, llama: HD)
+  float rope_theta = 10000.0f;
+  std::string rope_scaling = "";  // "" | "linear" | "llama3"
+  float rope_factor = 1.0f, rope_low_freq_factor = 1.0f, rope_high_freq_factor = 4.0f;
+  size_t rope_original_max_positions = 8192;
+  bool tie_word_embeddings = true;  // gpt2 always; llama configurable; neox/gptj false
+  bool parallel_residual = true;    // gpt_neox use_parallel_residual
+  bool attention_bias = true;       // gpt_neox attention_bias (llama: false only)
+  std::string hidden_act = "gelu_new";  // "gelu_new" (tanh) | "gelu" (erf) | "silu" (llama SwiGLU)
+  int64_t bos_token_id = -1, eos_token_id = -1;  // from the HF config, written back on export (-1: absent)
 };
 
 void model_config_validate(const ModelConfig& c);  // throws BadConfig naming the field

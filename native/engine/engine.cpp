@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include "errors.h"
+#include "families.h"
 #include "lr_schedule.h"
 #include "safetensors.h"
 
@@ -17,7 +18,7 @@ Engine::Engine(const ModelConfig& model, const TrainConfig& train, const Backend
     : train_(train) {
   ModelConfig cfg = model;
   if (!hf_dir.empty()) {
-    ModelConfig hf = hf_read_gpt2_config(hf_dir);
+    ModelConfig hf = hf_read_config(hf_dir);  // any supported family
     hf.dropout = model.dropout;
     hf.init_seed = model.init_seed;
     cfg = hf;
@@ -25,7 +26,7 @@ Engine::Engine(const ModelConfig& model, const TrainConfig& train, const Backend
   backend_ = create_backend(cfg, opts);
   const ParamLayout& layout = backend_->layout();
   std::vector<float> params(layout.total);
-  if (hf_dir.empty()) gpt2_init_params(cfg, layout, params.data());
+  if (hf_dir.empty()) init_params(backend_->config(), layout, params.data());
   else hf_load_weights(hf_dir, layout, params.data());
   backend_->set_params(params.data());
   std::vector<float> zeros(layout.total, 0.0f);

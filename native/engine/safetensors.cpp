@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include "errors.h"
+#include "families.h"
 #include "fileio.h"
 #include "json.h"
 
@@ -221,8 +222,8 @@ void hf_load_weights(const std::string& dir, const ParamLayout& layout, float* p
     SafeTensorsReader r(f);
     for (const auto& t : r.tensors()) {
       std::string name = t.name;
-      if (name.rfind("transformer.", 0) != 0) name = "transformer." + name;  // GPT2Model-style keys
       const ParamTensor* p = layout.find(name);
+      if (!p && name.rfind("transformer.", 0) != 0) p = layout.find("transformer." + name);  // GPT2Model-style keys
       if (!p) continue;  // attn.bias / attn.masked_bias buffers, lm_head.weight (tied)
       ENGINE_CHECK(t.shape == p->shape, BadShape, "the config.json does not match the weights",
                    "%s: tensor '%s' has shape [%s], the model expects [%s]", f.c_str(), t.name.c_str(),
@@ -246,9 +247,9 @@ void hf_export(const std::string& dir, const ModelConfig& c, const ParamLayout& 
     std::vector<StTensorOut> ts;
     for (const auto& t : layout.tensors) ts.push_back({t.name, t.shape, params + t.offset});
     safetensors_write(tmp + "/model.safetensors", ts);
-    write_file_atomic(tmp + "/config.json", hf_gpt2_config_json(c));
+    write_file_atomic(tmp + "/config.json", hf_config_json(c));
     Json g = Json::object();
-    g.set("bos_token_id", Json::number(eos_id));
+    g.set("bos_token_id", Json::number(c.bos_token_id >= 0 ? (double)c.bos_token_id : eos_id));
     g.set("eos_token_id", Json::number(eos_id));
     write_file_atomic(tmp + "/generation_config.json", json_dump(g, 2) + "\n");
     if (!tokenizer_json.empty()) copy_file(tokenizer_json, tmp + "/tokenizer.json");

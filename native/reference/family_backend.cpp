@@ -1,0 +1,507 @@
+// family_backend.cpp — the `cpu` backend for Llama, GPT-NeoX/Pythia and GPT-J, fp32 (GPT-2 stays in
+// cpu_backend.cpp). One generic decoder block covers the three families:
+//   norm1 (LayerNorm | RMSNorm) -> q/k/v (separate, or NeoX's fused per-head [q,k,v]) -> rotary (partial;
+//   half-split or GPT-J's interleaved) -> causal GQA attention -> output projection
+//   MLP: fc -> GELU (tanh | erf) -> proj, or Llama's SwiGLU down(silu(gate) * up)
+//   residual: sequential (Llama, NeoX use_parallel_residual=false), parallel with two norms (NeoX), parallel
+//   with one norm (GPT-J)
+// then the final norm and the LM head (tied to the embedding, or its own weight, GPT-J's with a bias).
+// Parameters are one flat buffer in families.cpp's HF layout, as the GPT-2 backend, so the engine's optimizer,
+// checkpoints and HF import/export are shared.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <unistd.h>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "backend.h"
+#include "errors.h"
+#include "families.h"
+#include "family_layers.h"
+#include "gemm.h"
+#include "layers.h"
+#include "optimizer.h"
+
+namespace engine {
+namespace {
+
+using Vec = std::vector<float>;
+
+struct LayerActs {
+  Vec x;            // (N, C) block input
+  Vec n1, m1, r1;   // (N, C), (N), (N) norm1 output, mean, rstd
+  Vec q, k, v;      // (N, NH*HD), (N, KVH*HD) x2, after rotary
+  Vec att;          // (B, NH, T, T)
+  Vec y;            // (N, NH*HD) attention output before the projection
+  Vec h1;           // (N, C) x + attention (sequential residual only)
+  Vec n2, m2, r2;   // norm2 (absent for GPT-J)
+  Vec a, u, g;      // (N, I) fc / gate pre-activation, up (SwiGLU), activation output
+};
+
+struct KvCache {
+  size_t slots = 0, max_len = 0;
+  Vec k, v;                 // (L, slots, max_len, KVH*HD), keys after rotary at their absolute position
+  std::vector<size_t> len;  // (slots)
+};
+
+class FamilyCpuBackend final : public Backend {
+ public:
+  FamilyCpuBackend(const ModelConfig& cfg, const BackendOptions& opts) : cfg_(cfg) {
+    family_resolve(cfg_);
+    layout_ = param_layout(cfg_);
+    ft_ = family_tensors(cfg_, layout_);
+    rope_.init(cfg_);
+    ENGINE_CHECK(opts.precision == "fp32", BadConfig, "set training.precision to 'fp32' for the cpu backend",
+                 "the cpu backend computes in fp32 only; precision '%s' requested", opts.precision.c_str());
+    ENGINE_CHECK(opts.zero_stage == 0 && opts.world_size == 1 && opts.offload == "none", BadConfig,
+                 "ZeRO, data parallelism and offload need the cuda backend",
+                 "cpu backend: zeroStage %d, world size %d, offload '%s' requested", opts.zero_stage, opts.world_size,
+                 opts.offload.c_str());
+    threads_ = opts.num_threads;
+#ifdef _OPENMP
+    if (threads_ <= 0) threads_ = omp_get_num_procs();
+#else
+    if (threads_ <= 0) threads_ = 1;
+#endif
+    try {
+      params_.assign(layout_.total, 0.0f);
+      grads_.assign(layout_.total, 0.0f);
+      m_.assign(layout_.total, 0.0f);
+      v_.assign(layout_.total, 0.0f);
+    } catch (const std::bad_alloc&) {
+      ENGINE_THROW(OutOfMemory, "use a smaller model", "cannot allocate 4 x %zu fp32 parameters", layout_.total);
+    }
+    info_.name = "cpu";
+    info_.precision = "fp32";
+    info_.blas = gemm_name();
+    info_.num_threads = threads_;
+    info_.device = strfmt("cpu (%d threads)", threads_);
+  }
+
+  const BackendInfo& info() const override { return info_; }
+  const ModelConfig& config() const override { return cfg_; }
+  const ParamLayout& layout() const override { return layout_; }
+  void get_params(float* dst) const override { std::memcpy(dst, params_.data(), layout_.total * sizeof(float)); }
+  void set_params(const float* src) override { std::memcpy(params_.data(), src, layout_.total * sizeof(float)); }
+  void get_grads(float* dst) const override { std::memcpy(dst, grads_.data(), layout_.total * sizeof(float)); }
+  void get_optimizer_state(float* m, float* v) const override {
+    std::memcpy(m, m_.data(), layout_.total * sizeof(float));
+    std::memcpy(v, v_.data(), layout_.total * sizeof(float));
+  }
+  void set_optimizer_state(const float* m, const float* v) override {
+    std::memcpy(m_.data(), m, layout_.total * sizeof(float));
+    std::memcpy(v_.data(), v, layout_.total * sizeof(float));
+  }
+  void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+  double forward_backward(const Batch& batch, float dloss) override {
+    set_threads_();
+    forward_(batch, true);
+    size_t nt = 0, nc = 0;
+    const size_t N = batch.B * batch.T;
+    double loss = crossentropy_forward(losses_.data(), lse_.data(), logits_.data(), batch.targets, N, cfg_.vocab_size,
+                                       &nt, &nc);
+    backward_(batch, dloss);
+    return loss;
+  }
+  double grad_norm_sq() override {
+    set_threads_();
+    return sum_squares(grads_.data(), grads_.size());
+  }
+  void optimizer_step(const AdamWHyper& hp) override {
+    set_threads_();
+    adamw_update(params_.data(), grads_.data(), m_.data(), v_.data(), layout_, 0, layout_.total, hp);
+  }
+  EvalStats forward_eval(const Batch& batch) override {
+    set_threads_();
+    forward_(batch, false);
+    EvalStats s;
+    s.loss_sum = crossentropy_forward(losses_.data(), nullptr, logits_.data(), batch.targets, batch.B * batch.T,
+                                      cfg_.vocab_size, &s.n_targets, &s.n_correct);
+    return s;
+  }
+  void forward_logits(const Batch& batch, float* logits) override {
+    set_threads_();
+    forward_(batch, false);
+    std::memcpy(logits, logits_.data(), batch.B * batch.T * cfg_.vocab_size * sizeof(float));
+  }
+
+  // ---- generation ----
+  void kv_begin(size_t slots, size_t max_len) override {
+    ENGINE_CHECK(max_len >= 1 && max_len <= cfg_.n_positions, BadShape, "", "KV cache length %zu not in [1, %zu]",
+                 max_len, cfg_.n_positions);
+    const size_t KD = cfg_.n_kv_head * cfg_.head_dim;
+    kv_.slots = slots;
+    kv_.max_len = max_len;
+    kv_.k.assign(cfg_.n_layer * slots * max_len * KD, 0.0f);
+    kv_.v.assign(cfg_.n_layer * slots * max_len * KD, 0.0f);
+    kv_.len.assign(slots, 0);
+  }
+  void kv_prefill(size_t slot, const int32_t* tokens, size_t n, float* logits) override {
+    ENGINE_CHECK(slot < kv_.slots, BadShape, "", "slot %zu of %zu", slot, kv_.slots);
+    std::vector<size_t> slots(n, slot), pos(n);
+    for (size_t i = 0; i < n; i++) pos[i] = kv_.len[slot] + i;
+    kv_rows_(slots.data(), pos.data(), tokens, n, n - 1, logits);
+    kv_.len[slot] += n;
+  }
+  void kv_decode(const size_t* slots, const int32_t* tokens, size_t n, float* logits) override {
+    std::vector<size_t> pos(n);
+    for (size_t i = 0; i < n; i++) {
+      ENGINE_CHECK(slots[i] < kv_.slots, BadShape, "", "slot %zu of %zu", slots[i], kv_.slots);
+      pos[i] = kv_.len[slots[i]];
+    }
+    kv_rows_(slots, pos.data(), tokens, n, 0, logits);
+    for (size_t i = 0; i < n; i++) kv_.len[slots[i]]++;
+  }
+  void kv_end() override { kv_ = KvCache(); }
+
+  MemoryReport memory() const override {
+    MemoryReport r;
+    r.params_bytes = params_.capacity() * sizeof(float);
+    r.grads_bytes = grads_.capacity() * sizeof(float);
+    r.optimizer_bytes = (m_.capacity() + v_.capacity()) * sizeof(float);
+    size_t a = (logits_.capacity() + losses_.capacity() + lse_.capacity() + xf_.capacity() + nf_.capacity()) * 4;
+    for (const auto& l : acts_)
+      for (const Vec* v : {&l.x, &l.n1, &l.m1, &l.r1, &l.q, &l.k, &l.v, &l.att, &l.y, &l.h1, &l.n2, &l.m2, &l.r2, &l.a,
+                           &l.u, &l.g})
+        a += v->capacity() * sizeof(float);
+    r.activations_bytes = a;
+    r.other_bytes = (kv_.k.capacity() + kv_.v.capacity()) * sizeof(float);
+    return r;
+  }
+
+ private:
+  void set_threads_() {
+#ifdef _OPENMP
+    omp_set_num_threads(threads_);
+#endif
+    gemm_set_threads(threads_);
+  }
+  const float* p_(int idx) const { return idx < 0 ? nullptr : params_.data() + layout_.tensors[(size_t)idx].offset; }
+  float* g_(int idx) { return idx < 0 ? nullptr : grads_.data() + layout_.tensors[(size_t)idx].offset; }
+  bool rms_() const { return cfg_.family == "llama"; }
+  bool gptj_() const { return cfg_.family == "gptj"; }
+  bool sequential_() const { return cfg_.family == "llama" || (cfg_.family == "gpt_neox" && !cfg_.parallel_residual); }
+  int head_() const { return ft_.head_w >= 0 ? ft_.head_w : ft_.embed; }
+
+  void norm_fwd_(float* out, float* mean, float* rstd, const float* x, int w, int b, size_t N) const {
+    if (rms_()) rmsnorm_forward(out, rstd, x, p_(w), N, cfg_.n_embd, cfg_.layer_norm_eps);
+    else layernorm_forward(out, mean, rstd, x, p_(w), p_(b), N, cfg_.n_embd, cfg_.layer_norm_eps);
+  }
+  void norm_bwd_(float* dx, const float* dout, const float* x, int w, int b, const float* mean, const float* rstd,
+                 size_t N) {
+    if (rms_()) rmsnorm_backward(dx, g_(w), dout, x, p_(w), rstd, N, cfg_.n_embd);
+    else layernorm_backward(dx, g_(w), g_(b), dout, x, p_(w), mean, rstd, N, cfg_.n_embd);
+  }
+
+  // q (N, NH*HD), k/v (N, KVH*HD) from the normed input, before rotary. NeoX's fused weight gives per head
+  // [q | k | v] rows, so its output is de-interleaved through `fused` (N, 3C).
+  void qkv_fwd_(const FamilyBlock& bl, const float* in, size_t N, float* q, float* k, float* v, Vec& fused) const {
+    const size_t C = cfg_.n_embd, NH = cfg_.n_head, KVH = cfg_.n_kv_head, HD = cfg_.head_dim;
+    if (bl.qkv_w >= 0) {
+      fused.resize(N * 3 * NH * HD);
+      linear_forward(fused.data(), in, p_(bl.qkv_w), p_(bl.qkv_b), N, C, 3 * NH * HD);
+#pragma omp parallel for collapse(2) schedule(static)
+      for (long n = 0; n < (long)N; n++)
+        for (long h = 0; h < (long)NH; h++) {
+          const float* f = fused.data() + ((size_t)n * NH + (size_t)h) * 3 * HD;
+          const size_t o = ((size_t)n * NH + (size_t)h) * HD;
+          std::memcpy(q + o, f, HD * sizeof(float));
+          std::memcpy(k + o, f + HD, HD * sizeof(float));
+          std::memcpy(v + o, f + 2 * HD, HD * sizeof(float));
+        }
+    } else {
+      linear_forward(q, in, p_(bl.q_w), nullptr, N, C, NH * HD);
+      linear_forward(k, in, p_(bl.k_w), nullptr, N, C, KVH * HD);
+      linear_forward(v, in, p_(bl.v_w), nullptr, N, C, KVH * HD);
+    }
+  }
+
+  // MLP forward: out (N, C) from in (N, C); a/u/g (N, I) kept.
+  void mlp_fwd_(const FamilyBlock& bl, const float* in, size_t N, float* a, float* u, float* g, float* out) const {
+    const size_t C = cfg_.n_embd, I = cfg_.intermediate_size;
+    linear_forward(a, in, p_(bl.fc_w), p_(bl.fc_b), N, C, I);
+    if (bl.up_w >= 0) {
+      linear_forward(u, in, p_(bl.up_w), nullptr, N, C, I);
+      swiglu_forward(g, a, u, N * I);
+    } else if (cfg_.hidden_act == "gelu") {
+      gelu_erf_forward(g, a, N * I);
+    } else {
+      gelu_forward(g, a, N * I);
+    }
+    linear_forward(out, g, p_(bl.proj_w), p_(bl.proj_b), N, I, C);
+  }
+
+  void check_batch_(const Batch& b) const {
+    ENGINE_CHECK(b.B >= 1 && b.T >= 1 && b.T <= cfg_.n_positions, BadShape, "blockSize must be <= model.nPositions",
+                 "batch (B=%zu, T=%zu) with nPositions %zu", b.B, b.T, cfg_.n_positions);
+    for (size_t i = 0; i < b.B * b.T; i++) {
+      const int32_t x = b.inputs[i], y = b.targets[i];
+      ENGINE_CHECK(x >= 0 && (size_t)x < cfg_.vocab_size, BadShape,
+                   "the shards were tokenized with a larger vocabulary than the model's",
+                   "input token %d at position %zu is outside [0, %zu)", x, i, cfg_.vocab_size);
+      ENGINE_CHECK(y == IGNORE_INDEX || (y >= 0 && (size_t)y < cfg_.vocab_size), BadShape,
+                   "labels must be token ids or -100", "target %d at position %zu is outside [0, %zu)", y, i,
+                   cfg_.vocab_size);
+    }
+  }
+
+  void ensure_acts_(size_t B, size_t T) {
+    if (B == B_ && T == T_) return;
+    const size_t L = cfg_.n_layer, C = cfg_.n_embd, NH = cfg_.n_head, KD = cfg_.n_kv_head * cfg_.head_dim;
+    const size_t QD = NH * cfg_.head_dim, I = cfg_.intermediate_size, V = cfg_.vocab_size, N = B * T;
+    const size_t per_layer = N * (5 * C + 4 + 2 * QD + 2 * KD + 3 * I) + B * NH * T * T;
+    const size_t need = (L * per_layer * 2 + N * (V + 2 * C)) * sizeof(float);
+    const size_t phys = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    ENGINE_CHECK(need < phys, OutOfMemory, "lower training.microBatchSize (or evaluation.batchSize) or the block size",
+                 "activations for B=%zu T=%zu need ~%.1f GiB, the machine has %.1f GiB", B, T, need / 1073741824.0,
+                 phys / 1073741824.0);
+    try {
+      acts_.assign(L, LayerActs());
+      for (auto& l : acts_) {
+        for (Vec* v : {&l.x, &l.n1, &l.h1, &l.n2}) v->assign(N * C, 0);
+        for (Vec* v : {&l.m1, &l.r1, &l.m2, &l.r2}) v->assign(N, 0);
+        for (Vec* v : {&l.q, &l.y}) v->assign(N * QD, 0);
+        for (Vec* v : {&l.k, &l.v}) v->assign(N * KD, 0);
+        l.att.assign(B * NH * T * T, 0);
+        for (Vec* v : {&l.a, &l.g}) v->assign(N * I, 0);
+        if (cfg_.family == "llama") l.u.assign(N * I, 0);
+      }
+      xf_.assign(N * C, 0); nf_.assign(N * C, 0); mf_.assign(N, 0); rf_.assign(N, 0);
+      logits_.assign(N * V, 0); losses_.assign(N, 0); lse_.assign(N, 0);
+      pos_.resize(N);
+      for (size_t i = 0; i < N; i++) pos_[i] = i % T;
+    } catch (const std::bad_alloc&) {
+      ENGINE_THROW(OutOfMemory, "lower training.microBatchSize or the block size",
+                   "cannot allocate activations for B=%zu T=%zu", B, T);
+    }
+    B_ = B; T_ = T;
+  }
+
+  void forward_(const Batch& batch, bool /*train*/) {
+    check_batch_(batch);
+    const size_t B = batch.B, T = batch.T, C = cfg_.n_embd, NH = cfg_.n_head, KVH = cfg_.n_kv_head;
+    const size_t HD = cfg_.head_dim, N = B * T, L = cfg_.n_layer;
+    ensure_acts_(B, T);
+    const float* E = p_(ft_.embed);
+    for (size_t n = 0; n < N; n++) std::memcpy(acts_[0].x.data() + n * C, E + (size_t)batch.inputs[n] * C, C * 4);
+    Vec ao(N * C), mo(N * C);
+    for (size_t l = 0; l < L; l++) {
+      LayerActs& a = acts_[l];
+      const FamilyBlock& bl = ft_.blocks[l];
+      float* out = l + 1 < L ? acts_[l + 1].x.data() : xf_.data();
+      norm_fwd_(a.n1.data(), a.m1.data(), a.r1.data(), a.x.data(), bl.norm1_w, bl.norm1_b, N);
+      qkv_fwd_(bl, a.n1.data(), N, a.q.data(), a.k.data(), a.v.data(), fused_);
+      rope_apply(a.q.data(), pos_.data(), N, NH, HD, rope_, false);
+      rope_apply(a.k.data(), pos_.data(), N, KVH, HD, rope_, false);
+      gqa_attention_forward(a.y.data(), a.att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, KVH, HD);
+      linear_forward(ao.data(), a.y.data(), p_(bl.o_w), p_(bl.o_b), N, NH * HD, C);
+      if (sequential_()) {
+        for (size_t i = 0; i < N * C; i++) a.h1[i] = a.x[i] + ao[i];
+        norm_fwd_(a.n2.data(), a.m2.data(), a.r2.data(), a.h1.data(), bl.norm2_w, bl.norm2_b, N);
+        mlp_fwd_(bl, a.n2.data(), N, a.a.data(), a.u.data(), a.g.data(), mo.data());
+        for (size_t i = 0; i < N * C; i++) out[i] = a.h1[i] + mo[i];
+      } else {
+        const float* min = a.n1.data();
+        if (!gptj_()) {
+          norm_fwd_(a.n2.data(), a.m2.data(), a.r2.data(), a.x.data(), bl.norm2_w, bl.norm2_b, N);
+          min = a.n2.data();
+        }
+        mlp_fwd_(bl, min, N, a.a.data(), a.u.data(), a.g.data(), mo.data());
+        for (size_t i = 0; i < N * C; i++) out[i] = mo[i] + ao[i] + a.x[i];
+      }
+    }
+    norm_fwd_(nf_.data(), mf_.data(), rf_.data(), xf_.data(), ft_.final_w, ft_.final_b, N);
+    linear_forward(logits_.data(), nf_.data(), p_(head_()), p_(ft_.head_b), N, C, cfg_.vocab_size);
+  }
+
+  // Attention backward from d(attention output after projection) (N, C); accumulates d(normed input) into dn.
+  void attn_bwd_(size_t l, const Batch& batch, const float* dao, float* dn) {
+    const size_t B = batch.B, T = batch.T, C = cfg_.n_embd, NH = cfg_.n_head, KVH = cfg_.n_kv_head;
+    const size_t HD = cfg_.head_dim, N = B * T;
+    LayerActs& a = acts_[l];
+    const FamilyBlock& bl = ft_.blocks[l];
+    dy_.assign(N * NH * HD, 0);
+    linear_backward(dy_.data(), g_(bl.o_w), g_(bl.o_b), dao, a.y.data(), p_(bl.o_w), N, NH * HD, C);
+    dq_.assign(N * NH * HD, 0);
+    dk_.assign(N * KVH * HD, 0);
+    dv_.assign(N * KVH * HD, 0);
+    datt_.resize(B * NH * T * T);
+    gqa_attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), dy_.data(), a.q.data(), a.k.data(),
+                           a.v.data(), a.att.data(), B, T, NH, KVH, HD);
+    rope_apply(dq_.data(), pos_.data(), N, NH, HD, rope_, true);
+    rope_apply(dk_.data(), pos_.data(), N, KVH, HD, rope_, true);
+    if (bl.qkv_w >= 0) {
+      fused_.resize(N * 3 * NH * HD);
+      for (size_t n = 0; n < N; n++)
+        for (size_t h = 0; h < NH; h++) {
+          float* f = fused_.data() + (n * NH + h) * 3 * HD;
+          const size_t o = (n * NH + h) * HD;
+          std::memcpy(f, dq_.data() + o, HD * 4);
+          std::memcpy(f + HD, dk_.data() + o, HD * 4);
+          std::memcpy(f + 2 * HD, dv_.data() + o, HD * 4);
+        }
+      linear_backward(dn, g_(bl.qkv_w), g_(bl.qkv_b), fused_.data(), a.n1.data(), p_(bl.qkv_w), N, C, 3 * NH * HD);
+    } else {
+      linear_backward(dn, g_(bl.q_w), nullptr, dq_.data(), a.n1.data(), p_(bl.q_w), N, C, NH * HD);
+      linear_backward(dn, g_(bl.k_w), nullptr, dk_.data(), a.n1.data(), p_(bl.k_w), N, C, KVH * HD);
+      linear_backward(dn, g_(bl.v_w), nullptr, dv_.data(), a.n1.data(), p_(bl.v_w), N, C, KVH * HD);
+    }
+  }
+
+  // MLP backward from d(MLP output) (N, C); accumulates d(MLP input) into dn.
+  void mlp_bwd_(size_t l, size_t N, const float* dmo, const float* in, float* dn) {
+    const size_t C = cfg_.n_embd, I = cfg_.intermediate_size;
+    LayerActs& a = acts_[l];
+    const FamilyBlock& bl = ft_.blocks[l];
+    dg_.assign(N * I, 0);
+    linear_backward(dg_.data(), g_(bl.proj_w), g_(bl.proj_b), dmo, a.g.data(), p_(bl.proj_w), N, I, C);
+    da_.assign(N * I, 0);
+    if (bl.up_w >= 0) {
+      du_.assign(N * I, 0);
+      swiglu_backward(da_.data(), du_.data(), a.a.data(), a.u.data(), dg_.data(), N * I);
+      linear_backward(dn, g_(bl.up_w), nullptr, du_.data(), in, p_(bl.up_w), N, C, I);
+    } else if (cfg_.hidden_act == "gelu") {
+      gelu_erf_backward(da_.data(), a.a.data(), dg_.data(), N * I);
+    } else {
+      gelu_backward(da_.data(), a.a.data(), dg_.data(), N * I);
+    }
+    linear_backward(dn, g_(bl.fc_w), g_(bl.fc_b), da_.data(), in, p_(bl.fc_w), N, C, I);
+  }
+
+  void backward_(const Batch& batch, float dloss) {
+    const size_t N = batch.B * batch.T, C = cfg_.n_embd, V = cfg_.vocab_size, L = cfg_.n_layer;
+    crossentropy_softmax_backward_inplace(logits_.data(), lse_.data(), batch.targets, N, V, dloss);
+    Vec dnf(N * C, 0.0f), dx(N * C, 0.0f), dn(N * C), dn2(N * C), dh1(N * C);
+    linear_backward(dnf.data(), g_(head_()), g_(ft_.head_b), logits_.data(), nf_.data(), p_(head_()), N, C, V);
+    norm_bwd_(dx.data(), dnf.data(), xf_.data(), ft_.final_w, ft_.final_b, mf_.data(), rf_.data(), N);
+    // dx: gradient w.r.t. the output of layer l on entry, w.r.t. its input on exit
+    for (size_t l = L; l-- > 0;) {
+      LayerActs& a = acts_[l];
+      const FamilyBlock& bl = ft_.blocks[l];
+      if (sequential_()) {
+        dh1 = dx;  // out = h1 + mlp(norm2(h1))
+        std::fill(dn2.begin(), dn2.end(), 0.0f);
+        mlp_bwd_(l, N, dx.data(), a.n2.data(), dn2.data());
+        norm_bwd_(dh1.data(), dn2.data(), a.h1.data(), bl.norm2_w, bl.norm2_b, a.m2.data(), a.r2.data(), N);
+        dx = dh1;  // h1 = x + attn(norm1(x))
+        std::fill(dn.begin(), dn.end(), 0.0f);
+        attn_bwd_(l, batch, dh1.data(), dn.data());
+        norm_bwd_(dx.data(), dn.data(), a.x.data(), bl.norm1_w, bl.norm1_b, a.m1.data(), a.r1.data(), N);
+      } else if (gptj_()) {  // out = x + attn(n1) + mlp(n1), n1 = norm1(x)
+        std::fill(dn.begin(), dn.end(), 0.0f);
+        mlp_bwd_(l, N, dx.data(), a.n1.data(), dn.data());
+        attn_bwd_(l, batch, dx.data(), dn.data());
+        norm_bwd_(dx.data(), dn.data(), a.x.data(), bl.norm1_w, bl.norm1_b, a.m1.data(), a.r1.data(), N);
+      } else {  // NeoX parallel: out = x + attn(norm1(x)) + mlp(norm2(x))
+        std::fill(dn2.begin(), dn2.end(), 0.0f);
+        mlp_bwd_(l, N, dx.data(), a.n2.data(), dn2.data());
+        std::fill(dn.begin(), dn.end(), 0.0f);
+        attn_bwd_(l, batch, dx.data(), dn.data());
+        norm_bwd_(dx.data(), dn2.data(), a.x.data(), bl.norm2_w, bl.norm2_b, a.m2.data(), a.r2.data(), N);
+        norm_bwd_(dx.data(), dn.data(), a.x.data(), bl.norm1_w, bl.norm1_b, a.m1.data(), a.r1.data(), N);
+      }
+    }
+    float* dE = g_(ft_.embed);
+#pragma omp parallel for schedule(static)
+    for (long c = 0; c < (long)C; c++)
+      for (size_t n = 0; n < N; n++) dE[(size_t)batch.inputs[n] * C + (size_t)c] += dx[n * C + (size_t)c];
+  }
+
+  // Inference rows (see cpu_backend.cpp kv_rows_): row i = token tokens[i] at position pos[i] of slot slots[i].
+  void kv_rows_(const size_t* slots, const size_t* pos, const int32_t* tokens, size_t n, size_t logits_from,
+                float* logits) {
+    set_threads_();
+    const size_t C = cfg_.n_embd, NH = cfg_.n_head, KVH = cfg_.n_kv_head, HD = cfg_.head_dim, V = cfg_.vocab_size;
+    const size_t L = cfg_.n_layer, S = kv_.slots, M = kv_.max_len, KD = KVH * HD, G = NH / KVH;
+    const size_t I = cfg_.intermediate_size;
+    for (size_t i = 0; i < n; i++) {
+      ENGINE_CHECK(pos[i] < M, BadShape, "", "KV cache full: position %zu of %zu", pos[i], M);
+      ENGINE_CHECK(tokens[i] >= 0 && (size_t)tokens[i] < V, BadShape, "prompt token ids must be < the vocabulary size",
+                   "token %d outside [0, %zu)", tokens[i], V);
+    }
+    Vec x(n * C), h(n * C), h2(n * C), q(n * NH * HD), k(n * KD), v(n * KD), y(n * NH * HD), ao(n * C), mo(n * C);
+    Vec mean(n), rstd(n), fa(n * I), fu(n * I), fg(n * I), fused;
+    const float* E = p_(ft_.embed);
+    for (size_t i = 0; i < n; i++) std::memcpy(x.data() + i * C, E + (size_t)tokens[i] * C, C * 4);
+    const float scale = 1.0f / std::sqrt((float)HD);
+    for (size_t l = 0; l < L; l++) {
+      const FamilyBlock& bl = ft_.blocks[l];
+      norm_fwd_(h.data(), mean.data(), rstd.data(), x.data(), bl.norm1_w, bl.norm1_b, n);
+      qkv_fwd_(bl, h.data(), n, q.data(), k.data(), v.data(), fused);
+      rope_apply(q.data(), pos, n, NH, HD, rope_, false);
+      rope_apply(k.data(), pos, n, KVH, HD, rope_, false);
+      float* Kc = kv_.k.data() + l * S * M * KD;
+      float* Vc = kv_.v.data() + l * S * M * KD;
+      for (size_t i = 0; i < n; i++) {
+        std::memcpy(Kc + (slots[i] * M + pos[i]) * KD, k.data() + i * KD, KD * 4);
+        std::memcpy(Vc + (slots[i] * M + pos[i]) * KD, v.data() + i * KD, KD * 4);
+      }
+#pragma omp parallel for collapse(2) schedule(static)
+      for (long i = 0; i < (long)n; i++)
+        for (long hh = 0; hh < (long)NH; hh++) {
+          const size_t kh = (size_t)hh / G;
+          const float* qv = q.data() + ((size_t)i * NH + (size_t)hh) * HD;
+          const float* kb = Kc + slots[i] * M * KD + kh * HD;
+          const float* vb = Vc + slots[i] * M * KD + kh * HD;
+          std::vector<float> w(pos[i] + 1);
+          float maxv = -INFINITY;
+          for (size_t t2 = 0; t2 <= pos[i]; t2++) {
+            float s = 0;
+            for (size_t d = 0; d < HD; d++) s += qv[d] * kb[t2 * KD + d];
+            w[t2] = s * scale;
+            maxv = std::max(maxv, w[t2]);
+          }
+          float sum = 0;
+          for (size_t t2 = 0; t2 <= pos[i]; t2++) { w[t2] = std::exp(w[t2] - maxv); sum += w[t2]; }
+          float* o = y.data() + ((size_t)i * NH + (size_t)hh) * HD;
+          for (size_t d = 0; d < HD; d++) o[d] = 0;
+          for (size_t t2 = 0; t2 <= pos[i]; t2++)
+            for (size_t d = 0; d < HD; d++) o[d] += (w[t2] / sum) * vb[t2 * KD + d];
+        }
+      linear_forward(ao.data(), y.data(), p_(bl.o_w), p_(bl.o_b), n, NH * HD, C);
+      if (sequential_()) {
+        for (size_t i = 0; i < n * C; i++) x[i] += ao[i];
+        norm_fwd_(h2.data(), mean.data(), rstd.data(), x.data(), bl.norm2_w, bl.norm2_b, n);
+        mlp_fwd_(bl, h2.data(), n, fa.data(), fu.data(), fg.data(), mo.data());
+        for (size_t i = 0; i < n * C; i++) x[i] += mo[i];
+      } else {
+        const float* min = h.data();
+        if (!gptj_()) {
+          norm_fwd_(h2.data(), mean.data(), rstd.data(), x.data(), bl.norm2_w, bl.norm2_b, n);
+          min = h2.data();
+        }
+        mlp_fwd_(bl, min, n, fa.data(), fu.data(), fg.data(), mo.data());
+        for (size_t i = 0; i < n * C; i++) x[i] = mo[i] + ao[i] + x[i];
+      }
+    }
+    const size_t nl = n - logits_from;
+    norm_fwd_(h.data(), mean.data(), rstd.data(), x.data() + logits_from * C, ft_.final_w, ft_.final_b, nl);
+    linear_forward(logits, h.data(), p_(head_()), p_(ft_.head_b), nl, C, V);
+  }
+
+  ModelConfig cfg_;
+  ParamLayout layout_;
+  FamilyTensors ft_;
+  Rope rope_;
+  BackendInfo info_;
+  int threads_ = 1;
+  Vec params_, grads_, m_, v_;
+  size_t B_ = 0, T_ = 0;
+  std::vector<LayerActs> acts_;
+  Vec xf_, nf_, mf_, rf_, logits_, losses_, lse_;  // final norm input/output, head
+  std::vector<size_t> pos_;                         // (B*T) position of each row
+  Vec fused_, dy_, dq_, dk_, dv_, datt_, dg_, da_, du_;  // backward scratch
+  KvCache kv_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_family_cpu_backend(const ModelConfig& model, const BackendOptions& opts) {
+  return std::make_unique<FamilyCpuBackend>(model, opts);
+}
+
+}  // namespace engine
