@@ -121,7 +121,11 @@ export async function generateSamples(deps: ModelDeps, a: { cfg: FinetuneConfig;
     const outs = await withEngine(deps, a.cfg, a.checkpoint, (engine) =>
       engine.generate(prompts, { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, eosId: tok.eosId }),
     );
-    return g.prompts.map((prompt, i) => ({ prompt, text: tok.decode(outs[i] ?? []) }));
+    // The engine stops at EOS and returns it; the text ends before it.
+    return g.prompts.map((prompt, i) => {
+      const ids = outs[i] ?? [];
+      return { prompt, text: tok.decode(ids[ids.length - 1] === tok.eosId ? ids.slice(0, -1) : ids) };
+    });
   } catch (e) {
     throw classify(e, `generate from ${a.checkpoint.dir}`);
   }

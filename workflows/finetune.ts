@@ -51,7 +51,10 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     };
   });
   wf.setHandler(trainProgressSignal, (p) => {
-    if (stage === 'train' && p.step >= (live?.step ?? 0)) live = p;
+    if (stage !== 'train' || p.step < (live?.step ?? 0)) return;
+    live = p;
+    wf.setCurrentDetails(`**train**: step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(3)}, ${Math.round(p.tokensPerSec)} tok/s` +
+      (p.lastCheckpoint ? `, checkpoint @${p.lastCheckpoint.step}` : ''));
   });
   wf.setHandler(checkpointNowSignal, () => {
     if (stage !== 'train' || !segmentScope) return; // nothing to checkpoint outside training

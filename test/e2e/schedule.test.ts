@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { main as schedule } from '../../cli/schedule.js';
 import { startWorkers, type WorkerSet } from '../../cli/lib/temporal.js';
 import type { FinetuneReport } from '../../workflows/messages.js';
-import { startHarness, type Harness } from '../workflows/helpers.js';
+import { replay, startHarness, type Harness } from '../workflows/helpers.js';
 import { until } from './procs.js';
 
 let h: Harness;
@@ -59,6 +59,8 @@ it('scheduled runs continue the series, skip overlaps, and can be paused and del
   expect(r2.baseModel).toBe(r1.modelDir);
   expect(r2.notes.join('\n')).toContain(`continuing the series from ${r1.modelDir}`);
   expect(r2.train.firstLoss!).toBeLessThan(r1.train.firstLoss!); // it starts from trained weights
+
+  await replay(await Promise.all([first!, second].map(async (id) => ({ workflowId: id, history: await h.client.workflow.getHandle(id).fetchHistory() }))));
 
   expect(await schedule(['pause', 'finetune-nightly'])).toBe(0);
   expect((await h.client.schedule.getHandle('finetune-nightly').describe()).state.paused).toBe(true);
