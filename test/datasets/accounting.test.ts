@@ -38,7 +38,7 @@ describe.skipIf(!existsSync(SHAKESPEARE))('token accounting on tinyshakespeare',
       cfgFile,
       JSON.stringify({
         data: { train: { type: 'text', path: SHAKESPEARE }, validationFraction: 0.05, splitSeed: 1234 },
-        preprocess: { mode: 'concat', blockSize: 512, sequencesPerShard: 256 },
+        preprocess: { mode: 'concat', blockSize: 512, sequencesPerShard: 256, workers: 2 }, // the worker-thread path
         tokenizer: { type: 'gpt2' },
         storage: { root: work },
       }),
