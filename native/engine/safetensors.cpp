@@ -224,6 +224,7 @@ void hf_load_weights(const std::string& dir, const ParamLayout& layout, float* p
       std::string name = t.name;
       const ParamTensor* p = layout.find(name);
       if (!p && name.rfind("transformer.", 0) != 0) p = layout.find("transformer." + name);  // GPT2Model-style keys
+      if (!p && name == "lm_head.weight") p = layout.find("embed_out.weight");  // gpt_neox head, transformers 5 name
       if (!p) continue;  // attn.bias / attn.masked_bias buffers, lm_head.weight (tied)
       ENGINE_CHECK(t.shape == p->shape, BadShape, "the config.json does not match the weights",
                    "%s: tensor '%s' has shape [%s], the model expects [%s]", f.c_str(), t.name.c_str(),
@@ -247,9 +248,12 @@ void hf_export(const std::string& dir, const ModelConfig& c, const ParamLayout& 
     std::vector<StTensorOut> ts;
     for (const auto& t : layout.tensors) ts.push_back({t.name, t.shape, params + t.offset});
     safetensors_write(tmp + "/model.safetensors", ts);
-    write_file_atomic(tmp + "/config.json", hf_config_json(c));
+    ModelConfig cc = c;  // families' configs default bos/eos to ids of their own (GPT-J: 50256): write ours
+    if (cc.family != "gpt2" && cc.eos_token_id < 0 && eos_id >= 0) cc.eos_token_id = eos_id;
+    if (cc.family != "gpt2" && cc.bos_token_id < 0) cc.bos_token_id = cc.eos_token_id;
+    write_file_atomic(tmp + "/config.json", hf_config_json(cc));
     Json g = Json::object();
-    g.set("bos_token_id", Json::number(c.bos_token_id >= 0 ? (double)c.bos_token_id : eos_id));
+    g.set("bos_token_id", Json::number(cc.bos_token_id >= 0 ? (double)cc.bos_token_id : eos_id));
     g.set("eos_token_id", Json::number(eos_id));
     write_file_atomic(tmp + "/generation_config.json", json_dump(g, 2) + "\n");
     if (!tokenizer_json.empty()) copy_file(tokenizer_json, tmp + "/tokenizer.json");
