@@ -156,8 +156,17 @@ export class Engine {
     for (const fn of set) fn();
   }
 
-  /** Resolves when the run's history grows, or after `timeoutMs`. */
+  /**
+   * Set when the server shuts down: long polls answer at once with what they have (status OK), because a
+   * retryable error would make the TS client retry on a timer after its channel was closed, and crash.
+   */
+  get shuttingDown(): boolean {
+    return this.stopped;
+  }
+
+  /** Resolves when the run's history grows, after `timeoutMs`, or at shutdown. */
   waitHistory(runId: string, timeoutMs: number, onCancel: (fn: () => void) => void): Promise<void> {
+    if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
       let set = this.historyWaiters.get(runId);
       if (!set) this.historyWaiters.set(runId, (set = new Set()));
@@ -382,6 +391,9 @@ export class Engine {
     this.stopped = true;
     for (const c of this.timerCancels.values()) c();
     this.timerCancels.clear();
+    const waiters = [...this.historyWaiters.values()];
+    this.historyWaiters.clear();
+    for (const set of waiters) for (const fn of set) fn();
   }
 
   private fire(id: number): void {

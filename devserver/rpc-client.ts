@@ -87,7 +87,7 @@ async function getHistory(engine: Engine, ns: string, req: T.api.workflowservice
     }
     if (!req.waitNewEvent) return { history: { events: [] } };
     const left = until - Date.now();
-    if (left <= 0 || ctx.cancelled) return { history: { events: [] }, nextPageToken: Buffer.from(String(from)) };
+    if (left <= 0 || ctx.cancelled || engine.shuttingDown) return { history: { events: [] }, nextPageToken: Buffer.from(String(from)) };
     await engine.waitHistory(runId, left, (fn) => ctx.onCancel(fn));
   }
 }

@@ -205,10 +205,11 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     port,
     close: () =>
       (closed ??= (async () => {
+        // Answer every waiting call first (polls empty, long polls with what they have), then stop serving.
         schedules.stop();
+        engine.stop();
         engine.matching.close();
         dropQueries(engine);
-        engine.stop();
         await new Promise<void>((resolve) => {
           const force = setTimeout(() => {
             server.forceShutdown();

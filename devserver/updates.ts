@@ -87,7 +87,7 @@ async function waitFor(engine: Engine, runId: string, updateId: string, stage: n
     if (done) return { s, u };
     if (s.closeEventId) throw notFound('workflow execution already completed');
     const left = until - Date.now();
-    if (left <= 0 || ctx.cancelled) return { s, u };
+    if (left <= 0 || ctx.cancelled || engine.shuttingDown) return { s, u };
     await engine.waitHistory(runId, left, (fn) => ctx.onCancel(fn));
   }
 }

@@ -200,6 +200,7 @@ export function respondQueryTaskCompleted(engine: Engine, req: T.api.workflowser
 
 /** Fails every waiting query (server shutdown). */
 export function dropQueries(engine: Engine): void {
-  for (const q of engine.queries.values()) q.reject(new ServiceError(status.UNAVAILABLE, 'server shutting down'));
+  // Not UNAVAILABLE: the TS client would retry it on a timer, possibly after its channel was closed.
+  for (const q of engine.queries.values()) q.reject(new ServiceError(status.CANCELLED, 'query abandoned: the server is shutting down'));
   engine.queries.clear();
 }

@@ -204,6 +204,24 @@ describe('server protocol', () => {
   });
 });
 
+describe.skipIf(!!REAL_SERVER)('dev server shutdown', () => {
+  it('answers in-flight long polls without retryable errors, so a client that closed first does not crash', async () => {
+    const s2 = await startDevServer({ port: 0 });
+    const c2 = await Connection.connect({ address: s2.address });
+    const client = new Client({ connection: c2 });
+    const h = await client.workflow.start('nobodyRunsThis', { taskQueue: `none-${randomUUID()}`, workflowId: randomUUID() });
+    const result = h.result().then(() => 'done', () => 'rejected');
+    const query = h.query('q').then(() => 'done', () => 'rejected');
+    await new Promise((r) => setTimeout(r, 200));
+    await c2.close(); // as `finetune run` does: client first, then the embedded server
+    await s2.close();
+    expect(await query).toBe('rejected');
+    expect(await result).toBe('rejected');
+    // A retry of a retryable error would run on a timer against the closed channel and throw uncaught here.
+    await new Promise((r) => setTimeout(r, 1500));
+  });
+});
+
 describe.skipIf(!!REAL_SERVER)('@temporalio/testing on the dev server', () => {
   it('TestWorkflowEnvironment.createLocal launches bin/finetune.js as an existing-path server', async () => {
     const path = fileURLToPath(new URL('../../bin/finetune.js', import.meta.url));
