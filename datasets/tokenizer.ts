@@ -20,6 +20,12 @@ export interface LoadedTokenizer {
   encode(text: string): number[];
   decode(ids: ArrayLike<number>): string;
   eosId: number;
+  /**
+   * Beginning-of-sequence id when the tokenizer adds one itself (its post-processor template starts with a special
+   * token: Llama 2/3, Mistral, SmolLM...); the pipeline then starts every document / example with it, as HF's
+   * tokenizer(text) would. Undefined for GPT-2-style tokenizers (GPT-2, GPT-J, GPT-NeoX/Pythia), which add none.
+   */
+  bosId?: number;
   /** Padding id; the EOS id when the tokenizer defines no pad token (GPT-2). Padding never carries loss. */
   padId: number;
   vocabSize: number;
@@ -102,8 +108,16 @@ function materializeGpt2Uncached(): { path: string; json: string } {
   return { path, json };
 }
 
+interface TemplatePiece { SpecialToken?: { id: string }; Sequence?: { id: string } }
+interface PostProcessor {
+  type?: string;
+  single?: TemplatePiece[];
+  special_tokens?: Record<string, { ids?: number[] }>;
+  processors?: PostProcessor[];
+}
 interface TokenizerJson {
   added_tokens?: { id: number; content: string; special?: boolean }[];
+  post_processor?: PostProcessor | null;
   padding?: { pad_id?: number; pad_token?: string } | null;
   model?: { vocab?: Record<string, number> | [string, number][] };
 }
@@ -118,6 +132,21 @@ function findToken(t: TokenizerJson, names: string[]): number | undefined {
     if (a) return a.id;
   }
   return undefined;
+}
+
+/** The id a TemplateProcessing post-processor puts before a single sequence (also inside a Sequence of them). */
+function templateBos(pp: PostProcessor | null | undefined): number | undefined {
+  if (!pp) return undefined;
+  if (pp.type === 'Sequence') {
+    for (const p of pp.processors ?? []) {
+      const id = templateBos(p);
+      if (id !== undefined) return id;
+    }
+    return undefined;
+  }
+  if (pp.type !== 'TemplateProcessing') return undefined;
+  const first = pp.single?.[0]?.SpecialToken?.id;
+  return first === undefined ? undefined : pp.special_tokens?.[first]?.ids?.[0];
 }
 
 let gpt2Loaded: LoadedTokenizer | undefined;
@@ -161,6 +190,7 @@ async function loadTokenizerUncached(cfg: TokenizerConfig): Promise<LoadedTokeni
   if (eosId === undefined)
     throw badInput(path, `no end-of-sequence token among the added tokens (looked for ${EOS_NAMES.join(', ')})`);
   const padId = parsed.padding?.pad_id ?? findToken(parsed, PAD_NAMES) ?? eosId;
+  const bosId = templateBos(parsed.post_processor);
   // The pure-JS tokenizer costs tens of MB of heap: build it on first use (the pipeline never needs it).
   let js: JsTokenizer | undefined;
   const jsTok = (): JsTokenizer => {
@@ -193,6 +223,7 @@ async function loadTokenizerUncached(cfg: TokenizerConfig): Promise<LoadedTokeni
       return jsTok().decode(Array.from(ids), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
     },
     eosId,
+    ...(bosId === undefined ? {} : { bosId }),
     padId,
     vocabSize,
     name,
