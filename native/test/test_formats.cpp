@@ -109,3 +109,44 @@ TEST(checkpoint_commit_verify_and_corruption) {
   CHECK(read_text_file(d + "/DONE").find("state.bin") != std::string::npos);
   remove_tree(root);
 }
+
+// The layout of checkpoints on the Hugging Face hub (openai-community/gpt2): GPT2Model keys without the
+// "transformer." prefix, the causal-mask buffers h.N.attn.bias, a redundant lm_head.weight, and large models split
+// over several files listed by model.safetensors.index.json.
+TEST(hf_import_hub_layout_and_sharded_index) {
+  const std::string dir = "/tmp/engine_tests_hub_" + unique_suffix();
+  make_dirs(dir);
+  TrainConfig tc;
+  BackendOptions opts;
+  Engine a(small(), tc, opts);
+  const ParamLayout& l = a.backend().layout();
+  std::vector<float> p(l.total);
+  a.backend().get_params(p.data());
+  write_file_atomic(dir + "/config.json", hf_gpt2_config_json(small()));
+  std::vector<float> mask(36, 1.0f);
+  std::vector<StTensorOut> part1, part2;
+  for (size_t i = 0; i < l.tensors.size(); i++) {
+    const auto& t = l.tensors[i];
+    StTensorOut o{t.name.substr(std::string("transformer.").size()), t.shape, p.data() + t.offset};
+    (i < l.tensors.size() / 2 ? part1 : part2).push_back(o);
+  }
+  part1.push_back({"h.0.attn.bias", {1, 1, 6, 6}, mask.data()});
+  part2.push_back({"lm_head.weight", l.tensors[0].shape, p.data()});
+  safetensors_write(dir + "/model-00001-of-00002.safetensors", part1);
+  safetensors_write(dir + "/model-00002-of-00002.safetensors", part2);
+  Json idx = Json::object(), wm = Json::object();
+  for (const auto& o : part1) wm.set(o.name, Json::string("model-00001-of-00002.safetensors"));
+  for (const auto& o : part2) wm.set(o.name, Json::string("model-00002-of-00002.safetensors"));
+  idx.set("weight_map", wm);
+  write_file_atomic(dir + "/model.safetensors.index.json", json_dump(idx));
+  Engine b(small(), tc, opts, dir);
+  std::vector<float> q(l.total);
+  b.backend().get_params(q.data());
+  CHECK(std::memcmp(p.data(), q.data(), p.size() * 4) == 0);
+  // a shard missing from the directory is an IO error naming it; a tensor missing from all shards is reported
+  std::remove((dir + "/model-00002-of-00002.safetensors").c_str());
+  CHECK_THROWS_CODE(Engine(small(), tc, opts, dir), IO);
+  safetensors_write(dir + "/model-00002-of-00002.safetensors", std::vector<StTensorOut>(part2.begin() + 1, part2.end()));
+  CHECK_THROWS_CODE(Engine(small(), tc, opts, dir), BadCheckpoint);
+  remove_tree(dir);
+}
