@@ -8,18 +8,22 @@ set -uo pipefail
 OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"
 source .ft-kit/setup.sh
 t0=$(date +%s)
-ENGINE_CUDA=1 node native/scripts/build.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+BACKEND=${BACKEND:-cuda}
+ENGINE_CUDA=$([ "$BACKEND" = cuda ] && echo 1 || echo 0) ENGINE_JOBS=$(nproc) node native/scripts/build.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 ))s"; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 node -e "import('tsx/esm/api').then(async ({register})=>{register(); const m = await import('./native/index.ts'); console.log(JSON.stringify(m.engineAvailable()))})" | tee "$OUT/engine.json"
-P=7233; ROOT=/tmp/ftgpu
+P=${PORT:-7233}; ROOT=${ROOT:-/tmp/ftgpu}
 export TEMPORAL_ADDRESS=127.0.0.1:$P
-node bin/finetune.js devserver --port $P --db /tmp/ftgpu.db > "$OUT/server.log" 2>&1 &
+node bin/finetune.js devserver --port $P --db $ROOT.db > "$OUT/server.log" 2>&1 &
 for i in $(seq 50); do grep -q listening "$OUT/server.log" && break; sleep 0.2; done
 node bin/finetune.js worker --queues finetune > "$OUT/cpu-worker.log" 2>&1 &
-node bin/finetune.js worker --queues finetune-gpu --backend cuda --progress-interval-ms 500 > "$OUT/gpu-worker-1.log" 2>&1 &
+node bin/finetune.js worker --queues finetune-gpu --backend $BACKEND --progress-interval-ms 500 > "$OUT/gpu-worker-1.log" 2>&1 &
 GPU1=$!
-SETS=(--set storage.root=$ROOT --set training.backend=cuda --set training.maxSteps=${STEPS:-600} --set training.segmentSteps=100
-      --set checkpoint.everySteps=50 --set temporal.heartbeatTimeoutSeconds=10 --set generation.maxNewTokens=64)
+# A bigger model than the CPU preset (4 layers, width 256) for 2000 steps: a few seconds of GPU time per segment.
+STEPS=${STEPS:-2000}; EVERY=$(( STEPS / 8 ))
+SETS=(--set storage.root=$ROOT --set training.backend=$BACKEND --set training.maxSteps=$STEPS --set training.segmentSteps=$(( STEPS / 4 ))
+      --set checkpoint.everySteps=$EVERY --set temporal.heartbeatTimeoutSeconds=10 --set generation.maxNewTokens=64
+      --set model.nLayer=${LAYERS:-4} --set model.nEmbd=${WIDTH:-256} --set training.microBatchSize=16 --set training.learningRate=1e-3)
 ID=$(node bin/finetune.js start configs/presets/default.json "${SETS[@]}")
 echo "workflow $ID"
 killed=0
@@ -28,13 +32,14 @@ for i in $(seq 600); do
   st=$(echo "$S" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["stage"], d["step"], d["totalSteps"], (d.get("lastCheckpoint") or {}).get("step"))')
   echo "$(( $(date +%s) - t0 ))s $st"
   set -- $st
-  if [ $killed = 0 ] && [ "$5" != "None" ] && [ "$5" -ge 200 ] 2>/dev/null; then
+  if [ $killed = 0 ] && [ "$5" != "None" ] && [ "$5" -ge $(( EVERY * 2 )) ] 2>/dev/null; then
     kill -9 $GPU1; killed=1; echo "SIGKILLed GPU worker $GPU1 at step $3 (last checkpoint $5)"
-    node bin/finetune.js worker --queues finetune-gpu --backend cuda --progress-interval-ms 500 > "$OUT/gpu-worker-2.log" 2>&1 &
+    node bin/finetune.js worker --queues finetune-gpu --backend $BACKEND --progress-interval-ms 500 > "$OUT/gpu-worker-2.log" 2>&1 &
   fi
   [ "$1" = RUNNING ] || break
   sleep 2
 done
+kill $(jobs -p) 2>/dev/null
 cp "$ROOT"/moby-dick-tiny/*/report.json "$OUT/report.json" 2>/dev/null
 ls -la "$ROOT"/moby-dick-tiny/*/model > "$OUT/model-files.txt" 2>&1
 python3 - "$OUT/report.json" <<'PY'
