@@ -24,9 +24,12 @@ describe.skipIf(!!REAL_SERVER)('time skipping', () => {
   it('skips a day of timers and an hour of retry backoff while the workflow waits', async () => {
     const worker = await Worker.create({ connection: env.nativeConnection, taskQueue: 'skip', workflowBundle: bundle, activities });
     const t0 = Date.now();
-    const elapsed = await worker.runUntil(env.client.workflow.execute<typeof wf.longWait>('longWait', { taskQueue: 'skip', workflowId: randomUUID() }));
+    const workflowId = randomUUID();
+    const elapsed = await worker.runUntil(env.client.workflow.execute<typeof wf.longWait>('longWait', { taskQueue: 'skip', workflowId }));
     expect(elapsed).toBeGreaterThanOrEqual(86_400_000 + 3_600_000);
     expect(Date.now() - t0).toBeLessThan(20_000);
+    const history = await env.client.workflow.getHandle(workflowId).fetchHistory();
+    await Worker.runReplayHistory({ workflowBundle: bundle }, history, workflowId);
   });
 
   it('moves time forward with env.sleep and reports it', async () => {
