@@ -4,6 +4,9 @@
 // database, so an effect left over from a rolled-back transaction does nothing harmful.
 import Database from 'better-sqlite3';
 
+/** Bumped on incompatible schema changes; a database from a newer server is refused, not misread. */
+const SCHEMA_VERSION = 1;
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS namespaces (
   name TEXT PRIMARY KEY, id TEXT NOT NULL, description TEXT NOT NULL DEFAULT '', retention_days INTEGER NOT NULL,
@@ -82,7 +85,12 @@ export class Store {
       // WAL + synchronous=NORMAL: a committed transaction survives the process being killed (not a power cut).
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
+      const version = this.db.pragma('user_version', { simple: true }) as number;
+      if (version > SCHEMA_VERSION) {
+        throw new Error(`it was written by a newer dev server (schema ${version}, this one reads ${SCHEMA_VERSION}); upgrade, or use another --db`);
+      }
       this.db.exec(SCHEMA);
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
     } catch (e) {
       this.db.close();
       if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) {

@@ -181,8 +181,13 @@ describe('server protocol', () => {
       await expect(startDevServer({ port: 0, dbFile: `${dir}/state.db` })).rejects.toThrow(/in use by another dev server/);
     } finally {
       await first.close();
-      rmSync(dir, { recursive: true, force: true });
     }
+    // A file that is not a database is refused with its name, not overwritten.
+    const { writeFileSync, readFileSync } = await import('node:fs');
+    writeFileSync(`${dir}/garbage.db`, 'this is not a SQLite database, it is a training log\n'.repeat(200));
+    await expect(startDevServer({ port: 0, dbFile: `${dir}/garbage.db` })).rejects.toThrow(/cannot open the dev server database .*garbage\.db/);
+    expect(readFileSync(`${dir}/garbage.db`, 'utf8')).toMatch(/^this is not a SQLite database/);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('describes task queue pollers and pages history backwards', async () => {
