@@ -100,7 +100,9 @@ export class Engine {
       if (!s) throw notFound(`workflow execution not found for run ${runId}`);
       const r = this.newTx(s);
       const wasOpen = r.open;
+      const before = { events: s.nextEventId - 1, bytes: s.historySize };
       const out = fn(r);
+      if (r.open) this.checkHistoryLimits(r, before);
       this.saveState(s);
       if (wasOpen && !r.open) {
         children.onClosed(this, s);
@@ -108,6 +110,25 @@ export class Engine {
       }
       return out;
     });
+  }
+
+  /**
+   * Temporal's history limits: a warning in the log at 10,240 events / 10 MB, and termination at 51,200 events /
+   * 50 MB, so a workflow that forgets to continue-as-new fails here as it would in production.
+   */
+  historyLimits = { warnEvents: 10_240, errorEvents: 51_200, warnBytes: 10 * 1024 * 1024, errorBytes: 50 * 1024 * 1024 };
+
+  private checkHistoryLimits(r: RunTx, before: { events: number; bytes: number }): void {
+    const s = r.s;
+    const events = s.nextEventId - 1;
+    const l = this.historyLimits;
+    if (events > l.errorEvents || s.historySize > l.errorBytes) {
+      const what = events > l.errorEvents ? 'count' : 'size';
+      this.log(`error: ${s.workflowId}/${s.runId}: history ${what} exceeds the limit (${events} events, ${s.historySize} bytes): terminated`);
+      this.terminateTx(r, `Workflow history ${what} exceeds limit.`, 'history-service');
+    } else if ((before.events < l.warnEvents && events >= l.warnEvents) || (before.bytes < l.warnBytes && s.historySize >= l.warnBytes)) {
+      this.log(`warn: ${s.workflowId}/${s.runId}: history has ${events} events / ${s.historySize} bytes; continue-as-new before ${l.errorEvents} events / ${l.errorBytes} bytes or the run is terminated`);
+    }
   }
 
   /** Resolves workflow ID (+ optional run ID) to a run ID: empty run ID means the latest run. */

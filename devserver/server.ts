@@ -32,6 +32,8 @@ export interface DevServerOptions {
    * Use with ':memory:' databases only.
    */
   timeSkipping?: boolean;
+  /** Override Temporal's history limits (10,240/51,200 events, 10/50 MB), e.g. to test continue-as-new logic. */
+  historyLimits?: Partial<{ warnEvents: number; errorEvents: number; warnBytes: number; errorBytes: number }>;
   /** Custom search attributes to register up front, name → type (Keyword, Text, Int, Double, Bool, Datetime, KeywordList). */
   searchAttributes?: Record<string, string>;
 }
@@ -53,6 +55,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const skipping = opts.timeSkipping ? new SkippingClock() : undefined;
   const clock = skipping ?? new RealClock();
   const engine = new Engine(store, clock, log);
+  Object.assign(engine.historyLimits, opts.historyLimits ?? {});
   // Poll deadlines are the callers' real time, never virtual time.
   const pollClock = new RealClock();
   engine.matching = new Matching(pollClock, log);

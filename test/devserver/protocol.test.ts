@@ -227,6 +227,27 @@ describe.skipIf(!!REAL_SERVER)('dev server shutdown', () => {
   });
 });
 
+describe.skipIf(!!REAL_SERVER)('history limits', () => {
+  it('terminates a run whose history outgrows the limit, as Temporal does', async () => {
+    const lines: string[] = [];
+    const s3 = await startDevServer({ port: 0, historyLimits: { warnEvents: 5, errorEvents: 10 }, log: (l) => lines.push(l) });
+    const c3 = await Connection.connect({ address: s3.address });
+    try {
+      const client = new Client({ connection: c3 });
+      const h = await client.workflow.start('nobodyRunsThis', { taskQueue: `none-${randomUUID()}`, workflowId: randomUUID() });
+      for (let i = 0; i < 12 && (await h.describe()).status.name === 'RUNNING'; i++) await h.signal('grow');
+      const d = await h.describe();
+      expect(d.status.name).toBe('TERMINATED');
+      expect(d.historyLength).toBeLessThanOrEqual(12);
+      expect(lines.some((l) => l.startsWith('warn:') && l.includes('continue-as-new'))).toBe(true);
+      expect(lines.some((l) => l.startsWith('error:') && l.includes('exceeds the limit'))).toBe(true);
+    } finally {
+      await c3.close();
+      await s3.close();
+    }
+  });
+});
+
 describe.skipIf(!!REAL_SERVER)('@temporalio/testing on the dev server', () => {
   it('TestWorkflowEnvironment.createLocal launches bin/finetune.js as an existing-path server', async () => {
     const path = fileURLToPath(new URL('../../bin/finetune.js', import.meta.url));
