@@ -213,7 +213,9 @@ std::vector<std::vector<int32_t>> Engine::generate(const std::vector<std::vector
   try {
     for (size_t i = 0; i < n; i++) {
       std::vector<int32_t> p = prompts[i];
-      if (p.empty()) p.push_back(o.eos_id >= 0 ? o.eos_id : 0);  // an empty prompt starts from <|endoftext|>
+      // an empty prompt starts from the model's BOS (Llama's <s>), else GPT-2's <|endoftext|>
+      if (p.empty()) p.push_back(model().bos_token_id >= 0 && model().family != "gpt2" ? (int32_t)model().bos_token_id
+                                 : o.eos_id >= 0 ? o.eos_id : 0);
       backend_->kv_prefill(i, p.data(), p.size(), logits.data());
       last[i] = sample_token(logits.data(), V, o.sample, rngs[i]);
       out[i].push_back(last[i]);

@@ -143,6 +143,14 @@ describe('families: random init and refusals', () => {
     }
   });
 
+  it("an empty prompt starts from the model's BOS (llama <s> = 1)", async () => {
+    const e = await Engine.create(tinyConfig({ model: { init: 'pretrained', path: join(root, 'llama', 'model') } }));
+    const opts = { maxNewTokens: 5, temperature: 0, topK: 0, topP: 1, seed: 0, eosId: -1 };
+    expect(await e.generate([[]], opts)).toEqual(await e.generate([[1]], opts));
+    expect(await e.generate([[]], opts)).not.toEqual(await e.generate([[2]], opts));
+    e.dispose();
+  });
+
   it("refuses the cuda backend for non-gpt2 families with BAD_CONFIG", async () => {
     const err = await Engine.create(tinyConfig({ model: { family: 'llama' }, training: { backend: 'cuda' } })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(EngineError);
