@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseConfig } from '../../configs/index.js';
 import { Engine, EngineError } from '../../native/index.js';
 import { maxAbsDiff, patternTokens, readSafetensors, shardsFromTokens, tinyConfig, tmp } from './helpers.js';
 
@@ -141,6 +142,13 @@ describe('families: random init and refusals', () => {
       expect(x).toEqual(y);
       e.dispose();
     }
+  });
+
+  it('validates the family fields in the config schema', () => {
+    expect(() => parseConfig({ model: { family: 'llama', nHead: 4, nKvHead: 3 } })).toThrow(/nKvHead/);
+    expect(() => parseConfig({ model: { family: 'gpt_neox', nHead: 4, nKvHead: 2 } })).toThrow(/llama option/);
+    expect(parseConfig({ model: { family: 'llama', nHead: 4, nKvHead: 2, ropeScaling: { type: 'llama3', factor: 8 } } }).model.ropeScaling)
+      .toEqual({ type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
   });
 
   it("an empty prompt starts from the model's BOS (llama <s> = 1)", async () => {
