@@ -8,7 +8,7 @@ import { fingerprintOf, type FinetuneConfig, type Source } from '../configs/inde
 import { badInput, checkAborted } from './errors.js';
 import { sourceFiles } from './readers/index.js';
 
-export const PREPARE_VERSION = 'prepare@1';
+export const PREPARE_VERSION = 'prepare@2'; // 2: Snappy instead of ZSTD
 
 export interface SourceDigest {
   type: Source['type'];

@@ -8,7 +8,7 @@
 // A killed or failed attempt leaves only its temporary directory (cleaned up by the next attempt); two
 // concurrent attempts both finish, the first rename wins, the second returns the winner's result.
 import { randomBytes } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { FinetuneConfig, formatZodError } from '../configs/index.js';
@@ -111,8 +111,12 @@ async function prepareWith(
   // 1. Fingerprint.
   const totalBytes = inputs.reduce((a, i) => a + i.bytes, 0);
   let hashed = 0;
+  let lastReport = 0;
   const digests = await digestSources(inputs, signal, (n) => {
     hashed += n;
+    const now = Date.now();
+    if (now - lastReport < 200 && hashed < totalBytes) return; // progress is a heartbeat source: keep it cheap
+    lastReport = now;
     onProgress?.({ stage: 'hash', bytes: hashed, totalBytes, sequences: 0 });
   });
   const settings = semanticSettings(cfg);
@@ -134,12 +138,15 @@ async function prepareWith(
   try {
     const manifest = await build(cfg, tok, pool, tmp, fingerprint, digests, settings, totalBytes, opts);
     // 4. Commit: DONE is the last file written; the rename publishes everything at once.
-    copyFileSync(tok.tokenizerJsonPath, join(tmp, 'tokenizer.json'));
+    writeDurable(join(tmp, 'tokenizer.json'), tok.json);
     writeDurable(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    fsyncPath(join(tmp, 'data'));
     writeDurable(join(tmp, DONE_MARKER), `${fingerprint}\n`);
+    fsyncPath(tmp);
     checkAborted(signal);
     try {
       renameSync(tmp, dir);
+      fsyncPath(dirname(dir));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
@@ -188,9 +195,15 @@ function cleanStaleAttempts(dir: string): void {
   }
 }
 
-function writeDurable(file: string, text: string): void {
-  writeFileSync(file, text);
-  const fd = openSync(file, 'r');
+/** Write and fsync, so a DONE marker never survives a crash that its files did not. */
+export function writeDurable(file: string, data: string | Uint8Array): void {
+  writeFileSync(file, data);
+  fsyncPath(file);
+}
+
+/** fsync a file or directory (directories: so renames and new entries are on disk). */
+export function fsyncPath(path: string): void {
+  const fd = openSync(path, 'r');
   try {
     fsyncSync(fd);
   } finally {

@@ -5,7 +5,7 @@
 //   packed(ids, nPrompt) whole examples packed greedily, the rest of a sequence padded when the next won't fit
 // labels[t] is the target AT position t (not shifted): == input_ids[t], or -100 on padding and prompt tokens.
 import { createHash } from 'node:crypto';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ShardEntry, SplitStats } from './manifest.js';
 import { encodeShard, IGNORE_INDEX } from './shards.js';
@@ -125,7 +125,13 @@ export class SplitWriter {
       ...(this.mask ? { attentionMask: this.mask.subarray(0, n) } : {}),
     });
     const tmpName = `data/${this.split}-${String(this.shards.length).padStart(5, '0')}.parquet.partial`;
-    writeFileSync(join(this.dir, tmpName), bytes);
+    const fd = openSync(join(this.dir, tmpName), 'w');
+    try {
+      writeFileSync(fd, bytes);
+      fsyncSync(fd); // durable before the DONE marker can exist
+    } finally {
+      closeSync(fd);
+    }
     this.shards.push({
       tmpName,
       path: '',

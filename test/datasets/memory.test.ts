@@ -18,7 +18,7 @@ async function prepareInChild(work: string, corpus: string): Promise<{ manifest:
   const cfgFile = join(work, `${corpus}.json`);
   writeFileSync(
     cfgFile,
-    JSON.stringify({ data: { train: { type: 'text', path: join(work, corpus) } }, preprocess: { mode: 'concat', blockSize: 256 }, storage: { root: work } }),
+    JSON.stringify({ data: { train: { type: 'text', path: join(work, corpus) } }, preprocess: { mode: 'concat', blockSize: 256, workers: 2 }, storage: { root: work } }), // same (worker) path for both sizes
   );
   // async: a synchronous spawn would block this vitest worker's RPC for a minute
   const r = await promisify(execFile)(
