@@ -6,7 +6,7 @@ import type { temporal as T } from '@temporalio/proto';
 import type { Engine } from './engine.js';
 import type { RunTx, ActivityState, RetryPolicy } from './run.js';
 import type { TimerRow } from './store.js';
-import { api, ET, RetryState, TimeoutType, WftFailedCause, dur, ms, num, b64, unb64, encodeToken, type IFailure } from './proto.js';
+import { api, ET, RetryState, TimeoutType, WftFailedCause, dur, ms, b64, unb64, encodeToken, type IFailure } from './proto.js';
 
 const Payloads = api.common.v1.Payloads;
 const Failure = api.failure.v1.Failure;
@@ -250,4 +250,3 @@ export function byToken(r: RunTx, scheduledEventId: number, attempt: number): Ac
   if (!act || act.attempt !== attempt || act.state !== 'started') return undefined;
   return act;
 }
-void num;

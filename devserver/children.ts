@@ -9,7 +9,7 @@ import type { Engine } from './engine.js';
 import type { RunTx, RunState } from './run.js';
 import type { TimerRow } from './store.js';
 import { CommandError } from './activities.js';
-import { api, ET, WS, WftFailedCause as C, HistoryEvent, ms, checkBlob } from './proto.js';
+import { api, ET, WS, WftFailedCause as C, HistoryEvent, checkBlob } from './proto.js';
 
 const POLICY = api.enums.v1.ParentClosePolicy;
 
@@ -210,4 +210,3 @@ function childCloseEvent(close: T.api.history.v1.IHistoryEvent): [number, string
   if (close.workflowExecutionTimedOutEventAttributes) return [ET.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT, 'childWorkflowExecutionTimedOutEventAttributes', { retryState: close.workflowExecutionTimedOutEventAttributes.retryState }];
   return [ET.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED, 'childWorkflowExecutionTerminatedEventAttributes', {}];
 }
-void ms;

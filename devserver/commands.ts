@@ -10,7 +10,7 @@ import * as children from './children.js';
 import { closeWithRetry } from './workflow-retry.js';
 import { CommandError } from './activities.js';
 import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
-import { api, CT, ET, WS, RetryState, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
+import { api, CT, ET, WS, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
 
 type Command = T.api.command.v1.ICommand;
 const Memo = api.common.v1.Memo;

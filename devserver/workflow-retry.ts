@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { temporal as T } from '@temporalio/proto';
 import type { Engine } from './engine.js';
 import type { RunTx } from './run.js';
-import { ET, WS, RetryState, HistoryEvent, ms, num } from './proto.js';
+import { ET, WS, RetryState, HistoryEvent, ms } from './proto.js';
 
 /** Retry state for a closing failure, and the delay before the next attempt when it is IN_PROGRESS. */
 function decide(r: RunTx, start: T.api.history.v1.IWorkflowExecutionStartedEventAttributes, failure: T.api.failure.v1.IFailure | null | undefined, isTimeout: boolean) {
@@ -55,4 +55,3 @@ export function closeWithRetry(engine: Engine, r: RunTx, how: { failure: T.api.f
     });
   }
 }
-void num;
