@@ -168,8 +168,11 @@ export function queryWorkflow(engine: Engine, ns: string, req: T.api.workflowser
     return Promise.resolve({ queryRejected: { status: s.status } });
   }
   if (!req.query?.queryType) throw invalid('QueryType is not set on request.');
-  if (s.lastCompletedStartedEventId === 0 && (closed || (s.wft?.attempt ?? 1) > 1)) {
-    throw new ServiceError(status.FAILED_PRECONDITION, 'WorkflowNotReady: the first workflow task has not completed');
+  if (!closed && (s.wft?.attempt ?? 1) > 1) {
+    throw new ServiceError(status.FAILED_PRECONDITION, 'Cannot query workflow due to Workflow Task in failed state.');
+  }
+  if (closed && s.lastCompletedStartedEventId === 0) {
+    throw new ServiceError(status.FAILED_PRECONDITION, 'Cannot query workflow: it closed before its first workflow task completed.');
   }
   return new Promise((resolve, reject) => {
     const q: PendingQuery = { id: randomUUID(), ns, runId, queue: s.taskQueue, query: req.query!, dispatched: false, resolve, reject };
