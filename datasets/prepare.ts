@@ -120,7 +120,8 @@ async function prepareWith(
     onProgress?.({ stage: 'hash', bytes: hashed, totalBytes, sequences: 0 });
   });
   const settings = semanticSettings(cfg);
-  const fingerprint = dataFingerprint(digests, settings, tok.sha256);
+  // A tokenizer that adds BOS (Llama) changes the ids written: part of the fingerprint (others keep theirs).
+  const fingerprint = dataFingerprint(digests, tok.bosId === undefined ? settings : { ...settings, bos: tok.bosId }, tok.sha256);
   const dir = resolve(opts.outDir ?? join(opts.outRoot ?? join(cfg.storage.root, 'data'), fingerprint));
 
   // 2. Reuse a complete result.
@@ -255,6 +256,10 @@ async function build(
     new SplitWriter('validation', tmp, T, perShard, tok.padId, padded, onSeq),
   ] as const;
   const eos = Int32Array.of(tok.eosId);
+  // BOS (tokenizers whose template adds one, e.g. Llama's <s>) opens every document, line and example, as
+  // tokenizer(text) does in HF; empty for GPT-2-style tokenizers.
+  const bos = tok.bosId === undefined ? new Int32Array(0) : Int32Array.of(tok.bosId);
+  const docStart = [true, true]; // concat: per split, is the next segment the start of a document?
 
   const consume = (job: Job, r: Encoded) => {
     let t = 0;
@@ -262,17 +267,19 @@ async function build(
       const w = writers[ex.split];
       const seg = (i: number) => r.ids.subarray(r.offsets[i]!, r.offsets[i + 1]!);
       if (p.mode === 'concat') {
+        if (docStart[ex.split]) w.stream(bos);
+        docStart[ex.split] = !ex.more;
         w.stream(seg(t));
         if (!ex.more) {
           w.stream(eos);
           w.stats.examples++;
         }
       } else if (p.mode === 'lines') {
-        const ids = p.pad ? seg(t) : concatIds(seg(t), eos); // packed lines are separated by EOS
+        const ids = p.pad ? concatIds(bos, seg(t)) : concatIds(bos, seg(t), eos); // packed lines are separated by EOS
         if (p.pad) w.padded(ids, 0);
         else w.packed(ids, 0);
       } else {
-        const prompt = seg(t);
+        const prompt = concatIds(bos, seg(t)); // BOS belongs to the prompt: no loss
         const ids = concatIds(prompt, seg(t + 1), eos); // EOS after the response: the model learns to stop
         if (p.pad) w.padded(ids, prompt.length);
         else w.packed(ids, prompt.length);

@@ -1,11 +1,13 @@
 // Llama-style tokenizers through the data pipeline: a tiny SentencePiece-derived BPE tokenizer.json with byte
 // fallback (test/fixtures/golden/families/llama-tokenizer, 299 ids, fits the llama golden model's 300): both
 // tokenizer libraries agree and round-trip bytes outside the vocabulary; BOS comes from the post-processor
-// template (Llama adds <s>, GPT-2-style tokenizers add nothing).
+// template (Llama adds <s>, GPT-2-style tokenizers add nothing), and the pipeline starts every document / line /
+// example with it, with EOS between documents as before.
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import tokenizers from 'tokenizers';
-import { loadTokenizer } from '../../datasets/index.js';
+import { alpacaPrompt, loadTokenizer, prepareData } from '../../datasets/index.js';
+import { config, FIXTURES, readSplit } from '../datasets/helpers.js';
 
 const TOK = resolve(import.meta.dirname, '../fixtures/golden/families/llama-tokenizer/tokenizer.json');
 
@@ -28,5 +30,49 @@ describe('llama-style tokenizer.json (byte-fallback BPE)', () => {
     expect(plain!.getIds()).toEqual(ids);
     const [withSpecial] = await rust.encodeBatch([text], { addSpecialTokens: true });
     expect(withSpecial!.getIds()).toEqual([1, ...ids]);  // what HF's tokenizer(text) gives: the pipeline's BOS
+  });
+});
+
+describe('BOS/EOS placement in the data pipeline for a Llama-style tokenizer', () => {
+  const BOS = 1, EOS = 2, X = -100;
+  const tokenizer = { type: 'huggingface' as const, path: TOK };
+
+  it('concat: every document starts with BOS and ends with EOS', async () => {
+    const tok = await loadTokenizer(tokenizer);
+    const hw = tok.encode('Hello world');
+    const doc = [BOS, ...hw, EOS];
+    // hello.txt: two paragraphs "Hello world"
+    const cfg = config({ tokenizer, data: { train: { type: 'text', path: `${FIXTURES}/hello.txt` }, validationFraction: 0 },
+      preprocess: { mode: 'concat', blockSize: doc.length } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    expect(s.ids).toEqual([...doc, ...doc]);
+    expect(s.labels).toEqual([...doc, ...doc]);
+  });
+
+  it('lines: each line starts with BOS; padding carries no loss', async () => {
+    const tok = await loadTokenizer(tokenizer);
+    const hw = tok.encode('Hello world');
+    const T = hw.length + 3;
+    const cfg = config({ tokenizer, data: { train: { type: 'text', path: `${FIXTURES}/lines.txt` }, validationFraction: 0 },
+      preprocess: { mode: 'lines', blockSize: T } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    const row = [BOS, ...hw, EOS, EOS];  // padded with the pad id (= EOS here)
+    expect(s.ids).toEqual([...row, ...row]);
+    expect(s.labels).toEqual([BOS, ...hw, X, X, BOS, ...hw, X, X]);
+  });
+
+  it('instruct: BOS opens the prompt (masked), EOS closes the response (trained)', async () => {
+    const tok = await loadTokenizer(tokenizer);
+    const p1 = tok.encode(alpacaPrompt('Say hello.', ''));
+    const r = tok.encode('Hello world');
+    const T = 1 + p1.length + r.length + 1;
+    const cfg = config({ tokenizer, data: { train: { type: 'jsonl', path: `${FIXTURES}/alpaca.jsonl` }, validationFraction: 0 },
+      preprocess: { mode: 'instruct', blockSize: T + 64 } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const s = await readSplit(dir, m, 'train');
+    expect(s.ids.slice(0, T)).toEqual([BOS, ...p1, ...r, EOS]);
+    expect(s.labels.slice(0, T)).toEqual([X, ...p1.map(() => X), ...r, EOS]);
   });
 });
