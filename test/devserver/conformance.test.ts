@@ -107,8 +107,8 @@ describe('workflows and activities', () => {
     const h = await start<typeof wf.broken>('broken', [], { workflowTaskTimeout: '1s' });
     await eventually(async () => ((await h.describe()).raw.pendingWorkflowTask?.attempt ?? 0) >= 3, 15_000, 'workflow task attempt 3');
     expect((await h.describe()).status.name).toBe('RUNNING');
-    const queryErr = await h.query('anything').catch((e: { code?: number; cause?: { code?: number } }) => e);
-    expect(queryErr.code ?? queryErr.cause?.code).toBe(9); // FAILED_PRECONDITION: the task is failing
+    const queryErr = (await h.query('anything').then(() => undefined, (e: unknown) => e)) as { code?: number; cause?: { code?: number } } | undefined;
+    expect(queryErr?.code ?? queryErr?.cause?.code).toBe(9); // FAILED_PRECONDITION: the task is failing
     await h.terminate('test done');
   });
 });
