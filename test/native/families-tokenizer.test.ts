@@ -6,7 +6,11 @@
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import tokenizers from 'tokenizers';
-import { alpacaPrompt, loadTokenizer, prepareData } from '../../datasets/index.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { alpacaPrompt, loadTokenizer, prepareData, readShard } from '../../datasets/index.js';
+import { Engine } from '../../native/index.js';
+import { tinyConfig, tmp } from './helpers.js';
 import { config, FIXTURES, readSplit } from '../datasets/helpers.js';
 
 const TOK = resolve(import.meta.dirname, '../fixtures/golden/families/llama-tokenizer/tokenizer.json');
@@ -74,5 +78,29 @@ describe('BOS/EOS placement in the data pipeline for a Llama-style tokenizer', (
     const s = await readSplit(dir, m, 'train');
     expect(s.ids.slice(0, T)).toEqual([BOS, ...p1, ...r, EOS]);
     expect(s.labels.slice(0, T)).toEqual([X, ...p1.map(() => X), ...r, EOS]);
+  });
+});
+
+describe('a Llama model fine-tuned on data from its own tokenizer', () => {
+  const model = resolve(import.meta.dirname, '../fixtures/golden/families/llama/model');
+  it.skipIf(!existsSync(join(model, 'config.json')))('prepares, trains, and exports with the tokenizer.json', async () => {
+    const tokenizer = { type: 'huggingface' as const, path: TOK };
+    const text = resolve(import.meta.dirname, '../fixtures/datasets/lines.txt');
+    const cfg = config({ tokenizer, data: { train: { type: 'text', path: text }, validationFraction: 0 },
+      preprocess: { mode: 'concat', blockSize: 8 } });
+    const { dir, manifest: m } = await prepareData(cfg);
+    const shards = await Promise.all(m.splits.train.shards.map((s) => readShard(join(dir, s.path))));
+    expect(shards[0]!.inputIds[0]).toBe(1);  // the document opens with <s>
+    const e = await Engine.create(tinyConfig({ model: { init: 'pretrained', path: model }, preprocess: { blockSize: 8 },
+      training: { microBatchSize: 1, learningRate: 1e-3, warmupSteps: 0 } }));
+    e.setTrainData(shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels })));
+    const r = await e.train(2, { totalSteps: 2 });
+    expect(r.losses.every(Number.isFinite)).toBe(true);
+    const out = join(tmp('fam-tok'), 'hf');
+    await e.exportHuggingFace(out, { tokenizerJson: TOK });
+    expect(readFileSync(join(out, 'tokenizer.json'), 'utf8')).toBe(readFileSync(TOK, 'utf8'));
+    const gen = JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8')) as { bos_token_id: number; eos_token_id: number };
+    expect(gen).toMatchObject({ bos_token_id: 1, eos_token_id: 2 });  // the model's own ids, not GPT-2's
+    e.dispose();
   });
 });
