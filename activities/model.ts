@@ -30,7 +30,14 @@ export interface UsedCheckpoint {
 const EXPORT_MARKER = 'finetune-export.json';
 
 /** Run `fn` on an engine equal to `checkpoint`, heartbeating meanwhile; the engine goes back to the cache. */
-async function withEngine<T>(deps: ModelDeps, cfg: FinetuneConfig, checkpoint: CheckpointRef, fn: (e: Engine, used: UsedCheckpoint) => Promise<T>): Promise<T> {
+async function withEngine<T>(
+  deps: ModelDeps,
+  cfg: FinetuneConfig,
+  checkpoint: CheckpointRef,
+  fn: (e: Engine, used: UsedCheckpoint) => Promise<T>,
+  /** false for the run's last GPU stage: free the device memory instead of keeping an idle model resident. */
+  keep = true,
+): Promise<T> {
   const ctx = Context.current();
   const root = dirname(checkpoint.dir);
   const keepalive = setInterval(() => ctx.heartbeat({ kind: 'model', checkpoint }), Math.max(200, (ctx.info.heartbeatTimeoutMs ?? 60_000) / 4));
@@ -55,8 +62,10 @@ async function withEngine<T>(deps: ModelDeps, cfg: FinetuneConfig, checkpoint: C
       }
     }
     const out = await fn(engine, used);
-    deps.engines.put(root, used.checkpoint, engine, cached?.dataDir ?? null, false);
-    engine = null;
+    if (keep) {
+      deps.engines.put(root, used.checkpoint, engine, cached?.dataDir ?? null, false);
+      engine = null;
+    }
     return out;
   } finally {
     clearInterval(keepalive);
@@ -120,6 +129,7 @@ export async function generateSamples(deps: ModelDeps, a: { cfg: FinetuneConfig;
     });
     const outs = await withEngine(deps, a.cfg, a.checkpoint, (engine) =>
       engine.generate(prompts, { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, eosId: tok.eosId }),
+      false,
     );
     // The engine stops at EOS and returns it; the text ends before it.
     return g.prompts.map((prompt, i) => {
