@@ -117,7 +117,7 @@ function effectiveFamily(cfg: FinetuneConfig): string {
 /** Family fields of model.* for the engine; unset ones keep the family's default (native/engine/families.cpp). */
 function familyOptions(m: FinetuneConfig['model']): NativeFamilyFields {
   const f: NativeFamilyFields = { family: m.family };
-  if (m.family === 'gpt2') return f;
+  if (m.family === 'gpt2') return m.layerNormEps === undefined ? f : { ...f, layerNormEps: m.layerNormEps };
   const headDim = m.headDim ?? m.nEmbd / m.nHead;
   const rotaryDim = m.rotaryDim ?? (m.rotaryPct !== undefined ? Math.floor(headDim * m.rotaryPct) : undefined);
   if (rotaryDim !== undefined && (rotaryDim < 2 || rotaryDim % 2 !== 0))

@@ -257,7 +257,20 @@ static void read_rope(const Json& j, const std::string& path, ModelConfig& c) {
   }
 }
 
+// The weights must be there before the backend allocates memory for them (a 6B model is ~100 GB of fp32 state).
+static void check_weight_files(const std::string& dir) {
+  ENGINE_CHECK(path_exists(dir + "/model.safetensors") || path_exists(dir + "/model.safetensors.index.json"), IO,
+               "export the model with save_pretrained(safe_serialization=True); .bin files are not read",
+               "%s has neither model.safetensors nor model.safetensors.index.json", dir.c_str());
+}
+
 ModelConfig hf_read_config(const std::string& dir) {
+  ModelConfig c = hf_read_config_only(dir);
+  check_weight_files(dir);
+  return c;
+}
+
+ModelConfig hf_read_config_only(const std::string& dir) {
   const std::string path = dir + "/config.json";
   Json j = json_parse(read_text_file(path), path);
   const std::string mt = jstr(j, "model_type", "(missing)");

@@ -24,8 +24,10 @@ ParamLayout param_layout(const ModelConfig& c);
 // N(0, 0.02) matrices and embeddings, zero biases, unit norm gains).
 void init_params(const ModelConfig& c, const ParamLayout& layout, float* params);
 
-// config.json of any supported family -> ModelConfig (family from model_type); and back.
+// config.json of any supported family -> ModelConfig (family from model_type); and back. hf_read_config also
+// checks that the directory holds safetensors weights (IO error otherwise), before anything is allocated.
 ModelConfig hf_read_config(const std::string& dir);
+ModelConfig hf_read_config_only(const std::string& dir);
 std::string hf_config_json(const ModelConfig& c);
 
 // Family fields of a ModelConfig in checkpoint meta.json ("model" section, camelCase), and back.

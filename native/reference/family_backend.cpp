@@ -66,6 +66,11 @@ class FamilyCpuBackend final : public Backend {
 #else
     if (threads_ <= 0) threads_ = 1;
 #endif
+    // Linux overcommits: 4 fp32 copies larger than RAM would "succeed" and the worker be killed while zeroing them.
+    const size_t phys = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    ENGINE_CHECK(layout_.total * 16 < phys, OutOfMemory, "use a smaller model or the cuda backend",
+                 "%s with %zu parameters needs %.1f GiB for weights, gradients and AdamW state; the machine has %.1f GiB",
+                 cfg_.family.c_str(), layout_.total, layout_.total * 16 / 1073741824.0, phys / 1073741824.0);
     try {
       params_.assign(layout_.total, 0.0f);
       grads_.assign(layout_.total, 0.0f);

@@ -95,6 +95,9 @@ describe.each(VARIANTS)('%s: export, training, resume', (v) => {
     const r = await e.train(12, { totalSteps: 12 });
     const first = r.losses.slice(0, 3).reduce((a, b) => a + b) / 3, last = r.losses.slice(-3).reduce((a, b) => a + b) / 3;
     expect(last).toBeLessThan(first - 0.05);
+    const ev = await e.evaluate(data, { maxBatches: 2, batchSize: 4 });
+    expect(ev.loss).toBeGreaterThan(0);
+    expect(ev.tokens).toBe(2 * 4 * (T - 1));
     const out = join(tmp(`fam-${v}`), 'hf');
     await e.exportHuggingFace(out);
     const hf = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')) as { model_type: string; architectures: string[] };
@@ -144,6 +147,12 @@ describe('families: random init and refusals', () => {
     }
   });
 
+  it('a model larger than RAM is OUT_OF_MEMORY before anything is allocated', async () => {
+    const err = await Engine.create(tinyConfig({ model: { family: 'llama', nLayer: 100, nHead: 64, nEmbd: 8192 } })).catch((e: unknown) => e);
+    expect((err as EngineError).code).toBe('OUT_OF_MEMORY');
+    expect((err as EngineError).message).toMatch(/GiB/);
+  });
+
   it('validates the family fields in the config schema', () => {
     expect(() => parseConfig({ model: { family: 'llama', nHead: 4, nKvHead: 3 } })).toThrow(/nKvHead/);
     expect(() => parseConfig({ model: { family: 'gpt_neox', nHead: 4, nKvHead: 2 } })).toThrow(/llama option/);
@@ -164,6 +173,35 @@ describe('families: random init and refusals', () => {
     expect(err).toBeInstanceOf(EngineError);
     expect((err as EngineError).code).toBe('BAD_CONFIG');
     expect((err as EngineError).message).toMatch(/llama.*cuda|cuda.*llama/);
+  });
+
+  it('accepts the config.json of real checkpoints (then wants their weights)', async () => {
+    // abridged from the Hub: SmolLM-135M, Llama-3.2-1B, Pythia-70m / Dolly v2 (transformers 4 keys), GPT-J-6B
+    const real: Record<string, unknown>[] = [
+      { model_type: 'llama', architectures: ['LlamaForCausalLM'], hidden_size: 576, intermediate_size: 1536, num_attention_heads: 9,
+        num_hidden_layers: 30, num_key_value_heads: 3, max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000.0,
+        rope_scaling: null, tie_word_embeddings: true, vocab_size: 49152, hidden_act: 'silu', bos_token_id: 0, eos_token_id: 0,
+        pretraining_tp: 1, attention_bias: false, mlp_bias: false },
+      { model_type: 'llama', hidden_size: 2048, intermediate_size: 8192, num_attention_heads: 32, num_hidden_layers: 16,
+        num_key_value_heads: 8, head_dim: 64, max_position_embeddings: 131072, rms_norm_eps: 1e-5, rope_theta: 500000.0,
+        rope_scaling: { factor: 32.0, high_freq_factor: 4.0, low_freq_factor: 1.0, original_max_position_embeddings: 8192, rope_type: 'llama3' },
+        tie_word_embeddings: true, vocab_size: 128256, bos_token_id: 128000, eos_token_id: [128001, 128008, 128009], torch_dtype: 'bfloat16' },
+      { model_type: 'gpt_neox', architectures: ['GPTNeoXForCausalLM'], hidden_size: 512, intermediate_size: 2048, num_attention_heads: 8,
+        num_hidden_layers: 6, max_position_embeddings: 2048, rotary_pct: 0.25, rotary_emb_base: 10000, use_parallel_residual: true,
+        layer_norm_eps: 1e-5, hidden_act: 'gelu', vocab_size: 50304, tie_word_embeddings: false, bos_token_id: 0, eos_token_id: 0,
+        rope_scaling: null, attention_dropout: 0.0, hidden_dropout: 0.0 },
+      { model_type: 'gptj', architectures: ['GPTJForCausalLM'], n_embd: 4096, n_head: 16, n_layer: 28, n_positions: 2048, rotary_dim: 64,
+        n_inner: null, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, vocab_size: 50400, tie_word_embeddings: false,
+        bos_token_id: 50256, eos_token_id: 50256, resid_pdrop: 0.0, embd_pdrop: 0.0, attn_pdrop: 0.0 },
+    ];
+    for (const c of real) {
+      const d = join(tmp('fam-real'), 'm');
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'config.json'), JSON.stringify(c));
+      const err = await Engine.create(tinyConfig({ model: { init: 'pretrained', path: d } })).catch((e: unknown) => e) as EngineError;
+      expect(err.code, `${String(c.model_type)}: ${err.message}`).toBe('IO');  // the config passed; no safetensors here
+      expect(err.message).toMatch(/neither model.safetensors nor model.safetensors.index.json/);
+    }
   });
 
   it('refuses unsupported config.json options before reading weights, naming the field', async () => {
