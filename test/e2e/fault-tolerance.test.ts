@@ -162,19 +162,20 @@ describe('fault tolerance (CPU backend, dev server, workers as processes)', { ti
   it('SIGKILL the worker during tokenization: the retry never sees a half-written output', async () => {
     const w1 = await readyWorker();
     const handle = await start('tok', 'ft-tok', { blockSize: 31 }); // a new fingerprint: prepare runs from scratch
-    await until(async () => {
-      const events = (await handle.fetchHistory()).events ?? [];
-      return events.some((e) => e.activityTaskStartedEventAttributes && events.some((s) => s.activityTaskScheduledEventAttributes?.activityType?.name === 'prepareData' && Number(s.eventId) === Number(e.activityTaskStartedEventAttributes!.scheduledEventId)));
-    }, 60_000, 'prepareData to start');
-    await new Promise((r) => setTimeout(r, 300));
+    // The data layer tokenizes into a private `<fingerprint>.tmp-<host>-<pid>-<rand>` directory: kill while it exists.
+    const dataRoot = join(root, 'data');
+    const before = new Set(existsSync(dataRoot) ? readdirSync(dataRoot) : []);
+    await until(() => existsSync(dataRoot) && readdirSync(dataRoot).some((d) => !before.has(d) && d.includes('.tmp-')), 60_000, 'tokenization to start writing');
     await w1.kill('SIGKILL');
     const w2 = await readyWorker();
     try {
       const r = await result('ft-tok');
       expect(r.train.steps).toBe(60);
       const events = (await handle.fetchHistory()).events ?? [];
-      const prepStarted = events.filter((e) => e.activityTaskStartedEventAttributes && Number(e.activityTaskStartedEventAttributes.attempt) > 1);
-      expect(prepStarted.length).toBeGreaterThan(0); // the kill did interrupt an attempt
+      const prepare = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'prepareData')!;
+      const started = events.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId) === Number(prepare.eventId));
+      expect(Number(started?.activityTaskStartedEventAttributes?.attempt)).toBeGreaterThan(1); // the kill interrupted attempt 1
+      expect(readdirSync(dataRoot).filter((d) => !before.has(d) && !d.includes('.tmp-'))).toEqual([r.dataDir.split('/').pop()]);
       const manifest = readManifest(r.dataDir);
       await verifyShards(r.dataDir, manifest);
       expect(manifest.blockSize).toBe(31);
