@@ -1,17 +1,33 @@
-// `finetune status <workflow-id> [--json] [--address host:port]`: the `progress` query of a run, plus its status.
-import { progressQuery } from '../workflows/messages.js';
+// `finetune status <workflow-id> [--json] [--address host:port] [--stop [--reason R] | --checkpoint-now]`: the
+// `progress` query of a run, plus its status; with --stop or --checkpoint-now it first sends that signal.
+import { checkpointNowSignal, progressQuery, stopSignal } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
 import { trainLine } from './lib/progress.js';
 import { connectClient, defaultAddress } from './lib/temporal.js';
 
-const USAGE = 'status <workflow-id> [--json] [--address host:port] [--namespace NS]';
+const USAGE = 'status <workflow-id> [--json] [--address host:port] [--namespace NS] [--stop [--reason R] | --checkpoint-now]';
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, address: { type: 'string' }, namespace: { type: 'string' } }, USAGE);
+  const { values, positionals } = parse(
+    argv,
+    {
+      json: { type: 'boolean' }, address: { type: 'string' }, namespace: { type: 'string' },
+      stop: { type: 'boolean' }, reason: { type: 'string' }, 'checkpoint-now': { type: 'boolean' },
+    },
+    USAGE,
+  );
   if (positionals.length !== 1) throw new Error(`expected one workflow id\nusage: finetune ${USAGE}`);
   const client = await connectClient(values.address ?? defaultAddress(), values.namespace ?? 'default');
   try {
     const handle = client.workflow.getHandle(positionals[0]!);
+    if (values.stop) {
+      await handle.signal(stopSignal, { reason: values.reason ?? 'finetune status --stop' });
+      process.stderr.write(`[finetune] asked ${handle.workflowId} to stop: it checkpoints, then exports, evaluates and generates\n`);
+    }
+    if (values['checkpoint-now']) {
+      await handle.signal(checkpointNowSignal);
+      process.stderr.write(`[finetune] asked ${handle.workflowId} to commit a checkpoint now\n`);
+    }
     const d = await handle.describe();
     // Queries are answered by a workflow worker; say so instead of waiting forever when none is running.
     const p = await Promise.race([
