@@ -25,6 +25,8 @@ export async function startOrAttach(client: import('@temporalio/client').Client,
     const d = await client.workflow.getHandle(workflowId).describe();
     if (d.status.name === 'RUNNING' || d.status.name === 'COMPLETED') {
       log(`attaching to ${workflowId} (${d.status.name.toLowerCase()}, started ${d.startTime.toISOString()})`);
+      if (d.status.name === 'COMPLETED')
+        log(`it finished earlier: this is its report. To train again, give the run another id (--set temporal.workflowId=...) or name (--set name=...)`);
       return client.workflow.getHandle(workflowId);
     }
     log(`${workflowId} ended ${d.status.name.toLowerCase()}; starting it again (committed checkpoints of the same config are reused)`);
