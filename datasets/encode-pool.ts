@@ -89,19 +89,27 @@ export class EncodePool {
   /** Tokenize `texts` on the least-loaded worker. */
   encode(texts: string[]): Promise<Encoded> {
     if (this.failed) return Promise.reject(this.failed);
-    if (this.inProcess) return this.encodeHere(this.inProcess, texts);
+    if (this.inProcess) {
+      const p = this.encodeHere(this.inProcess, texts);
+      p.catch(() => {}); // see below
+      return p;
+    }
     let w = 0;
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[w]!) w = i;
     const id = this.nextId++;
     this.load[w]!++;
     this.owner.set(id, w);
-    return new Promise<Encoded>((resolve, reject) => {
+    const p = new Promise<Encoded>((resolve, reject) => {
       this.pending.set(id, {
         resolve: (e) => (this.owner.delete(id), resolve(e)),
         reject: (e) => (this.owner.delete(id), reject(e)),
       });
       this.workers[w]!.postMessage({ id, texts });
     });
+    // A caller that stops early (cancellation, a bad row) leaves batches in flight; close() rejects them, and
+    // nobody awaits those: mark them handled so they cannot crash the process as unhandled rejections.
+    p.catch(() => {});
+    return p;
   }
 
   private async encodeHere(tok: Tokenizer, texts: string[]): Promise<Encoded> {

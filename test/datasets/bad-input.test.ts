@@ -85,15 +85,18 @@ describe('bad input', () => {
     expect((err as Error).message).toMatch(/preprocess\.blockSize: blockSize 2048 exceeds the model's nPositions 1024/);
   });
 
-  it('cancellation: AbortSignal stops the run and leaves nothing', async () => {
-    const cfg = config({});
-    const ac = new AbortController();
-    const err = await prepareData(cfg, {
-      signal: ac.signal,
-      onProgress: (p) => p.stage === 'tokenize' && ac.abort(new Error('stop now')),
-    }).catch((e: unknown) => e);
-    expect((err as DataError).code).toBe('CANCELLED');
-    expect((err as Error).message).toMatch(/stop now/);
-    expect(readdirSync(join(cfg.storage.root, 'data'))).toEqual([]);
+  it('cancellation: AbortSignal stops the run mid-tokenization and leaves nothing (in-process and worker paths)', async () => {
+    for (const workers of [0, 2]) {
+      const cfg = config({ preprocess: { workers } });
+      const ac = new AbortController();
+      const err = await prepareData(cfg, {
+        signal: ac.signal,
+        // abort once batches are in flight: their rejections must not escape as unhandled
+        onProgress: (p) => p.stage === 'tokenize' && p.bytes > 0 && ac.abort(new Error('stop now')),
+      }).catch((e: unknown) => e);
+      expect((err as DataError).code).toBe('CANCELLED');
+      expect((err as Error).message).toMatch(/stop now/);
+      expect(readdirSync(join(cfg.storage.root, 'data'))).toEqual([]);
+    }
   });
 });
