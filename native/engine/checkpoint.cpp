@@ -51,6 +51,22 @@ static Json model_json(const ModelConfig& c) {
   return m;
 }
 
+Json checkpoint_model_json(const ModelConfig& c) { return model_json(c); }
+
+ModelConfig checkpoint_model_from_json(const Json& m, const std::string& what) {
+  ModelConfig c;
+  c.n_layer = (size_t)json_number(m, "nLayer", what);
+  c.n_head = (size_t)json_number(m, "nHead", what);
+  c.n_embd = (size_t)json_number(m, "nEmbd", what);
+  c.n_positions = (size_t)json_number(m, "nPositions", what);
+  c.vocab_size = (size_t)json_number(m, "vocabSize", what);
+  c.layer_norm_eps = (float)json_number(m, "layerNormEps", what);
+  c.dropout = (float)json_number(m, "dropout", what);
+  c.init_seed = (uint64_t)json_number(m, "initSeed", what);
+  family_from_json(m, c);
+  return c;
+}
+
 static Json cursor_json(const DataCursor& c) {
   Json j = Json::object();
   j.set("epoch", Json::number((double)c.epoch));
@@ -274,18 +290,10 @@ CheckpointState checkpoint_load(const std::string& dir) {
   CheckpointState st;
   const Json* m = meta.get("model");
   ENGINE_CHECK(m != nullptr, BadCheckpoint, HINT, "%s: no model section", what.c_str());
-  st.model.n_layer = (size_t)json_number(*m, "nLayer", what);
-  st.model.n_head = (size_t)json_number(*m, "nHead", what);
-  st.model.n_embd = (size_t)json_number(*m, "nEmbd", what);
-  st.model.n_positions = (size_t)json_number(*m, "nPositions", what);
-  st.model.vocab_size = (size_t)json_number(*m, "vocabSize", what);
-  st.model.layer_norm_eps = (float)json_number(*m, "layerNormEps", what);
-  st.model.dropout = (float)json_number(*m, "dropout", what);
-  st.model.init_seed = (uint64_t)json_number(*m, "initSeed", what);
+  st.model = checkpoint_model_from_json(*m, what);
   if (const Json* b = meta.get("backend")) st.backend = b->str;
   if (const Json* c = meta.get("config")) st.config_json = json_dump(*c);
   if (const Json* e = meta.get("extra")) st.extra_json = json_dump(*e);
-  family_from_json(*m, st.model);
   ParamLayout layout = param_layout(st.model);
   const char* data = p.bytes.data() + HEADER_BYTES + p.h.index_bytes;
   auto rec = [&](const std::string& name, uint32_t type, uint64_t nbytes) -> const char* {

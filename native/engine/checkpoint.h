@@ -50,4 +50,9 @@ CheckpointState checkpoint_load(const std::string& dir);
 // Verifies without loading tensors into memory; throws BadCheckpoint with the reason. Returns the step.
 uint64_t checkpoint_verify(const std::string& dir);
 
+// The "model" section of meta.json (shared with the sharded checkpoints in zero_checkpoint.h).
+struct Json;
+Json checkpoint_model_json(const ModelConfig& c);
+ModelConfig checkpoint_model_from_json(const Json& model, const std::string& what);
+
 }  // namespace engine

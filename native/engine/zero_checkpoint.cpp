@@ -1,0 +1,295 @@
+// zero_checkpoint.cpp — sharded, re-shardable training checkpoints (format in zero_checkpoint.h).
+#include "zero_checkpoint.h"
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include "errors.h"
+#include "families.h"
+#include "fileio.h"
+#include "json.h"
+#include "sha256.h"
+
+namespace engine {
+
+static const char SHARD_MAGIC[8] = {'D', 'F', 'T', 'S', 'H', 'A', 'R', 'D'};
+static const uint32_t SHARD_VERSION = 1;
+static const char* HINT = "the checkpoint is corrupt or was partially written; resume from an older checkpoint";
+
+struct ShardHeader {  // 64 bytes on disk, little-endian
+  char magic[8];
+  uint32_t version, rank, world_size, reserved0;
+  uint64_t total, begin, end;
+  uint64_t reserved[2];
+};
+static_assert(sizeof(ShardHeader) == 64, "shard header layout");
+
+static std::string shard_name(int rank, int world) { return strfmt("rank-%05d-of-%05d.bin", rank, world); }
+static std::string u64s(uint64_t v) { return std::to_string(v); }
+static uint64_t parse_u64(const Json& o, const char* key, const std::string& what) {
+  std::string s = json_string(o, key, what);
+  char* e = nullptr;
+  unsigned long long v = std::strtoull(s.c_str(), &e, 10);
+  ENGINE_CHECK(!s.empty() && e && *e == '\0', BadCheckpoint, HINT, "%s: '%s' is not an unsigned integer (%s)",
+               what.c_str(), key, s.c_str());
+  return (uint64_t)v;
+}
+
+// One rank's file; returns its SHA-256 and size.
+static std::pair<std::string, size_t> write_rank_(const std::string& path, int rank, int world, size_t total,
+                                                  const RankShard& s) {
+  ShardHeader h{};
+  std::memcpy(h.magic, SHARD_MAGIC, 8);
+  h.version = SHARD_VERSION, h.rank = (uint32_t)rank, h.world_size = (uint32_t)world;
+  h.total = total, h.begin = s.range.begin, h.end = s.range.end;
+  const size_t n = s.range.size();
+  FileWriter w(path);
+  w.write(&h, sizeof h);
+  const float* parts[3] = {s.params, s.m, s.v};
+  for (const float* p : parts)
+    if (n) w.write(p, n * 4);
+  size_t bytes = w.written();
+  return {w.close(), bytes};
+}
+
+CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointState& meta,
+                                       const std::vector<RankShard>& shards) {
+  const ParamLayout layout = param_layout(meta.model);
+  const int world = (int)shards.size();
+  ENGINE_CHECK(world >= 1, Internal, "", "no shards to write");
+  for (int r = 0; r < world; r++) {
+    ShardRange want = zero_shard(layout.total, {r, world, 0});
+    ENGINE_CHECK(shards[r].range.begin == want.begin && shards[r].range.end == want.end, Internal, "",
+                 "rank %d shard [%zu, %zu) is not its ZeRO range [%zu, %zu)", r, shards[r].range.begin,
+                 shards[r].range.end, want.begin, want.end);
+    ENGINE_CHECK(want.size() == 0 || (shards[r].params && shards[r].m && shards[r].v), Internal, "",
+                 "rank %d shard has null buffers", r);
+  }
+  CheckpointInfo info;
+  info.dir = dir;
+  info.step = meta.step;
+  if (path_exists(dir + "/DONE")) {  // first commit wins, as checkpoint_save
+    uint64_t step = sharded_checkpoint_verify(dir);
+    ENGINE_CHECK(step == meta.step, IO, "use a directory per step (step-XXXXXXXX)",
+                 "%s already holds a committed checkpoint of step %llu, not %llu", dir.c_str(),
+                 (unsigned long long)step, (unsigned long long)meta.step);
+    Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
+    info.sha256 = json_string(done, "manifest.json", dir + "/DONE");
+    info.existed = true;
+    return info;
+  }
+  const std::string parent = parent_dir(dir);
+  make_dirs(parent);
+  const std::string tmp = parent + "/." + base_name(dir) + ".tmp-" + unique_suffix();
+  make_dirs(tmp);
+  try {
+    // ---- rank files, one thread each (on a multi-node run every rank writes its own; here: all of them)
+    std::vector<std::pair<std::string, size_t>> res(world);
+    std::vector<std::exception_ptr> errs(world);
+    std::vector<std::thread> th;
+    for (int r = 0; r < world; r++)
+      th.emplace_back([&, r] {
+        try { res[r] = write_rank_(tmp + "/" + shard_name(r, world), r, world, layout.total, shards[r]); }
+        catch (...) { errs[r] = std::current_exception(); }
+      });
+    for (auto& t : th) t.join();
+    for (auto& e : errs)
+      if (e) std::rethrow_exception(e);
+    // ---- manifest
+    Json man = Json::object();
+    man.set("format", Json::string("durable-finetune-sharded-checkpoint"));
+    man.set("version", Json::number(SHARD_VERSION));
+    man.set("step", Json::number((double)meta.step));
+    man.set("worldSize", Json::number(world));
+    man.set("nParams", Json::number((double)layout.total));
+    man.set("align", Json::number((double)ZERO_ALIGN));
+    man.set("shardSize", Json::number((double)zero_shard_size(layout.total, world)));
+    Json files = Json::array();
+    size_t bytes = 0;
+    for (int r = 0; r < world; r++) {
+      Json f = Json::object();
+      f.set("file", Json::string(shard_name(r, world)));
+      f.set("rank", Json::number(r));
+      f.set("begin", Json::number((double)shards[r].range.begin));
+      f.set("end", Json::number((double)shards[r].range.end));
+      f.set("bytes", Json::number((double)res[r].second));
+      f.set("sha256", Json::string(res[r].first));
+      files.arr.push_back(f);
+      bytes += res[r].second;
+    }
+    man.set("shards", files);
+    man.set("model", checkpoint_model_json(meta.model));
+    Json cur = Json::object();
+    cur.set("epoch", Json::string(u64s(meta.cursor.epoch)));
+    cur.set("shard", Json::string(u64s(meta.cursor.shard)));
+    cur.set("offset", Json::string(u64s(meta.cursor.offset)));
+    cur.set("shuffleSeed", Json::string(u64s(meta.cursor.shuffle_seed)));
+    man.set("cursor", cur);
+    Json rng = Json::array();
+    for (uint64_t s : meta.rng.s) rng.arr.push_back(Json::string(u64s(s)));
+    man.set("rng", rng);
+    Json data = Json::object();
+    data.set("shards", Json::string(u64s(meta.data.n_shards)));
+    data.set("sequences", Json::string(u64s(meta.data.n_seq)));
+    data.set("blockSize", Json::string(u64s(meta.data.block_size)));
+    data.set("hash", Json::string(u64s(meta.data.hash)));
+    man.set("data", data);
+    man.set("backend", Json::string(meta.backend));
+    man.set("config", json_parse(meta.config_json, "config JSON"));
+    man.set("extra", json_parse(meta.extra_json, "extra JSON"));
+    std::string text = json_dump(man, 2) + "\n";
+    FileWriter mw(tmp + "/manifest.json");
+    mw.write(text.data(), text.size());
+    info.sha256 = mw.close();
+    fsync_dir(tmp);
+    if (path_exists(dir)) remove_tree(dir);  // stale uncommitted dir (crash between rename and DONE)
+    rename_path(tmp, dir);
+    fsync_dir(parent);
+    Json done = Json::object();
+    done.set("step", Json::number((double)meta.step));
+    done.set("manifest.json", Json::string(info.sha256));
+    write_file_atomic(dir + "/DONE", json_dump(done) + "\n");
+    info.bytes = bytes + text.size();
+  } catch (...) {
+    try { remove_tree(tmp); } catch (...) {}
+    throw;
+  }
+  return info;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reading
+
+struct Manifest {
+  Json j;
+  int world = 0;
+  size_t total = 0;
+  struct File { std::string name, sha; size_t begin, end, bytes; };
+  std::vector<File> files;
+};
+
+bool is_sharded_checkpoint(const std::string& dir) { return path_exists(dir + "/manifest.json"); }
+
+static Manifest read_manifest_(const std::string& dir) {
+  ENGINE_CHECK(path_exists(dir + "/DONE"), BadCheckpoint, "the checkpoint was never committed (crash while saving?)",
+               "%s has no DONE marker", dir.c_str());
+  Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
+  const std::string mp = dir + "/manifest.json";
+  ENGINE_CHECK(path_exists(mp), BadCheckpoint, HINT, "%s is missing", mp.c_str());
+  std::string text = read_text_file(mp);
+  Sha256 sh;
+  sha256_init(sh);
+  sha256_update(sh, text.data(), text.size());
+  std::string sha = sha256_hex(sh);
+  ENGINE_CHECK(sha == json_string(done, "manifest.json", dir + "/DONE"), BadCheckpoint, HINT,
+               "%s: SHA-256 %s does not match DONE", mp.c_str(), sha.c_str());
+  Manifest m;
+  m.j = json_parse(text, mp, true);
+  m.world = (int)json_number(m.j, "worldSize", mp);
+  m.total = (size_t)json_number(m.j, "nParams", mp);
+  const Json* fs = m.j.get("shards");
+  ENGINE_CHECK(fs && fs->type == Json::Array && (int)fs->arr.size() == m.world && m.world >= 1, BadCheckpoint, HINT,
+               "%s: 'shards' must list %d files", mp.c_str(), m.world);
+  size_t expect = 0;
+  for (const Json& f : fs->arr) {
+    Manifest::File x{json_string(f, "file", mp), json_string(f, "sha256", mp), (size_t)json_number(f, "begin", mp),
+                     (size_t)json_number(f, "end", mp), (size_t)json_number(f, "bytes", mp)};
+    // the files tile [0, total) in rank order: nothing missing, nothing twice
+    ENGINE_CHECK(x.begin == std::min(expect, m.total) && x.end >= x.begin && x.end <= m.total &&
+                     x.bytes == 64 + 12 * (x.end - x.begin) && x.name.find('/') == std::string::npos,
+                 BadCheckpoint, HINT, "%s: shard %s [%zu, %zu) of %zu bytes is inconsistent", mp.c_str(),
+                 x.name.c_str(), x.begin, x.end, x.bytes);
+    expect = x.end;
+    m.files.push_back(x);
+  }
+  ENGINE_CHECK(expect == m.total, BadCheckpoint, HINT, "%s: shards cover %zu of %zu parameters", mp.c_str(), expect,
+               m.total);
+  return m;
+}
+
+// Reads and verifies one whole rank file (size, SHA-256, header); returns its bytes.
+static std::string read_rank_(const std::string& dir, const Manifest& m, size_t r) {
+  const Manifest::File& f = m.files[r];
+  const std::string path = dir + "/" + f.name;
+  ENGINE_CHECK(path_exists(path), BadCheckpoint, HINT, "%s is missing", path.c_str());
+  std::string bytes = read_text_file(path);
+  ENGINE_CHECK(bytes.size() == f.bytes, BadCheckpoint, HINT, "%s: %zu bytes, the manifest says %zu", path.c_str(),
+               bytes.size(), f.bytes);
+  Sha256 sh;
+  sha256_init(sh);
+  sha256_update(sh, bytes.data(), bytes.size());
+  std::string sha = sha256_hex(sh);
+  ENGINE_CHECK(sha == f.sha, BadCheckpoint, HINT, "%s: SHA-256 %s does not match the manifest's %s", path.c_str(),
+               sha.c_str(), f.sha.c_str());
+  ShardHeader h;
+  std::memcpy(&h, bytes.data(), 64);
+  ENGINE_CHECK(std::memcmp(h.magic, SHARD_MAGIC, 8) == 0 && h.version == SHARD_VERSION && h.rank == r &&
+                   (int)h.world_size == m.world && h.total == m.total && h.begin == f.begin && h.end == f.end,
+               BadCheckpoint, HINT, "%s: header (rank %u of %u, [%llu, %llu)) does not match the manifest",
+               path.c_str(), h.rank, h.world_size, (unsigned long long)h.begin, (unsigned long long)h.end);
+  return bytes;
+}
+
+static void load_meta_(const Manifest& m, const std::string& dir, CheckpointState& st) {
+  const std::string mp = dir + "/manifest.json";
+  st.step = (uint64_t)json_number(m.j, "step", mp);
+  const Json* model = m.j.get("model");
+  ENGINE_CHECK(model != nullptr, BadCheckpoint, HINT, "%s: no model section", mp.c_str());
+  st.model = checkpoint_model_from_json(*model, mp);
+  const Json* cur = m.j.get("cursor");
+  const Json* rng = m.j.get("rng");
+  const Json* data = m.j.get("data");
+  ENGINE_CHECK(cur && rng && data && rng->type == Json::Array && rng->arr.size() == 4, BadCheckpoint, HINT,
+               "%s: cursor, rng (4 values) and data are required", mp.c_str());
+  st.cursor = {parse_u64(*cur, "epoch", mp), parse_u64(*cur, "shard", mp), parse_u64(*cur, "offset", mp),
+               parse_u64(*cur, "shuffleSeed", mp)};
+  for (int i = 0; i < 4; i++) {
+    Json w = Json::object();
+    w.set("v", rng->arr[i]);
+    st.rng.s[i] = parse_u64(w, "v", mp + " rng");
+  }
+  st.data = {parse_u64(*data, "shards", mp), parse_u64(*data, "sequences", mp), parse_u64(*data, "blockSize", mp),
+             parse_u64(*data, "hash", mp)};
+  if (const Json* b = m.j.get("backend")) st.backend = b->str;
+  if (const Json* c = m.j.get("config")) st.config_json = json_dump(*c);
+  if (const Json* e = m.j.get("extra")) st.extra_json = json_dump(*e);
+}
+
+CheckpointState sharded_checkpoint_load(const std::string& dir, int world_size, int rank, ShardRange* range) {
+  Manifest m = read_manifest_(dir);
+  CheckpointState st;
+  load_meta_(m, dir, st);
+  const ParamLayout layout = param_layout(st.model);
+  ENGINE_CHECK(layout.total == m.total, BadCheckpoint, HINT, "%s/manifest.json: %zu parameters, the model has %zu",
+               dir.c_str(), m.total, layout.total);
+  const ShardRange want = zero_shard(m.total, {rank, world_size, 0});
+  const size_t n = want.size();
+  st.params.assign(n, 0.0f);
+  st.m.assign(n, 0.0f);
+  st.v.assign(n, 0.0f);
+  for (size_t r = 0; r < m.files.size(); r++) {  // every old file that overlaps the new range
+    const Manifest::File& f = m.files[r];
+    const size_t lo = std::max(f.begin, want.begin), hi = std::min(f.end, want.end);
+    if (lo >= hi) continue;
+    std::string bytes = read_rank_(dir, m, r);
+    const size_t fn = f.end - f.begin;
+    std::vector<float>* dst[3] = {&st.params, &st.m, &st.v};
+    for (int g = 0; g < 3; g++)
+      std::memcpy(dst[g]->data() + (lo - want.begin), bytes.data() + 64 + 4 * (g * fn + (lo - f.begin)), 4 * (hi - lo));
+  }
+  if (range) *range = want;
+  return st;
+}
+
+uint64_t sharded_checkpoint_verify(const std::string& dir) {
+  Manifest m = read_manifest_(dir);
+  for (size_t r = 0; r < m.files.size(); r++) read_rank_(dir, m, r);
+  return (uint64_t)json_number(m.j, "step", dir + "/manifest.json");
+}
+
+CheckpointInfo checkpoint_from_sharded(const std::string& dir, const std::string& out_dir) {
+  CheckpointState st = sharded_checkpoint_load(dir, 1, 0, nullptr);
+  return checkpoint_save(out_dir, st, param_layout(st.model));
+}
+
+}  // namespace engine
