@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { DataError, prepareData, readManifest, verifyShards } from '../../datasets/index.js';
 // @ts-expect-error plain .mjs fixture without type declarations
 import { writeCorpus } from '../fixtures/datasets/gen-corpus.mjs';
@@ -67,6 +67,7 @@ describe('content-addressed output', () => {
 
   it('a killed attempt leaves only its temporary directory; the next attempt cleans it and completes', async () => {
     const work = tmp('kill-');
+    onTestFinished(() => rmSync(work, { recursive: true, force: true }));
     writeCorpus(join(work, 'corpus.txt'), 12);
     const cfgFile = join(work, 'config.json');
     writeFileSync(

@@ -2,9 +2,9 @@
 // that size, and its peak RSS does not grow with the corpus (16 MiB vs 144 MiB of text).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { statSync, writeFileSync } from 'node:fs';
+import { rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import type { Manifest } from '../../datasets/index.js';
 // @ts-expect-error plain .mjs fixture without type declarations
 import { writeCorpus } from '../fixtures/datasets/gen-corpus.mjs';
@@ -35,6 +35,7 @@ async function prepareInChild(work: string, corpus: string): Promise<{ manifest:
 describe('bounded memory', () => {
   it(`a corpus 3x the heap (${HEAP_MB} MB) streams through; peak RSS does not grow with the corpus`, async () => {
     const work = tmp('mem-');
+    onTestFinished(() => rmSync(work, { recursive: true, force: true })); // ~400 MB of corpus and shards
     writeCorpus(join(work, 'small.txt'), 16);
     writeCorpus(join(work, 'big.txt'), 144);
     expect(statSync(join(work, 'big.txt')).size).toBeGreaterThan(3 * HEAP_MB * 2 ** 20);
