@@ -55,4 +55,13 @@ export interface NativeAddon {
   createEngine(o: NativeCreateOptions): Promise<NativeEngine>;
   verifyCheckpoint(dir: string): Promise<number>;
   buildInfo(): { backends: string; blas: string; cudaDevices: number };
+  estimateMemory(o: NativeCreateOptions, blockSize: number, deviceBytes: number, hostBytes: number): NativeMemoryEstimate;
+}
+
+/** engine/zero.h MemoryEstimate: per-rank bytes. */
+export interface NativeMemoryEstimate {
+  nParams: number; shardElems: number; formula: string;
+  paramsBytes: number; gradsBytes: number; masterBytes: number; momentsBytes: number;
+  activationsBytes: number; buffersBytes: number; deviceBytes: number; hostBytes: number;
+  fits?: boolean; advice?: string;
 }

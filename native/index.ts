@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
-import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeFamilyFields, NativeShard } from './addon-types.js';
+import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeFamilyFields, NativeMemoryEstimate, NativeShard } from './addon-types.js';
 import { loadAddon, tryLoadAddon } from './loader.js';
 
 export type EngineErrorCode =
@@ -333,6 +333,45 @@ export class Engine {
 
 // ---------------------------------------------------------------------------------------------------------------
 // checkpoint helpers
+
+// ---------------------------------------------------------------------------------------------------------------
+// pre-flight memory estimate (engine/zero.h): ZeRO stage, offload, recompute and batch against a device size
+
+/** Per-rank bytes a run needs, before anything is allocated. Model state follows the ZeRO formulas (Ψ parameters,
+ * N devices; bf16: stage 0 16Ψ, 1 4Ψ+12Ψ/N, 2 2Ψ+14Ψ/N, 3 16Ψ/N), activations the cuda backend's buffers. */
+export interface MemoryEstimate {
+  nParams: number; shardElems: number; worldSize: number; formula: string;
+  device: { params: number; grads: number; master: number; moments: number; activations: number; buffers: number; total: number };
+  /** pinned host memory per rank (optimizer offload: fp32 master, moments, gradients, bf16 staging) */
+  host: number;
+  /** Verdict for a device of deviceBytes (and, when given, hostBytes of host memory): advice names the setting to change. */
+  fits(deviceBytes: number, hostBytes?: number): { ok: boolean; advice: string };
+}
+
+/** Estimate per-rank memory for cfg on worldSize devices (default 1). Needs no GPU; throws EngineError BAD_CONFIG. */
+export function estimateMemory(cfg: FinetuneConfig, opts: { worldSize?: number } = {}): MemoryEstimate {
+  const worldSize = opts.worldSize ?? 1;
+  if (!Number.isInteger(worldSize) || worldSize < 1)
+    throw new EngineError('BAD_CONFIG', `worldSize must be a positive integer, got ${worldSize}`);
+  const o = nativeOptions(cfg, 'cuda');
+  o.backend.precision = cfg.training.precision;
+  o.backend.worldSize = worldSize;
+  if (cfg.model.init === 'pretrained' && cfg.model.path) o.hfDir = resolve(cfg.model.path);
+  const run = (dev: number, host: number): NativeMemoryEstimate =>
+    callSync(() => addon().estimateMemory(o, cfg.preprocess.blockSize, dev, host));
+  const r = run(0, 0);
+  return {
+    nParams: r.nParams, shardElems: r.shardElems, worldSize, formula: r.formula,
+    device: { params: r.paramsBytes, grads: r.gradsBytes, master: r.masterBytes, moments: r.momentsBytes,
+      activations: r.activationsBytes, buffers: r.buffersBytes, total: r.deviceBytes },
+    host: r.hostBytes,
+    fits(deviceBytes: number, hostBytes = 0) {
+      if (!(deviceBytes > 0)) throw new EngineError('BAD_CONFIG', `deviceBytes must be positive, got ${deviceBytes}`);
+      const v = run(deviceBytes, hostBytes);
+      return { ok: v.fits === true, advice: v.advice ?? '' };
+    },
+  };
+}
 
 /** Checks DONE, both checksums and every size in state.bin without loading the tensors. */
 export async function verifyCheckpoint(dir: string): Promise<{ ok: true; step: number } | { ok: false; reason: string }> {

@@ -15,8 +15,10 @@
 #include <vector>
 #include "engine.h"
 #include "errors.h"
+#include "families.h"
 #include "gemm.h"
 #include "options.h"
+#include "zero.h"
 
 namespace {
 
@@ -582,6 +584,49 @@ Napi::Value VerifyCheckpoint(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
+// estimateMemory(options, blockSize, deviceBytes, hostBytes): the pre-flight estimate (engine/zero.h), synchronous
+// (arithmetic only; reads config.json when options.hfDir is set). deviceBytes 0 = no verdict.
+Napi::Value EstimateMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  addon::CreateOptions o = addon::read_create_options(env, info[0]);
+  const size_t T = addon::get_count(env, info[1], "blockSize", 1);
+  const double dev = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+  const double host = info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 0;
+  engine::MemoryEstimate est;
+  engine::FitVerdict v;
+  ErrorInfo e;
+  if (!capture_errors(e, [&] {
+        engine::MemoryRequest q;
+        q.model = o.model;
+        if (!o.hf_dir.empty()) q.model = engine::hf_read_config_only(o.hf_dir);
+        q.B = o.train.micro_batch_size, q.T = T;
+        q.precision = o.backend.precision, q.recompute = o.backend.recompute;
+        q.stage = o.backend.zero_stage, q.world_size = o.backend.world_size;
+        q.offload = o.backend.offload == "cpu";
+        est = engine::estimate_memory(q);
+        if (dev > 0) v = engine::memory_fits(est, (size_t)dev, host > 0 ? (size_t)host : 0);
+      }))
+    throw make_error(env, e);
+  Napi::Object r = Napi::Object::New(env);
+  auto n = [&](size_t x) { return Napi::Number::New(env, (double)x); };
+  r.Set("nParams", n(est.n_params));
+  r.Set("shardElems", n(est.shard_elems));
+  r.Set("formula", est.formula);
+  r.Set("paramsBytes", n(est.state.params));
+  r.Set("gradsBytes", n(est.state.grads));
+  r.Set("masterBytes", n(est.state.master));
+  r.Set("momentsBytes", n(est.state.moments));
+  r.Set("activationsBytes", n(est.activations));
+  r.Set("buffersBytes", n(est.buffers));
+  r.Set("deviceBytes", n(est.device_total));
+  r.Set("hostBytes", n(est.host_total));
+  if (dev > 0) {
+    r.Set("fits", v.ok);
+    r.Set("advice", v.advice);
+  }
+  return r;
+}
+
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("backends", engine::compiled_backends());
@@ -606,6 +651,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine));
   exports.Set("verifyCheckpoint", Napi::Function::New(env, VerifyCheckpoint));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
+  exports.Set("estimateMemory", Napi::Function::New(env, EstimateMemory));
   return exports;
 }
 
