@@ -57,7 +57,11 @@ export async function* readLines(
       checkAborted(opts.signal);
       if (chunk.indexOf(0) >= 0) {
         const at = chunk.indexOf(0);
-        throw badInput(`${file}:${lineNo + countNewlines(chunk, at)}`, 'NUL byte: this looks like binary data, not text');
+        const utf16 = lineNo === 1 && chunk.length >= 2 && ((chunk[0] === 0xff && chunk[1] === 0xfe) || (chunk[0] === 0xfe && chunk[1] === 0xff));
+        throw badInput(
+          `${file}:${lineNo + countNewlines(chunk, at)}`,
+          utf16 ? 'UTF-16 text: convert the file to UTF-8 (iconv -f UTF-16 -t UTF-8)' : 'NUL byte: this looks like binary data, not text',
+        );
       }
       let text: string;
       try {

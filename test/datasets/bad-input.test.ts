@@ -49,6 +49,8 @@ describe('bad input', () => {
   it('binary data, named by line', async () => {
     const p = file('blob.txt', Buffer.concat([Buffer.from('ok\n'), Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 1])]));
     await expectBadInput({ data: { train: { type: 'text', path: p } } }, /blob\.txt:2: NUL byte: this looks like binary data/);
+    const u16 = file('utf16.txt', Buffer.from('\ufeffHello\n', 'utf16le'));
+    await expectBadInput({ data: { train: { type: 'text', path: u16 } } }, /utf16\.txt:1: UTF-16 text: convert the file to UTF-8/);
   });
 
   it('a bad JSONL row and a missing field, named by line', async () => {
