@@ -16,6 +16,20 @@ struct Consts { float b1, b2, omb1, omb2, bc1, bc2, lr, eps, scale; };
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void adam_run(float* __restrict p, const float* __restrict g_, float* __restrict m, float* __restrict v,
               uint16_t* __restrict out, size_t n, float wd, Consts k) {
+  if (!out) {
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+      float g = g_[i] * k.scale;
+      float mi = k.b1 * m[i] + k.omb1 * g;
+      float vi = k.b2 * v[i] + k.omb2 * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      float mhat = mi / k.bc1, vhat = vi / k.bc2;
+      p[i] -= k.lr * (mhat / (std::sqrt(vhat) + k.eps) + wd * p[i]);
+    }
+    return;
+  }
+  // same update, and the bf16 copy written from registers (no second pass over p)
 #pragma omp simd
   for (size_t i = 0; i < n; i++) {
     float g = g_[i] * k.scale;
@@ -24,16 +38,12 @@ void adam_run(float* __restrict p, const float* __restrict g_, float* __restrict
     m[i] = mi;
     v[i] = vi;
     float mhat = mi / k.bc1, vhat = vi / k.bc2;
-    p[i] -= k.lr * (mhat / (std::sqrt(vhat) + k.eps) + wd * p[i]);
-  }
-  if (out) {
-#pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-      uint32_t u;
-      __builtin_memcpy(&u, &p[i], 4);
-      uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-      out[i] = (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? ((u >> 16) | 0x40u) : r);
-    }
+    float pi = p[i] - k.lr * (mhat / (std::sqrt(vhat) + k.eps) + wd * p[i]);
+    p[i] = pi;
+    uint32_t u;
+    __builtin_memcpy(&u, &pi, 4);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    out[i] = (uint16_t)(((u & 0x7fffffffu) > 0x7f800000u) ? ((u >> 16) | 0x40u) : r);
   }
 }
 
