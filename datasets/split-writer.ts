@@ -37,10 +37,28 @@ export class SplitWriter {
     withMask: boolean,
     private readonly onSequences: (n: number) => void = () => {},
   ) {
-    this.ids = new Int32Array(perShard * T);
-    this.labels = new Int32Array(perShard * T);
-    if (withMask) this.mask = new Int8Array(perShard * T);
+    // Buffers grow (doubling) up to one shard: a small corpus never touches the full perShard * T.
+    this.cap = Math.min(perShard, 64);
+    this.ids = new Int32Array(this.cap * T);
+    this.labels = new Int32Array(this.cap * T);
+    if (withMask) this.mask = new Int8Array(this.cap * T);
     mkdirSync(join(dir, 'data'), { recursive: true });
+  }
+
+  private cap: number; // rows the buffers hold now
+
+  /** Make room for row `this.row` (called whenever a row is started). */
+  private ensureRow(): void {
+    if (this.row < this.cap) return;
+    this.cap = Math.min(this.perShard, this.cap * 2);
+    const grow = <A extends Int32Array | Int8Array>(a: A, C: { new (n: number): A }): A => {
+      const b = new C(this.cap * this.T);
+      b.set(a);
+      return b;
+    };
+    this.ids = grow(this.ids, Int32Array);
+    this.labels = grow(this.labels, Int32Array);
+    if (this.mask) this.mask = grow(this.mask, Int8Array);
   }
 
   /** concat mode: append ids (with loss) to the running stream. */
@@ -48,6 +66,7 @@ export class SplitWriter {
     this.stats.sourceTokens += ids.length;
     let at = 0;
     while (at < ids.length) {
+      this.ensureRow();
       const n = Math.min(ids.length - at, this.T - this.col);
       const base = this.row * this.T + this.col;
       this.ids.set(ids.subarray(at, at + n), base);
@@ -74,6 +93,7 @@ export class SplitWriter {
   }
 
   private place(ids: Int32Array, nPrompt: number): void {
+    this.ensureRow();
     this.stats.sourceTokens += ids.length;
     let n = ids.length;
     if (n > this.T - this.col) {
@@ -93,6 +113,7 @@ export class SplitWriter {
   /** Pad the rest of the current row (no loss) and close it; an empty row stays open. */
   private padRow(): void {
     if (this.col === 0) return;
+    this.ensureRow();
     const base = this.row * this.T;
     this.ids.fill(this.padId, base + this.col, base + this.T);
     this.labels.fill(IGNORE_INDEX, base + this.col, base + this.T);
