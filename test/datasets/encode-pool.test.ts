@@ -3,11 +3,11 @@
 import { describe, expect, it } from 'vitest';
 import { loadTokenizer } from '../../datasets/index.js';
 import { EncodePool } from '../../datasets/encode-pool.js';
-import { readText, SHAKESPEARE } from './helpers.js';
+import { readText, SHAKESPEARE_TEXT } from './helpers.js';
 
 describe('EncodePool', async () => {
   const tok = await loadTokenizer({ type: 'gpt2' });
-  const texts = readText(SHAKESPEARE).split('\n\n').slice(0, 2000);
+  const texts = readText(SHAKESPEARE_TEXT).split('\n\n').slice(0, 2000);
 
   it('worker threads and the in-process tokenizer agree', async () => {
     const workers = new EncodePool(tok.json, 2);

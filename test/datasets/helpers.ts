@@ -1,5 +1,5 @@
 // Shared helpers of the datasets suites: configs over temporary directories, reading all shards of a split.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseConfig, type FinetuneConfig, type FinetuneConfigInput } from '../../configs/index.js';
@@ -7,6 +7,9 @@ import { readShard, type Manifest } from '../../datasets/index.js';
 
 export const FIXTURES = resolve(import.meta.dirname, '../fixtures/datasets');
 export const SHAKESPEARE = resolve(import.meta.dirname, '../../../shared/data/tinyshakespeare.txt');
+/** Shakespeare text for tests that need real text but no exact corpus counts: the whole file where ../shared
+ *  exists (development machines), else the committed ~100 KB excerpt (a clean CI clone has no ../shared). */
+export const SHAKESPEARE_TEXT = existsSync(SHAKESPEARE) ? SHAKESPEARE : join(FIXTURES, 'shakespeare-excerpt.txt');
 export const ALPACA_SEED = resolve(import.meta.dirname, '../../../shared/data/alpaca-seed-tasks.json');
 
 export function tmp(prefix = 'ds-'): string {

@@ -4,7 +4,7 @@ import { Tokenizer } from 'tokenizers';
 import { describe, expect, it } from 'vitest';
 import { loadTokenizer } from '../../datasets/index.js';
 import { safePieces } from '../../datasets/pieces.js';
-import { readText, SHAKESPEARE } from './helpers.js';
+import { readText, SHAKESPEARE_TEXT } from './helpers.js';
 
 describe('gpt2 tokenizer', async () => {
   const tok = await loadTokenizer({ type: 'gpt2' });
@@ -37,13 +37,13 @@ describe('gpt2 tokenizer', async () => {
   });
 
   it('pure-JS and Rust agree on a thousand lines of Shakespeare', async () => {
-    const lines = readText(SHAKESPEARE).split('\n').slice(0, 1000).filter((l) => l.trim());
+    const lines = readText(SHAKESPEARE_TEXT).split('\n').slice(0, 1000).filter((l) => l.trim());
     const batch = await rust.encodeBatch(lines, { addSpecialTokens: false });
     lines.forEach((l, i) => expect(tok.encode(l)).toEqual(batch[i]!.getIds()));
   });
 
   it('cutting at safe boundaries does not change the ids', async () => {
-    const text = readText(SHAKESPEARE).slice(0, 60_000);
+    const text = readText(SHAKESPEARE_TEXT).slice(0, 60_000);
     const whole = await rustIds(text);
     const pieces = [...safePieces(text, 777)];
     expect(pieces.length).toBeGreaterThan(50);
