@@ -39,7 +39,8 @@ inline size_t lnf_w_index(size_t L) { return 2 + L * N_BLOCK_TENSORS; }
 inline size_t lnf_b_index(size_t L) { return 3 + L * N_BLOCK_TENSORS; }
 
 // ZeRO sharding of the flat buffer: rank r owns [begin, end). Shards are padded to `align` elements so each
-// rank's slice starts on an aligned boundary; the last rank may own fewer elements (or none).
+// rank's slice starts on an aligned boundary; the last rank may own fewer elements (or none). Superseded by
+// zero.h (zero_shard, 128-element alignment, shard_slices), which sharded checkpoints and the estimate use.
 struct ShardRange { size_t begin = 0, end = 0; size_t size() const { return end - begin; } };
 ShardRange shard_range(size_t total, int world_size, int rank, size_t align = 64);
 

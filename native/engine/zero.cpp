@@ -76,22 +76,27 @@ ModelStateBytes zero_model_state_bytes(size_t n, int stage, int world_size, bool
 // Outside the layers: encoded, lnf, one layer of ln/gelu scratch, backward scratch (dres, dln: C, dbig: 4C) and
 // chunked logits (min(B*T, 4096) rows of Vp). This is Korthikanti et al. 2022 ("Reducing Activation
 // Recomputation in Large Transformer Models", eq. 1: sbh(34 + 5as/h)) specialised to this engine's buffers:
-// no dropout masks, bf16 everywhere, flash attention removing the 5as/h term.
+// no dropout masks, bf16 everywhere, flash attention removing the 5as/h term. Exact for GPT-2 (the cuda backend's
+// family); for Llama/NeoX/GPT-J the MLP width follows the family and attention is counted as GPT-2's (approximate).
 static size_t activation_bytes(const ModelConfig& m, size_t B, size_t Tt, bool bf16, const std::string& rc) {
   const size_t L = m.n_layer, C = m.n_embd, NH = m.n_head, HS = C / std::max<size_t>(NH, 1);
   const size_t Vp = (m.vocab_size + 63) / 64 * 64, N = B * Tt, E = bf16 ? 2 : 4;
   const bool flash = bf16 && (HS == 32 || HS == 64);
   const bool keep_gelu = rc == "none", keep_ln = rc != "gelu-layernorm";
+  // MLP width: GPT-2's 4C; other families (cpu backend only today) their intermediate size, SwiGLU keeping the
+  // gate and up projections (2I) where GPT-2 keeps fch
+  const size_t I = m.intermediate_size ? m.intermediate_size : 4 * C;
+  const size_t FC = m.hidden_act == "silu" ? 2 * I : I;
   auto rnd = [](size_t n) { return (n + 127) / 128 * 128; };
   const size_t NC = rnd(N * C), att = flash ? 0 : rnd(B * NH * Tt * Tt), lse = flash ? rnd(B * NH * Tt) : 0;
   const size_t Rc = std::min<size_t>(N, 4096);
-  size_t per_layer = NC * (keep_ln ? 2 : 0) + rnd(N * 3 * C) + NC + att + 2 * NC + rnd(N * 4 * C) +
-                     (keep_gelu ? rnd(N * 4 * C) : 0);
-  size_t scratch = NC + (keep_gelu ? 0 : rnd(N * 4 * C)) + (flash ? 0 : 4 * NC) + rnd(Rc * Vp) + 2 * NC +
-                   rnd(N * 4 * C) + att;
+  size_t per_layer = NC * (keep_ln ? 2 : 0) + rnd(N * 3 * C) + NC + att + 2 * NC + rnd(N * FC) +
+                     (keep_gelu ? rnd(N * I) : 0);
+  size_t scratch = NC + (keep_gelu ? 0 : rnd(N * I)) + (flash ? 0 : 4 * NC) + rnd(Rc * Vp) + 2 * NC +
+                   rnd(N * FC) + att;
   size_t nT = 2 * NC + L * per_layer + scratch;
   size_t S_floats = flash ? rnd(B * NH * Tt) : rnd(B * NH * Tt * std::max(Tt, HS));
-  size_t partial = std::max((N + 63) / 64 * 4 * C, (N + 255) / 256 * 2 * C);  // bias-grad / layernorm partials
+  size_t partial = std::max((N + 63) / 64 * FC, (N + 255) / 256 * 2 * C);  // bias-grad / layernorm partials
   size_t nF = rnd(N) * (2 + 4 * L) + L * lse + S_floats + rnd(partial) + 2 * rnd(N);
   return nT * E + nF * 4;
 }
