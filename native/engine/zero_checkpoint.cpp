@@ -207,27 +207,74 @@ static Manifest read_manifest_(const std::string& dir) {
   return m;
 }
 
-// Reads and verifies one whole rank file (size, SHA-256, header); returns its bytes.
-static std::string read_rank_(const std::string& dir, const Manifest& m, size_t r) {
+// Streams one rank file once: checks its size, SHA-256 and header, and copies the elements of [want.begin,
+// want.end) that it holds into dst[0..2] (params, m, v; indexed from want.begin; null dst = verify only). Reads in
+// 64 MiB blocks, so re-sharding a large checkpoint never holds a whole file in memory. The copies land before the
+// checksum is known: callers discard everything when this throws.
+static size_t g_read_block = (size_t)64 << 20;
+void sharded_checkpoint_set_read_block(size_t bytes) { g_read_block = bytes ? bytes : (size_t)64 << 20; }
+
+static void stream_rank_(const std::string& dir, const Manifest& m, size_t r, ShardRange want, float* const* dst) {
   const Manifest::File& f = m.files[r];
   const std::string path = dir + "/" + f.name;
   ENGINE_CHECK(path_exists(path), BadCheckpoint, HINT, "%s is missing", path.c_str());
-  std::string bytes = read_text_file(path);
-  ENGINE_CHECK(bytes.size() == f.bytes, BadCheckpoint, HINT, "%s: %zu bytes, the manifest says %zu", path.c_str(),
-               bytes.size(), f.bytes);
+  const size_t size = file_size(path);
+  ENGINE_CHECK(size == f.bytes, BadCheckpoint, HINT, "%s: %zu bytes, the manifest says %zu", path.c_str(), size,
+               f.bytes);
+  FILE* fp = std::fopen(path.c_str(), "rb");
+  ENGINE_CHECK_IO(fp != nullptr, "check the checkpoint directory's permissions", "cannot open %s", path.c_str());
   Sha256 sh;
   sha256_init(sh);
-  sha256_update(sh, bytes.data(), bytes.size());
+  ShardHeader h{};
+  const size_t fn = f.end - f.begin, BLK = g_read_block;
+  std::vector<char> buf(std::min(BLK, size));
+  size_t at = 0;  // file offset of buf[0]
+  try {
+    while (at < size) {
+      size_t n = std::min(buf.size(), size - at);
+      ENGINE_CHECK_IO(std::fread(buf.data(), 1, n, fp) == n, HINT, "reading %s at byte %zu", path.c_str(), at);
+      sha256_update(sh, buf.data(), n);
+      if (at == 0) std::memcpy(&h, buf.data(), std::min(n, sizeof h));
+      // elements of group g at file offsets 64 + 4 * (g * fn + i), i in [0, fn)
+      for (int g = 0; g < 3 && dst; g++) {
+        const size_t lo = std::max(f.begin, want.begin), hi = std::min(f.end, want.end);
+        if (lo >= hi || !dst[g]) continue;
+        const size_t b0 = 64 + 4 * (g * fn + (lo - f.begin)), b1 = b0 + 4 * (hi - lo);  // bytes wanted
+        const size_t c0 = std::max(b0, at), c1 = std::min(b1, at + n);
+        if (c0 < c1) std::memcpy((char*)(dst[g] + (lo - want.begin)) + (c0 - b0), buf.data() + (c0 - at), c1 - c0);
+      }
+      at += n;
+    }
+  } catch (...) {
+    std::fclose(fp);
+    throw;
+  }
+  std::fclose(fp);
   std::string sha = sha256_hex(sh);
   ENGINE_CHECK(sha == f.sha, BadCheckpoint, HINT, "%s: SHA-256 %s does not match the manifest's %s", path.c_str(),
                sha.c_str(), f.sha.c_str());
-  ShardHeader h;
-  std::memcpy(&h, bytes.data(), 64);
   ENGINE_CHECK(std::memcmp(h.magic, SHARD_MAGIC, 8) == 0 && h.version == SHARD_VERSION && h.rank == r &&
                    (int)h.world_size == m.world && h.total == m.total && h.begin == f.begin && h.end == f.end,
                BadCheckpoint, HINT, "%s: header (rank %u of %u, [%llu, %llu)) does not match the manifest",
                path.c_str(), h.rank, h.world_size, (unsigned long long)h.begin, (unsigned long long)h.end);
-  return bytes;
+}
+
+// Runs stream_rank_ for the files overlapping `want` (all files when verify_all), one thread per file; the first
+// error (in rank order) is rethrown.
+static void stream_ranks_(const std::string& dir, const Manifest& m, ShardRange want, float* const* dst,
+                          bool verify_all) {
+  std::vector<size_t> todo;
+  for (size_t r = 0; r < m.files.size(); r++)
+    if (verify_all || (std::max(m.files[r].begin, want.begin) < std::min(m.files[r].end, want.end))) todo.push_back(r);
+  std::vector<std::exception_ptr> errs(todo.size());
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < todo.size(); i++)
+    th.emplace_back([&, i] {
+      try { stream_rank_(dir, m, todo[i], want, dst); } catch (...) { errs[i] = std::current_exception(); }
+    });
+  for (auto& t : th) t.join();
+  for (auto& e : errs)
+    if (e) std::rethrow_exception(e);
 }
 
 static void load_meta_(const Manifest& m, const std::string& dir, CheckpointState& st) {
@@ -267,23 +314,15 @@ CheckpointState sharded_checkpoint_load(const std::string& dir, int world_size, 
   st.params.assign(n, 0.0f);
   st.m.assign(n, 0.0f);
   st.v.assign(n, 0.0f);
-  for (size_t r = 0; r < m.files.size(); r++) {  // every old file that overlaps the new range
-    const Manifest::File& f = m.files[r];
-    const size_t lo = std::max(f.begin, want.begin), hi = std::min(f.end, want.end);
-    if (lo >= hi) continue;
-    std::string bytes = read_rank_(dir, m, r);
-    const size_t fn = f.end - f.begin;
-    std::vector<float>* dst[3] = {&st.params, &st.m, &st.v};
-    for (int g = 0; g < 3; g++)
-      std::memcpy(dst[g]->data() + (lo - want.begin), bytes.data() + 64 + 4 * (g * fn + (lo - f.begin)), 4 * (hi - lo));
-  }
+  float* dst[3] = {st.params.data(), st.m.data(), st.v.data()};
+  stream_ranks_(dir, m, want, dst, false);  // every old file that overlaps the new range
   if (range) *range = want;
   return st;
 }
 
 uint64_t sharded_checkpoint_verify(const std::string& dir) {
   Manifest m = read_manifest_(dir);
-  for (size_t r = 0; r < m.files.size(); r++) read_rank_(dir, m, r);
+  stream_ranks_(dir, m, ShardRange{}, nullptr, true);
   return (uint64_t)json_number(m.j, "step", dir + "/manifest.json");
 }
 

@@ -228,7 +228,9 @@ TEST(sharded_checkpoint_reshards_bit_for_bit) {
   CheckpointInfo info = sharded_checkpoint_save(d, full, shards);
   CHECK(!info.existed && is_sharded_checkpoint(d) && sharded_checkpoint_verify(d) == 123);
   CHECK(path_exists(d + "/rank-00002-of-00003.bin"));
-  for (int n : {1, 2, 3, 4}) {
+  for (int n : {1, 2, 3, 4, -1, -4}) {  // negative: the same with 100-byte read blocks (values cut across blocks)
+    sharded_checkpoint_set_read_block(n < 0 ? 100 : 0);
+    n = n < 0 ? -n : n;
     std::vector<float> p, m, v;
     for (int r = 0; r < n; r++) {
       ShardRange g;
@@ -243,6 +245,7 @@ TEST(sharded_checkpoint_reshards_bit_for_bit) {
     CHECK(std::memcmp(m.data(), full.m.data(), 4 * lay.total) == 0);
     CHECK(std::memcmp(v.data(), full.v.data(), 4 * lay.total) == 0);
   }
+  sharded_checkpoint_set_read_block(0);
   // conversion to the single-file format (what HF export and the one-GPU engine read)
   checkpoint_from_sharded(d, root + "/single");
   CheckpointState one = checkpoint_load(root + "/single");
