@@ -75,12 +75,21 @@ export function addService(
       }
       const d = call.getDeadline();
       const deadline = d instanceof Date ? d.getTime() : Number(d);
+      // One 'cancelled' listener per call, however often a long poll re-registers while it waits (one listener
+      // per wake-up made Node warn about a leak during long `result()` polls).
+      let cancelFns: (() => void)[] | null = null;
       const ctx: CallContext = {
         deadline: Number.isFinite(deadline) ? deadline : Infinity,
         get cancelled() {
           return call.cancelled;
         },
-        onCancel: (fn) => call.once('cancelled', fn),
+        onCancel: (fn) => {
+          if (!cancelFns) {
+            const fns: (() => void)[] = (cancelFns = []);
+            call.once('cancelled', () => fns.splice(0).forEach((f) => f()));
+          }
+          cancelFns.push(fn);
+        },
       };
       let settled = false;
       const done = (err: Partial<grpc.StatusObject> | null, value?: object) => {
