@@ -373,7 +373,7 @@ export function estimateMemory(cfg: FinetuneConfig, opts: { worldSize?: number }
   };
 }
 
-/** Checks DONE, both checksums and every size in state.bin without loading the tensors. */
+/** Checks DONE, both checksums and every size in state.bin without loading the tensors (sharded ZeRO checkpoints: the manifest and every rank file). */
 export async function verifyCheckpoint(dir: string): Promise<{ ok: true; step: number } | { ok: false; reason: string }> {
   try {
     const step = await call(() => addon().verifyCheckpoint(resolve(dir)));

@@ -6,6 +6,7 @@
 #include "fileio.h"
 #include "json.h"
 #include "sha256.h"
+#include "zero_checkpoint.h"
 
 namespace engine {
 
@@ -270,6 +271,7 @@ static Json read_meta_(const std::string& dir, const Json& done) {
 }
 
 uint64_t checkpoint_verify(const std::string& dir) {
+  if (is_sharded_checkpoint(dir)) return sharded_checkpoint_verify(dir);  // ZeRO: rank files + manifest.json
   Json done = read_done_(dir);
   Json meta = read_meta_(dir, done);
   const Json* s = done.get("state.bin");
@@ -281,6 +283,7 @@ uint64_t checkpoint_verify(const std::string& dir) {
 }
 
 CheckpointState checkpoint_load(const std::string& dir) {
+  if (is_sharded_checkpoint(dir)) return sharded_checkpoint_load(dir, 1, 0, nullptr);  // whole state, re-sharded to 1
   Json done = read_done_(dir);
   Json meta = read_meta_(dir, done);
   const std::string what = dir + "/meta.json";

@@ -45,9 +45,11 @@ struct CheckpointInfo {
 };
 
 CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout);
-// Verifies and loads; the layout is rebuilt from the stored model config.
+// Verifies and loads; the layout is rebuilt from the stored model config. A sharded (ZeRO) checkpoint
+// (zero_checkpoint.h) loads whole, re-sharded to one rank, so a one-device run resumes from it.
 CheckpointState checkpoint_load(const std::string& dir);
 // Verifies without loading tensors into memory; throws BadCheckpoint with the reason. Returns the step.
+// Sharded checkpoints: the manifest and every rank file.
 uint64_t checkpoint_verify(const std::string& dir);
 
 // The "model" section of meta.json (shared with the sharded checkpoints in zero_checkpoint.h).

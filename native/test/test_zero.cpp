@@ -251,6 +251,10 @@ TEST(sharded_checkpoint_reshards_bit_for_bit) {
   CheckpointState one = checkpoint_load(root + "/single");
   CHECK(one.step == 123 && std::memcmp(one.params.data(), full.params.data(), 4 * lay.total) == 0);
   CHECK(std::memcmp(one.v.data(), full.v.data(), 4 * lay.total) == 0 && one.config_json.find("\"a\"") != std::string::npos);
+  // the single-file entry points read sharded checkpoints too (a one-device run resumes from a ZeRO one)
+  CHECK(checkpoint_verify(d) == 123);
+  CheckpointState whole = checkpoint_load(d);
+  CHECK(whole.params.size() == lay.total && std::memcmp(whole.m.data(), full.m.data(), 4 * lay.total) == 0);
   // same step again: first commit wins
   CHECK(sharded_checkpoint_save(d, full, shards).existed);
   // corrupt rank file: BAD_CHECKPOINT naming it; ranks that do not touch it still load
