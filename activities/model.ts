@@ -122,15 +122,17 @@ export async function generateSamples(deps: ModelDeps, a: { cfg: FinetuneConfig;
   if (g.prompts.length === 0 || g.maxNewTokens === 0) return [];
   try {
     const tok = await loadTokenizer(a.cfg.tokenizer);
-    const prompts = g.prompts.map((p) => {
-      const ids = tok.encode(p);
-      // Keep the prompt's tail so prompt + continuation fits the position table.
-      return ids.slice(Math.max(0, ids.length - Math.max(1, a.cfg.model.nPositions - g.maxNewTokens)));
-    });
-    const outs = await withEngine(deps, a.cfg, a.checkpoint, (engine) =>
-      engine.generate(prompts, { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, eosId: tok.eosId }),
-      false,
-    );
+    const outs = await withEngine(deps, a.cfg, a.checkpoint, (engine) => {
+      // The model's own position table (a pretrained model's config.json, not cfg.model) bounds prompt + continuation:
+      // keep the prompt's tail, and the BOS a Llama-style tokenizer puts before every example in training.
+      const room = Math.max(1, engine.info.nPositions - g.maxNewTokens);
+      const prompts = g.prompts.map((p) => {
+        const ids = tok.encode(p);
+        if (tok.bosId === undefined) return ids.slice(Math.max(0, ids.length - room));
+        return [tok.bosId, ...ids.slice(Math.max(0, ids.length - (room - 1)))].slice(0, room);
+      });
+      return engine.generate(prompts, { maxNewTokens: g.maxNewTokens, temperature: g.temperature, topK: g.topK, topP: g.topP, seed: g.seed, eosId: tok.eosId });
+    }, false);
     // The engine stops at EOS and returns it; the text ends before it.
     return g.prompts.map((prompt, i) => {
       const ids = outs[i] ?? [];

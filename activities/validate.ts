@@ -63,19 +63,35 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
   const runDir = join(seriesDir, `${safeName(workflowId)}-${fingerprint.slice(0, 10)}`);
   const m = cfg.model;
   const t = cfg.training;
+  const modelSummary = baseModel
+    ? `${await describePretrained(baseModel)}, from ${baseModel}`
+    : `${m.family} ${m.nLayer}L×${m.nEmbd} (${m.nHead} heads, vocab ${m.vocabSize}), ${m.init}`;
   return {
     cfg, fingerprint, runDir, seriesDir, baseModel,
     checkpointRoot: join(runDir, 'checkpoints'),
     modelDir: join(runDir, 'model'),
     memo: {
       name: cfg.name,
-      model: `${m.family} ${m.nLayer}L×${m.nEmbd} (${m.nHead} heads, vocab ${m.vocabSize}), ${baseModel ? `from ${baseModel}` : m.init}`,
+      model: modelSummary,
       data: `${describeSource(cfg.data.train)}, ${cfg.preprocess.mode} ×${cfg.preprocess.blockSize} tokens`,
       training: `${t.maxSteps > 0 ? `${t.maxSteps} steps` : `${t.epochs} epochs`}, batch ${t.microBatchSize}×${t.gradAccumSteps}, lr ${t.learningRate} ${t.schedule}, ${t.backend}`,
       checkpoints: `every ${cfg.checkpoint.everySteps} steps / ${cfg.checkpoint.everyMinutes} min, keep ${cfg.checkpoint.keepLast}`,
       fingerprint: fingerprint.slice(0, 16),
     },
   };
+}
+
+/** A pretrained model's shape from its own config.json (cfg.model's shape fields do not apply to it). */
+async function describePretrained(dir: string): Promise<string> {
+  try {
+    const c = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const layers = c.n_layer ?? c.num_hidden_layers;
+    const width = c.n_embd ?? c.hidden_size;
+    const heads = c.n_head ?? c.num_attention_heads;
+    return `${String(c.model_type ?? 'unknown')} ${String(layers)}L×${String(width)} (${String(heads)} heads, vocab ${String(c.vocab_size)})`;
+  } catch {
+    return 'pretrained (config.json unreadable; the engine will report why)';
+  }
 }
 
 function describeSource(s: FinetuneConfig['data']['train']): string {
