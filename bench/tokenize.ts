@@ -5,7 +5,8 @@
 // peer:     `tokenizers` (HF's Rust bindings) encodeBatch over the corpus' paragraphs held in memory, batches of
 //           8192, ids fetched (getIds) — the fastest way to get GPT-2 ids into JS with that library.
 // pipeline: prepareData, concat mode, blockSize 1024, GPT-2, into a fresh directory: hashing the input, streaming
-//           it from disk, tokenizing in worker threads, blocking, writing ZSTD Parquet shards and the manifest.
+//           it from disk, tokenizing (in worker threads from 32 MB), blocking, writing Snappy Parquet shards and the manifest,
+//           fsyncs and the atomic rename.
 // Both count the same tokens (the pipeline's sourceTokens minus the EOS it adds). Runs alternate. Reported: wall
 // time (best of reps) and CPU time (user + sys of this process, every thread included: median of reps). On a
 // shared machine wall time swings with other load; CPU time says what each side costs, and CPU/wall shows how
@@ -16,6 +17,8 @@ import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statS
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Tokenizer } from 'tokenizers';
 import { parseConfig } from '../configs/index.js';
 import { loadTokenizer, prepareData } from '../datasets/index.js';
@@ -64,6 +67,11 @@ interface Run {
   cpu: number;
 }
 
+// A full GC before each timed run, so neither side pays for the other's garbage (the raw side leaves ~7k
+// Encoding objects with native finalizers per MB of text; whichever run came next used to collect them).
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
 const cpuSecs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -71,6 +79,7 @@ const cpuSecs = () => {
 
 async function raw(json: string, file: string): Promise<Run> {
   const rust = Tokenizer.fromString(json);
+  gc();
   const c0 = cpuSecs();
   const t0 = performance.now();
   const paras = paragraphs(readFileSync(file, 'utf8'));
@@ -86,6 +95,7 @@ async function pipeline(file: string): Promise<Run> {
   const root = mkdtempSync(join(tmpdir(), 'bench-prep-'));
   try {
     const cfg = parseConfig({ data: { train: { type: 'text', path: file } }, preprocess: { mode: 'concat', blockSize: 1024 }, storage: { root } });
+    gc();
     const c0 = cpuSecs();
     const t0 = performance.now();
     const { manifest: m } = await prepareData(cfg);
