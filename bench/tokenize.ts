@@ -67,10 +67,17 @@ interface Run {
   cpu: number;
 }
 
-// A full GC before each timed run, so neither side pays for the other's garbage (the raw side leaves ~7k
-// Encoding objects with native finalizers per MB of text; whichever run came next used to collect them).
+// A full GC before each timed run, and a few event-loop turns for the native finalizers it queues (N-API runs
+// them after the GC, from the loop), so neither side pays for the other's garbage: the raw side leaves ~7k
+// Encoding objects and a whole Rust tokenizer per rep; whichever run came next used to free them on its clock.
 setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+const gcNow = runInNewContext('gc') as () => void;
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gcNow();
+    await new Promise((r) => setImmediate(r));
+  }
+}
 
 const cpuSecs = () => {
   const u = process.cpuUsage();
@@ -79,7 +86,7 @@ const cpuSecs = () => {
 
 async function raw(json: string, file: string): Promise<Run> {
   const rust = Tokenizer.fromString(json);
-  gc();
+  await settle();
   const c0 = cpuSecs();
   const t0 = performance.now();
   const paras = paragraphs(readFileSync(file, 'utf8'));
@@ -95,7 +102,7 @@ async function pipeline(file: string): Promise<Run> {
   const root = mkdtempSync(join(tmpdir(), 'bench-prep-'));
   try {
     const cfg = parseConfig({ data: { train: { type: 'text', path: file } }, preprocess: { mode: 'concat', blockSize: 1024 }, storage: { root } });
-    gc();
+    await settle();
     const c0 = cpuSecs();
     const t0 = performance.now();
     const { manifest: m } = await prepareData(cfg);
