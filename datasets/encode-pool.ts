@@ -76,21 +76,6 @@ export class EncodePool {
     }
   }
 
-  /**
-   * How much to send per encode() call. Workers: ~128 KiB of text, small enough that 4 per worker in flight keep
-   * every core busy and memory flat. In-process (small corpora only): 1 MiB, so a corpus of a few MB is a
-   * handful of encodeBatch calls; per-call overhead (rayon fan-out, idle spinning between calls) cost ~10% of
-   * the CPU at 128 KiB on tinyshakespeare (bench/tokenize.ts). Batching never changes ids: texts are encoded
-   * one by one either way.
-   */
-  get batchChars(): number {
-    return this.inProcess ? 1 << 20 : 1 << 17;
-  }
-
-  get batchTexts(): number {
-    return this.inProcess ? 16384 : 4096;
-  }
-
   get size(): number {
     return Math.max(1, this.workers.length);
   }

@@ -373,7 +373,7 @@ async function build(
           job.chars += prompt.length + output.length;
           job.ex.push({ split: splitOf(), n: 2, more: false });
         }
-        if (job.chars >= pool.batchChars || job.texts.length >= pool.batchTexts) {
+        if (job.chars >= 1 << 17 || job.texts.length >= 4096) {
           await dispatch(job);
           job = newJob();
         }
