@@ -9,7 +9,6 @@
 // concurrent attempts both finish, the first rename wins, the second returns the winner's result.
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { FinetuneConfig, formatZodError } from '../configs/index.js';
@@ -138,16 +137,11 @@ async function prepareWith(
   const tmp = `${dir}.tmp-${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
   mkdirSync(tmp);
   try {
-    // tokenizer.json does not depend on the data: write it now and let its fsync run on the libuv pool while the
-    // corpus is tokenized.
-    writeFileSync(join(tmp, 'tokenizer.json'), tokenizerBytes(tok));
-    const tokenizerSynced = fsyncAsync(join(tmp, 'tokenizer.json'));
-    tokenizerSynced.catch(() => {}); // awaited below unless the build fails first
-    const { manifest, synced } = await build(cfg, tok, pool, tmp, fingerprint, digests, settings, totalBytes, opts);
-    // 4. Commit: DONE is the last file written; the rename publishes everything at once. Everything before DONE is
-    // fsynced first, all at once on the libuv pool (the shards' fsyncs started as each shard was written).
-    writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-    await Promise.all([synced, tokenizerSynced, fsyncAsync(join(tmp, 'manifest.json')), fsyncAsync(join(tmp, 'data'))]);
+    const manifest = await build(cfg, tok, pool, tmp, fingerprint, digests, settings, totalBytes, opts);
+    // 4. Commit: DONE is the last file written; the rename publishes everything at once.
+    writeDurable(join(tmp, 'tokenizer.json'), tok.json);
+    writeDurable(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    fsyncPath(join(tmp, 'data'));
     writeDurable(join(tmp, DONE_MARKER), `${fingerprint}\n`);
     fsyncPath(tmp);
     checkAborted(signal);
@@ -208,28 +202,6 @@ export function writeDurable(file: string, data: string | Uint8Array): void {
   fsyncPath(file);
 }
 
-/** fsync a file or directory on the libuv pool. */
-async function fsyncAsync(path: string): Promise<void> {
-  const h = await open(path, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
-
-// tokenizer.json as bytes, by tokenizer sha256: a worker that prepares many data sets encodes the ~2 MB JSON once.
-const tokenizerBytesCache = new Map<string, Buffer>();
-function tokenizerBytes(tok: LoadedTokenizer): Buffer {
-  let b = tokenizerBytesCache.get(tok.sha256);
-  if (!b) {
-    b = Buffer.from(tok.json);
-    if (tokenizerBytesCache.size >= 4) tokenizerBytesCache.delete(tokenizerBytesCache.keys().next().value!);
-    tokenizerBytesCache.set(tok.sha256, b);
-  }
-  return b;
-}
-
 /** fsync a file or directory (directories: so renames and new entries are on disk). */
 export function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
@@ -264,7 +236,7 @@ async function build(
   settings: object,
   totalBytes: number,
   opts: PrepareOptions,
-): Promise<{ manifest: Manifest; synced: Promise<void> }> {
+): Promise<Manifest> {
   const p = cfg.preprocess;
   const T = p.blockSize;
   const perShard = effectiveSequencesPerShard(p.sequencesPerShard);
@@ -387,8 +359,6 @@ async function build(
   report(true);
 
   const [train, validation] = [writers[0].finish(), writers[1].finish()];
-  const synced = Promise.all(writers.map((w) => w.synced())).then(() => {});
-  synced.catch(() => {}); // awaited by the caller unless the checks below throw first
   if (train.sequences === 0)
     throw badInput(
       sources.map((s) => ('path' in s.src ? String(s.src.path) : s.src.type)).join(', '),
@@ -396,7 +366,7 @@ async function build(
         ? 'empty corpus: no training examples were found'
         : `empty corpus: ${train.examples} examples, ${train.sourceTokens} tokens, not enough for one sequence of ${T}`,
     );
-  const manifest = Manifest.parse({
+  return Manifest.parse({
     format: MANIFEST_FORMAT,
     fingerprint,
     codeVersion: PREPARE_VERSION,
@@ -412,7 +382,6 @@ async function build(
     inputs: { sources: digests, settings },
     splits: { train, validation },
   });
-  return { manifest, synced };
 }
 
 function concatIds(...parts: Int32Array[]): Int32Array {

@@ -5,7 +5,7 @@
 //   packed(ids, nPrompt) whole examples packed greedily, the rest of a sequence padded when the next won't fit
 // labels[t] is the target AT position t (not shifted): == input_ids[t], or -100 on padding and prompt tokens.
 import { createHash } from 'node:crypto';
-import { close, closeSync, fsync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ShardEntry, SplitStats } from './manifest.js';
 import { encodeShard, IGNORE_INDEX } from './shards.js';
@@ -17,7 +17,6 @@ export class SplitWriter {
   private row = 0; // rows complete in the current shard
   private col = 0; // positions filled in the current row
   private readonly shards: (ShardEntry & { tmpName: string })[] = [];
-  private readonly syncs: Promise<void>[] = []; // one fsync per shard written, run on the libuv pool
   readonly stats: Omit<SplitStats, 'shards'> = {
     examples: 0,
     sequences: 0,
@@ -150,15 +149,10 @@ export class SplitWriter {
     const fd = openSync(join(this.dir, tmpName), 'w');
     try {
       writeFileSync(fd, bytes);
-    } catch (e) {
+      fsyncSync(fd); // durable before the DONE marker can exist
+    } finally {
       closeSync(fd);
-      throw e;
     }
-    // Durable before the DONE marker can exist (prepare awaits synced()), but fsynced off the main thread, so
-    // tokenization goes on while the kernel writes the shard out. The fd outlives finish()'s rename.
-    const sync = new Promise<void>((res, rej) => fsync(fd, (e) => close(fd, (e2) => (e ?? e2 ? rej(e ?? e2) : res()))));
-    sync.catch(() => {}); // a run that fails first never awaits it: not an unhandled rejection
-    this.syncs.push(sync);
     this.shards.push({
       tmpName,
       path: '',
@@ -167,11 +161,6 @@ export class SplitWriter {
       sequences: this.row,
     });
     this.row = 0;
-  }
-
-  /** Resolves once every shard written so far is on disk. */
-  async synced(): Promise<void> {
-    await Promise.all(this.syncs);
   }
 
   /** Close the split: concat drops its partial tail; packed layouts pad their last sequence. Names the shards. */
