@@ -10,11 +10,8 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "backend.h"
-#include "errors.h"
-#include "gemm.h"
+#include "cpu_state.h"  // CpuStateBackend: option checks, threads, fp32 params/grads/AdamW state
 #include "layers.h"
-#include "optimizer.h"
 
 namespace engine {
 namespace {
@@ -79,54 +76,12 @@ struct KvCache {
   std::vector<size_t> len;      // (slots) tokens cached so far
 };
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public CpuStateBackend {
  public:
-  CpuBackend(const ModelConfig& cfg, const BackendOptions& opts) : cfg_(cfg), layout_(gpt2_param_layout(cfg)) {
-    ENGINE_CHECK(opts.precision == "fp32", BadConfig, "set training.precision to 'fp32' for the cpu backend",
-                 "the cpu backend computes in fp32 only; precision '%s' requested", opts.precision.c_str());
-    ENGINE_CHECK(opts.zero_stage == 0 && opts.world_size == 1, BadConfig,
-                 "ZeRO and data parallelism need the cuda backend", "cpu backend: zeroStage %d, world size %d requested",
-                 opts.zero_stage, opts.world_size);
-    ENGINE_CHECK(opts.offload == "none", BadConfig, "optimizer offload is a cuda-backend option",
-                 "cpu backend: offload '%s' requested (the optimizer already lives on the CPU)", opts.offload.c_str());
-    threads_ = opts.num_threads;
-#ifdef _OPENMP
-    if (threads_ <= 0) threads_ = omp_get_num_procs();
-#else
-    if (threads_ <= 0) threads_ = 1;
-#endif
-    try {
-      params_.assign(layout_.total, 0.0f);
-      grads_.assign(layout_.total, 0.0f);
-      m_.assign(layout_.total, 0.0f);
-      v_.assign(layout_.total, 0.0f);
-    } catch (const std::bad_alloc&) {
-      ENGINE_THROW(OutOfMemory, "use a smaller model", "cannot allocate 4 x %zu fp32 parameters", layout_.total);
-    }
-    info_.name = "cpu";
-    info_.precision = "fp32";
-    info_.blas = gemm_name();
-    info_.num_threads = threads_;
-    info_.device = strfmt("cpu (%d threads)", threads_);
+  CpuBackend(const ModelConfig& cfg, const BackendOptions& opts) : CpuStateBackend(cfg, opts) {
+    layout_ = gpt2_param_layout(cfg_);
+    alloc_state_();
   }
-
-  const BackendInfo& info() const override { return info_; }
-  const ModelConfig& config() const override { return cfg_; }
-  const ParamLayout& layout() const override { return layout_; }
-
-  void get_params(float* dst) const override { std::memcpy(dst, params_.data(), layout_.total * sizeof(float)); }
-  void set_params(const float* src) override { std::memcpy(params_.data(), src, layout_.total * sizeof(float)); }
-  void get_grads(float* dst) const override { std::memcpy(dst, grads_.data(), layout_.total * sizeof(float)); }
-  void get_optimizer_state(float* m, float* v) const override {
-    std::memcpy(m, m_.data(), layout_.total * sizeof(float));
-    std::memcpy(v, v_.data(), layout_.total * sizeof(float));
-  }
-  void set_optimizer_state(const float* m, const float* v) override {
-    std::memcpy(m_.data(), m, layout_.total * sizeof(float));
-    std::memcpy(v_.data(), v, layout_.total * sizeof(float));
-  }
-
-  void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
   double forward_backward(const Batch& batch, float dloss) override {
     set_threads_();
@@ -137,16 +92,6 @@ class CpuBackend final : public Backend {
                                        cfg_.vocab_size, &nt, &nc);
     backward_(batch, dloss, train_dropout_(batch));
     return loss;
-  }
-
-  double grad_norm_sq() override {
-    set_threads_();
-    return sum_squares(grads_.data(), grads_.size());
-  }
-
-  void optimizer_step(const AdamWHyper& hp) override {
-    set_threads_();
-    adamw_update(params_.data(), grads_.data(), m_.data(), v_.data(), layout_, 0, layout_.total, hp);
   }
 
   EvalStats forward_eval(const Batch& batch) override {
@@ -195,23 +140,13 @@ class CpuBackend final : public Backend {
   }
 
   MemoryReport memory() const override {
-    MemoryReport r;
-    r.params_bytes = params_.capacity() * sizeof(float);
-    r.grads_bytes = grads_.capacity() * sizeof(float);
-    r.optimizer_bytes = (m_.capacity() + v_.capacity()) * sizeof(float);
+    MemoryReport r = state_memory_();
     r.activations_bytes = acts_.bytes() + grad_acts_.bytes();
     r.other_bytes = (kv_.k.capacity() + kv_.v.capacity()) * sizeof(float);
     return r;
   }
 
  private:
-  void set_threads_() {
-#ifdef _OPENMP
-    omp_set_num_threads(threads_);  // per calling thread: each libuv worker thread sets its own
-#endif
-    gemm_set_threads(threads_);
-  }
-
   const float* p_(size_t idx) const { return params_.data() + layout_.tensors[idx].offset; }
   float* g_(size_t idx) { return grads_.data() + layout_.tensors[idx].offset; }
 
@@ -421,11 +356,6 @@ class CpuBackend final : public Backend {
     lm_head_forward(logits, h.data(), p_(wte_index()), nl, C, V);
   }
 
-  ModelConfig cfg_;
-  ParamLayout layout_;
-  BackendInfo info_;
-  int threads_ = 1;
-  std::vector<float> params_, grads_, m_, v_;  // (layout_.total) each
   Activations acts_, grad_acts_;
   KvCache kv_;
 };

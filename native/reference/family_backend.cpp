@@ -17,13 +17,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include "backend.h"
-#include "errors.h"
+#include "cpu_state.h"  // CpuStateBackend: option checks, threads, fp32 params/grads/AdamW state
 #include "families.h"
 #include "family_layers.h"
-#include "gemm.h"
 #include "layers.h"
-#include "optimizer.h"
 
 namespace engine {
 namespace {
@@ -47,60 +44,15 @@ struct KvCache {
   std::vector<size_t> len;  // (slots)
 };
 
-class FamilyCpuBackend final : public Backend {
+class FamilyCpuBackend final : public CpuStateBackend {
  public:
-  FamilyCpuBackend(const ModelConfig& cfg, const BackendOptions& opts) : cfg_(cfg) {
+  FamilyCpuBackend(const ModelConfig& cfg, const BackendOptions& opts) : CpuStateBackend(cfg, opts) {
     family_resolve(cfg_);
     layout_ = param_layout(cfg_);
     ft_ = family_tensors(cfg_, layout_);
     rope_.init(cfg_);
-    ENGINE_CHECK(opts.precision == "fp32", BadConfig, "set training.precision to 'fp32' for the cpu backend",
-                 "the cpu backend computes in fp32 only; precision '%s' requested", opts.precision.c_str());
-    ENGINE_CHECK(opts.zero_stage == 0 && opts.world_size == 1 && opts.offload == "none", BadConfig,
-                 "ZeRO, data parallelism and offload need the cuda backend",
-                 "cpu backend: zeroStage %d, world size %d, offload '%s' requested", opts.zero_stage, opts.world_size,
-                 opts.offload.c_str());
-    threads_ = opts.num_threads;
-#ifdef _OPENMP
-    if (threads_ <= 0) threads_ = omp_get_num_procs();
-#else
-    if (threads_ <= 0) threads_ = 1;
-#endif
-    // Linux overcommits: 4 fp32 copies larger than RAM would "succeed" and the worker be killed while zeroing them.
-    const size_t phys = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
-    ENGINE_CHECK(layout_.total * 16 < phys, OutOfMemory, "use a smaller model or the cuda backend",
-                 "%s with %zu parameters needs %.1f GiB for weights, gradients and AdamW state; the machine has %.1f GiB",
-                 cfg_.family.c_str(), layout_.total, layout_.total * 16 / 1073741824.0, phys / 1073741824.0);
-    try {
-      params_.assign(layout_.total, 0.0f);
-      grads_.assign(layout_.total, 0.0f);
-      m_.assign(layout_.total, 0.0f);
-      v_.assign(layout_.total, 0.0f);
-    } catch (const std::bad_alloc&) {
-      ENGINE_THROW(OutOfMemory, "use a smaller model", "cannot allocate 4 x %zu fp32 parameters", layout_.total);
-    }
-    info_.name = "cpu";
-    info_.precision = "fp32";
-    info_.blas = gemm_name();
-    info_.num_threads = threads_;
-    info_.device = strfmt("cpu (%d threads)", threads_);
+    alloc_state_();
   }
-
-  const BackendInfo& info() const override { return info_; }
-  const ModelConfig& config() const override { return cfg_; }
-  const ParamLayout& layout() const override { return layout_; }
-  void get_params(float* dst) const override { std::memcpy(dst, params_.data(), layout_.total * sizeof(float)); }
-  void set_params(const float* src) override { std::memcpy(params_.data(), src, layout_.total * sizeof(float)); }
-  void get_grads(float* dst) const override { std::memcpy(dst, grads_.data(), layout_.total * sizeof(float)); }
-  void get_optimizer_state(float* m, float* v) const override {
-    std::memcpy(m, m_.data(), layout_.total * sizeof(float));
-    std::memcpy(v, v_.data(), layout_.total * sizeof(float));
-  }
-  void set_optimizer_state(const float* m, const float* v) override {
-    std::memcpy(m_.data(), m, layout_.total * sizeof(float));
-    std::memcpy(v_.data(), v, layout_.total * sizeof(float));
-  }
-  void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
   double forward_backward(const Batch& batch, float dloss) override {
     set_threads_();
@@ -111,14 +63,6 @@ class FamilyCpuBackend final : public Backend {
                                        &nt, &nc);
     backward_(batch, dloss);
     return loss;
-  }
-  double grad_norm_sq() override {
-    set_threads_();
-    return sum_squares(grads_.data(), grads_.size());
-  }
-  void optimizer_step(const AdamWHyper& hp) override {
-    set_threads_();
-    adamw_update(params_.data(), grads_.data(), m_.data(), v_.data(), layout_, 0, layout_.total, hp);
   }
   EvalStats forward_eval(const Batch& batch) override {
     set_threads_();
@@ -164,10 +108,7 @@ class FamilyCpuBackend final : public Backend {
   void kv_end() override { kv_ = KvCache(); }
 
   MemoryReport memory() const override {
-    MemoryReport r;
-    r.params_bytes = params_.capacity() * sizeof(float);
-    r.grads_bytes = grads_.capacity() * sizeof(float);
-    r.optimizer_bytes = (m_.capacity() + v_.capacity()) * sizeof(float);
+    MemoryReport r = state_memory_();
     size_t a = (logits_.capacity() + losses_.capacity() + lse_.capacity() + xf_.capacity() + nf_.capacity()) * 4;
     for (const auto& l : acts_)
       for (const Vec* v : {&l.x, &l.n1, &l.m1, &l.r1, &l.q, &l.k, &l.v, &l.att, &l.y, &l.h1, &l.n2, &l.m2, &l.r2, &l.a,
@@ -488,13 +429,8 @@ class FamilyCpuBackend final : public Backend {
     linear_forward(logits, h.data(), p_(head_()), p_(ft_.head_b), nl, C, V);
   }
 
-  ModelConfig cfg_;
-  ParamLayout layout_;
   FamilyTensors ft_;
   Rope rope_;
-  BackendInfo info_;
-  int threads_ = 1;
-  Vec params_, grads_, m_, v_;
   size_t B_ = 0, T_ = 0;
   std::vector<LayerActs> acts_;
   Vec xf_, nf_, mf_, rf_, logits_, losses_, lse_;  // final norm input/output, head

@@ -1,0 +1,111 @@
+// cpu_state.h — what the two fp32 CPU backends share (GPT-2 in cpu_backend.cpp, Llama/NeoX/GPT-J in
+// family_backend.cpp): the option checks, the thread count, and the flat fp32 buffers of parameters, gradients
+// and AdamW moments (params.h / families.cpp layout) with their plain-copy accessors, gradient norm and optimizer
+// step. A backend derives from it, sets `layout_`, calls `alloc_state_()` and adds forward, backward and KV cache.
+#pragma once
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <unistd.h>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "backend.h"
+#include "errors.h"
+#include "gemm.h"
+#include "optimizer.h"
+
+namespace engine {
+
+class CpuStateBackend : public Backend {
+ public:
+  const BackendInfo& info() const override { return info_; }
+  const ModelConfig& config() const override { return cfg_; }
+  const ParamLayout& layout() const override { return layout_; }
+
+  void get_params(float* dst) const override { std::memcpy(dst, params_.data(), layout_.total * sizeof(float)); }
+  void set_params(const float* src) override { std::memcpy(params_.data(), src, layout_.total * sizeof(float)); }
+  void get_grads(float* dst) const override { std::memcpy(dst, grads_.data(), layout_.total * sizeof(float)); }
+  void get_optimizer_state(float* m, float* v) const override {
+    std::memcpy(m, m_.data(), layout_.total * sizeof(float));
+    std::memcpy(v, v_.data(), layout_.total * sizeof(float));
+  }
+  void set_optimizer_state(const float* m, const float* v) override {
+    std::memcpy(m_.data(), m, layout_.total * sizeof(float));
+    std::memcpy(v_.data(), v, layout_.total * sizeof(float));
+  }
+  void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+  double grad_norm_sq() override {
+    set_threads_();
+    return sum_squares(grads_.data(), grads_.size());
+  }
+  void optimizer_step(const AdamWHyper& hp) override {
+    set_threads_();
+    adamw_update(params_.data(), grads_.data(), m_.data(), v_.data(), layout_, 0, layout_.total, hp);
+  }
+
+ protected:
+  CpuStateBackend(const ModelConfig& cfg, const BackendOptions& opts) : cfg_(cfg) {
+    ENGINE_CHECK(opts.precision == "fp32", BadConfig, "set training.precision to 'fp32' for the cpu backend",
+                 "the cpu backend computes in fp32 only; precision '%s' requested", opts.precision.c_str());
+    ENGINE_CHECK(opts.zero_stage == 0 && opts.world_size == 1 && opts.offload == "none", BadConfig,
+                 "ZeRO, data parallelism and offload need the cuda backend",
+                 "cpu backend: zeroStage %d, world size %d, offload '%s' requested", opts.zero_stage, opts.world_size,
+                 opts.offload.c_str());
+    threads_ = opts.num_threads;
+#ifdef _OPENMP
+    if (threads_ <= 0) threads_ = omp_get_num_procs();
+#else
+    if (threads_ <= 0) threads_ = 1;
+#endif
+  }
+
+  // Allocate the four (layout_.total) fp32 buffers and fill info_. Linux overcommits: buffers larger than RAM
+  // would "succeed" and the worker be killed while zeroing them, so check physical memory first.
+  void alloc_state_() {
+    const size_t phys = (size_t)sysconf(_SC_PHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    ENGINE_CHECK(layout_.total * 16 < phys, OutOfMemory, "use a smaller model or the cuda backend",
+                 "%s with %zu parameters needs %.1f GiB for weights, gradients and AdamW state; the machine has %.1f GiB",
+                 cfg_.family.c_str(), layout_.total, layout_.total * 16 / 1073741824.0, phys / 1073741824.0);
+    try {
+      params_.assign(layout_.total, 0.0f);
+      grads_.assign(layout_.total, 0.0f);
+      m_.assign(layout_.total, 0.0f);
+      v_.assign(layout_.total, 0.0f);
+    } catch (const std::bad_alloc&) {
+      ENGINE_THROW(OutOfMemory, "use a smaller model", "cannot allocate 4 x %zu fp32 parameters", layout_.total);
+    }
+    info_.name = "cpu";
+    info_.precision = "fp32";
+    info_.blas = gemm_name();
+    info_.num_threads = threads_;
+    info_.device = strfmt("cpu (%d threads)", threads_);
+  }
+
+  // Thread counts are per calling thread: each libuv worker thread that runs a step sets its own.
+  void set_threads_() {
+#ifdef _OPENMP
+    omp_set_num_threads(threads_);
+#endif
+    gemm_set_threads(threads_);
+  }
+
+  // The model-state part of memory(); the backend adds activations and the KV cache.
+  MemoryReport state_memory_() const {
+    MemoryReport r;
+    r.params_bytes = params_.capacity() * sizeof(float);
+    r.grads_bytes = grads_.capacity() * sizeof(float);
+    r.optimizer_bytes = (m_.capacity() + v_.capacity()) * sizeof(float);
+    return r;
+  }
+
+  ModelConfig cfg_;
+  ParamLayout layout_;
+  BackendInfo info_;
+  int threads_ = 1;
+  std::vector<float> params_, grads_, m_, v_;  // (layout_.total) each
+};
+
+}  // namespace engine
