@@ -4,7 +4,7 @@
 // sees a half-written directory. Returns a manifest summary and the step plan, never the data.
 import { Context } from '@temporalio/activity';
 import { join } from 'node:path';
-import type { FinetuneConfig } from '../configs/index.js';
+import { worldSizeOf, type FinetuneConfig } from '../configs/index.js';
 import { prepareData as prepare } from '../datasets/index.js';
 import { classify } from './lib/failures.js';
 import type { PrepareHeartbeat } from './lib/heartbeat.js';
@@ -36,7 +36,8 @@ export function dataRoot(cfg: FinetuneConfig): string {
 
 export function planSteps(cfg: FinetuneConfig, trainSequences: number): { totalSteps: number; tokensPerStep: number } {
   const t = cfg.training;
-  const world = typeof cfg.parallelism.devices === 'number' ? cfg.parallelism.devices * cfg.parallelism.nodes : cfg.parallelism.nodes;
+  // devices 'all' (one worker only) counts as one GPU here: the plan is made before a GPU worker is seen.
+  const world = worldSizeOf(cfg);
   const seqPerStep = t.microBatchSize * t.gradAccumSteps * world;
   const totalSteps = t.maxSteps > 0 ? t.maxSteps : Math.max(1, Math.ceil((t.epochs * trainSequences) / seqPerStep));
   return { totalSteps, tokensPerStep: seqPerStep * cfg.preprocess.blockSize };

@@ -29,6 +29,14 @@ export const TemporalConfig = z
     heartbeatTimeoutSeconds: z.number().positive().default(60),
     /** Continue as new (carrying only the last checkpoint and the summary) once the history has this many events. */
     continueAsNewAfterEvents: z.number().int().min(50).default(5000),
+    /**
+     * Multi-worker training (parallelism.nodes > 1): the task queue of each rank's worker, rank 0 first (one host
+     * each; `finetune worker --queues <name>`). Default `<gpuTaskQueue>-rank-<r>`. Listing queues with nodes 1
+     * also sends a single worker's training through the rank path (rendezvous + rank activity).
+     */
+    rankTaskQueues: z.array(z.string().min(1)).min(1).optional(),
+    /** Multi-worker training: how many times all ranks are restarted together after one fails, before the run fails. */
+    maxRestarts: z.number().int().min(0).default(10),
   })
   .strict();
 
@@ -55,6 +63,23 @@ export const FinetuneConfig = z
         code: 'custom',
         path: ['preprocess', 'blockSize'],
         message: `blockSize ${c.preprocess.blockSize} exceeds the model's nPositions ${c.model.nPositions}`,
+      });
+    const p = c.parallelism;
+    const queues = c.temporal.rankTaskQueues;
+    if (queues && queues.length !== p.nodes)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['temporal', 'rankTaskQueues'],
+        message: `lists ${queues.length} queue${queues.length === 1 ? '' : 's'} but parallelism.nodes is ${p.nodes}: one queue per worker, rank 0 first`,
+      });
+    if (queues && new Set(queues).size !== queues.length)
+      ctx.addIssue({ code: 'custom', path: ['temporal', 'rankTaskQueues'], message: 'every rank needs its own queue (a name is listed twice)' });
+    const perWorker = p.devices === 'all' ? null : typeof p.devices === 'number' ? p.devices : p.devices.length;
+    if (c.training.backend === 'cpu' && (p.nodes > 1 || (perWorker ?? 1) > 1))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['parallelism', p.nodes > 1 ? 'nodes' : 'devices'],
+        message: `the cpu backend trains in one process on one device; nodes ${p.nodes} x devices ${JSON.stringify(p.devices)} needs training.backend 'cuda' (or 'auto' on GPU hosts)`,
       });
     if (c.preprocess.mode === 'instruct' && c.data.train.type !== 'jsonl' && c.data.train.type !== 'json')
       ctx.addIssue({

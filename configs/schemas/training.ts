@@ -40,9 +40,25 @@ export type TrainingConfig = z.infer<typeof TrainingConfig>;
 
 export const ParallelismConfig = z
   .object({
-    /** GPUs on this host; 'all' = every visible GPU. */
-    devices: z.union([z.literal('all'), z.number().int().min(1)]).default(1),
-    /** Hosts (processes) joined through an NCCL unique id handed over by the workflow. */
+    /**
+     * GPUs each worker drives (one engine thread per GPU): 'all' = every visible GPU, a count (the first N
+     * visible), or a list of CUDA ordinals ([0, 2, 3]). With several workers, give a count or a list: every worker
+     * must agree on the world size before its GPUs are visible to the workflow.
+     */
+    devices: z
+      .union([
+        z.literal('all'),
+        z.number().int().min(1),
+        z
+          .array(z.number().int().min(0).max(1023))
+          .min(1)
+          .refine((a) => new Set(a).size === a.length, 'each CUDA ordinal at most once'),
+      ])
+      .default(1),
+    /**
+     * Workers (processes, usually one per host), each with `devices` GPUs, joined through an NCCL unique id that
+     * the workflow hands from rank 0 to the others (Temporal is the rendezvous). World size = nodes x devices.
+     */
     nodes: z.number().int().min(1).default(1),
     /** 0: plain data parallel; 1: optimizer state sharded; 2: + gradients; 3: + parameters. */
     zeroStage: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)]).default(0),
@@ -56,7 +72,21 @@ export const ParallelismConfig = z
       .strict()
       .default({}),
   })
-  .strict();
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.offload.delayedUpdate && p.offload.optimizer !== 'cpu')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['offload', 'delayedUpdate'],
+        message: "delayedUpdate overlaps the CPU optimizer step: it needs offload.optimizer 'cpu'",
+      });
+    if (p.nodes > 1 && p.devices === 'all')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['devices'],
+        message: `with nodes ${p.nodes} give a GPU count or a list of ordinals, not 'all': every worker must agree on the world size`,
+      });
+  });
 export type ParallelismConfig = z.infer<typeof ParallelismConfig>;
 
 export const CheckpointConfig = z

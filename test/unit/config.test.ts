@@ -2,7 +2,10 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, applyOverrides, canonicalJson, fingerprintOf, loadConfig, parseConfig } from '../../configs/index.js';
+import {
+  ConfigError, applyOverrides, canonicalJson, describeParallelism, fingerprintOf, loadConfig, localDevices, parseConfig, rankQueuesOf,
+  usesRankPath, worldSizeOf,
+} from '../../configs/index.js';
 
 function writeConfig(obj: unknown): string {
   const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
@@ -21,13 +24,56 @@ describe('FinetuneConfig', () => {
   });
 
   it('loads every preset', () => {
-    for (const p of ['default', 'shakespeare-gptj-ray']) {
+    for (const p of ['default', 'shakespeare-gptj-ray', 'gpt2-xl-16gb', 'dolly-pythia-instruct', 'smollm-instruct']) {
       const c = loadConfig(`configs/presets/${p}.json`);
       expect(c.name.length).toBeGreaterThan(0);
     }
     const ray = loadConfig('configs/presets/shakespeare-gptj-ray.json');
     expect(ray.preprocess).toMatchObject({ mode: 'lines', blockSize: 512, dropSpeakerLines: true });
     expect(ray.parallelism).toMatchObject({ zeroStage: 3, offload: { optimizer: 'cpu' } });
+  });
+
+  it('has presets for the write-ups: GPT2-XL on one GPU, Dolly/Pythia and SmolLM instruction tuning', () => {
+    const xl = loadConfig('configs/presets/gpt2-xl-16gb.json');
+    expect(xl.model).toMatchObject({ nLayer: 48, nEmbd: 1600, nHead: 25 });
+    expect(xl.parallelism).toMatchObject({ devices: 1, zeroStage: 2, offload: { optimizer: 'cpu' } });
+    expect(xl.training.recompute).toBe('gelu-layernorm');
+    for (const p of ['dolly-pythia-instruct', 'smollm-instruct']) {
+      const c = loadConfig(`configs/presets/${p}.json`);
+      expect(c.preprocess.mode).toBe('instruct');
+      expect(c.model.init).toBe('pretrained');
+      // the family comes from the model directory's config.json; tokenizer from the same directory
+      expect(c.tokenizer).toMatchObject({ type: 'huggingface', path: c.model.path });
+    }
+    const dolly = loadConfig('configs/presets/dolly-pythia-instruct.json');
+    expect(dolly.preprocess.instructFields).toEqual({ instruction: 'instruction', input: 'context', output: 'response' });
+  });
+
+  it('validates the parallel layout and names the field', () => {
+    const ok = parseConfig({ parallelism: { devices: [0, 2, 3], nodes: 2, zeroStage: 3, offload: { optimizer: 'cpu', delayedUpdate: true } } });
+    expect(worldSizeOf(ok)).toBe(6);
+    expect(usesRankPath(ok)).toBe(true);
+    expect(rankQueuesOf(ok)).toEqual(['finetune-gpu-rank-0', 'finetune-gpu-rank-1']);
+    expect(describeParallelism(ok)).toBe('ZeRO-3, optimizer offload to CPU (delayed update), 2 workers x 3 GPUs [0,2,3] = 6 ranks');
+    expect(localDevices(ok, 4)).toEqual([0, 2, 3]);
+    expect(() => localDevices(ok, 3)).toThrow(/needs CUDA ordinal 3, but this worker sees 3 GPUs/);
+    expect(localDevices(parseConfig({ parallelism: { devices: 'all' } }), 2)).toEqual([0, 1]);
+    const single = parseConfig({});
+    expect(usesRankPath(single)).toBe(false);
+    expect(worldSizeOf(single)).toBe(1);
+    expect(usesRankPath(parseConfig({ temporal: { rankTaskQueues: ['gpu-host-a'] } }))).toBe(true);
+
+    const bad = (input: unknown, re: RegExp) => expect(() => parseConfig(input)).toThrow(re);
+    bad({ parallelism: { zeroStage: 4 } }, /parallelism\.zeroStage: .*given 4/);
+    bad({ parallelism: { offload: { optimizer: 'nvme' } } }, /parallelism\.offload\.optimizer: one of "none", "cpu"; given "nvme"/);
+    bad({ parallelism: { offload: { delayedUpdate: true } } }, /parallelism\.offload\.delayedUpdate: delayedUpdate .* needs offload\.optimizer 'cpu'/);
+    bad({ parallelism: { devices: [0, 0] } }, /parallelism\.devices: each CUDA ordinal at most once/);
+    bad({ parallelism: { devices: [] } }, /parallelism\.devices/);
+    bad({ parallelism: { nodes: 2, devices: 'all' } }, /parallelism\.devices: with nodes 2 give a GPU count/);
+    bad({ parallelism: { nodes: 2 }, temporal: { rankTaskQueues: ['a'] } }, /temporal\.rankTaskQueues: lists 1 queue but parallelism\.nodes is 2/);
+    bad({ parallelism: { nodes: 2 }, temporal: { rankTaskQueues: ['a', 'a'] } }, /temporal\.rankTaskQueues: every rank needs its own queue/);
+    bad({ training: { backend: 'cpu' }, parallelism: { devices: 2 } }, /parallelism\.devices: the cpu backend trains in one process/);
+    bad({ training: { backend: 'cpu', recompute: 'all' } }, /training\.recompute: one of "none", "gelu", "gelu-layernorm"; given "all"/);
   });
 
   it('rejects unknown keys and names them', () => {
