@@ -63,10 +63,19 @@ struct StepOutput {
   bool applied = false;     // false: loss or norm non-finite / above max_loss, the weights were NOT updated
 };
 
+// Bytes held per device (for several GPUs: the largest rank's, see DataParallel in cuda/nccl_dp.cuh).
+// params_bytes = compute weights + fp32 master weights; optimizer_bytes = AdamW moments.
 struct MemoryReport {
   size_t params_bytes = 0, grads_bytes = 0, optimizer_bytes = 0, activations_bytes = 0, other_bytes = 0;
+  size_t buffers_bytes = 0;       // ZeRO communication buffers: gradient buckets (stage >= 2), gathered units (3)
   size_t device_total_bytes = 0;  // 0 on the cpu backend
-  size_t total() const { return params_bytes + grads_bytes + optimizer_bytes + activations_bytes + other_bytes; }
+  int zero_stage = 0, world_size = 1;
+  // model-state formula for this stage and world size (params + grads + master + moments per device):
+  // formula_bytes with this engine's fp32 gradients, formula_paper_bytes with the ZeRO paper's 2-byte ones
+  size_t formula_bytes = 0, formula_paper_bytes = 0;
+  size_t total() const {
+    return params_bytes + grads_bytes + optimizer_bytes + activations_bytes + other_bytes + buffers_bytes;
+  }
 };
 
 // The effective configuration, reported to TypeScript after init.

@@ -7,6 +7,9 @@
 // Work is queued on one CUDA stream. The engine's hot path, step_async, queues a whole optimizer step (every
 // micro-batch, the gradient norm, clipping and the divergence check on the device, AdamW) without the host
 // waiting; step_wait reads the result. The primitives (forward_backward, grad_norm_sq) wait for their value.
+// Weights, gradients, AdamW state, ZeRO sharding and the step orchestration live in TrainState (train_state.cuh):
+// this class reaches parameters unit by unit (embeddings, each block, ln_f) through st->layer_params /
+// layer_grads / layer_grads_done, which is where ZeRO-3 gathers and ZeRO-2/3 reduce-scatter overlap compute.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -20,17 +23,12 @@
 #include "flash_attention.cuh"  // fused causal attention (bf16, head size 32/64)
 #include "layernorm.cuh"    // layernorm forward / backward
 #include "matmul.cuh"       // cuBLASLt linear layers
+#include "train_state.cuh"  // weights, grads, AdamW, ZeRO, memory accounting (family-independent)
 
 namespace cudabk {
 using namespace engine;
 
 enum class Recompute { None, Gelu, GeluLayerNorm };  // training.recompute
-
-static std::string gib(size_t b) {
-  char s[32];
-  snprintf(s, sizeof s, "%.2f GiB", b / 1073741824.0);
-  return s;
-}
 
 // token + position embedding for rows at arbitrary (position) — generation
 template <typename T>
@@ -63,13 +61,10 @@ class CudaBackend final : public Backend {
   Blas blas;
   cudaDeviceProp prop{};
   size_t L, C, NH, V, maxT, Vp, n_total;
-  // parameters, gradients, AdamW state: HF flat layout (params.h), total elements (+ padding)
-  float *master = nullptr, *grads = nullptr, *adam_m = nullptr, *adam_v = nullptr;
-  T* params = nullptr;
-  size_t bytes_params = 0, bytes_grads = 0, bytes_opt = 0, bytes_misc = 0;
-  // decay runs: maximal stretches of consecutive tensors with the same decay flag (one AdamW launch each)
-  struct Run { size_t begin, end; bool decay; };
-  std::vector<Run> runs;
+  // parameters, gradients, AdamW state, ZeRO (train_state.cuh), in units: 0 = wte + wpe, 1 + l = block l,
+  // L + 1 = ln_f. HF flat layout (params.h) inside every unit.
+  std::unique_ptr<TrainState<T>> st;
+  size_t bytes_misc = 0;  // this class's own buffers: tokens, KV cache, cuBLAS workspace
 
   struct Layer {
     T *ln1, *qkv, *atty, *att, *res2, *ln2, *fch, *fch_gelu, *res3;
@@ -89,12 +84,12 @@ class CudaBackend final : public Backend {
     int Rc = 0;
   };
   Acts train_acts, eval_acts;
-  double* dscal = nullptr;  // [0] loss sum, [1] correct, [2] grad norm^2; [8..] norm partials
+  double* dscal = nullptr;  // st->dscal: [0] loss sum, [1] correct, [2] grad norm^2; [8..] norm partials
   int* d_ints = nullptr;    // tokens | targets | wte-gradient buckets (capacity n_ints)
   size_t n_ints = 0;
   int* pinned = nullptr;    // host staging of the same layout
   double* pinned_out = nullptr;
-  cudaEvent_t staged = nullptr, step_done = nullptr;
+  cudaEvent_t staged = nullptr;
 
   // KV cache (generation)
   size_t kv_slots = 0, kv_len = 0;
@@ -103,14 +98,10 @@ class CudaBackend final : public Backend {
     *g_fcg = nullptr, *g_logits = nullptr;
 
   // ---------------------------------------------------------------------------------------------- setup
-  CudaBackend(const ModelConfig& c, const BackendOptions& o) : cfg(c), lay(gpt2_param_layout(c)) {
+  // comm: this replica's NCCL communicator when several GPUs train together (nccl_dp.cuh), else nullptr
+  CudaBackend(const ModelConfig& c, const BackendOptions& o, nccl::Comm comm = nullptr) : cfg(c), lay(gpt2_param_layout(c)) {
     ENGINE_CHECK(family_of_(c, 0) == "gpt2", BadConfig, "set training.backend to 'cpu' for this model family",
                  "the cuda backend implements GPT-2 only; model.family '%s' requested", family_of_(c, 0).c_str());
-    ENGINE_CHECK(o.zero_stage == 0 && o.world_size == 1, BadConfig, "set parallelism.zeroStage to 0 and use one GPU",
-                 "the cuda backend runs on one GPU without ZeRO in this version (zeroStage %d, world size %d requested)",
-                 o.zero_stage, o.world_size);
-    ENGINE_CHECK(o.offload == "none", BadConfig, "set parallelism.offload.optimizer to 'none'",
-                 "optimizer offload '%s' is not implemented by the cuda backend", o.offload.c_str());
     ENGINE_CHECK(c.dropout == 0.0f, BadConfig, "set model.dropout to 0 (the fine-tuning default)",
                  "the cuda backend does not implement dropout; model.dropout = %g requested", c.dropout);
     ENGINE_CHECK(c.n_embd % 8 == 0 && (c.n_embd / c.n_head) % 8 == 0, BadConfig,
@@ -124,7 +115,7 @@ class CudaBackend final : public Backend {
     L = c.n_layer; C = c.n_embd; NH = c.n_head; V = c.vocab_size; maxT = c.n_positions;
     Vp = (V + 63) / 64 * 64;
     n_total = lay.total;
-    Vh = n_total >= (Vp + 1) * C ? (int)Vp : (int)V;  // pad only when the buffer holds Vp - V rows past wte
+    Vh = V + maxT >= Vp ? (int)Vp : (int)V;  // pad only when unit 0 (wte, wpe) holds Vp - V rows past wte
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
       cudaGetLastError();
@@ -144,70 +135,29 @@ class CudaBackend final : public Backend {
     const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
     flash = flash_supported((int)C, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
     inf.num_threads = 1;
-    size_t n_alloc = (n_total + 63) / 64 * 64;
-    const char* hint = "the model does not fit on this GPU: use a smaller model or a GPU with more memory";
-    master = (float*)dalloc(n_alloc * 4, "fp32 master weights", hint, &bytes_params);
-    params = sizeof(T) == 4 ? (T*)master : (T*)dalloc(n_alloc * sizeof(T), "bf16 weights", hint, &bytes_params);
-    grads = (float*)dalloc(n_alloc * 4, "fp32 gradients", hint, &bytes_grads);
-    adam_m = (float*)dalloc(n_alloc * 4, "AdamW first moments", hint, &bytes_opt);
-    adam_v = (float*)dalloc(n_alloc * 4, "AdamW second moments", hint, &bytes_opt);
-    dscal = (double*)dalloc((8 + NORM_BLOCKS) * 8, "scalars", hint, &bytes_misc);
-    for (void* p : {(void*)master, (void*)grads, (void*)adam_m, (void*)adam_v})
-      CUDA_CHECK(cudaMemsetAsync(p, 0, n_alloc * 4, stream));
-    copy_to_compute<T>(params, master, n_alloc, stream);
+    TrainStateConfig sc;
+    sc.stream = stream;
+    sc.precision = inf.precision;
+    sc.zero_stage = o.zero_stage, sc.world_size = o.world_size, sc.rank = o.rank, sc.comm = comm;
+    sc.offload = o.offload;
+    st = std::make_unique<TrainState<T>>(lay, layer_units(lay, block_index(0, LN1_W), N_BLOCK_TENSORS, L), sc, prop.name);
+    dscal = st->dscal;
     CUDA_CHECK(cudaMallocHost(&pinned_out, 8 * sizeof(double)));
     CUDA_CHECK(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&step_done, cudaEventDisableTiming));
-    for (const ParamTensor& t : lay.tensors) {
-      if (!runs.empty() && runs.back().decay == t.decay && runs.back().end == t.offset) runs.back().end = t.offset + t.numel;
-      else runs.push_back({t.offset, t.offset + t.numel, t.decay});
-    }
-    CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
-  std::vector<std::pair<void*, size_t*>> owned;  // allocation, the byte counter it was charged to
-  std::vector<size_t> owned_bytes;
+  // device allocations charged to a byte counter, OUT_OF_MEMORY naming what (train_state.cuh DeviceMemory)
   void* dalloc(size_t bytes, const std::string& what, const std::string& hint, size_t* counter) {
-    void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, bytes);
-    if (e != cudaSuccess) {
-      cudaGetLastError();  // allocation failures are not sticky; clear the error so the context stays usable
-      size_t fr = 0, tot = 0;
-      cudaMemGetInfo(&fr, &tot);
-      throw EngineError(ErrorCode::OutOfMemory,
-                        "out of GPU memory allocating " + what + " (" + gib(bytes) + "): " + gib(tot - fr) + " of " +
-                            gib(tot) + " in use on " + prop.name + " (this backend holds " + gib(held()) + ")",
-                        "cuda_backend.cu", __LINE__, hint);
-    }
-    owned.push_back({p, counter});
-    owned_bytes.push_back(bytes);
-    *counter += bytes;
-    return p;
+    return st->mem.alloc(bytes, counter, what, hint);
   }
-  void dfree(void* p) {
-    if (!p) return;
-    for (size_t i = 0; i < owned.size(); i++)
-      if (owned[i].first == p) {
-        *owned[i].second -= owned_bytes[i];
-        owned.erase(owned.begin() + i);
-        owned_bytes.erase(owned_bytes.begin() + i);
-        break;
-      }
-    cudaFree(p);
-  }
-  size_t held() const {
-    size_t s = 0;
-    for (size_t b : owned_bytes) s += b;
-    return s;
-  }
+  void dfree(void* p) { st->mem.free(p); }
 
   ~CudaBackend() override {
     if (stream) cudaStreamSynchronize(stream);
-    for (auto& p : owned) cudaFree(p.first);
+    st.reset();  // every device buffer (activations included) is owned by st->mem
     if (pinned) cudaFreeHost(pinned);
     if (pinned_out) cudaFreeHost(pinned_out);
     if (staged) cudaEventDestroy(staged);
-    if (step_done) cudaEventDestroy(step_done);
     blas.destroy();
     if (stream) cudaStreamDestroy(stream);
   }
@@ -270,8 +220,9 @@ class CudaBackend final : public Backend {
   }
 
   // ---------------------------------------------------------------------------------------------- helpers
-  T* P(size_t idx) { return params + lay.tensors[idx].offset; }
-  float* G(size_t idx) { return grads + lay.tensors[idx].offset; }
+  // tensor idx inside its unit's current buffer (ZeRO-3: the unit must have been asked for with layer_params)
+  T* P(size_t idx) { return st->param(idx); }
+  float* G(size_t idx) { return st->grad(idx); }
   T* PB(size_t l, BlockTensor t) { return P(block_index(l, t)); }
   float* GB(size_t l, BlockTensor t) { return G(block_index(l, t)); }
 
@@ -311,8 +262,10 @@ class CudaBackend final : public Backend {
   // Forward through ln_f for the tokens in d_ints[0, B*T). Training activations keep every layer.
   void forward(Acts& a, const int* d_tokens, size_t B, size_t Tt) {
     const int N = (int)(B * Tt), Ci = (int)C;
+    st->layer_params(0, 1);
     encoder_forward<T>(a.encoded, d_tokens, P(wte_index()), P(wpe_index()), (int)B, (int)Tt, Ci, stream);
     for (size_t l = 0; l < L; l++) {
+      st->layer_params(1 + l, (long)(2 + l));  // ZeRO-3: block l gathered, block l + 1 (or ln_f) prefetched
       Layer& x = a.layers[a.training ? l : 0];
       const T* res = l == 0 ? a.encoded : a.layers[a.training ? l - 1 : 0].res3;
       T* ln1 = x.ln1 ? x.ln1 : a.ln_scratch;
@@ -327,6 +280,7 @@ class CudaBackend final : public Backend {
       linear_forward<T>(blas, x.res3, fchg, PB(l, FCPROJ_W), PB(l, FCPROJ_B), N, 4 * Ci, Ci, stream, nullptr, x.res2);
     }
     const T* last = a.layers[a.training ? L - 1 : 0].res3;
+    st->layer_params(L + 1);
     layernorm_forward<T>(a.lnf, a.lnf_mean, a.lnf_rstd, last, P(lnf_w_index(L)), P(lnf_b_index(L)), N, Ci, stream);
   }
   void attention_fwd(Acts& a, Layer& x, int B, int Tt) {
@@ -358,10 +312,15 @@ class CudaBackend final : public Backend {
   void backward(Acts& a, size_t B, size_t Tt, int U, const int* d_buckets) {
     const int N = (int)(B * Tt), Ci = (int)C;
     CUDA_CHECK(cudaMemsetAsync(a.dres, 0, (size_t)N * C * sizeof(T), stream));
+    st->layer_params(L + 1);
+    st->layer_grads(L + 1);
     layernorm_backward<T>(a.dres, G(lnf_w_index(L)), G(lnf_b_index(L)), a.partial, a.dln, a.layers[L - 1].res3,
                           P(lnf_w_index(L)), a.lnf_mean, a.lnf_rstd, N, Ci, stream);
+    st->layer_grads_done(L + 1);
     for (size_t li = L; li-- > 0;) {
       const size_t l = li;
+      st->layer_params(1 + l, l > 0 ? (long)l : 0L);  // block l; prefetch block l - 1 (or the embeddings)
+      st->layer_grads(1 + l);
       Layer& x = a.layers[l];
       const T* res = l == 0 ? a.encoded : a.layers[l - 1].res3;
       // MLP: res3 = res2 + gelu(ln2 · Wfc + bfc) · Wfp + bfp
@@ -398,8 +357,10 @@ class CudaBackend final : public Backend {
                          a.partial, stream);
       layernorm_backward<T>(a.dres, GB(l, LN1_W), GB(l, LN1_B), a.partial, a.dln, res, PB(l, LN1_W), x.ln1_mean,
                             x.ln1_rstd, N, Ci, stream);
+      st->layer_grads_done(1 + l);  // ZeRO-2/3: this block's bucket is reduced while the next block computes
     }
     encoder_backward<T>(G(wte_index()), G(wpe_index()), a.dres, d_buckets, U, (int)B, (int)Tt, Ci, stream);
+    st->layer_grads_done(0);
   }
 
   // ---------------------------------------------------------------------------------------------- Backend API
@@ -407,25 +368,14 @@ class CudaBackend final : public Backend {
   const ModelConfig& config() const override { return cfg; }
   const ParamLayout& layout() const override { return lay; }
 
-  void get_params(float* dst) const override { d2h(dst, master); }
-  void set_params(const float* src) override {
-    h2d(master, src);
-    copy_to_compute<T>(params, master, n_total, stream);
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-  }
-  void get_grads(float* dst) const override { d2h(dst, grads); }
-  void get_optimizer_state(float* m, float* v) const override { d2h(m, adam_m); d2h(v, adam_v); }
-  void set_optimizer_state(const float* m, const float* v) override { h2d(adam_m, m); h2d(adam_v, v); }
-  void d2h(float* dst, const float* src) const {
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    CUDA_CHECK(cudaMemcpy(dst, src, n_total * 4, cudaMemcpyDeviceToHost));
-  }
-  void h2d(float* dst, const float* src) {
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    CUDA_CHECK(cudaMemcpy(dst, src, n_total * 4, cudaMemcpyHostToDevice));
-  }
+  // host fp32 state (with several GPUs these are collectives: nccl_dp.cuh calls them on every replica)
+  void get_params(float* dst) const override { st->get_params(dst); }
+  void set_params(const float* src) override { st->set_params(src); }
+  void get_grads(float* dst) const override { st->get_grads(dst); }
+  void get_optimizer_state(float* m, float* v) const override { st->get_optimizer_state(m, v); }
+  void set_optimizer_state(const float* m, const float* v) override { st->set_optimizer_state(m, v); }
 
-  void zero_grad() override { CUDA_CHECK(cudaMemsetAsync(grads, 0, n_total * 4, stream)); }
+  void zero_grad() override { st->zero_grad(); }
 
   // Queue one micro-batch (forward, classifier, backward) whose tokens were staged at pinned + off; the loss sum
   // is added to dscal[0] on the device. No host synchronisation.
@@ -440,6 +390,7 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpyAsync((void*)d, h, (3 * N + 2 * U + 1) * 4, cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaEventRecord(staged, stream));
     forward(a, d, b.B, b.T);
+    st->layer_grads(0);  // dwte: the tied LM head's gradient goes to the embeddings unit
     // classifier in row chunks: logits, loss, dlogits in place, then dlnf (into dln) and dwte
     for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
       int R = std::min(a.Rc, (int)N - r0);
@@ -461,9 +412,7 @@ class CudaBackend final : public Backend {
     stage(stage_ints_(b));
     CUDA_CHECK(cudaMemsetAsync(dscal, 0, 8, stream));
     enqueue_micro_(b, dloss, 0);
-    CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 8, cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    return pinned_out[0];
+    return st->read_loss_sum();
   }
 
   // The engine's hot path: a whole optimizer step queued without any host synchronisation. Clipping and the
@@ -479,44 +428,18 @@ class CudaBackend final : public Backend {
     }
     ensure_acts(train_acts, Bm, Tm, true);
     stage(total);
-    zero_grad();
-    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 5 * 8, stream));
+    st->begin_step();
     size_t off = 0;
     for (size_t i = 0; i < n_micro; i++) {
       enqueue_micro_(micro[i], dloss, off);
       off += stage_ints_(micro[i]);
     }
-    cudabk::grad_norm_sq(dscal + 2, dscal + 8, grads, n_total, stream);
-    step_gate_kernel<<<1, 1, 0, stream>>>(dscal, dloss, max_loss, grad_clip);
-    LAUNCH_CHECK();
-    adamw_all_(hp, dscal + 3);
-    CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 5 * 8, cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaEventRecord(step_done, stream));
+    st->end_step(dloss, hp, grad_clip, max_loss);  // reduction, norm, gate, AdamW, weight gather
   }
-  StepOutput step_wait() override {
-    CUDA_CHECK(cudaEventSynchronize(step_done));
-    StepOutput o;
-    o.loss_sum = pinned_out[0];
-    o.grad_norm_sq = pinned_out[2];
-    o.applied = pinned_out[4] != 0.0;
-    return o;
-  }
+  StepOutput step_wait() override { return st->wait_step(); }
 
-  double grad_norm_sq() override {
-    cudabk::grad_norm_sq(dscal + 2, dscal + 8, grads, n_total, stream);
-    CUDA_CHECK(cudaMemcpyAsync(pinned_out + 2, dscal + 2, 8, cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    return pinned_out[2];
-  }
-
-  void optimizer_step(const AdamWHyper& hp) override { adamw_all_(hp, nullptr); }
-  void adamw_all_(const AdamWHyper& hp, const double* gate) {
-    AdamWParams p{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale,
-                  1.0f - (float)std::pow((double)hp.beta1, (double)hp.t), 1.0f - (float)std::pow((double)hp.beta2, (double)hp.t)};
-    for (const Run& r : runs)
-      adamw_update<T>(master + r.begin, params + r.begin, adam_m + r.begin, adam_v + r.begin, grads + r.begin,
-                      r.end - r.begin, p, r.decay, stream, gate);
-  }
+  double grad_norm_sq() override { return st->grad_norm_sq(); }
+  void optimizer_step(const AdamWHyper& hp) override { st->optimizer_step(hp); }
 
   EvalStats forward_eval(const Batch& b) override {
     check_batch(b, true);
@@ -622,10 +545,12 @@ class CudaBackend final : public Backend {
     std::memcpy(pinned + 2 * n, pos, n * 4);
     upload(3 * n);
     const int *d_tok = d_ints, *d_slot = d_ints + n, *d_pos = d_ints + 2 * n;
+    st->layer_params(0, 1);
     encoder_rows_kernel<T><<<ceil_div(n * C, 256), 256, 0, stream>>>(g_x, d_tok, d_pos, P(wte_index()), P(wpe_index()), ni, Ci);
     LAUNCH_CHECK();
     const size_t M = kv_len;
     for (size_t l = 0; l < L; l++) {
+      st->layer_params(1 + l, (long)(2 + l));
       T* K = kc + l * kv_slots * M * C;
       T* Vv = vc + l * kv_slots * M * C;
       layernorm_forward<T>(g_h, nullptr, nullptr, g_x, PB(l, LN1_W), PB(l, LN1_B), ni, Ci, stream);
@@ -637,6 +562,7 @@ class CudaBackend final : public Backend {
       linear_forward<T>(blas, g_x, g_fcg, PB(l, FCPROJ_W), PB(l, FCPROJ_B), ni, 4 * Ci, Ci, stream, nullptr, g_x);
     }
     const int nl = (int)(n - from);
+    st->layer_params(L + 1);
     layernorm_forward<T>(g_h, nullptr, nullptr, g_x + from * C, P(lnf_w_index(L)), P(lnf_b_index(L)), nl, Ci, stream);
     gemm_rm_<T, T>(blas, false, true, nl, (int)V, Ci, g_h, P(wte_index()), g_logits, nullptr, 0.f, stream,
                    Epilogue::None, nullptr, nullptr, 1.f, 0, 0, (int)Vp);
@@ -649,13 +575,9 @@ class CudaBackend final : public Backend {
 
   MemoryReport memory() const override {
     MemoryReport r;
-    r.params_bytes = bytes_params;
-    r.grads_bytes = bytes_grads;
-    r.optimizer_bytes = bytes_opt;
-    r.activations_bytes = train_acts.bytes + eval_acts.bytes;
     r.other_bytes = bytes_misc;
-    size_t fr = 0, tot = 0;
-    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) r.device_total_bytes = tot;
+    st->fill(r);  // weights, master, grads, moments, ZeRO buffers, the model-state formula
+    r.activations_bytes = train_acts.bytes + eval_acts.bytes;
     return r;
   }
 };
