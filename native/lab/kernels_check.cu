@@ -2,9 +2,11 @@
 // (native/reference/layers.cpp), in bf16 and fp32, on fresh random inputs; then timings at GPT-2 124M training
 // sizes (B=16, T=1024) with the bytes / FLOPs each kernel must move, so the gap to the ceiling is visible.
 // Build and run (GPU host): native/lab/run_lab.sh. Exit code 1 when a check fails.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <vector>
 #include "../engine/cuda/adamw.cuh"
@@ -12,6 +14,7 @@
 #include "../engine/cuda/classifier.cuh"
 #include "../engine/cuda/encoder.cuh"
 #include "../engine/cuda/flash_attention.cuh"
+#include "../engine/cuda/flash_attention_v1.cuh"
 #include "../engine/cuda/layernorm.cuh"
 #include "../engine/cuda/matmul.cuh"
 #include "layers.h"  // the CPU reference
@@ -205,9 +208,11 @@ template <typename T> void checks(const char* tname, double tol) {
 }
 
 // fused attention (bf16 only) vs the CPU reference, at lengths that are not multiples of the 64-row tile
-void flash_checks() {
-  printf("checks of the fused (flash) attention, bf16\n");
-  for (auto cfg : {std::array<int, 4>{2, 100, 128, 2}, std::array<int, 4>{3, 130, 128, 4}, std::array<int, 4>{1, 64, 64, 1}}) {
+// (v1 = the first version, flash_attention_v1.cuh, kept for A/B timings)
+void flash_checks(bool v1) {
+  printf("checks of the fused (flash) attention%s, bf16\n", v1 ? " (v1)" : "");
+  for (auto cfg : {std::array<int, 4>{2, 100, 128, 2}, std::array<int, 4>{3, 130, 128, 4}, std::array<int, 4>{1, 64, 64, 1},
+                   std::array<int, 4>{2, 300, 256, 4}}) {
     const int B = cfg[0], Tt = cfg[1], C = cfg[2], NH = cfg[3], N = B * Tt;
     auto qkv = q<bf16>(randn(N * 3 * C)), dout = q<bf16>(randn(N * C));
     std::vector<float> out(N * C), pre(B * NH * Tt * Tt), att(B * NH * Tt * Tt), dqkv(N * 3 * C, 0.f),
@@ -217,9 +222,25 @@ void flash_checks() {
     Dev<bf16> dq(N * 3 * C), o(N * C), dd(N * C), dqo(N * 3 * C);
     Dev<float> lse(B * NH * Tt), dsum(B * NH * Tt);
     up(dq, qkv); up(dd, dout);
-    flash_attention_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0);
-    flash_attention_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0);
+    auto fwd = [&] {
+      if (v1) fa1::flash_v1_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0);
+      else flash_attention_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0);
+    };
+    auto bwd = [&] {
+      if (v1) fa1::flash_v1_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0);
+      else flash_attention_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0);
+    };
+    fwd();
+    bwd();
+    auto first = down(dqo.p, N * 3 * C);
+    fwd();
+    bwd();
+    auto again = down(dqo.p, N * 3 * C);
+    bool same = std::memcmp(first.data(), again.data(), first.size() * 4) == 0;
+    if (!same) failures++;
     char name[96];
+    snprintf(name, sizeof name, "flash repeat bitwise equal (B=%d T=%d D=%d)", B, Tt, C / NH);
+    printf("  %-44s %s\n", name, same ? "ok" : "FAIL");
     snprintf(name, sizeof name, "flash forward out (B=%d T=%d D=%d)", B, Tt, C / NH);
     check(name, down(o.p, N * C), out, 2e-2);
     snprintf(name, sizeof name, "flash backward dqkv (B=%d T=%d D=%d)", B, Tt, C / NH);
@@ -273,6 +294,10 @@ void timings() {
     printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "attention backward", t, 2 * afl / t / 1e9);
     Dev<float> lse((size_t)B * NH * Tt), dsum((size_t)B * NH * Tt);
     Dev<T> o2(N * C);
+    t = time_ms([&] { fa1::flash_v1_forward(o2.p, lse.p, qkv.p, B, Tt, C, NH, st); }, 10);
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half: %.0f)\n", "flash attention forward (v1)", t, afl / t / 1e9, afl / 2 / t / 1e9);
+    t = time_ms([&] { fa1::flash_v1_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st); }, 10);
+    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half, 7 products: %.0f)\n", "flash attention backward (v1)", t, 2 * afl / t / 1e9, 3.5 * afl / 2 / t / 1e9);
     t = time_ms([&] { flash_attention_forward(o2.p, lse.p, qkv.p, B, Tt, C, NH, st); }, 10);
     printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half: %.0f)\n", "flash attention forward", t, afl / t / 1e9, afl / 2 / t / 1e9);
     t = time_ms([&] { flash_attention_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st); }, 10);
@@ -317,7 +342,8 @@ int main(int argc, char** argv) {
   try {
     checks<float>("fp32", 2e-5);
     checks<bf16>("bf16 (inputs rounded to bf16 for both sides)", 2e-2);
-    flash_checks();
+    flash_checks(false);
+    flash_checks(true);
     if (argc < 2 || std::string(argv[1]) != "--no-timings") timings();
   } catch (const engine::EngineError& e) {
     printf("EngineError %s at %s:%d: %s\n", engine::error_code_name(e.code), e.file.c_str(), e.line, e.what());

@@ -21,8 +21,10 @@
 #include "cuda_common.cuh"  // checks, Pack, reductions
 #include "encoder.cuh"      // token + position embeddings
 #include "flash_attention.cuh"  // fused causal attention (bf16, head size 32/64)
+#include "flash_attention_v1.cuh"  // its first version (ENGINE_CUDA_ATTENTION=flash1, A/B only)
 #include "layernorm.cuh"    // layernorm forward / backward
 #include "matmul.cuh"       // cuBLASLt linear layers
+#include "nccl_dp.cuh"      // several GPUs: one replica + thread per GPU, NCCL communicators
 #include "train_state.cuh"  // weights, grads, AdamW, ZeRO, memory accounting (family-independent)
 
 namespace cudabk {
@@ -57,6 +59,7 @@ class CudaBackend final : public Backend {
   BackendInfo inf;
   Recompute rc;
   bool flash = false;  // fused attention kernels (bf16, head size 32/64); else cuBLAS + softmax kernels
+  bool flash1 = false;  // ENGINE_CUDA_ATTENTION=flash1: the first fused kernels (A/B comparisons)
   cudaStream_t stream = nullptr;
   Blas blas;
   cudaDeviceProp prop{};
@@ -134,6 +137,7 @@ class CudaBackend final : public Backend {
     // ENGINE_CUDA_ATTENTION=cublas forces the unfused path (A/B comparisons in bench/ and native/lab/)
     const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
     flash = flash_supported((int)C, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
+    flash1 = flash && att_env && std::string(att_env) == "flash1";
     inf.num_threads = 1;
     TrainStateConfig sc;
     sc.stream = stream;
@@ -285,12 +289,14 @@ class CudaBackend final : public Backend {
   }
   void attention_fwd(Acts& a, Layer& x, int B, int Tt) {
     if constexpr (sizeof(T) == 2) {
+      if (flash1) return fa1::flash_v1_forward(x.atty, x.lse, x.qkv, B, Tt, (int)C, (int)NH, stream);
       if (flash) return flash_attention_forward(x.atty, x.lse, x.qkv, B, Tt, (int)C, (int)NH, stream);
     }
     attention_forward<T>(blas, x.atty, x.att, x.qkv, a.as, B, Tt, (int)C, (int)NH, stream);
   }
   void attention_bwd(Acts& a, Layer& x, T* dqkv, const T* datty, int B, int Tt) {
     if constexpr (sizeof(T) == 2) {
+      if (flash1) return fa1::flash_v1_backward(dqkv, datty, x.atty, x.qkv, x.lse, a.as.S, B, Tt, (int)C, (int)NH, stream);
       if (flash) return flash_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, a.as.S, B, Tt, (int)C, (int)NH, stream);
     }
     attention_backward<T>(blas, dqkv, datty, x.qkv, x.att, a.as, B, Tt, (int)C, (int)NH, stream);
@@ -376,6 +382,7 @@ class CudaBackend final : public Backend {
   void set_optimizer_state(const float* m, const float* v) override { st->set_optimizer_state(m, v); }
 
   void zero_grad() override { st->zero_grad(); }
+  std::vector<LocalShard> local_shards() override { return st->local_shards(); }
 
   // Queue one micro-batch (forward, classifier, backward) whose tokens were staged at pinned + off; the loss sum
   // is added to dscal[0] on the device. No host synchronisation.
@@ -586,7 +593,24 @@ class CudaBackend final : public Backend {
 
 namespace engine {
 
+std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig&, const BackendOptions&);  // family_backend.cu
+// one GPT-2 replica (one GPU); comm = its NCCL communicator when several GPUs train together
+static std::unique_ptr<Backend> make_gpt2_replica(const ModelConfig& model, const BackendOptions& opts, cudabk::nccl::Comm comm) {
+  if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts, comm);
+  if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts, comm);
+  ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
+}
+
+std::string nccl_unique_id() {
+  cudabk::nccl::UniqueId id;
+  NCCL_CHECK(cudabk::nccl::api().GetUniqueId(&id), nullptr);
+  return cudabk::nccl::to_hex(id);
+}
+
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
+  if (cudabk::wants_data_parallel(opts) && model.family == "gpt2")  // several GPUs and/or processes
+    return cudabk::make_data_parallel(model, opts, make_gpt2_replica);
+  if (model.family != "gpt2") return make_family_cuda_backend(model, opts);  // llama, gpt_neox, gptj
   if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts);
   if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts);
   ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());

@@ -42,56 +42,56 @@ __global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const
   }
 }
 
-// dinp += LN'(dout): one warp per row
+// The whole backward pass over a chunk of LN_BWD_ROWS rows per block, in one pass over device memory:
+// phase 1, one warp per row: dinp += LN'(dout) (reads dout, x, dinp; writes dinp); phase 2, one thread per column:
+// the chunk's partial dweight / dbias sums, re-reading the chunk's dout and x, which phase 1 just brought into
+// L1/L2 (no second trip to HBM). partial (nchunks, 2, C); layernorm_dw_reduce_kernel then sums the chunks in a
+// fixed order, so the result is deterministic.
+constexpr int LN_BWD_ROWS = 32, LN_BWD_THREADS = 256;
 template <typename T>
-__global__ void layernorm_backward_dx_kernel(T* dinp, const T* dout, const T* x, const float* mean, const float* rstd,
-                                             const T* w, int N, int C) {
-  constexpr int V = Pack<T>::N;
-  int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (row >= N) return;
-  const T* dr = dout + (size_t)row * C;
-  const T* xr = x + (size_t)row * C;
-  float m = mean[row], r = rstd[row];
-  float sd = 0.f, sdn = 0.f;  // sum(dnorm), sum(dnorm * norm)
-  for (int i = lane * V; i < C; i += 32 * V) {
-    Pack<T> pd = Pack<T>::load(dr + i), px = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i);
+__global__ void __launch_bounds__(LN_BWD_THREADS) layernorm_backward_kernel(T* dinp, float* partial, const T* dout, const T* x,
+                                                                          const float* mean, const float* rstd, const T* w,
+                                                                          int N, int C) {
+  constexpr int V = Pack<T>::N, NW = LN_BWD_THREADS / 32;
+  const int r0 = blockIdx.x * LN_BWD_ROWS, r1 = min(N, r0 + LN_BWD_ROWS), lane = threadIdx.x % 32;
+  for (int row = r0 + threadIdx.x / 32; row < r1; row += NW) {
+    const T* dr = dout + (size_t)row * C;
+    const T* xr = x + (size_t)row * C;
+    float m = mean[row], r = rstd[row];
+    float sd = 0.f, sdn = 0.f;  // sum(dnorm), sum(dnorm * norm)
+    for (int i = lane * V; i < C; i += 32 * V) {
+      Pack<T> pd = Pack<T>::load(dr + i), px = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i);
 #pragma unroll
-    for (int k = 0; k < V; k++) {
-      float dn = to_f(pd.v[k]) * to_f(pw.v[k]);
-      sd += dn;
-      sdn += dn * (to_f(px.v[k]) - m) * r;
+      for (int k = 0; k < V; k++) {
+        float dn = to_f(pd.v[k]) * to_f(pw.v[k]);
+        sd += dn;
+        sdn += dn * (to_f(px.v[k]) - m) * r;
+      }
+    }
+    sd = warp_sum(sd) / C;
+    sdn = warp_sum(sdn) / C;
+    T* di = dinp + (size_t)row * C;
+    for (int i = lane * V; i < C; i += 32 * V) {
+      Pack<T> pd = Pack<T>::load(dr + i), px = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i), pi = Pack<T>::load(di + i);
+#pragma unroll
+      for (int k = 0; k < V; k++) {
+        float dn = to_f(pd.v[k]) * to_f(pw.v[k]);
+        float nrm = (to_f(px.v[k]) - m) * r;
+        pi.v[k] = from_f<T>(to_f(pi.v[k]) + r * (dn - sd - nrm * sdn));
+      }
+      pi.store(di + i);
     }
   }
-  sd = warp_sum(sd) / C;
-  sdn = warp_sum(sdn) / C;
-  T* di = dinp + (size_t)row * C;
-  for (int i = lane * V; i < C; i += 32 * V) {
-    Pack<T> pd = Pack<T>::load(dr + i), px = Pack<T>::load(xr + i), pw = Pack<T>::load(w + i), pi = Pack<T>::load(di + i);
-#pragma unroll
-    for (int k = 0; k < V; k++) {
-      float dn = to_f(pd.v[k]) * to_f(pw.v[k]);
-      float nrm = (to_f(px.v[k]) - m) * r;
-      pi.v[k] = from_f<T>(to_f(pi.v[k]) + r * (dn - sd - nrm * sdn));
+  for (int c = threadIdx.x; c < C; c += LN_BWD_THREADS) {
+    float dw = 0.f, db = 0.f;
+    for (int row = r0; row < r1; row++) {
+      float d = to_f(dout[(size_t)row * C + c]);
+      dw += d * (to_f(x[(size_t)row * C + c]) - mean[row]) * rstd[row];
+      db += d;
     }
-    pi.store(di + i);
+    partial[((size_t)blockIdx.x * 2 + 0) * C + c] = dw;
+    partial[((size_t)blockIdx.x * 2 + 1) * C + c] = db;
   }
-}
-
-// partial dweight/dbias over a chunk of rows; each thread owns one column: partial (nchunks, 2, C)
-template <typename T>
-__global__ void layernorm_backward_dw_kernel(float* partial, const T* dout, const T* x, const float* mean,
-                                             const float* rstd, int N, int C, int rows_per_chunk) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x, chunk = blockIdx.y;
-  if (c >= C) return;
-  int r0 = chunk * rows_per_chunk, r1 = min(N, r0 + rows_per_chunk);
-  float dw = 0.f, db = 0.f;
-  for (int r = r0; r < r1; r++) {
-    float d = to_f(dout[(size_t)r * C + c]);
-    dw += d * (to_f(x[(size_t)r * C + c]) - mean[r]) * rstd[r];
-    db += d;
-  }
-  partial[((size_t)chunk * 2 + 0) * C + c] = dw;
-  partial[((size_t)chunk * 2 + 1) * C + c] = db;
 }
 static __global__ void layernorm_dw_reduce_kernel(float* dw, float* db, const float* partial, int nchunks, int C) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
@@ -116,17 +116,15 @@ void layernorm_forward(T* out, float* mean, float* rstd, const T* x, const T* w,
   layernorm_forward_kernel<T><<<ceil_div(N, warps), warps * 32, 0, stream>>>(out, mean, rstd, x, w, b, N, C);
   LAUNCH_CHECK();
 }
-inline size_t layernorm_scratch_floats(size_t N, size_t C) { return (size_t)ceil_div(N, 256) * 2 * C; }
+inline size_t layernorm_scratch_floats(size_t N, size_t C) { return (size_t)ceil_div(N, LN_BWD_ROWS) * 2 * C; }
 
+// dinp += LN'(dout); dw, db += the weight / bias gradients (fp32); scratch holds layernorm_scratch_floats(N, C)
 template <typename T>
 void layernorm_backward(T* dinp, float* dw, float* db, float* scratch, const T* dout, const T* x, const T* w,
                         const float* mean, const float* rstd, int N, int C, cudaStream_t stream) {
   REQUIRE(C % Pack<T>::N == 0, "layernorm: C must be a multiple of 8");
-  const int warps = 8;
-  layernorm_backward_dx_kernel<T><<<ceil_div(N, warps), warps * 32, 0, stream>>>(dinp, dout, x, mean, rstd, w, N, C);
-  LAUNCH_CHECK();
-  const int rpc = 256, nchunks = ceil_div(N, rpc);
-  layernorm_backward_dw_kernel<T><<<dim3(ceil_div(C, 128), nchunks), 128, 0, stream>>>(scratch, dout, x, mean, rstd, N, C, rpc);
+  const int nchunks = ceil_div(N, LN_BWD_ROWS);
+  layernorm_backward_kernel<T><<<nchunks, LN_BWD_THREADS, 0, stream>>>(dinp, scratch, dout, x, mean, rstd, w, N, C);
   LAUNCH_CHECK();
   layernorm_dw_reduce_kernel<<<ceil_div(C, 128), 128, 0, stream>>>(dw, db, scratch, nchunks, C);
   LAUNCH_CHECK();
