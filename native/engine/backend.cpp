@@ -40,10 +40,12 @@ std::unique_ptr<Backend> create_backend(const ModelConfig& model0, const Backend
   family_resolve(model);
   model_config_validate(model);
   if (model.family != "gpt2") {
-    // Llama / GPT-NeoX / GPT-J run on the cpu reference only for now (native/README.md, "Model families").
+    // Llama / GPT-NeoX / GPT-J: reference/family_backend.cpp (cpu), engine/cuda/family_backend.cu (cuda)
     if (opts.name == "cpu") return make_family_cpu_backend(model, opts);
-    ENGINE_CHECK(opts.name != "cuda", BadConfig, "set training.backend to 'cpu' for this model family",
-                 "model family '%s' is not implemented by the cuda backend yet (gpt2 only)", model.family.c_str());
+#ifndef ENGINE_HAVE_CUDA
+    ENGINE_CHECK(opts.name != "cuda", BadConfig, "set training.backend to 'cpu', or rebuild on a machine with nvcc and cuBLAS",
+                 "model family '%s' needs the cuda backend, which this addon was built without", model.family.c_str());
+#endif
   }
   if (opts.name == "cpu") return make_cpu_backend(model, opts);
   if (opts.name == "cuda") {

@@ -23,7 +23,8 @@ jobs=${JOBS:-$(nproc)}
 } | xargs -P "$jobs" -I{} sh -c '{}'
 LIBS="-L$CUBLAS_ROOT/lib -L$CUBLAS_ROOT/lib64 -L$CUDA_HOME/lib64 -lcublasLt -lcublas -lcudart -lgomp"
 ENGINE_OBJS=$(ls $out/obj/*.cpp.o | grep -v -e cuda_backend_test -e train_gpu)
-$NVCC -o $out/cuda_backend_test $out/obj/cuda_backend_test.cpp.o $ENGINE_OBJS $out/obj/cuda_backend.cu.o $LIBS
-$NVCC -o $out/train_gpu $out/obj/train_gpu.cpp.o $ENGINE_OBJS $out/obj/cuda_backend.cu.o $LIBS
-$NVCC -o $out/kernels_check $out/obj/kernels_check.cu.o $ENGINE_OBJS $out/obj/cuda_backend.cu.o $LIBS
+CUDA_OBJS=$(for f in native/engine/cuda/*.cu; do echo $out/obj/$(basename $f).o; done)  # cuda_backend.cu needs family_backend.cu
+$NVCC -o $out/cuda_backend_test $out/obj/cuda_backend_test.cpp.o $ENGINE_OBJS $CUDA_OBJS $LIBS
+$NVCC -o $out/train_gpu $out/obj/train_gpu.cpp.o $ENGINE_OBJS $CUDA_OBJS $LIBS
+$NVCC -o $out/kernels_check $out/obj/kernels_check.cu.o $ENGINE_OBJS $CUDA_OBJS $LIBS
 echo "built $out/cuda_backend_test $out/train_gpu $out/kernels_check"

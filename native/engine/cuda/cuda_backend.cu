@@ -591,7 +591,9 @@ class CudaBackend final : public Backend {
 
 namespace engine {
 
+std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig&, const BackendOptions&);  // family_backend.cu
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
+  if (model.family != "gpt2") return make_family_cuda_backend(model, opts);  // llama, gpt_neox, gptj
   if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts);
   if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts);
   ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());

@@ -1,0 +1,763 @@
+// family_backend.cu — the `cuda` backend for Llama, GPT-NeoX/Pythia and GPT-J (GPT-2 stays in cuda_backend.cu,
+// whose make_cuda_backend() hands every other model.family to make_family_cuda_backend() below). The block is the
+// cpu reference's (reference/family_backend.cpp), on the GPU:
+//   norm1 (RMSNorm | LayerNorm) -> one q/k/v product over the family's adjacent HF weights -> qkv_prepare (rotary,
+//   GQA head replication, into the (B,T,3,NH,HD) layout of the attention kernels) -> causal attention (flash in
+//   bf16 for head size 32/64, cuBLAS + softmax otherwise) -> output projection (+ residual, fused in the product)
+//   MLP: Llama gate|up in one product -> SwiGLU -> down; GELU families fc -> gelu (erf | tanh) -> proj
+//   residual: sequential (Llama, NeoX use_parallel_residual=false), parallel with two norms (NeoX), parallel with
+//   one norm (GPT-J)
+// then the final norm and the LM head (tied or untied, GPT-J's with a bias), chunked with the fused classifier.
+//
+// Parameters, gradients and AdamW state live on the device in the engine's flat HF layout (families.cpp, nn.Linear
+// (out, in) weights), so get/set_params are plain copies and checkpoints and HF import/export are the cpu
+// backend's. bf16 weights/activations with fp32 accumulation, fp32 master weights, gradients and moments; or fp32
+// throughout (training.precision = 'fp32', the parity test mode). Every reduction has a fixed order: runs repeat
+// bit for bit. The whole optimizer step is queued without host synchronisation (step_async / step_wait).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+#include "adamw.cuh"            // gradient norm, AdamW, step gate, master -> compute copy
+#include "attention.cuh"        // unfused causal attention (fp32 mode, head sizes other than 32/64)
+#include "backend.h"
+#include "classifier.cuh"       // fused softmax cross-entropy, dlogits in place
+#include "cuda_common.cuh"
+#include "encoder.cuh"          // deterministic embedding gradient (token buckets)
+#include "families.h"           // FamilyTensors: which flat tensors each block uses
+#include "family_layers.h"      // engine::Rope: the cos/sin tables, computed as the cpu backend does
+#include "flash_attention.cuh"  // fused causal attention (bf16, head size 32/64)
+#include "layernorm.cuh"        // GPT-NeoX / GPT-J LayerNorm (eps 1e-5)
+#include "matmul.cuh"           // cuBLASLt products
+#include "rmsnorm.cuh"
+#include "rope.cuh"             // qkv prepare / unprepare (rotary + GQA), generation attention
+#include "swiglu.cuh"           // SwiGLU, GELU (erf | tanh), bias add
+
+namespace cudabk {
+using namespace engine;
+
+namespace {
+
+std::string gib_(size_t b) {
+  char s[32];
+  snprintf(s, sizeof s, "%.2f GiB", b / 1073741824.0);
+  return s;
+}
+
+// out (n, C) = E[tokens]
+template <typename T>
+__global__ void embed_kernel(T* out, const int* tokens, const T* E, int n, int C) {
+  constexpr int V = Pack<T>::N;
+  size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
+  if (idx >= (size_t)n * C) return;
+  int i = (int)(idx / C), c = (int)(idx % C);
+  Pack<T>::load(E + (size_t)tokens[i] * C + c).store(out + idx);
+}
+
+template <typename T>
+class FamilyCudaBackend final : public Backend {
+ public:
+  ModelConfig cfg;
+  ParamLayout lay;
+  FamilyTensors ft;
+  BackendInfo inf;
+  bool rms, llama, gptj, seq, erf_gelu, keep_norm, flash = false;
+  cudaStream_t stream = nullptr;
+  Blas blas;
+  cudaDeviceProp prop{};
+  size_t L, C, NH, KVH, HD, QD, KD, RAW, I, MLPW, V, Vp, maxT, n_total, n_alloc;
+  QkvLayout ql{};
+  int head_w = -1;
+  float *cos_t = nullptr, *sin_t = nullptr;
+  float *master = nullptr, *grads = nullptr, *adam_m = nullptr, *adam_v = nullptr;
+  T* params = nullptr;
+  size_t bytes_params = 0, bytes_grads = 0, bytes_opt = 0, bytes_misc = 0;
+  struct Run { size_t begin, end; bool decay; };
+  std::vector<Run> runs;  // stretches of tensors with one decay flag: one AdamW launch each
+
+  struct Layer {
+    T *n1, *n2, *qkv, *atty, *h1, *pre;  // pre: (N, MLPW) gate|up (llama) or fc pre-activation
+    T* P;                                // (B,NH,T,T) probabilities (unfused attention only)
+    float *m1, *r1, *m2, *r2, *lse;
+  };
+  // Activations for one (B, T). Training keeps every layer; evaluation keeps one layer and two residual buffers.
+  struct Acts {
+    size_t nB = 0, nT = 0, bytes = 0;
+    bool training = false;
+    std::vector<Layer> layers;
+    std::vector<T*> xs;  // residual stream: training L+1 buffers, evaluation 2 (ping-pong)
+    T *nf, *nscr, *n2scr, *h1scr, *raw, *big, *dbig, *dres, *dn, *dn2, *datty, *dqkv, *logits;
+    float *mf, *rf, *dsum, *partial, *losses, *correct;
+    AttnScratch<T> as{};
+    void *block = nullptr, *block_f = nullptr;
+    int Rc = 0;
+  };
+  Acts train_acts, eval_acts;
+  double* dscal = nullptr;  // [0] loss sum, [1] correct, [2] grad norm^2, [3] clip scale, [4] applied; [8..] partials
+  int* d_ints = nullptr;
+  size_t n_ints = 0;
+  int* pinned = nullptr;
+  double* pinned_out = nullptr;
+  cudaEvent_t staged = nullptr, step_done = nullptr;
+  // generation
+  size_t kv_slots = 0, kv_len = 0;
+  std::vector<size_t> kv_fill;
+  T *kc = nullptr, *vc = nullptr, *g_block = nullptr;
+  T *g_x, *g_h, *g_h2, *g_t, *g_raw, *g_q, *g_y, *g_pre, *g_big, *g_logits;
+
+  // ---------------------------------------------------------------------------------------------- setup
+  FamilyCudaBackend(const ModelConfig& c0, const BackendOptions& o) : cfg(c0) {
+    family_resolve(cfg);
+    lay = param_layout(cfg);
+    ft = family_tensors(cfg, lay);
+    rms = llama = cfg.family == "llama";
+    gptj = cfg.family == "gptj";
+    seq = llama || (cfg.family == "gpt_neox" && !cfg.parallel_residual);
+    erf_gelu = cfg.hidden_act == "gelu";
+    ENGINE_CHECK(o.zero_stage == 0 && o.world_size == 1, BadConfig, "set parallelism.zeroStage to 0 and use one GPU",
+                 "the cuda backend runs %s on one GPU without ZeRO in this version (zeroStage %d, world size %d)",
+                 cfg.family.c_str(), o.zero_stage, o.world_size);
+    ENGINE_CHECK(o.offload == "none", BadConfig, "set parallelism.offload.optimizer to 'none'",
+                 "optimizer offload '%s' is not implemented by the cuda backend", o.offload.c_str());
+    ENGINE_CHECK(o.recompute == "none" || o.recompute == "gelu" || o.recompute == "gelu-layernorm", BadConfig,
+                 "use 'none', 'gelu' or 'gelu-layernorm'", "unknown training.recompute '%s'", o.recompute.c_str());
+    keep_norm = o.recompute != "gelu-layernorm";  // MLP activations are always recomputed (see swiglu.cuh)
+    L = cfg.n_layer; C = cfg.n_embd; NH = cfg.n_head; KVH = cfg.n_kv_head; HD = cfg.head_dim; I = cfg.intermediate_size;
+    QD = NH * HD; KD = KVH * HD; RAW = QD + 2 * KD; MLPW = llama ? 2 * I : I;
+    V = cfg.vocab_size; maxT = cfg.n_positions;
+    ENGINE_CHECK(C % 8 == 0 && HD % 8 == 0 && I % 8 == 0, BadConfig,
+                 "choose nEmbd, the head size and intermediateSize as multiples of 8",
+                 "the cuda backend needs 16-byte aligned rows: nEmbd %zu, head size %zu, intermediate size %zu", C, HD, I);
+    ENGINE_CHECK(rms || std::abs(cfg.layer_norm_eps - 1e-5f) < 1e-12f, BadConfig, "set training.backend to 'cpu'",
+                 "the cuda backend implements LayerNorm with eps 1e-5 only (model layer_norm_eps %g)", cfg.layer_norm_eps);
+    for (const ParamTensor& t : lay.tensors)
+      ENGINE_CHECK(t.offset % 8 == 0, BadConfig, "vocabSize, nEmbd and the MLP width must keep every tensor 16-byte aligned",
+                   "tensor %s starts at element %zu (not a multiple of 8)", t.name.c_str(), t.offset);
+    // the q/k/v (and gate/up) weights the single products read must be adjacent in the flat buffer
+    const FamilyBlock& b0 = ft.blocks[0];
+    if (llama) {
+      ql = {(int)NH, (int)KVH, (int)HD, 0, 0, {0, (int)QD, (int)(QD + KD)}, (int)HD, (int)RAW, false};
+      adjacent_(b0.q_w, b0.k_w); adjacent_(b0.k_w, b0.v_w); adjacent_(b0.fc_w, b0.up_w);
+    } else if (gptj) {
+      ql = {(int)NH, (int)KVH, (int)HD, 0, 0, {(int)(2 * C), 0, (int)C}, (int)HD, (int)RAW, true};
+      adjacent_(b0.k_w, b0.v_w); adjacent_(b0.v_w, b0.q_w);
+    } else {
+      ql = {(int)NH, (int)KVH, (int)HD, 0, 0, {0, (int)HD, (int)(2 * HD)}, (int)(3 * HD), (int)RAW, false};
+    }
+    ql.rot = (int)cfg.rotary_dim; ql.half = ql.rot / 2;
+    head_w = ft.head_w >= 0 ? ft.head_w : ft.embed;
+    Vp = (V + 63) / 64 * 64;
+    n_total = lay.total;
+    n_alloc = (n_total + (Vp - V) * C + Vp + 63) / 64 * 64;  // the padded LM-head rows (and bias) read zeros past the end
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+      cudaGetLastError();
+      ENGINE_THROW(Device, "run on a machine with an NVIDIA GPU or set training.backend to 'cpu'", "no CUDA device is visible");
+    }
+    ENGINE_CHECK(o.device >= 0 && o.device < ndev, BadConfig, "", "CUDA device %d requested, %d visible", o.device, ndev);
+    CUDA_CHECK(cudaSetDevice(o.device));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    blas.init(sizeof(T) == 4);
+    bytes_misc += blas.workspace_bytes;
+    inf.name = "cuda";
+    inf.device = prop.name;
+    inf.blas = "cublasLt " + std::to_string(cublasLtGetVersion());
+    inf.precision = sizeof(T) == 2 ? "bf16" : "fp32";
+    inf.num_threads = 1;
+    const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
+    flash = flash_supported((int)QD, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
+    const char* hint = "the model does not fit on this GPU: use a smaller model or a GPU with more memory";
+    master = (float*)dalloc(n_alloc * 4, "fp32 master weights", hint, &bytes_params);
+    params = sizeof(T) == 4 ? (T*)master : (T*)dalloc(n_alloc * sizeof(T), "bf16 weights", hint, &bytes_params);
+    grads = (float*)dalloc(n_alloc * 4, "fp32 gradients", hint, &bytes_grads);
+    adam_m = (float*)dalloc(n_alloc * 4, "AdamW first moments", hint, &bytes_opt);
+    adam_v = (float*)dalloc(n_alloc * 4, "AdamW second moments", hint, &bytes_opt);
+    dscal = (double*)dalloc((8 + NORM_BLOCKS) * 8, "scalars", hint, &bytes_misc);
+    for (void* p : {(void*)master, (void*)grads, (void*)adam_m, (void*)adam_v})
+      CUDA_CHECK(cudaMemsetAsync(p, 0, n_alloc * 4, stream));
+    copy_to_compute<T>(params, master, n_alloc, stream);
+    Rope rope;
+    rope.init(cfg);
+    cos_t = (float*)dalloc(rope.cos.size() * 4, "rotary tables", hint, &bytes_misc);
+    sin_t = (float*)dalloc(rope.sin.size() * 4, "rotary tables", hint, &bytes_misc);
+    CUDA_CHECK(cudaMemcpy(cos_t, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(sin_t, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMallocHost(&pinned_out, 8 * sizeof(double)));
+    CUDA_CHECK(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&step_done, cudaEventDisableTiming));
+    for (const ParamTensor& t : lay.tensors) {
+      if (!runs.empty() && runs.back().decay == t.decay && runs.back().end == t.offset) runs.back().end = t.offset + t.numel;
+      else runs.push_back({t.offset, t.offset + t.numel, t.decay});
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  void adjacent_(int a, int b) {
+    const ParamTensor &ta = lay.tensors[a], &tb = lay.tensors[b];
+    ENGINE_CHECK(ta.offset + ta.numel == tb.offset, Internal, "", "%s and %s must be adjacent in the parameter layout",
+                 ta.name.c_str(), tb.name.c_str());
+  }
+
+  std::vector<std::pair<void*, size_t*>> owned;  // allocation, the byte counter it was charged to
+  std::vector<size_t> owned_bytes;
+  void* dalloc(size_t bytes, const std::string& what, const std::string& hint, size_t* counter) {
+    void* p = nullptr;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+      cudaGetLastError();  // allocation failures are not sticky: the backend stays usable
+      size_t fr = 0, tot = 0;
+      cudaMemGetInfo(&fr, &tot);
+      throw EngineError(ErrorCode::OutOfMemory,
+                        "out of GPU memory allocating " + what + " (" + gib_(bytes) + "): " + gib_(tot - fr) + " of " +
+                            gib_(tot) + " in use on " + prop.name + " (this backend holds " + gib_(held()) + ")",
+                        "family_backend.cu", __LINE__, hint);
+    }
+    owned.push_back({p, counter});
+    owned_bytes.push_back(bytes);
+    *counter += bytes;
+    return p;
+  }
+  void dfree(void* p) {
+    if (!p) return;
+    for (size_t i = 0; i < owned.size(); i++)
+      if (owned[i].first == p) {
+        *owned[i].second -= owned_bytes[i];
+        owned.erase(owned.begin() + i);
+        owned_bytes.erase(owned_bytes.begin() + i);
+        break;
+      }
+    cudaFree(p);
+  }
+  size_t held() const {
+    size_t s = 0;
+    for (size_t b : owned_bytes) s += b;
+    return s;
+  }
+  ~FamilyCudaBackend() override {
+    if (stream) cudaStreamSynchronize(stream);
+    for (auto& p : owned) cudaFree(p.first);
+    if (pinned) cudaFreeHost(pinned);
+    if (pinned_out) cudaFreeHost(pinned_out);
+    if (staged) cudaEventDestroy(staged);
+    if (step_done) cudaEventDestroy(step_done);
+    blas.destroy();
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  // Size the activations for (B, T); grows only. Two passes over the same carving code: count, then assign.
+  void ensure_acts(Acts& a, size_t B, size_t Tt, bool training) {
+    if (a.block && a.nT >= Tt && a.nB >= B) return;
+    B = std::max(B, a.nB);
+    Tt = std::max(Tt, a.nT);
+    if (a.block) { CUDA_CHECK(cudaStreamSynchronize(stream)); dfree(a.block); dfree(a.block_f); a.block = a.block_f = nullptr; }
+    const size_t N = B * Tt, nl = training ? L : 1;
+    const bool kn = !training || keep_norm, has_n2 = !gptj;
+    a.Rc = (int)std::min<size_t>(N, 4096);
+    auto rnd = [](size_t n) { return (n + 127) / 128 * 128; };
+    size_t nT = 0, nF = 0;
+    T* p = nullptr;
+    float* f = nullptr;
+    auto cut = [&](size_t n) { T* r = p ? p : nullptr; if (p) p += rnd(n); else nT += rnd(n); return r; };
+    auto cutf = [&](size_t n) { float* r = f ? f : nullptr; if (f) f += rnd(n); else nF += rnd(n); return r; };
+    const size_t PT = flash ? 0 : B * NH * Tt * Tt;
+    const size_t partial = std::max({bias_grad_scratch_floats(N, std::max(MLPW, RAW)), bias_grad_scratch_floats(a.Rc, Vp),
+                                     layernorm_scratch_floats(N, C), rmsnorm_scratch_floats(N, C)});
+    auto carve = [&]() {
+      a.layers.assign(nl, Layer{});
+      a.xs.assign(training ? L + 1 : 2, nullptr);
+      for (auto& x : a.xs) x = cut(N * C);
+      for (auto& l : a.layers) {
+        l.n1 = kn ? cut(N * C) : nullptr;
+        l.n2 = kn && has_n2 ? cut(N * C) : nullptr;
+        l.qkv = cut(N * 3 * QD); l.atty = cut(N * QD);
+        l.h1 = seq ? cut(N * C) : nullptr;
+        l.pre = cut(N * MLPW);
+        l.P = PT ? cut(PT) : nullptr;
+        l.m1 = cutf(N); l.r1 = cutf(N); l.m2 = cutf(N); l.r2 = cutf(N);
+        l.lse = flash ? cutf(B * NH * Tt) : nullptr;
+      }
+      a.nf = cut(N * C); a.nscr = cut(N * C); a.n2scr = cut(N * C); a.h1scr = cut(N * C);
+      a.raw = cut(N * RAW); a.big = cut(N * I);
+      a.logits = cut((size_t)a.Rc * Vp);
+      a.dbig = training && llama ? cut(N * MLPW) : nullptr;
+      a.dres = training ? cut(N * C) : nullptr;
+      a.dn = training ? cut(N * C) : nullptr;
+      a.dn2 = training ? cut(N * C) : nullptr;
+      a.datty = training ? cut(N * QD) : nullptr;
+      a.dqkv = training ? cut(N * 3 * QD) : nullptr;
+      if (!flash) { a.as.q = cut(N * QD); a.as.k = cut(N * QD); a.as.v = cut(N * QD); a.as.vacc = cut(N * QD); }
+      a.as.dS = training && !flash ? cut(PT) : nullptr;
+      a.as.S = flash ? nullptr : cutf(B * NH * Tt * std::max(Tt, HD));
+      a.dsum = flash ? cutf(B * NH * Tt) : nullptr;
+      a.mf = cutf(N); a.rf = cutf(N);
+      a.partial = cutf(partial);
+      a.losses = cutf(N); a.correct = cutf(N);
+    };
+    carve();  // count
+    std::string hint = "lower training.microBatchSize (now " + std::to_string(B) + ") or preprocess.blockSize (now " +
+                       std::to_string(Tt) + ")" +
+                       (training && keep_norm ? ", or set training.recompute to 'gelu-layernorm'" : "") +
+                       (training ? "; raise training.gradAccumSteps to keep the tokens per step" : "; or lower evaluation.batchSize");
+    std::string what = std::string(training ? "training" : "evaluation") + " activations for " + std::to_string(B) + "x" +
+                       std::to_string(Tt) + " tokens";
+    a.block = dalloc(nT * sizeof(T), what, hint, &a.bytes);
+    a.block_f = dalloc(nF * 4, what + " (fp32 part)", hint, &a.bytes);
+    p = (T*)a.block;
+    f = (float*)a.block_f;
+    carve();  // assign
+    a.nB = B; a.nT = Tt; a.training = training;
+  }
+
+  // ---------------------------------------------------------------------------------------------- helpers
+  T* P(int idx) { return idx < 0 ? nullptr : params + lay.tensors[idx].offset; }
+  float* G(int idx) { return idx < 0 ? nullptr : grads + lay.tensors[idx].offset; }
+  T* X(Acts& a, size_t l) { return a.training ? a.xs[l] : a.xs[l % 2]; }
+
+  // nn.Linear: out (N, OC) = inp (N, K) · W (OC, K)^T (+ bias) (+ residual, may alias out)
+  void lin_fwd(T* out, const T* inp, const T* W, const T* bias, int N, int K, int OC, const T* residual = nullptr) {
+    Epilogue ep = bias ? Epilogue::Bias : Epilogue::None;
+    if (gemm_rm_<T, T>(blas, false, true, N, OC, K, inp, W, out, residual, residual ? 1.f : 0.f, stream, ep, bias)) return;
+    blas.unfused++;
+    gemm_rm_<T, T>(blas, false, true, N, OC, K, inp, W, out, residual, residual ? 1.f : 0.f, stream);
+    add_bias<T>(out, bias, N, OC, stream);
+  }
+  // dW (OC, K) += dout^T · inp (fp32); dbias += column sums; dinp (N, K) = (or += with acc) dout · W
+  void lin_bwd(T* dinp, bool acc, float* dW, float* dbias, const T* dout, const T* inp, const T* W, int N, int K, int OC,
+               float* scratch) {
+    gemm_rm_<T, float>(blas, true, false, OC, K, N, dout, inp, dW, dW, 1.f, stream);
+    if (dbias) bias_grad<T>(dbias, dout, N, OC, scratch, stream);
+    if (dinp) gemm_rm_<T, T>(blas, false, false, N, K, OC, dout, W, dinp, acc ? dinp : nullptr, acc ? 1.f : 0.f, stream);
+  }
+  void norm_fwd(T* out, float* mean, float* rstd, const T* x, int w, int b, int N) {
+    if (rms) rmsnorm_forward<T>(out, rstd, x, P(w), N, (int)C, cfg.layer_norm_eps, stream);
+    else layernorm_forward<T>(out, mean, rstd, x, P(w), P(b), N, (int)C, stream);
+  }
+  void norm_bwd(T* dinp, int w, int b, const T* dout, const T* x, const float* mean, const float* rstd, int N, float* scratch) {
+    if (rms) rmsnorm_backward<T>(dinp, G(w), scratch, dout, x, P(w), rstd, N, (int)C, stream);
+    else layernorm_backward<T>(dinp, G(w), G(b), scratch, dout, x, P(w), mean, rstd, N, (int)C, stream);
+  }
+  // MLP: out = resid + proj(act(fc(in))); pre (N, MLPW) saved, act (N, I) scratch
+  void mlp_fwd(const FamilyBlock& bl, const T* in, T* pre, T* act, T* out, const T* resid, int N) {
+    lin_fwd(pre, in, P(bl.fc_w), P(bl.fc_b), N, (int)C, (int)MLPW);
+    if (llama) swiglu_forward<T>(act, pre, N, (int)I, stream);
+    else gelu_act_forward<T>(act, pre, (size_t)N * I, erf_gelu, stream);
+    lin_fwd(out, act, P(bl.proj_w), P(bl.proj_b), N, (int)I, (int)C, resid);
+  }
+
+  // ---------------------------------------------------------------------------------------------- forward
+  // Through the final norm for the tokens at d_tokens (B*T).
+  void forward(Acts& a, const int* d_tokens, size_t B, size_t Tt) {
+    const int N = (int)(B * Tt);
+    embed_kernel<T><<<ceil_div((size_t)N * C / Pack<T>::N, 256), 256, 0, stream>>>(X(a, 0), d_tokens, P(ft.embed), N, (int)C);
+    LAUNCH_CHECK();
+    for (size_t l = 0; l < L; l++) {
+      Layer& x = a.layers[a.training ? l : 0];
+      const FamilyBlock& bl = ft.blocks[l];
+      T *xin = X(a, l), *xout = X(a, l + 1);
+      T* n1 = x.n1 ? x.n1 : a.nscr;
+      norm_fwd(n1, x.m1, x.r1, xin, bl.norm1_w, bl.norm1_b, N);
+      lin_fwd(a.raw, n1, P(qkv_index(l)), P(bl.qkv_b), N, (int)C, (int)RAW);
+      qkv_prepare<T>(x.qkv, a.raw, cos_t, sin_t, (int)B, (int)Tt, ql, stream);
+      attn_fwd(a, x, (int)B, (int)Tt);
+      T* h1 = x.h1 ? x.h1 : a.h1scr;
+      lin_fwd(h1, x.atty, P(bl.o_w), P(bl.o_b), N, (int)QD, (int)C, xin);
+      const T* min = n1;
+      if (!gptj) {  // second norm: of h1 (sequential) or of the block input (NeoX parallel)
+        T* n2 = x.n2 ? x.n2 : a.n2scr;
+        norm_fwd(n2, x.m2, x.r2, seq ? h1 : xin, bl.norm2_w, bl.norm2_b, N);
+        min = n2;
+      }
+      mlp_fwd(bl, min, x.pre, a.big, xout, h1, N);
+    }
+    norm_fwd(a.nf, a.mf, a.rf, X(a, L), ft.final_w, ft.final_b, N);
+  }
+  // the first of the adjacent q/k/v weights of layer l (the one product reads all three)
+  int qkv_index(size_t l) const { const FamilyBlock& b = ft.blocks[l]; return llama ? b.q_w : gptj ? b.k_w : b.qkv_w; }
+
+  void attn_fwd(Acts& a, Layer& x, int B, int Tt) {
+    if constexpr (sizeof(T) == 2) {
+      if (flash) return flash_attention_forward(x.atty, x.lse, x.qkv, B, Tt, (int)QD, (int)NH, stream);
+    }
+    attention_forward<T>(blas, x.atty, x.P, x.qkv, a.as, B, Tt, (int)QD, (int)NH, stream);
+  }
+  void attn_bwd_kernel(Acts& a, Layer& x, int B, int Tt) {
+    if constexpr (sizeof(T) == 2) {
+      if (flash) return flash_attention_backward(a.dqkv, a.datty, x.atty, x.qkv, x.lse, a.dsum, B, Tt, (int)QD, (int)NH, stream);
+    }
+    attention_backward<T>(blas, a.dqkv, a.datty, x.qkv, x.P, a.as, B, Tt, (int)QD, (int)NH, stream);
+  }
+
+  // logits (R, Vp) for rows [r0, r0 + R) of nf; columns past V are padding (classifier ignores and zeroes them)
+  void lm_head(const T* nf, T* logits, int R) {
+    Epilogue ep = ft.head_b >= 0 ? Epilogue::Bias : Epilogue::None;
+    if (gemm_rm_<T, T>(blas, false, true, R, (int)Vp, (int)C, nf, P(head_w), logits, nullptr, 0.f, stream, ep, P(ft.head_b)))
+      return;
+    gemm_rm_<T, T>(blas, false, true, R, (int)Vp, (int)C, nf, P(head_w), logits, nullptr, 0.f, stream);
+    add_bias<T>(logits, P(ft.head_b), R, (int)Vp, stream);
+  }
+
+  // ---------------------------------------------------------------------------------------------- backward
+  // MLP backward from dout (= d(block output)); d(MLP input) into dn (+= with acc)
+  void mlp_bwd(Acts& a, Layer& x, const FamilyBlock& bl, const T* dout, const T* in, T* dn, bool acc, int N) {
+    if (llama) swiglu_forward<T>(a.big, x.pre, N, (int)I, stream);  // recompute the activation
+    else gelu_act_forward<T>(a.big, x.pre, (size_t)N * I, erf_gelu, stream);
+    lin_bwd(a.big, false, G(bl.proj_w), G(bl.proj_b), dout, a.big, P(bl.proj_w), N, (int)I, (int)C, a.partial);
+    if (llama) {
+      swiglu_backward<T>(a.dbig, a.big, x.pre, N, (int)I, stream);
+      lin_bwd(dn, acc, G(bl.fc_w), nullptr, a.dbig, in, P(bl.fc_w), N, (int)C, (int)MLPW, a.partial);
+    } else {
+      gelu_act_backward<T>(a.big, x.pre, (size_t)N * I, erf_gelu, stream);
+      lin_bwd(dn, acc, G(bl.fc_w), G(bl.fc_b), a.big, in, P(bl.fc_w), N, (int)C, (int)I, a.partial);
+    }
+  }
+  void attn_bwd(Acts& a, Layer& x, size_t l, const T* dout, const T* in, T* dn, bool acc, int B, int Tt) {
+    const FamilyBlock& bl = ft.blocks[l];
+    const int N = B * Tt;
+    lin_bwd(a.datty, false, G(bl.o_w), G(bl.o_b), dout, x.atty, P(bl.o_w), N, (int)QD, (int)C, a.partial);
+    attn_bwd_kernel(a, x, B, Tt);
+    qkv_unprepare<T>(a.raw, a.dqkv, cos_t, sin_t, B, Tt, ql, stream);
+    const int qi = qkv_index(l);
+    lin_bwd(dn, acc, G(qi), G(bl.qkv_b), a.raw, in, P(qi), N, (int)C, (int)RAW, a.partial);
+  }
+
+  void backward(Acts& a, size_t B, size_t Tt, int U, const int* d_buckets) {
+    const int N = (int)(B * Tt);
+    CUDA_CHECK(cudaMemsetAsync(a.dres, 0, (size_t)N * C * sizeof(T), stream));
+    norm_bwd(a.dres, ft.final_w, ft.final_b, a.dn, X(a, L), a.mf, a.rf, N, a.partial);  // a.dn holds d(nf)
+    for (size_t l = L; l-- > 0;) {
+      Layer& x = a.layers[l];
+      const FamilyBlock& bl = ft.blocks[l];
+      T* xin = X(a, l);
+      T* n1 = x.n1;
+      if (!n1) { n1 = a.nscr; norm_fwd(n1, nullptr, nullptr, xin, bl.norm1_w, bl.norm1_b, N); }
+      T* n2 = x.n2;
+      if (!n2 && !gptj) { n2 = a.n2scr; norm_fwd(n2, nullptr, nullptr, seq ? x.h1 : xin, bl.norm2_w, bl.norm2_b, N); }
+      if (seq) {  // out = h1 + mlp(norm2(h1)), h1 = x + attn(norm1(x))
+        mlp_bwd(a, x, bl, a.dres, n2, a.dn, false, N);
+        norm_bwd(a.dres, bl.norm2_w, bl.norm2_b, a.dn, x.h1, x.m2, x.r2, N, a.partial);
+        attn_bwd(a, x, l, a.dres, n1, a.dn, false, (int)B, (int)Tt);
+        norm_bwd(a.dres, bl.norm1_w, bl.norm1_b, a.dn, xin, x.m1, x.r1, N, a.partial);
+      } else if (gptj) {  // out = x + attn(n1) + mlp(n1)
+        mlp_bwd(a, x, bl, a.dres, n1, a.dn, false, N);
+        attn_bwd(a, x, l, a.dres, n1, a.dn, true, (int)B, (int)Tt);
+        norm_bwd(a.dres, bl.norm1_w, bl.norm1_b, a.dn, xin, x.m1, x.r1, N, a.partial);
+      } else {  // NeoX parallel: out = x + attn(norm1(x)) + mlp(norm2(x))
+        mlp_bwd(a, x, bl, a.dres, n2, a.dn2, false, N);
+        attn_bwd(a, x, l, a.dres, n1, a.dn, false, (int)B, (int)Tt);
+        norm_bwd(a.dres, bl.norm2_w, bl.norm2_b, a.dn2, xin, x.m2, x.r2, N, a.partial);
+        norm_bwd(a.dres, bl.norm1_w, bl.norm1_b, a.dn, xin, x.m1, x.r1, N, a.partial);
+      }
+    }
+    dim3 grid(U, ceil_div(C, 256));
+    encoder_backward_wte_kernel<T><<<grid, 256, 0, stream>>>(G(ft.embed), a.dres, d_buckets, d_buckets + U,
+                                                            d_buckets + 2 * U + 1, (int)C);
+    LAUNCH_CHECK();
+  }
+
+  // ---------------------------------------------------------------------------------------------- Backend API
+  const BackendInfo& info() const override { return inf; }
+  const ModelConfig& config() const override { return cfg; }
+  const ParamLayout& layout() const override { return lay; }
+  void get_params(float* dst) const override { d2h(dst, master); }
+  void set_params(const float* src) override {
+    h2d(master, src);
+    copy_to_compute<T>(params, master, n_total, stream);
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+  void get_grads(float* dst) const override { d2h(dst, grads); }
+  void get_optimizer_state(float* m, float* v) const override { d2h(m, adam_m); d2h(v, adam_v); }
+  void set_optimizer_state(const float* m, const float* v) override { h2d(adam_m, m); h2d(adam_v, v); }
+  void d2h(float* dst, const float* src) const {
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaMemcpy(dst, src, n_total * 4, cudaMemcpyDeviceToHost));
+  }
+  void h2d(float* dst, const float* src) {
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaMemcpy(dst, src, n_total * 4, cudaMemcpyHostToDevice));
+  }
+  void zero_grad() override { CUDA_CHECK(cudaMemsetAsync(grads, 0, n_total * 4, stream)); }
+
+  void check_batch(const Batch& b, bool targets) {
+    ENGINE_CHECK(b.B >= 1 && b.T >= 1 && b.T <= maxT, BadShape, "blockSize must be <= model.nPositions",
+                 "batch (B=%zu, T=%zu) with nPositions %zu", b.B, b.T, maxT);
+    for (size_t i = 0, N = b.B * b.T; i < N; i++) {
+      int32_t x = b.inputs[i];
+      ENGINE_CHECK(x >= 0 && (size_t)x < V, BadShape, "the shards were tokenized with a larger vocabulary than the model's",
+                   "input token %d at position %zu is outside [0, %zu)", x, i, V);
+      if (!targets) continue;
+      int32_t y = b.targets[i];
+      ENGINE_CHECK(y == IGNORE_INDEX || (y >= 0 && (size_t)y < V), BadShape, "labels must be token ids or -100",
+                   "target %d at position %zu is outside [0, %zu)", y, i, V);
+    }
+  }
+  void stage(size_t n_needed) {
+    if (n_needed <= n_ints) {
+      CUDA_CHECK(cudaEventSynchronize(staged));  // the previous copy out of the staging buffer has run
+      return;
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (pinned) cudaFreeHost(pinned);
+    dfree(d_ints);
+    n_ints = n_needed;
+    CUDA_CHECK(cudaMallocHost(&pinned, n_ints * 4));
+    d_ints = (int*)dalloc(n_ints * 4, "token buffers", "", &bytes_misc);
+  }
+  void upload(size_t n) {
+    CUDA_CHECK(cudaMemcpyAsync(d_ints, pinned, n * 4, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaEventRecord(staged, stream));
+  }
+
+  // One micro-batch (forward, chunked LM head + classifier, backward) from pinned + off; loss sum into dscal[0].
+  void enqueue_micro_(const Batch& b, float dloss, size_t off) {
+    const size_t N = b.B * b.T;
+    Acts& a = train_acts;
+    int* h = pinned + off;
+    std::memcpy(h, b.inputs, N * 4);
+    std::memcpy(h + N, b.targets, N * 4);
+    int U = encoder_build_buckets(h + 2 * N, b.inputs, (int)N, (int)V);
+    const int* d = d_ints + off;
+    CUDA_CHECK(cudaMemcpyAsync((void*)d, h, (3 * N + 2 * U + 1) * 4, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaEventRecord(staged, stream));
+    forward(a, d, b.B, b.T);
+    for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
+      int R = std::min(a.Rc, (int)N - r0);
+      const T* nf = a.nf + (size_t)r0 * C;
+      lm_head(nf, a.logits, R);
+      fused_classifier<T>(a.logits, a.losses + r0, nullptr, d + N + r0, R, (int)V, (int)Vp, dloss, true, stream);
+      // d(nf) = dlogits · W_head (padding columns of dlogits are zero); dW_head += dlogits^T · nf
+      gemm_rm_<T, T>(blas, false, false, R, (int)C, (int)Vp, a.logits, P(head_w), a.dn + (size_t)r0 * C, nullptr, 0.f,
+                     stream, Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
+      gemm_rm_<T, float>(blas, true, false, (int)V, (int)C, R, a.logits, nf, G(head_w), G(head_w), 1.f, stream,
+                         Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
+      if (ft.head_b >= 0) bias_grad<T>(G(ft.head_b), a.logits, R, (int)Vp, a.partial, stream);
+    }
+    sum_into(dscal, a.losses, (int)N, stream);
+    backward(a, b.B, b.T, U, d + 2 * N);
+  }
+  static size_t stage_ints_(const Batch& b) { return 5 * b.B * b.T + 1; }
+
+  double forward_backward(const Batch& b, float dloss) override {
+    check_batch(b, true);
+    ensure_acts(train_acts, b.B, b.T, true);
+    stage(stage_ints_(b));
+    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 8, stream));
+    enqueue_micro_(b, dloss, 0);
+    CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 8, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    return pinned_out[0];
+  }
+
+  void step_async(const Batch* micro, size_t n_micro, float dloss, const AdamWHyper& hp, float grad_clip,
+                  double max_loss) override {
+    size_t total = 0, Bm = 0, Tm = 0;
+    for (size_t i = 0; i < n_micro; i++) {
+      check_batch(micro[i], true);
+      total += stage_ints_(micro[i]);
+      Bm = std::max(Bm, micro[i].B);
+      Tm = std::max(Tm, micro[i].T);
+    }
+    ensure_acts(train_acts, Bm, Tm, true);
+    stage(total);
+    zero_grad();
+    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 5 * 8, stream));
+    size_t off = 0;
+    for (size_t i = 0; i < n_micro; i++) {
+      enqueue_micro_(micro[i], dloss, off);
+      off += stage_ints_(micro[i]);
+    }
+    cudabk::grad_norm_sq(dscal + 2, dscal + 8, grads, n_total, stream);
+    step_gate_kernel<<<1, 1, 0, stream>>>(dscal, dloss, max_loss, grad_clip);
+    LAUNCH_CHECK();
+    adamw_all_(hp, dscal + 3);
+    CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 5 * 8, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaEventRecord(step_done, stream));
+  }
+  StepOutput step_wait() override {
+    CUDA_CHECK(cudaEventSynchronize(step_done));
+    StepOutput o;
+    o.loss_sum = pinned_out[0];
+    o.grad_norm_sq = pinned_out[2];
+    o.applied = pinned_out[4] != 0.0;
+    return o;
+  }
+  double grad_norm_sq() override {
+    cudabk::grad_norm_sq(dscal + 2, dscal + 8, grads, n_total, stream);
+    CUDA_CHECK(cudaMemcpyAsync(pinned_out + 2, dscal + 2, 8, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    return pinned_out[2];
+  }
+  void optimizer_step(const AdamWHyper& hp) override { adamw_all_(hp, nullptr); }
+  void adamw_all_(const AdamWHyper& hp, const double* gate) {
+    AdamWParams p{hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale,
+                  1.0f - (float)std::pow((double)hp.beta1, (double)hp.t), 1.0f - (float)std::pow((double)hp.beta2, (double)hp.t)};
+    for (const Run& r : runs)
+      adamw_update<T>(master + r.begin, params + r.begin, adam_m + r.begin, adam_v + r.begin, grads + r.begin,
+                      r.end - r.begin, p, r.decay, stream, gate);
+  }
+
+  EvalStats forward_eval(const Batch& b) override {
+    check_batch(b, true);
+    const size_t N = b.B * b.T;
+    ensure_acts(eval_acts, b.B, b.T, false);
+    Acts& a = eval_acts;
+    stage(2 * N);
+    std::memcpy(pinned, b.inputs, N * 4);
+    std::memcpy(pinned + N, b.targets, N * 4);
+    upload(2 * N);
+    CUDA_CHECK(cudaMemsetAsync(dscal, 0, 16, stream));
+    forward(a, d_ints, b.B, b.T);
+    for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
+      int R = std::min(a.Rc, (int)N - r0);
+      lm_head(a.nf + (size_t)r0 * C, a.logits, R);
+      fused_classifier<T>(a.logits, a.losses + r0, a.correct + r0, d_ints + N + r0, R, (int)V, (int)Vp, 0.f, false, stream);
+    }
+    sum_into(dscal, a.losses, (int)N, stream);
+    sum_into(dscal + 1, a.correct, (int)N, stream);
+    CUDA_CHECK(cudaMemcpyAsync(pinned_out, dscal, 16, cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    EvalStats s;
+    s.loss_sum = pinned_out[0];
+    s.n_correct = (size_t)llround(pinned_out[1]);
+    for (size_t i = 0; i < N; i++) s.n_targets += b.targets[i] != IGNORE_INDEX;
+    return s;
+  }
+
+  void forward_logits(const Batch& b, float* out) override {
+    check_batch(b, false);
+    const size_t N = b.B * b.T;
+    ensure_acts(eval_acts, b.B, b.T, false);
+    Acts& a = eval_acts;
+    stage(N);
+    std::memcpy(pinned, b.inputs, N * 4);
+    upload(N);
+    forward(a, d_ints, b.B, b.T);
+    for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
+      int R = std::min(a.Rc, (int)N - r0);
+      lm_head(a.nf + (size_t)r0 * C, a.logits, R);
+      copy_logits_(a.logits, R, out + (size_t)r0 * V);
+    }
+  }
+  void copy_logits_(const T* d, int R, float* out) {
+    std::vector<T> tmp((size_t)R * Vp);
+    CUDA_CHECK(cudaMemcpyAsync(tmp.data(), d, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (int r = 0; r < R; r++)
+      for (size_t j = 0; j < V; j++) out[(size_t)r * V + j] = host_f(tmp[(size_t)r * Vp + j]);
+  }
+  static float host_f(float x) { return x; }
+  static float host_f(bf16 x) { return __bfloat162float(x); }
+
+  // ---------------------------------------------------------------------------------------------- generation
+  void kv_begin(size_t slots, size_t max_len) override {
+    ENGINE_CHECK(max_len >= 1 && max_len <= maxT, BadShape, "", "KV cache length %zu not in [1, %zu]", max_len, maxT);
+    ENGINE_CHECK(slots >= 1, BadShape, "", "KV cache needs at least one slot");
+    kv_end();
+    kv_slots = slots; kv_len = max_len;
+    kv_fill.assign(slots, 0);
+    const size_t R = std::max(slots, max_len);
+    std::string hint = "generation keeps 2 x nLayer x prompts x (prompt + maxNewTokens) x nKvHead x headDim values: "
+                       "generate for fewer prompts at a time";
+    kc = (T*)dalloc(L * slots * max_len * KD * sizeof(T), "KV cache (keys)", hint, &bytes_misc);
+    vc = (T*)dalloc(L * slots * max_len * KD * sizeof(T), "KV cache (values)", hint, &bytes_misc);
+    auto rnd = [](size_t n) { return (n + 127) / 128 * 128; };
+    const size_t sizes[] = {R * C, R * C, R * C, R * C, R * RAW, R * QD, R * QD, R * MLPW, R * I, R * Vp};
+    size_t tot = 0;
+    for (size_t s : sizes) tot += rnd(s);
+    g_block = (T*)dalloc(tot * sizeof(T), "generation activations", hint, &bytes_misc);
+    T** dst[] = {&g_x, &g_h, &g_h2, &g_t, &g_raw, &g_q, &g_y, &g_pre, &g_big, &g_logits};
+    T* p = g_block;
+    for (size_t i = 0; i < 10; i++) { *dst[i] = p; p += rnd(sizes[i]); }
+  }
+  void kv_end() override {
+    if (!kc) return;
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    dfree(kc); dfree(vc); dfree(g_block);
+    kc = vc = g_block = nullptr;
+    kv_slots = kv_len = 0;
+  }
+  void kv_prefill(size_t slot, const int32_t* tokens, size_t n, float* logits) override {
+    ENGINE_CHECK(kc && slot < kv_slots, BadShape, "", "slot %zu of %zu (call kv_begin first)", slot, kv_slots);
+    ENGINE_CHECK(n >= 1 && kv_fill[slot] + n <= kv_len, BadShape, "lower maxNewTokens or shorten the prompt",
+                 "KV cache full: %zu + %zu tokens of %zu", kv_fill[slot], n, kv_len);
+    std::vector<int> sl(n, (int)slot), pos(n);
+    for (size_t i = 0; i < n; i++) pos[i] = (int)(kv_fill[slot] + i);
+    kv_rows(sl.data(), pos.data(), tokens, n, n - 1, logits);
+    kv_fill[slot] += n;
+  }
+  void kv_decode(const size_t* slots, const int32_t* tokens, size_t n, float* logits) override {
+    ENGINE_CHECK(kc && n >= 1 && n <= kv_slots, BadShape, "", "decode of %zu rows with %zu slots", n, kv_slots);
+    std::vector<int> sl(n), pos(n);
+    for (size_t i = 0; i < n; i++) {
+      ENGINE_CHECK(slots[i] < kv_slots, BadShape, "", "slot %zu of %zu", slots[i], kv_slots);
+      ENGINE_CHECK(kv_fill[slots[i]] < kv_len, BadShape, "lower maxNewTokens", "KV cache full for slot %zu", slots[i]);
+      sl[i] = (int)slots[i];
+      pos[i] = (int)kv_fill[slots[i]];
+    }
+    kv_rows(sl.data(), pos.data(), tokens, n, 0, logits);
+    for (size_t i = 0; i < n; i++) kv_fill[slots[i]]++;
+  }
+  // n rows (token at pos[i] of slot[i]); logits of rows [from, n) into out ((n - from), V)
+  void kv_rows(const int* sl, const int* pos, const int32_t* tokens, size_t n, size_t from, float* out) {
+    for (size_t i = 0; i < n; i++)
+      ENGINE_CHECK(tokens[i] >= 0 && (size_t)tokens[i] < V, BadShape, "prompt token ids must be < the vocabulary size",
+                   "token %d outside [0, %zu)", tokens[i], V);
+    const int ni = (int)n;
+    stage(3 * n);
+    std::memcpy(pinned, tokens, n * 4);
+    std::memcpy(pinned + n, sl, n * 4);
+    std::memcpy(pinned + 2 * n, pos, n * 4);
+    upload(3 * n);
+    const int *d_tok = d_ints, *d_slot = d_ints + n, *d_pos = d_ints + 2 * n;
+    embed_kernel<T><<<ceil_div(n * C / Pack<T>::N, 256), 256, 0, stream>>>(g_x, d_tok, P(ft.embed), ni, (int)C);
+    LAUNCH_CHECK();
+    const size_t M = kv_len;
+    for (size_t l = 0; l < L; l++) {
+      const FamilyBlock& bl = ft.blocks[l];
+      T* K = kc + l * kv_slots * M * KD;
+      T* Vv = vc + l * kv_slots * M * KD;
+      norm_fwd(g_h, nullptr, nullptr, g_x, bl.norm1_w, bl.norm1_b, ni);
+      lin_fwd(g_raw, g_h, P(qkv_index(l)), P(bl.qkv_b), ni, (int)C, (int)RAW);
+      qkv_prepare_decode<T>(g_q, K, Vv, g_raw, cos_t, sin_t, d_slot, d_pos, ni, (int)M, ql, stream);
+      gqa_decode<T>(g_y, g_q, K, Vv, d_slot, d_pos, ni, (int)M, (int)NH, (int)KVH, (int)HD, stream);
+      if (seq) {
+        lin_fwd(g_x, g_y, P(bl.o_w), P(bl.o_b), ni, (int)QD, (int)C, g_x);
+        norm_fwd(g_h2, nullptr, nullptr, g_x, bl.norm2_w, bl.norm2_b, ni);
+        mlp_fwd(bl, g_h2, g_pre, g_big, g_x, g_x, ni);
+      } else {
+        const T* min = g_h;
+        if (!gptj) { norm_fwd(g_h2, nullptr, nullptr, g_x, bl.norm2_w, bl.norm2_b, ni); min = g_h2; }
+        lin_fwd(g_t, g_y, P(bl.o_w), P(bl.o_b), ni, (int)QD, (int)C, g_x);
+        mlp_fwd(bl, min, g_pre, g_big, g_x, g_t, ni);
+      }
+    }
+    const int nl = (int)(n - from);
+    norm_fwd(g_h, nullptr, nullptr, g_x + from * C, ft.final_w, ft.final_b, nl);
+    lm_head(g_h, g_logits, nl);
+    copy_logits_(g_logits, nl, out);
+  }
+
+  MemoryReport memory() const override {
+    MemoryReport r;
+    r.params_bytes = bytes_params;
+    r.grads_bytes = bytes_grads;
+    r.optimizer_bytes = bytes_opt;
+    r.activations_bytes = train_acts.bytes + eval_acts.bytes;
+    r.other_bytes = bytes_misc;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) r.device_total_bytes = tot;
+    return r;
+  }
+};
+
+}  // namespace
+}  // namespace cudabk
+
+namespace engine {
+
+// Called by make_cuda_backend (cuda_backend.cu) for every model.family other than gpt2.
+std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
+  if (opts.precision == "bf16") return std::make_unique<cudabk::FamilyCudaBackend<cudabk::bf16>>(model, opts);
+  if (opts.precision == "fp32") return std::make_unique<cudabk::FamilyCudaBackend<float>>(model, opts);
+  ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
+}
+
+}  // namespace engine
