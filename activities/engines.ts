@@ -13,28 +13,31 @@ interface Entry {
   dataDir: string | null;
   /** False once evaluate/generate have run on it: their sampling may have touched the training RNG state. */
   trainable: boolean;
+  /** '' for a single-worker engine; a rank's engine names its group generation (it holds a shard and a communicator). */
+  key: string;
 }
 
 export class EngineCache {
   private entry: Entry | null = null;
 
   /** Take the engine whose state equals `checkpoint` of run `root` (removing it from the cache), or null. */
-  take(root: string, checkpoint: CheckpointRef | null, opts: { forTraining: boolean }): Omit<Entry, 'root' | 'checkpoint'> | null {
+  take(root: string, checkpoint: CheckpointRef | null, opts: { forTraining: boolean; key?: string }): Omit<Entry, 'root' | 'checkpoint'> | null {
     const e = this.entry;
     if (!e || !checkpoint || e.root !== root || e.checkpoint.dir !== checkpoint.dir || e.checkpoint.step !== checkpoint.step) return null;
+    if (e.key !== (opts.key ?? '')) return null;
     if (opts.forTraining && !e.trainable) return null;
     this.entry = null;
     return e;
   }
 
   /** The checkpoint the cached engine of `root` equals, if any (used to skip verifying it again). */
-  peek(root: string): CheckpointRef | null {
-    return this.entry && this.entry.root === root ? this.entry.checkpoint : null;
+  peek(root: string, key = ''): CheckpointRef | null {
+    return this.entry && this.entry.root === root && this.entry.key === key ? this.entry.checkpoint : null;
   }
 
-  put(root: string, checkpoint: CheckpointRef, engine: Engine, dataDir: string | null, trainable: boolean): void {
+  put(root: string, checkpoint: CheckpointRef, engine: Engine, dataDir: string | null, trainable: boolean, key = ''): void {
     if (this.entry && this.entry.engine !== engine) this.entry.engine.dispose();
-    this.entry = { root, checkpoint, engine, dataDir, trainable };
+    this.entry = { root, checkpoint, engine, dataDir, trainable, key };
   }
 
   /** Free the cached model (before building another one, so two never share the GPU). */

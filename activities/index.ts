@@ -6,12 +6,14 @@ import { EngineCache } from './engines.js';
 import { finalizeRun } from './finalize.js';
 import { evaluateModel, exportModel, generateSamples } from './model.js';
 import { prepareData } from './prepare.js';
+import { rendezvous, trainRank, type TrainRankInput } from './ranks.js';
 import { trainSegment, type TrainSegmentInput } from './train.js';
 import { validateConfig } from './validate.js';
 
 export type { ValidatedRun, SeriesPointer } from './validate.js';
 export type { PreparedData } from './prepare.js';
 export type { SegmentResult, TrainSegmentInput } from './train.js';
+export type { Rendezvous, RendezvousInput, TrainRankInput } from './ranks.js';
 export { EngineCache } from './engines.js';
 
 export interface ActivityDeps {
@@ -35,6 +37,9 @@ export function createActivities(deps: ActivityDeps = {}) {
     /** The newest committed checkpoint that verifies (after a cancelled segment, or on cancellation). */
     latestCheckpoint: (root: string) => findResumePoint(root),
     trainSegment: (input: TrainSegmentInput) => trainSegment({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs }, input),
+    /** Multi-worker training (activities/ranks.ts): on rank 0's queue, then one trainRank per worker queue. */
+    rendezvous,
+    trainRank: (input: TrainRankInput) => trainRank({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs }, input),
     exportModel: (a: Parameters<typeof exportModel>[1]) => exportModel(gpu, a),
     evaluateModel: (a: Parameters<typeof evaluateModel>[1]) => evaluateModel(gpu, a),
     generateSamples: (a: Parameters<typeof generateSamples>[1]) => generateSamples(gpu, a),

@@ -4,7 +4,7 @@
 // sees a half-written directory. Returns a manifest summary and the step plan, never the data.
 import { Context } from '@temporalio/activity';
 import { join } from 'node:path';
-import { worldSizeOf, type FinetuneConfig } from '../configs/index.js';
+import type { FinetuneConfig } from '../configs/index.js';
 import { prepareData as prepare } from '../datasets/index.js';
 import { classify } from './lib/failures.js';
 import type { PrepareHeartbeat } from './lib/heartbeat.js';
@@ -36,9 +36,9 @@ export function dataRoot(cfg: FinetuneConfig): string {
 
 export function planSteps(cfg: FinetuneConfig, trainSequences: number): { totalSteps: number; tokensPerStep: number } {
   const t = cfg.training;
-  // devices 'all' (one worker only) counts as one GPU here: the plan is made before a GPU worker is seen.
-  const world = worldSizeOf(cfg);
-  const seqPerStep = t.microBatchSize * t.gradAccumSteps * world;
+  // gradAccumSteps counts micro-batches over all GPUs (each rank takes every world-size-th), so a step sees the
+  // same sequences whatever the world size.
+  const seqPerStep = t.microBatchSize * t.gradAccumSteps;
   const totalSteps = t.maxSteps > 0 ? t.maxSteps : Math.max(1, Math.ceil((t.epochs * trainSequences) / seqPerStep));
   return { totalSteps, tokensPerStep: seqPerStep * cfg.preprocess.blockSize };
 }

@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
-import { ConfigError, fingerprintOf, parseConfig, resolvePaths, stripComments, type FinetuneConfig } from '../configs/index.js';
+import { ConfigError, describeParallelism, fingerprintOf, parseConfig, resolvePaths, stripComments, worldSizeOf, type FinetuneConfig } from '../configs/index.js';
 import { exists, safeName } from './lib/fsutil.js';
 
 /** The validated run: the config with every default applied and the directories it owns. */
@@ -76,9 +76,27 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
       data: `${describeSource(cfg.data.train)}, ${cfg.preprocess.mode} ×${cfg.preprocess.blockSize} tokens`,
       training: `${t.maxSteps > 0 ? `${t.maxSteps} steps` : `${t.epochs} epochs`}, batch ${t.microBatchSize}×${t.gradAccumSteps}, lr ${t.learningRate} ${t.schedule}, ${t.backend}`,
       checkpoints: `every ${cfg.checkpoint.everySteps} steps / ${cfg.checkpoint.everyMinutes} min, keep ${cfg.checkpoint.keepLast}`,
+      parallelism: describeParallelism(cfg),
+      ...(await memoryMemo(cfg)),
       fingerprint: fingerprint.slice(0, 16),
     },
   };
+}
+
+/**
+ * The engine's pre-flight estimate for the memo (`finetune status` shows it). The CPU queue's workers may have no
+ * engine addon: then the memo simply has no memory line, and the GPU worker's engine checks it before allocating.
+ */
+async function memoryMemo(cfg: FinetuneConfig): Promise<{ memory?: string }> {
+  try {
+    const { estimateMemory } = await import('../native/index.js');
+    const e = estimateMemory(cfg, { worldSize: worldSizeOf(cfg) });
+    const GiB = 2 ** 30, d = e.device;
+    const states = d.params + d.grads + d.master + d.moments;
+    return { memory: `~${(d.total / GiB).toFixed(2)} GiB per GPU (model states ${(states / GiB).toFixed(2)}, activations ${(d.activations / GiB).toFixed(2)})${e.host ? `, ${(e.host / GiB).toFixed(1)} GiB pinned host per rank` : ''}` };
+  } catch {
+    return {};
+  }
 }
 
 /** A pretrained model's shape from its own config.json (cfg.model's shape fields do not apply to it). */

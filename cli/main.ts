@@ -3,6 +3,7 @@ const commands: Record<string, { file: string; help: string }> = {
   prepare: { file: './prepare.ts', help: 'prepare <config.json> [--set k=v]... [--out DIR]   tokenize and shard locally' },
   run: { file: './run.ts', help: 'run <config.json> [--set k=v]... [--json]            the whole pipeline as a workflow' },
   start: { file: './start.ts', help: 'start <config.json> [--set k=v]...                  start the workflow, print its id' },
+  estimate: { file: './estimate.ts', help: 'estimate <config.json> [--device-memory 16GiB]       per-GPU memory, ZeRO/offload advice' },
   status: { file: './status.ts', help: 'status <workflow-id> [--json]                       progress of a run' },
   worker: { file: './worker.ts', help: 'worker [--address host:port] [--queues a,b]        run workers' },
   schedule: { file: './schedule.ts', help: 'schedule create|list|describe|trigger|pause|delete  scheduled retraining' },

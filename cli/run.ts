@@ -6,9 +6,10 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { loadConfig, type FinetuneConfig } from '../configs/index.js';
+import { describeParallelism, loadConfig, type FinetuneConfig } from '../configs/index.js';
 import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
+import { planLines } from './lib/estimate.js';
 import { createProgressView, formatReport } from './lib/progress.js';
 import { connectClient, startWorkers } from './lib/temporal.js';
 
@@ -37,7 +38,7 @@ export async function startOrAttach(client: import('@temporalio/client').Client,
     taskQueue: cfg.temporal.taskQueue,
     workflowId,
     args: [cfg],
-    memo: { summary: `${cfg.name}: ${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}, ${cfg.training.maxSteps || cfg.training.epochs + ' epochs'} steps` },
+    memo: { summary: `${cfg.name}: ${cfg.model.init === 'pretrained' ? `pretrained ${cfg.model.path}` : `${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}`}, ${cfg.training.maxSteps ? `${cfg.training.maxSteps} steps` : `${cfg.training.epochs} epochs`}, ${describeParallelism(cfg)}` },
   });
 }
 
@@ -47,6 +48,7 @@ export async function main(argv: string[]): Promise<number> {
   const cfg = loadConfig(positionals[0]!, values.set ?? []);
   const json = values.json ?? false;
   const log = (s: string) => process.stderr.write(`[finetune] ${s}\n`);
+  for (const line of await planLines(cfg)) log(line);
 
   let server: { address: string; close(): Promise<void> | void } | null = null;
   let address = process.env.TEMPORAL_ADDRESS;

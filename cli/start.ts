@@ -2,6 +2,7 @@
 // (workers elsewhere: `finetune worker`) and print its id. An existing run of that id is attached, not restarted.
 import { loadConfig } from '../configs/index.js';
 import { parse } from './lib/args.js';
+import { planLines } from './lib/estimate.js';
 import { connectClient, defaultAddress } from './lib/temporal.js';
 import { startOrAttach } from './run.js';
 
@@ -11,6 +12,7 @@ export async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { set: { type: 'string', multiple: true }, address: { type: 'string' } }, USAGE);
   if (positionals.length !== 1) throw new Error(`expected one config file\nusage: finetune ${USAGE}`);
   const cfg = loadConfig(positionals[0]!, values.set ?? []);
+  for (const line of await planLines(cfg)) process.stderr.write(`[finetune] ${line}\n`);
   const client = await connectClient(values.address ?? defaultAddress(), cfg.temporal.namespace);
   try {
     const handle = await startOrAttach(client, cfg, (s) => process.stderr.write(`[finetune] ${s}\n`));

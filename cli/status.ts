@@ -37,11 +37,13 @@ export async function main(argv: string[]): Promise<number> {
       ),
     ]);
     if (values.json) {
-      process.stdout.write(JSON.stringify({ status: d.status.name, runId: d.runId, ...p }) + '\n');
+      process.stdout.write(JSON.stringify({ status: d.status.name, runId: d.runId, config: d.memo?.config ?? null, ...p }) + '\n');
       return 0;
     }
+    const memo = (d.memo?.config ?? {}) as Record<string, unknown>;
     const out = [
       `${p.workflowId}  ${d.status.name}  stage ${p.stage}`,
+      ...(['model', 'parallelism', 'memory', 'training'] as const).filter((k) => typeof memo[k] === 'string').map((k) => `  ${k.padEnd(10)} ${String(memo[k])}`),
       `  train      ${trainLine(p)}`,
       `  stages     ${Object.entries(p.stages).map(([s, v]) => `${s}:${v.status}${v.ms !== undefined ? `(${(v.ms / 1000).toFixed(1)}s)` : ''}`).join(' ')}`,
       `  checkpoint ${p.lastCheckpoint ? `${p.lastCheckpoint.dir} (step ${p.lastCheckpoint.step})` : 'none yet'}`,

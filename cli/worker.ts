@@ -1,19 +1,21 @@
-// `finetune worker [--address host:port] [--queues finetune,finetune-gpu] [--gpu-queue NAME] [--backend cpu|cuda]`:
-// long-running workers. A GPU host runs `--queues finetune-gpu` (train/export/evaluate/generate, one at a time);
-// a CPU host runs `--queues finetune` (the workflow, validate, prepare, bookkeeping). SIGINT/SIGTERM shut down
-// gracefully: a running training segment checkpoints and its retry resumes elsewhere.
+// `finetune worker [--address host:port] [--queues finetune,finetune-gpu] [--gpu-queue NAME] [--rank-queue NAME]
+// [--backend cpu|cuda]`: long-running workers. A GPU host runs `--queues finetune-gpu` (train/export/evaluate/generate,
+// one at a time); a CPU host runs `--queues finetune` (the workflow, validate, prepare, bookkeeping). For training
+// on several hosts, each GPU host also serves its own rank queue (`--rank-queue finetune-gpu-rank-<r>`, the names
+// of temporal.rankTaskQueues). SIGINT/SIGTERM shut down gracefully: a running training segment checkpoints and its
+// retry resumes elsewhere.
 import { GPU_TASK_QUEUE, TASK_QUEUE } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
 import { defaultAddress, startWorkers } from './lib/temporal.js';
 
-const USAGE = 'worker [--address host:port] [--namespace NS] [--queues finetune,finetune-gpu] [--gpu-queue finetune-gpu] [--backend cpu|cuda]';
+const USAGE = 'worker [--address host:port] [--namespace NS] [--queues finetune,finetune-gpu] [--gpu-queue finetune-gpu] [--rank-queue finetune-gpu-rank-0] [--backend cpu|cuda]';
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parse(
     argv,
     {
       address: { type: 'string' }, namespace: { type: 'string' }, queues: { type: 'string' },
-      'gpu-queue': { type: 'string' }, backend: { type: 'string' }, 'progress-interval-ms': { type: 'string' },
+      'gpu-queue': { type: 'string' }, 'rank-queue': { type: 'string', multiple: true }, backend: { type: 'string' }, 'progress-interval-ms': { type: 'string' },
     },
     USAGE,
   );
@@ -21,11 +23,12 @@ export async function main(argv: string[]): Promise<number> {
   if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new Error(`--backend: expected cpu or cuda, got ${backend}`);
   const queues = (values.queues ?? `${TASK_QUEUE},${GPU_TASK_QUEUE}`).split(',').map((q) => q.trim()).filter(Boolean);
   const address = values.address ?? defaultAddress();
+  const rankQueues = (values['rank-queue'] ?? []).flatMap((q) => q.split(',')).map((q) => q.trim()).filter(Boolean);
   const workers = await startWorkers({
-    address, namespace: values.namespace, queues, gpuQueue: values['gpu-queue'] ?? GPU_TASK_QUEUE, backend,
+    address, namespace: values.namespace, queues, gpuQueue: values['gpu-queue'] ?? GPU_TASK_QUEUE, rankQueues, backend,
     progressIntervalMs: values['progress-interval-ms'] ? Number(values['progress-interval-ms']) : undefined,
   });
-  process.stderr.write(`[finetune] worker pid ${process.pid} polling ${queues.join(', ')} on ${address}\n`);
+  process.stderr.write(`[finetune] worker pid ${process.pid} polling ${[...queues, ...rankQueues].join(', ')} on ${address}\n`);
   const stop = () => void workers.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

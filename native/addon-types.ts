@@ -10,6 +10,12 @@ export interface NativeCreateOptions {
   backend: {
     name: 'cpu' | 'cuda'; precision: 'fp32' | 'bf16'; recompute: string; device: number; zeroStage: number;
     offload: string; worldSize: number; rank: number; threads: number;
+    /** local CUDA ordinals (one engine thread each); `device` is the first */
+    devices: number[];
+    /** offload: apply each CPU AdamW update one step late, overlapping the next forward */
+    delayedUpdate: boolean;
+    /** NCCL unique id (256 hex digits) from rank 0 (multi-worker); absent: a single worker makes its own */
+    ncclId?: string;
   };
   hfDir?: string;
   checkpointDir?: string;
@@ -31,7 +37,8 @@ export interface NativeEngine {
   info(): { backend: 'cpu' | 'cuda'; device: string; blas: string; precision: 'fp32' | 'bf16'; threads: number; nParams: number;
     nLayer: number; nHead: number; nEmbd: number; nPositions: number; vocabSize: number; family: string;
     nKvHead?: number; headDim?: number; intermediateSize?: number; rotaryDim?: number; ropeTheta?: number;
-    tieWordEmbeddings?: boolean; parallelResidual?: boolean; hiddenAct?: string; bosTokenId?: number; eosTokenId?: number };
+    tieWordEmbeddings?: boolean; parallelResidual?: boolean; hiddenAct?: string; bosTokenId?: number; eosTokenId?: number;
+    zeroStage?: number; offload?: string; worldSize?: number; rank?: number; devices?: number[] };
   state(): { step: number; cursor: { epoch: number; shard: number; offset: number; shuffleSeed: number } };
   setTrainData(shards: NativeShard[]): void;
   train(nSteps: number, totalSteps: number, onProgress?: (p: {
@@ -56,6 +63,8 @@ export interface NativeAddon {
   verifyCheckpoint(dir: string): Promise<number>;
   buildInfo(): { backends: string; blas: string; cudaDevices: number };
   estimateMemory(o: NativeCreateOptions, blockSize: number, deviceBytes: number, hostBytes: number): NativeMemoryEstimate;
+  /** 256 hex digits (engine::nccl_unique_id); builds without CUDA throw BAD_CONFIG. Absent in older addons. */
+  ncclUniqueId?(): string;
 }
 
 /** engine/zero.h MemoryEstimate: per-rank bytes. */

@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
+import { localDevices } from '../configs/parallel.js';
 import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeFamilyFields, NativeMemoryEstimate, NativeShard } from './addon-types.js';
 import { loadAddon, tryLoadAddon } from './loader.js';
 
@@ -35,7 +36,9 @@ export interface StepProgress { step: number; loss: number; lr: number; gradNorm
 export interface EngineInfo {
   backend: 'cpu' | 'cuda'; device: string; blas?: string; precision: 'fp32' | 'bf16';
   nParams: number; family: string; nLayer: number; nHead: number; nEmbd: number; vocabSize: number; nPositions: number;
-  zeroStage: number; offload: string; worldSize: number; threads: number;
+  zeroStage: number; offload: string; threads: number;
+  /** Ranks over all workers, this engine's first global rank, and the local CUDA ordinals it drives. */
+  worldSize: number; rank: number; devices: number[];
   /** llama / gpt_neox / gptj: the resolved family fields (families.h). */
   nKvHead?: number; headDim?: number; intermediateSize?: number; rotaryDim?: number; ropeTheta?: number;
   tieWordEmbeddings?: boolean; parallelResidual?: boolean; hiddenAct?: string;
@@ -50,6 +53,22 @@ export interface MemoryReport {
 
 export interface TrainResult { step: number; losses: number[]; tokens: number; tokensPerSec: number; aborted: boolean }
 export interface EvalResult { loss: number; perplexity: number; accuracy: number; tokens: number; sequences: number }
+/**
+ * Where this engine sits in a data-parallel job. Absent: one worker driving `parallelism.devices` of its own GPUs
+ * (the cuda backend; the cpu backend is one device), with no rendezvous. Several workers: each gets the same
+ * `worldSize` and `ncclId` (from `ncclUniqueId()` on rank 0's worker) and its own `rankOffset`.
+ */
+export interface ParallelOptions {
+  /** Ranks (GPUs) over all workers. */
+  worldSize: number;
+  /** Global rank of this worker's first local GPU (worker index x GPUs per worker). */
+  rankOffset: number;
+  /** Local CUDA ordinals this worker drives, one engine thread each. */
+  devices: number[];
+  /** NCCL unique id (256 hex digits) from ncclUniqueId() on rank 0's worker; absent for a single worker. */
+  ncclId?: string;
+}
+
 export interface GenerateOptions { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; eosId: number }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -129,8 +148,38 @@ function familyOptions(m: FinetuneConfig['model']): NativeFamilyFields {
   return f;
 }
 
-function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda'): NativeCreateOptions {
+/** The single-worker layout: parallelism.devices of this host's GPUs (cuda), or the one cpu device. */
+function singleWorker(cfg: FinetuneConfig, backend: 'cpu' | 'cuda'): ParallelOptions {
+  if (backend === 'cpu') return { worldSize: 1, rankOffset: 0, devices: [0] };
+  let visible = 0;
+  try {
+    visible = addon().buildInfo().cudaDevices;
+  } catch {
+    /* reported by createEngine */
+  }
+  let devices: number[];
+  try {
+    devices = localDevices(cfg, Math.max(visible, 1));
+  } catch (e) {
+    throw new EngineError('BAD_CONFIG', (e as Error).message, undefined, undefined, 'set parallelism.devices to the GPUs this host has');
+  }
+  return { worldSize: devices.length, rankOffset: 0, devices };
+}
+
+function checkParallel(p: ParallelOptions): void {
+  const bad = (m: string) => new EngineError('BAD_CONFIG', `parallel options: ${m}`);
+  if (!Number.isInteger(p.worldSize) || p.worldSize < 1) throw bad(`worldSize must be a positive integer, got ${p.worldSize}`);
+  if (!p.devices.length || p.devices.some((d) => !Number.isInteger(d) || d < 0)) throw bad(`devices must be CUDA ordinals, got ${JSON.stringify(p.devices)}`);
+  if (!Number.isInteger(p.rankOffset) || p.rankOffset < 0 || p.rankOffset + p.devices.length > p.worldSize)
+    throw bad(`ranks ${p.rankOffset}..${p.rankOffset + p.devices.length - 1} do not fit worldSize ${p.worldSize}`);
+  if (p.ncclId !== undefined && !new RegExp(`^[0-9a-fA-F]{${2 * NCCL_ID_BYTES}}$`).test(p.ncclId))
+    throw bad(`ncclId must be the ${2 * NCCL_ID_BYTES} hex digits ncclUniqueId() returned on rank 0, got ${p.ncclId.length} characters`);
+}
+
+function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par?: ParallelOptions): NativeCreateOptions {
   const m = cfg.model, t = cfg.training;
+  const p = par ?? { worldSize: 1, rankOffset: 0, devices: [0] };
+  checkParallel(p);
   const threads = Number(process.env.FINETUNE_CPU_THREADS ?? 0);
   return {
     model: { nLayer: m.nLayer, nHead: m.nHead, nEmbd: m.nEmbd, nPositions: m.nPositions, vocabSize: m.vocabSize, dropout: m.dropout, initSeed: m.initSeed,
@@ -145,11 +194,14 @@ function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda'): NativeCrea
       // The cpu backend is the fp32 reference (training.precision documents bf16 as a cuda-backend setting).
       precision: backend === 'cpu' ? 'fp32' : t.precision,
       recompute: t.recompute,
-      device: 0,
+      device: p.devices[0]!,
+      devices: p.devices,
       zeroStage: cfg.parallelism.zeroStage,
       offload: cfg.parallelism.offload.optimizer,
-      worldSize: 1,
-      rank: 0,
+      delayedUpdate: cfg.parallelism.offload.delayedUpdate,
+      worldSize: p.worldSize,
+      rank: p.rankOffset,
+      ...(p.ncclId !== undefined ? { ncclId: p.ncclId } : {}),
       threads: Number.isInteger(threads) && threads > 0 ? threads : 0,
     },
     configJson: JSON.stringify(cfg),
@@ -167,14 +219,16 @@ export class Engine {
   #cfg: FinetuneConfig;
   readonly info: EngineInfo;
 
-  private constructor(native: NativeEngine, cfg: FinetuneConfig) {
+  private constructor(native: NativeEngine, cfg: FinetuneConfig, par: ParallelOptions) {
     this.#native = native;
     this.#cfg = cfg;
     const i = native.info();
     this.info = {
       backend: i.backend, device: i.device, blas: i.blas || undefined, precision: i.precision, nParams: i.nParams, family: i.family,
       nLayer: i.nLayer, nHead: i.nHead, nEmbd: i.nEmbd, vocabSize: i.vocabSize, nPositions: i.nPositions,
-      zeroStage: cfg.parallelism.zeroStage, offload: cfg.parallelism.offload.optimizer, worldSize: 1, threads: i.threads,
+      // effective values when the engine reports them (multi-GPU builds), else what was asked for
+      zeroStage: i.zeroStage ?? cfg.parallelism.zeroStage, offload: i.offload ?? cfg.parallelism.offload.optimizer,
+      worldSize: i.worldSize ?? par.worldSize, rank: i.rank ?? par.rankOffset, devices: i.devices ?? par.devices, threads: i.threads,
     };
     for (const k of ['nKvHead', 'headDim', 'intermediateSize', 'rotaryDim', 'ropeTheta', 'tieWordEmbeddings', 'parallelResidual',
       'hiddenAct', 'bosTokenId', 'eosTokenId'] as const)
@@ -182,22 +236,26 @@ export class Engine {
   }
 
   /** Build a model from config: random init (model.initSeed) or a local HF directory (model.init='pretrained'). */
-  static async create(cfg: FinetuneConfig, opts: { backend?: 'cpu' | 'cuda' } = {}): Promise<Engine> {
-    const o = nativeOptions(cfg, resolveBackend(cfg, opts.backend));
+  static async create(cfg: FinetuneConfig, opts: { backend?: 'cpu' | 'cuda'; parallel?: ParallelOptions } = {}): Promise<Engine> {
+    const backend = resolveBackend(cfg, opts.backend);
+    const par = opts.parallel ?? singleWorker(cfg, backend);
+    const o = nativeOptions(cfg, backend, par);
     if (cfg.model.init === 'pretrained') {
       if (!cfg.model.path) throw new EngineError('BAD_CONFIG', "model.init 'pretrained' needs model.path");
       o.hfDir = resolve(cfg.model.path);
     }
     const native = await call(() => addon().createEngine(o));
-    return new Engine(native, cfg);
+    return new Engine(native, cfg, par);
   }
 
   /** Resume the full training state from a committed checkpoint dir (throws EngineError BAD_CHECKPOINT if corrupt). */
-  static async fromCheckpoint(dir: string, cfg: FinetuneConfig, opts: { backend?: 'cpu' | 'cuda' } = {}): Promise<Engine> {
-    const o = nativeOptions(cfg, resolveBackend(cfg, opts.backend));
+  static async fromCheckpoint(dir: string, cfg: FinetuneConfig, opts: { backend?: 'cpu' | 'cuda'; parallel?: ParallelOptions } = {}): Promise<Engine> {
+    const backend = resolveBackend(cfg, opts.backend);
+    const par = opts.parallel ?? singleWorker(cfg, backend);
+    const o = nativeOptions(cfg, backend, par);
     o.checkpointDir = resolve(dir);
     const native = await call(() => addon().createEngine(o));
-    const e = new Engine(native, cfg);
+    const e = new Engine(native, cfg, par);
     if (cfg.model.init === 'random') {
       const m = cfg.model, i = e.info;
       const diff = (['family', 'nLayer', 'nHead', 'nEmbd', 'nPositions', 'vocabSize'] as const).filter((k) => m[k] !== i[k]);
@@ -401,6 +459,23 @@ export async function listCheckpoints(root: string): Promise<{ dir: string; step
     .filter((m): m is RegExpExecArray => m !== null && existsSync(join(root, m[0], 'DONE')))
     .map((m) => ({ dir: join(resolve(root), m[0]), step: Number(m[1]) }))
     .sort((a, b) => b.step - a.step);
+}
+
+/** Bytes of an NCCL unique id (NCCL_UNIQUE_ID_BYTES). */
+export const NCCL_ID_BYTES = 128;
+
+/**
+ * A fresh NCCL unique id (256 hex digits), made on rank 0's worker and handed to every rank through the workflow.
+ * It names a bootstrap socket of THIS process, so rank 0 must train in the process that made it. Throws EngineError
+ * BAD_CONFIG on a build without the CUDA backend, DEVICE when libnccl cannot be loaded (naming where it looked).
+ */
+export function ncclUniqueId(): string {
+  const a = addon();
+  if (typeof a.ncclUniqueId !== 'function')
+    throw new EngineError('BAD_CONFIG', 'this engine addon predates multi-worker training (no ncclUniqueId)', undefined, undefined, 'rebuild it: npm run build:native');
+  const id = callSync(() => a.ncclUniqueId!());
+  if (!new RegExp(`^[0-9a-fA-F]{${2 * NCCL_ID_BYTES}}$`).test(id)) throw new EngineError('INTERNAL', `ncclUniqueId returned ${id.length} characters, expected ${2 * NCCL_ID_BYTES} hex digits`);
+  return id;
 }
 
 /** Whether the addon loads, and which backends it was built with. */

@@ -19,8 +19,10 @@ import {
   type TrainSummary,
 } from './messages.js';
 import { bookkeepingOptions, gpuOptions, prepareOptions, trainOptions, validateOptions } from './options.js';
+import { trainRanks, type RankLoop } from './ranks.js';
+import { usesRankPath } from '../configs/parallel.js';
 
-export async function finetune(input: unknown, carry?: FinetuneCarry & { run: ValidatedRun }): Promise<FinetuneReport> {
+export async function finetune(input: unknown, carry?: FinetuneCarry & { run: ValidatedRun; ranks?: Pick<RankLoop, 'restarts' | 'generation'> }): Promise<FinetuneReport> {
   const info = wf.workflowInfo();
   const startedAt = carry?.startedAtMs ?? Date.now();
   const stages = Object.fromEntries(STAGES.map((s) => [s, { status: 'pending' as StageStatus }])) as Progress['stages'];
@@ -36,6 +38,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   let stopRequested = carry?.stopRequested ?? false;
   let checkpointRequested = false;
   let segmentScope: wf.CancellationScope | null = null;
+  let rankPath = false; // multi-worker training: ranks stop only at segment ends (workflows/ranks.ts)
 
   // ---- messages ----
   wf.setHandler(progressQuery, (): Progress => {
@@ -57,6 +60,10 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
       (p.lastCheckpoint ? `, checkpoint @${p.lastCheckpoint.step}` : ''));
   });
   wf.setHandler(checkpointNowSignal, () => {
+    if (stage === 'train' && rankPath) {
+      notes.push('checkpoint now: with several workers the ranks checkpoint together at the end of the running segment');
+      return;
+    }
     if (stage !== 'train' || !segmentScope) return; // nothing to checkpoint outside training
     checkpointRequested = true;
     segmentScope.cancel(); // the segment checkpoints at the next step boundary, then training goes on
@@ -112,7 +119,32 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   let lastCheckpoint: CheckpointRef | null = carry?.lastCheckpoint ?? null;
   const root = wf.CancellationScope.current();
   try {
-    while (step < data.totalSteps && !stopRequested) {
+    if (usesRankPath(cfg)) {
+      rankPath = true;
+      const loop: RankLoop = { step, lastCheckpoint, restarts: carry?.ranks?.restarts ?? 0, generation: carry?.ranks?.generation ?? 0 };
+      const how = await trainRanks({
+        run, data, summary, notes,
+        stopRequested: () => stopRequested,
+        shouldContinueAsNew: () => wf.workflowInfo().continueAsNewSuggested || wf.workflowInfo().historyLength > cfg.temporal.continueAsNewAfterEvents,
+        onSegment: (s) => {
+          summary.steps = s;
+          summary.lastCheckpoint = loop.lastCheckpoint;
+          live = null;
+          wf.setCurrentDetails(`**train**: ${s}/${data.totalSteps} steps on ${loop.generation ? 'all ranks' : 'no ranks yet'}, loss ${summary.lastLoss?.toFixed(3) ?? '?'}`);
+        },
+      }, loop);
+      step = loop.step;
+      lastCheckpoint = loop.lastCheckpoint;
+      if (how === 'continue-as-new') {
+        leave('train', t0, 'running');
+        await wf.condition(wf.allHandlersFinished);
+        return await wf.continueAsNew<typeof finetune>(input, {
+          run, step, lastCheckpoint, train: summary, stageMs, notes, stopRequested, startedAtMs: startedAt,
+          ranks: { restarts: loop.restarts, generation: loop.generation },
+        });
+      }
+    }
+    while (!rankPath && step < data.totalSteps && !stopRequested) {
       const toStep = Math.min(data.totalSteps, step + cfg.training.segmentSteps);
       segmentScope = new wf.CancellationScope();
       checkpointRequested = false;

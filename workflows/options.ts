@@ -70,3 +70,24 @@ export function gpuOptions(t: Queues): ActivityOptions {
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   };
 }
+
+/**
+ * Multi-worker training: the rendezvous and one trainRank per worker, each on that worker's own queue. Never
+ * retried by Temporal: a lone rank cannot rejoin a communicator, so the workflow cancels every rank when one fails
+ * and restarts the group (new rendezvous, all ranks, same checkpoint), up to temporal.maxRestarts times.
+ * scheduleToStart bounds the wait for a worker that is not there (its peers would wait in the NCCL setup).
+ */
+export function rankOptions(t: Queues & { rankStartTimeoutSeconds: number }, queue: string): ActivityOptions {
+  return {
+    taskQueue: queue,
+    scheduleToStartTimeout: `${t.rankStartTimeoutSeconds}s`,
+    startToCloseTimeout: '24h',
+    heartbeatTimeout: `${t.heartbeatTimeoutSeconds}s`,
+    retry: { maximumAttempts: 1 },
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  };
+}
+
+export function rendezvousOptions(t: Queues & { rankStartTimeoutSeconds: number }, queue: string): ActivityOptions {
+  return { taskQueue: queue, scheduleToStartTimeout: `${t.rankStartTimeoutSeconds}s`, startToCloseTimeout: '2m', retry: { maximumAttempts: 1 } };
+}

@@ -31,6 +31,8 @@ export interface WorkerOptions {
   /** Queues to poll; the GPU queue (gpuQueue) gets activities only and one training task at a time. */
   queues?: string[];
   gpuQueue?: string;
+  /** Multi-worker training: this host's rank queue(s) (temporal.rankTaskQueues), served like the GPU queue. */
+  rankQueues?: string[];
   backend?: 'cpu' | 'cuda';
   /** Log level of the SDK runtime; `run` keeps it at WARN so the progress bars stay readable. */
   logLevel?: 'TRACE' | 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
@@ -52,7 +54,8 @@ export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
     runtimeInstalled = true;
   }
   const namespace = o.namespace ?? 'default';
-  const queues = o.queues ?? [TASK_QUEUE, GPU_TASK_QUEUE];
+  const rankQueues = o.rankQueues ?? [];
+  const queues = [...(o.queues ?? [TASK_QUEUE, GPU_TASK_QUEUE]), ...rankQueues.filter((r) => !(o.queues ?? []).includes(r))];
   const gpuQueue = o.gpuQueue ?? GPU_TASK_QUEUE;
   const connection = await NativeConnection.connect({ address: o.address });
   const client = await connectClient(o.address, namespace);
@@ -63,7 +66,7 @@ export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
   });
   const workers = await Promise.all(
     queues.map((taskQueue) =>
-      taskQueue === gpuQueue
+      taskQueue === gpuQueue || rankQueues.includes(taskQueue)
         ? Worker.create({
             connection, namespace, taskQueue, activities,
             // One training activity per GPU set; the live model stays in this process between segments.

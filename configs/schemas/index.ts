@@ -37,6 +37,11 @@ export const TemporalConfig = z
     rankTaskQueues: z.array(z.string().min(1)).min(1).optional(),
     /** Multi-worker training: how many times all ranks are restarted together after one fails, before the run fails. */
     maxRestarts: z.number().int().min(0).default(10),
+    /**
+     * Multi-worker training: how long a rank's activity may wait for its worker to pick it up. The other ranks wait
+     * for it inside the communicator setup, so a missing worker fails the group after this and it restarts.
+     */
+    rankStartTimeoutSeconds: z.number().positive().default(600),
   })
   .strict();
 
@@ -75,6 +80,13 @@ export const FinetuneConfig = z
     if (queues && new Set(queues).size !== queues.length)
       ctx.addIssue({ code: 'custom', path: ['temporal', 'rankTaskQueues'], message: 'every rank needs its own queue (a name is listed twice)' });
     const perWorker = p.devices === 'all' ? null : typeof p.devices === 'number' ? p.devices : p.devices.length;
+    const world = perWorker === null ? null : p.nodes * perWorker;
+    if (world !== null && world > 1 && c.training.gradAccumSteps % world !== 0)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['training', 'gradAccumSteps'],
+        message: `counts micro-batches over all ${world} GPUs (each takes every ${world}th): use a multiple of ${world}, e.g. ${Math.max(1, Math.round(c.training.gradAccumSteps / world)) * world}`,
+      });
     if (c.training.backend === 'cpu' && (p.nodes > 1 || (perWorker ?? 1) > 1))
       ctx.addIssue({
         code: 'custom',

@@ -7,7 +7,10 @@ export const TrainingConfig = z
     backend: z.enum(['auto', 'cpu', 'cuda']).default('auto'),
     /** Sequences per micro-batch per device (B). */
     microBatchSize: z.number().int().min(1).default(8),
-    /** Micro-batches accumulated into one optimizer step. */
+    /**
+     * Micro-batches accumulated into one optimizer step, counted over ALL GPUs: with N GPUs each takes every Nth,
+     * so it must be a multiple of N, and losses equal one-GPU training with the same value.
+     */
     gradAccumSteps: z.number().int().min(1).default(1),
     /** Optimizer steps; 0 = derive from `epochs`. */
     maxSteps: z.number().int().min(0).default(0),

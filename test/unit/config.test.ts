@@ -50,7 +50,7 @@ describe('FinetuneConfig', () => {
   });
 
   it('validates the parallel layout and names the field', () => {
-    const ok = parseConfig({ parallelism: { devices: [0, 2, 3], nodes: 2, zeroStage: 3, offload: { optimizer: 'cpu', delayedUpdate: true } } });
+    const ok = parseConfig({ training: { gradAccumSteps: 12 }, parallelism: { devices: [0, 2, 3], nodes: 2, zeroStage: 3, offload: { optimizer: 'cpu', delayedUpdate: true } } });
     expect(worldSizeOf(ok)).toBe(6);
     expect(usesRankPath(ok)).toBe(true);
     expect(rankQueuesOf(ok)).toEqual(['finetune-gpu-rank-0', 'finetune-gpu-rank-1']);
@@ -70,6 +70,7 @@ describe('FinetuneConfig', () => {
     bad({ parallelism: { devices: [0, 0] } }, /parallelism\.devices: each CUDA ordinal at most once/);
     bad({ parallelism: { devices: [] } }, /parallelism\.devices/);
     bad({ parallelism: { nodes: 2, devices: 'all' } }, /parallelism\.devices: with nodes 2 give a GPU count/);
+    bad({ training: { gradAccumSteps: 5 }, parallelism: { devices: 2, nodes: 2 } }, /training\.gradAccumSteps: counts micro-batches over all 4 GPUs .* use a multiple of 4, e\.g\. 4/);
     bad({ parallelism: { nodes: 2 }, temporal: { rankTaskQueues: ['a'] } }, /temporal\.rankTaskQueues: lists 1 queue but parallelism\.nodes is 2/);
     bad({ parallelism: { nodes: 2 }, temporal: { rankTaskQueues: ['a', 'a'] } }, /temporal\.rankTaskQueues: every rank needs its own queue/);
     bad({ training: { backend: 'cpu' }, parallelism: { devices: 2 } }, /parallelism\.devices: the cpu backend trains in one process/);
