@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 #include "config.h"
 #include "params.h"
 
@@ -87,6 +88,14 @@ struct BackendInfo {
   int num_threads = 1;
 };
 
+// ZeRO: one rank's shard of the fp32 master weights and AdamW moments, [range.begin, range.end) of the flat layout
+// (zero_shard(total, {rank, world_size})), for sharded checkpoints (zero_checkpoint.h).
+struct LocalShard {
+  int rank = 0, world_size = 1;
+  ShardRange range;
+  std::vector<float> params, m, v;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -132,6 +141,10 @@ class Backend {
 
   virtual MemoryReport memory() const = 0;
 
+  // ZeRO stages >= 1 on several ranks: the shards this process holds, one per local rank. Empty (the default):
+  // the state is not sharded, and checkpoints are written from get_params/get_optimizer_state.
+  virtual std::vector<LocalShard> local_shards() { return {}; }
+
  protected:
   StepOutput pending_;  // result of the default step_async
 };
@@ -151,6 +164,9 @@ std::unique_ptr<Backend> make_family_cpu_backend(const ModelConfig& model, const
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& model, const BackendOptions& opts);
 // Number of visible CUDA devices (0 when the driver has none); used for backend "auto" and engineAvailable().
 int cuda_device_count();
+// A fresh NCCL unique id (256 hex digits) for BackendOptions::nccl_id: made by one process (rank 0's) and handed
+// to every process of a multi-process / multi-host run. Loads NCCL (Device error naming where it looked if absent).
+std::string nccl_unique_id();
 #endif
 
 // Random GPT-2 init written into a flat host buffer (HF's _init_weights: N(0, 0.02) weights, residual

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace engine {
 
@@ -61,9 +62,15 @@ struct BackendOptions {
   std::string precision = "fp32";  // "fp32" | "bf16" (cpu: fp32 only)
   std::string recompute = "none";
   int device = 0;                  // CUDA ordinal
-  int zero_stage = 0;              // 0..3 (this issue: 0)
+  int zero_stage = 0;              // 0..3 (ZeRO: optimizer state / + gradients / + weights sharded over ranks)
   std::string offload = "none";    // "none" | "cpu"
+  // Data parallelism (cuda; engine/cuda/nccl_dp.cuh). world_size: ranks (GPUs) over all processes; rank: global
+  // rank of this process's FIRST local GPU; devices: the local CUDA ordinals this process drives, one engine
+  // thread each (empty = {device}); nccl_id: from nccl_unique_id() on one process, handed to every process (128
+  // raw bytes or 256 hex digits; empty = a single process driving all world_size GPUs).
   int world_size = 1, rank = 0;
+  std::vector<int> devices;
+  std::string nccl_id;
   int num_threads = 0;             // cpu: OpenMP/BLAS threads, 0 = all cores
 };
 

@@ -7,6 +7,7 @@
 #include "families.h"
 #include "lr_schedule.h"
 #include "safetensors.h"
+#include "zero_checkpoint.h"  // sharded (ZeRO) checkpoints
 
 namespace engine {
 
@@ -254,14 +255,22 @@ CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string
   st.cursor = loader_.shards.empty() ? pending_cursor_ : loader_.cursor;
   st.data = data_sig_;
   const ParamLayout& layout = backend_->layout();
+  st.config_json = config_json_;
+  st.extra_json = extra_json.empty() ? "{}" : extra_json;
+  st.backend = backend_->info().name;
+  // ZeRO on several GPUs of this process: every rank's shard goes to its own file, written in parallel
+  // (zero_checkpoint.h); loading re-shards to any GPU count. Otherwise (and across processes) one state.bin.
+  std::vector<LocalShard> shards = backend_->local_shards();
+  if (!shards.empty() && (int)shards.size() == shards[0].world_size) {
+    std::vector<RankShard> rs(shards.size());
+    for (const LocalShard& s : shards) rs.at(s.rank) = {s.range, s.params.data(), s.m.data(), s.v.data()};
+    return sharded_checkpoint_save(dir, st, rs);
+  }
   st.params.resize(layout.total);
   st.m.resize(layout.total);
   st.v.resize(layout.total);
   backend_->get_params(st.params.data());
   backend_->get_optimizer_state(st.m.data(), st.v.data());
-  st.config_json = config_json_;
-  st.extra_json = extra_json.empty() ? "{}" : extra_json;
-  st.backend = backend_->info().name;
   return checkpoint_save(dir, st, layout);
 }
 

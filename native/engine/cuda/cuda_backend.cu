@@ -24,6 +24,7 @@
 #include "flash_attention_v1.cuh"  // its first version (ENGINE_CUDA_ATTENTION=flash1, A/B only)
 #include "layernorm.cuh"    // layernorm forward / backward
 #include "matmul.cuh"       // cuBLASLt linear layers
+#include "nccl_dp.cuh"      // several GPUs: one replica + thread per GPU, NCCL communicators
 #include "train_state.cuh"  // weights, grads, AdamW, ZeRO, memory accounting (family-independent)
 
 namespace cudabk {
@@ -381,6 +382,7 @@ class CudaBackend final : public Backend {
   void set_optimizer_state(const float* m, const float* v) override { st->set_optimizer_state(m, v); }
 
   void zero_grad() override { st->zero_grad(); }
+  std::vector<LocalShard> local_shards() override { return st->local_shards(); }
 
   // Queue one micro-batch (forward, classifier, backward) whose tokens were staged at pinned + off; the loss sum
   // is added to dscal[0] on the device. No host synchronisation.
@@ -592,7 +594,22 @@ class CudaBackend final : public Backend {
 namespace engine {
 
 std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig&, const BackendOptions&);  // family_backend.cu
+// one GPT-2 replica (one GPU); comm = its NCCL communicator when several GPUs train together
+static std::unique_ptr<Backend> make_gpt2_replica(const ModelConfig& model, const BackendOptions& opts, cudabk::nccl::Comm comm) {
+  if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts, comm);
+  if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts, comm);
+  ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
+}
+
+std::string nccl_unique_id() {
+  cudabk::nccl::UniqueId id;
+  NCCL_CHECK(cudabk::nccl::api().GetUniqueId(&id), nullptr);
+  return cudabk::nccl::to_hex(id);
+}
+
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
+  if (cudabk::wants_data_parallel(opts) && model.family == "gpt2")  // several GPUs and/or processes
+    return cudabk::make_data_parallel(model, opts, make_gpt2_replica);
   if (model.family != "gpt2") return make_family_cuda_backend(model, opts);  // llama, gpt_neox, gptj
   if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts);
   if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts);

@@ -431,6 +431,17 @@ class TrainState {
     if (v) CUDA_CHECK(cudaMemcpy(v, adam_v, n * 4, cudaMemcpyDeviceToHost));
   }
 
+  // Sharded checkpoints: this rank's shard, when the state is sharded over several ranks (else empty).
+  std::vector<LocalShard> local_shards() {
+    if (stage_ == 0 || W_ == 1) return {};
+    LocalShard sh;
+    sh.rank = r_, sh.world_size = W_, sh.range = shard();
+    sh.params.resize(sh.range.size()), sh.m.resize(sh.range.size()), sh.v.resize(sh.range.size());
+    join_comm_();
+    get_shard(sh.params.data(), sh.m.data(), sh.v.data());
+    return {std::move(sh)};
+  }
+
   // Fills the model-state part of a MemoryReport (the model adds activations and its own buffers).
   void fill(MemoryReport& r) const {
     r.params_bytes = bytes_params;
