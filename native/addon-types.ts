@@ -54,7 +54,9 @@ export interface NativeEngine {
   gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }>;
   getParams(): Promise<Float32Array>;
   layout(): { name: string; shape: number[]; offset: number; numel: number }[];
-  memoryReport(): { paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number; totalBytes: number; deviceTotalBytes?: number };
+  memoryReport(): { paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number;
+    buffersBytes?: number; totalBytes: number; deviceTotalBytes?: number; zeroStage?: number; worldSize?: number;
+    formulaBytes?: number; formulaPaperBytes?: number };
   dispose(): void;
 }
 

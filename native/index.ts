@@ -2,7 +2,7 @@
 // Every slow call runs on a native worker thread and returns a promise, so the event loop (and Temporal
 // heartbeats) stay free during training. Errors are EngineErrors with a code, the native file:line and a hint,
 // on top of the JavaScript stack of the call that failed.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
@@ -46,9 +46,18 @@ export interface EngineInfo {
   bosTokenId?: number; eosTokenId?: number;
 }
 
+/**
+ * Bytes held per device (several GPUs: the largest rank's) as of the last completed call; the cpu backend reports
+ * host memory. `formulaBytes` is the model-state formula for this ZeRO stage and world size with the engine's own
+ * gradient precision, `formulaPaperBytes` with the ZeRO paper's 2-byte gradients (compare with params + grads +
+ * optimizer).
+ */
 export interface MemoryReport {
   paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number;
+  /** ZeRO communication buffers: gradient buckets (stage >= 2), gathered layers (stage 3). */
+  buffersBytes: number;
   totalBytes: number; deviceTotalBytes?: number;
+  zeroStage: number; worldSize: number; formulaBytes?: number; formulaPaperBytes?: number;
 }
 
 export interface TrainResult { step: number; losses: number[]; tokens: number; tokensPerSec: number; aborted: boolean }
@@ -116,21 +125,8 @@ function addon(): NativeAddon {
 function resolveBackend(cfg: FinetuneConfig, want?: 'cpu' | 'cuda'): 'cpu' | 'cuda' {
   const b = want ?? cfg.training.backend;
   if (b !== 'auto') return b;
-  // The cuda backend implements GPT-2 only so far (native/README.md, "Model families"): other families run on cpu.
-  if (effectiveFamily(cfg) !== 'gpt2') return 'cpu';
   const info = addon().buildInfo();
   return info.backends.includes('cuda') && info.cudaDevices > 0 ? 'cuda' : 'cpu';
-}
-
-/** model.family, or for a pretrained model the model_type of its config.json (the engine reads it the same way). */
-function effectiveFamily(cfg: FinetuneConfig): string {
-  if (cfg.model.init !== 'pretrained' || !cfg.model.path) return cfg.model.family;
-  try {
-    const j = JSON.parse(readFileSync(join(resolve(cfg.model.path), 'config.json'), 'utf8')) as { model_type?: unknown };
-    return typeof j.model_type === 'string' ? j.model_type : 'gpt2';
-  } catch {
-    return 'gpt2';  // the engine reports the unreadable config.json with its own error
-  }
 }
 
 /** Family fields of model.* for the engine; unset ones keep the family's default (native/engine/families.cpp). */
@@ -355,7 +351,8 @@ export class Engine {
 
   /** Host memory held by the engine (cpu) or device memory (cuda), as of the last completed call. */
   memoryReport(): MemoryReport {
-    return this.#n().memoryReport();
+    const r = this.#n().memoryReport();
+    return { ...r, buffersBytes: r.buffersBytes ?? 0, zeroStage: r.zeroStage ?? this.info.zeroStage, worldSize: r.worldSize ?? this.info.worldSize };
   }
 
   // ---- parity/test helpers (not part of the workflow API) ----

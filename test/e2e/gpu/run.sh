@@ -4,6 +4,8 @@
 # and a GPU worker (`finetune worker --queues finetune-gpu --backend cuda`) as separate processes, the run started
 # with `finetune start` and followed with `finetune status`. Midway the GPU worker is SIGKILLed and a new one
 # started: the run must resume from its last checkpoint on the GPU. Logs and the report go to $OUT.
+# Then (E2E_PHASE2=1, the default) test/e2e/gpu/families-zero.sh: a Llama made by transformers, optimizer offload,
+# ZeRO over every GPU, and two worker processes joined through the workflow's rendezvous (>= 2 GPUs).
 set -uo pipefail
 OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"
 source .ft-kit/setup.sh
@@ -60,3 +62,8 @@ ids = tok("Call me Ishmael.", return_tensors="pt").input_ids
 out = m.generate(ids, max_new_tokens=20, do_sample=False)
 print("transformers loads the export:", type(m).__name__, sum(p.numel() for p in m.parameters()), "params:", repr(tok.decode(out[0])))
 PY
+if [ "${E2E_PHASE2:-1}" = 1 ]; then
+  echo "== phase 2: families, offload, ZeRO, multi-worker ranks ($(( $(date +%s) - t0 ))s so far)"
+  OUT="$OUT" bash test/e2e/gpu/families-zero.sh; p2=$?
+  echo "phase 2 exit $p2 after $(( $(date +%s) - t0 ))s"; exit $p2
+fi
