@@ -413,6 +413,9 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     }
     if (m.bos_token_id >= 0) o.Set("bosTokenId", (double)m.bos_token_id);
     if (m.eos_token_id >= 0) o.Set("eosTokenId", (double)m.eos_token_id);
+    // the effective parallel layout, as the backend reports it in its memory accounting
+    o.Set("zeroStage", h->mem.zero_stage);
+    o.Set("worldSize", h->mem.world_size);
     return o;
   }
 
@@ -547,8 +550,13 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     o.Set("optimizerBytes", (double)m.optimizer_bytes);
     o.Set("activationsBytes", (double)m.activations_bytes);
     o.Set("otherBytes", (double)m.other_bytes);
+    o.Set("buffersBytes", (double)m.buffers_bytes);
     o.Set("totalBytes", (double)m.total());
     if (m.device_total_bytes) o.Set("deviceTotalBytes", (double)m.device_total_bytes);
+    o.Set("zeroStage", m.zero_stage);
+    o.Set("worldSize", m.world_size);
+    if (m.formula_bytes) o.Set("formulaBytes", (double)m.formula_bytes);
+    if (m.formula_paper_bytes) o.Set("formulaPaperBytes", (double)m.formula_paper_bytes);
     return o;
   }
 
@@ -627,6 +635,24 @@ Napi::Value EstimateMemory(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// ncclUniqueId(): a fresh NCCL unique id (256 hex digits) made in THIS process, which must then host rank 0.
+// NCCL is dlopen-ed by the cuda backend (engine/cuda/nccl.cuh), so only a build without it cannot make one.
+Napi::Value NcclUniqueId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#ifdef ENGINE_HAVE_CUDA
+  std::string id;
+  ErrorInfo e;
+  if (!capture_errors(e, [&] { id = engine::nccl_unique_id(); })) throw make_error(env, e);
+  return Napi::String::New(env, id);
+#else
+  ErrorInfo e{"BAD_CONFIG",
+              "this engine was built without the cuda backend, so it has no NCCL: multi-worker training "
+              "(parallelism.nodes > 1) needs a CUDA build with libnccl on every GPU host",
+              ENGINE_FILE_, "build on a GPU host with nvcc and cuBLAS (npm run build:native; ENGINE_CUDA=1)", __LINE__, -1};
+  throw make_error(env, e);
+#endif
+}
+
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("backends", engine::compiled_backends());
@@ -652,6 +678,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("verifyCheckpoint", Napi::Function::New(env, VerifyCheckpoint));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("estimateMemory", Napi::Function::New(env, EstimateMemory));
+  exports.Set("ncclUniqueId", Napi::Function::New(env, NcclUniqueId));
   return exports;
 }
 

@@ -72,6 +72,64 @@ static void read_family_options(Napi::Env env, Napi::Object m, engine::ModelConf
   if (has("eosTokenId")) c.eos_token_id = (int64_t)num(env, m, "eosTokenId", "model.", 0, 1 << 30, true);
 }
 
+// Multi-GPU fields of BackendOptions (config.h: devices, nccl_id, offload_delayed), set through overloads that
+// exist only when the member does, so the binding compiles against an engine with or without them. A request
+// the engine cannot take is an error, never dropped.
+template <typename B>
+static auto set_devices(B& b, const std::vector<int>& d, int) -> decltype((void)(b.devices = d), true) {
+  b.devices = d;
+  return true;
+}
+template <typename B>
+static bool set_devices(B&, const std::vector<int>& d, long) { return d.size() <= 1; }
+template <typename B>
+static auto set_nccl_id(B& b, const std::string& id, int) -> decltype((void)(b.nccl_id = id), true) {
+  b.nccl_id = id;
+  return true;
+}
+template <typename B>
+static bool set_nccl_id(B&, const std::string& id, long) { return id.empty(); }
+template <typename B>
+static auto set_delayed(B& b, bool v, int) -> decltype((void)(b.offload_delayed = v), true) {
+  b.offload_delayed = v;
+  return true;
+}
+template <typename B>
+static bool set_delayed(B&, bool v, long) { return !v; }
+
+static void read_parallel_options(Napi::Env env, Napi::Object b, engine::BackendOptions& o) {
+  std::vector<int> devices;
+  Napi::Value dv = b.Get("devices");
+  if (!dv.IsUndefined() && !dv.IsNull()) {
+    if (!dv.IsArray()) bad(env, "backend.devices", "expected an array of CUDA ordinals");
+    Napi::Array a = dv.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value e = a.Get(i);
+      double d = e.IsNumber() ? e.As<Napi::Number>().DoubleValue() : -1;
+      if (d < 0 || d > 1023 || d != std::floor(d)) bad(env, "backend.devices", "element " + std::to_string(i) + " is not a CUDA ordinal");
+      devices.push_back((int)d);
+    }
+    if (devices.empty()) bad(env, "backend.devices", "expected at least one CUDA ordinal");
+    o.device = devices[0];
+    if (o.rank + (int)devices.size() > o.world_size)
+      bad(env, "backend.devices", std::to_string(devices.size()) + " local GPUs from rank " + std::to_string(o.rank) +
+                                      " do not fit worldSize " + std::to_string(o.world_size));
+  }
+  std::string id;
+  if (b.Get("ncclId").IsString()) {
+    id = b.Get("ncclId").As<Napi::String>().Utf8Value();
+    if (id.size() != 256 || id.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+      bad(env, "backend.ncclId", "expected the 256 hex digits ncclUniqueId() returned on rank 0");
+  }
+  bool delayed = b.Get("delayedUpdate").IsBoolean() && b.Get("delayedUpdate").As<Napi::Boolean>().Value();
+  if (delayed && o.offload != "cpu") bad(env, "backend.delayedUpdate", "needs offload 'cpu'");
+  if (!set_devices(o, devices, 0))
+    bad(env, "backend.devices", "this engine build drives one GPU per process (no BackendOptions::devices)");
+  if (!set_nccl_id(o, id, 0)) bad(env, "backend.ncclId", "this engine build has no multi-process support (no BackendOptions::nccl_id)");
+  if (!set_delayed(o, delayed, 0))
+    bad(env, "parallelism.offload.delayedUpdate", "this engine build does not implement the delayed update yet (no BackendOptions::offload_delayed)");
+}
+
 CreateOptions read_create_options(Napi::Env env, Napi::Value v) {
   if (!v.IsObject()) bad(env, "(options)", "expected an object");
   Napi::Object o = v.As<Napi::Object>();
@@ -115,6 +173,9 @@ CreateOptions read_create_options(Napi::Env env, Napi::Value v) {
   c.backend.world_size = (int)num(env, b, "worldSize", "backend.", 1, 1 << 20, true);
   c.backend.rank = (int)num(env, b, "rank", "backend.", 0, 1 << 20, true);
   c.backend.num_threads = (int)num(env, b, "threads", "backend.", 0, 4096, true);
+  if (c.backend.rank >= c.backend.world_size)
+    bad(env, "backend.rank", "rank " + std::to_string(c.backend.rank) + " outside worldSize " + std::to_string(c.backend.world_size));
+  read_parallel_options(env, b, c.backend);
   if (o.Get("hfDir").IsString()) c.hf_dir = o.Get("hfDir").As<Napi::String>().Utf8Value();
   if (o.Get("checkpointDir").IsString()) c.checkpoint_dir = o.Get("checkpointDir").As<Napi::String>().Utf8Value();
   if (o.Get("configJson").IsString()) c.config_json = o.Get("configJson").As<Napi::String>().Utf8Value();
