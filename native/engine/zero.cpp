@@ -46,11 +46,12 @@ std::pair<int, int> tensor_ranks(const ParamLayout& layout, const std::string& n
   return {(int)(t.offset / S), (int)((t.offset + t.numel - 1) / S)};
 }
 
-ModelStateBytes zero_model_state_bytes(size_t n, int stage, int world_size, bool bf16, bool offload, size_t align) {
+ModelStateBytes zero_model_state_bytes(size_t n, int stage, int world_size, bool bf16, bool offload, size_t align,
+                                       size_t grad_bytes) {
   ZeroConfig{0, world_size, stage}.validate();
   const size_t S = zero_shard_size(n, world_size, align);
   const size_t P = bf16 ? 2 : 4;                  // bytes of the weights the forward reads
-  const size_t G = bf16 ? 2 : 4;                  // gradient bytes
+  const size_t G = grad_bytes ? grad_bytes : P;   // gradient bytes (the paper: as the weights)
   const size_t M = bf16 ? 4 : 0;                  // fp32 master (fp32 training: the params are the master)
   const size_t opt_n = stage >= 1 ? S : n;        // optimizer state: sharded from stage 1
   const size_t grad_n = stage >= 2 ? S : n;       // gradients: reduce-scattered from stage 2
@@ -119,27 +120,35 @@ MemoryEstimate estimate_memory(const MemoryRequest& req) {
   e.req = req;
   e.n_params = layout.total;
   e.shard_elems = zero_shard_size(layout.total, world_size);
-  e.state = zero_model_state_bytes(layout.total, stage, world_size, bf16, offload);
+  // what the cuda backend allocates: fp32 gradients (exact accumulation over micro-batches) in both precisions
+  e.state = zero_model_state_bytes(layout.total, stage, world_size, bf16, offload, ZERO_ALIGN, ENGINE_GRAD_BYTES);
+  e.state_paper = zero_model_state_bytes(layout.total, stage, world_size, bf16, offload);
   e.activations = activation_bytes(m, B, T, bf16, recompute);
-  // Buffers: tokens + targets (int32) and scalars; stage >= 2 reduce-scatters gradients one layer at a time
-  // (a full-size bucket for the largest unit); stage 3 also holds two gathered units (current + prefetch) and
-  // their gradients before the reduce-scatter. The gather unit is one block, or the embeddings.
-  size_t unit = 0, first_block = layout.total, last_block = 0;
+  // Buffers (engine/cuda/train_state.cuh): tokens + targets (int32) and scalars; from stage 2 every unit's
+  // gradients go through an fp32 bucket that is reduced to the owning ranks while the backward goes on: two
+  // rotating buckets of one block, plus one for each persistent unit (embeddings, final norm and head); stage 3
+  // also gathers weights into the same set of buffers in the compute dtype (current block + prefetch).
+  size_t first_block = layout.total, block_end = 0, end0 = 0;
   for (const auto& t : layout.tensors) {
-    if (t.name.find(".h.0.") != std::string::npos || t.name.find(".layers.0.") != std::string::npos)
-      first_block = std::min(first_block, t.offset), last_block = std::max(last_block, t.offset + t.numel);
-    unit = std::max(unit, t.numel);  // embeddings (and untied heads) are gathered as their own unit
+    const std::string& nm = t.name;
+    if (nm.find(".h.0.") != std::string::npos || nm.find(".layers.0.") != std::string::npos)
+      first_block = std::min(first_block, t.offset), end0 = std::max(end0, t.offset + t.numel);
+    if (nm.find(".h.") != std::string::npos || nm.find(".layers.") != std::string::npos)
+      block_end = std::max(block_end, t.offset + t.numel);
   }
-  if (last_block > first_block) unit = std::max(unit, last_block - first_block);
+  const size_t block = end0 > first_block ? end0 - first_block : 0;
+  const size_t persistent = block_end > first_block ? layout.total - (block_end - first_block) : layout.total;
   const size_t E = bf16 ? 2 : 4;
   e.buffers = 2 * B * T * 4 + 4096;
-  if (world_size > 1 && stage >= 2) e.buffers += unit * E;
-  if (world_size > 1 && stage >= 3) e.buffers += 2 * unit * E;
+  if (stage >= 2) e.buffers += (2 * block + persistent) * ENGINE_GRAD_BYTES;
+  if (stage >= 3) e.buffers += (2 * block + persistent) * E;
   e.device_total = e.state.device() + e.activations + e.buffers;
   e.host_total = e.state.host;
   const char* f[4] = {"16Ψ", "4Ψ + 12Ψ/N", "2Ψ + 14Ψ/N", "16Ψ/N"};
-  e.formula = std::string(f[stage]) + (bf16 ? "" : " (fp32: 4+4+8 bytes)") +
-              (offload ? "; offload: 12Ψ/N optimizer state and master weights on the host" : "");
+  const char* ours[4] = {"18Ψ", "6Ψ + 12Ψ/N", "2Ψ + 16Ψ/N", "18Ψ/N"};
+  e.formula = bf16 ? std::string(ours[stage]) + " (fp32 gradients; the ZeRO paper's 2-byte gradients: " + f[stage] + ")"
+                   : std::string(f[stage]) + " (fp32: 4+4+8 bytes)";
+  if (offload) e.formula += "; offload: master weights and moments (12Ψ/N) on the host";
   return e;
 }
 

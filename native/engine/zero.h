@@ -53,8 +53,12 @@ struct ModelStateBytes {
   size_t host = 0;                                         // pinned host memory (offload)
   size_t device() const { return params + grads + master + moments; }
 };
+// grad_bytes: 0 = the paper's (as the weights: 2 with bf16); ENGINE_GRAD_BYTES = what the cuda backend holds.
 ModelStateBytes zero_model_state_bytes(size_t n_params, int stage, int world_size, bool bf16, bool offload,
-                                       size_t align = ZERO_ALIGN);
+                                       size_t align = ZERO_ALIGN, size_t grad_bytes = 0);
+// The cuda backend accumulates gradients in fp32 (exact over micro-batches, and what the reductions sum), so its
+// model state is 2 bytes per gradient element above the paper's with bf16: 18Ψ, 6Ψ + 12Ψ/N, 2Ψ + 16Ψ/N, 18Ψ/N.
+constexpr size_t ENGINE_GRAD_BYTES = 4;
 
 // What is being estimated: the settings a FinetuneConfig resolves to.
 struct MemoryRequest {
@@ -69,7 +73,8 @@ struct MemoryRequest {
 struct MemoryEstimate {
   MemoryRequest req;
   size_t n_params = 0, shard_elems = 0;
-  ModelStateBytes state;
+  ModelStateBytes state;        // what the engine allocates (fp32 gradients)
+  ModelStateBytes state_paper;  // the ZeRO paper's formula (gradients in the weights' dtype), for reference
   size_t activations = 0;  // training activations for (B, T), the cuda backend's ensure_acts layout
   size_t buffers = 0;      // ZeRO communication buffers (gathered layer / bucket), tokens, scalars
   size_t device_total = 0, host_total = 0;

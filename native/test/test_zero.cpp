@@ -132,7 +132,8 @@ TEST(zero_estimate_activations_and_advice) {
   const double per_layer = (double)N * (16 * C * 2 + 4 * 4 + 12 * 4);
   CHECK(none.activations > L * per_layer && none.activations < L * per_layer * 1.6);
   CHECK(none.device_total == none.state.device() + none.activations + none.buffers);
-  CHECK(none.state.device() == 16 * none.n_params);
+  CHECK(none.state.device() == 18 * none.n_params);        // the engine's fp32 gradients
+  CHECK(none.state_paper.device() == 16 * none.n_params);  // the paper's 16Ψ
   // fp32 without flash attention stores (NH, T, T) probabilities per layer
   q.recompute = "none"; q.precision = "fp32";
   CHECK(estimate_memory(q).activations > L * 12 * (size_t)4 * 1024 * 1024 * 4);
