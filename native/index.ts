@@ -204,6 +204,29 @@ function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par?: Paral
   };
 }
 
+/**
+ * A cuda OUT_OF_MEMORY gains the pre-flight estimate for this config (engine/zero.h) and, when the engine's message
+ * names the GPU's size ("... of 79.19 GiB in use"), the verdict's advice: what to change so it fits. Exported for tests.
+ */
+export function withEstimate(e: unknown, cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par: ParallelOptions): never {
+  if (!(e instanceof EngineError) || e.code !== 'OUT_OF_MEMORY' || backend !== 'cuda') throw e;
+  try {
+    const est = estimateMemory(cfg, { worldSize: par.worldSize });
+    const GiB = 2 ** 30, d = est.device;
+    let more = `\n  pre-flight estimate (${est.formula}): ${(d.total / GiB).toFixed(2)} GiB per GPU = model states ` +
+      `${((d.params + d.grads + d.master + d.moments) / GiB).toFixed(2)} + activations ${(d.activations / GiB).toFixed(2)} + buffers ${(d.buffers / GiB).toFixed(2)} GiB`;
+    const total = /of ([\d.]+) GiB in use/.exec(e.message);
+    if (total) {
+      const v = est.fits(Number(total[1]) * GiB);
+      if (!v.ok && v.advice) more += `\n  ${v.advice}`;
+    }
+    e.message += more;
+  } catch {
+    /* the estimate itself failed: keep the engine's error as it is */
+  }
+  throw e;
+}
+
 function shardsToNative(shards: ShardData[]): NativeShard[] {
   return shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels }));
 }
@@ -240,7 +263,7 @@ export class Engine {
       if (!cfg.model.path) throw new EngineError('BAD_CONFIG', "model.init 'pretrained' needs model.path");
       o.hfDir = resolve(cfg.model.path);
     }
-    const native = await call(() => addon().createEngine(o));
+    const native = await call(() => addon().createEngine(o)).catch((e: unknown) => withEstimate(e, cfg, backend, par));
     return new Engine(native, cfg, par);
   }
 
@@ -250,7 +273,7 @@ export class Engine {
     const par = opts.parallel ?? singleWorker(cfg, backend);
     const o = nativeOptions(cfg, backend, par);
     o.checkpointDir = resolve(dir);
-    const native = await call(() => addon().createEngine(o));
+    const native = await call(() => addon().createEngine(o)).catch((e: unknown) => withEstimate(e, cfg, backend, par));
     const e = new Engine(native, cfg, par);
     if (cfg.model.init === 'random') {
       const m = cfg.model, i = e.info;

@@ -2,7 +2,8 @@
 // missing, parallel options are checked before the engine sees them, the cpu backend refuses several ranks, and
 // info/memoryReport carry the effective layout.
 import { describe, expect, it } from 'vitest';
-import { Engine, EngineError, engineAvailable, ncclUniqueId, type ParallelOptions } from '../../native/index.js';
+import { parseConfig } from '../../configs/index.js';
+import { Engine, EngineError, engineAvailable, ncclUniqueId, withEstimate, type ParallelOptions } from '../../native/index.js';
 import { tinyConfig } from './helpers.js';
 
 const hasCuda = engineAvailable().backends.includes('cuda');
@@ -53,5 +54,23 @@ describe('multi-worker engine options', () => {
     } finally {
       e.dispose();
     }
+  });
+
+  it('a cuda OUT_OF_MEMORY carries the pre-flight estimate and what to change', () => {
+    const cfg = parseConfig({ preprocess: { blockSize: 1024 }, model: { nLayer: 48, nHead: 25, nEmbd: 1600, nPositions: 1024 },
+      training: { backend: 'cuda', microBatchSize: 32 } });
+    const oom = () => new EngineError('OUT_OF_MEMORY', 'out of GPU memory allocating activations (12.00 GiB): 70.10 of 79.19 GiB in use on NVIDIA H100 80GB HBM3');
+    let err: EngineError | undefined;
+    try {
+      withEstimate(oom(), cfg, 'cuda', { worldSize: 1, rankOffset: 0, devices: [0] });
+    } catch (e) {
+      err = e as EngineError;
+    }
+    expect(err?.code).toBe('OUT_OF_MEMORY');
+    expect(err?.message).toMatch(/pre-flight estimate \(1[68]Ψ.*\): [\d.]+ GiB per GPU = model states [\d.]+ \+ activations [\d.]+ \+ buffers/);
+    expect(err?.message).toMatch(/79\.19 GiB available; to fit: set training\.recompute to 'gelu-layernorm'/);
+    // other errors, and the cpu backend, pass through untouched
+    const other = new EngineError('IO', 'disk full');
+    expect(() => withEstimate(other, cfg, 'cuda', { worldSize: 1, rankOffset: 0, devices: [0] })).toThrow(/^disk full$/);
   });
 });
