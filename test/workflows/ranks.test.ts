@@ -186,6 +186,8 @@ describe('two workers, each on its own queue', () => {
       const handle = await h.client.workflow.start('finetune', { taskQueue: 'finetune', workflowId: 'ranks-two', args: [config('two')] });
       const report = await resultOf('ranks-two');
       await keep('ranks-two');
+      // the Web UI / `finetune status` memo names the layout (and, where the addon loads, the memory estimate)
+      expect((await handle.describe()).memo?.config).toMatchObject({ parallelism: 'ZeRO-3, no offload, 2 workers x 4 GPUs = 8 ranks', memory: expect.stringMatching(/GiB per GPU/) });
       // one rendezvous per generation, always on rank 0's worker
       expect(c.log.rendezvous).toEqual([{ host: 'host-0', generation: 1 }, { host: 'host-0', generation: 2 }]);
       const seen = c.log.ranks.map((r) => [r.host, r.rank, r.nodes, r.group.generation, r.fromStep, r.toStep, r.resumeFrom?.step ?? null, r.outcome]);
