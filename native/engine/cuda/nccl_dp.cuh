@@ -10,6 +10,7 @@
 // with the same micro-batches. Evaluation and generation run on local replica 0 (at ZeRO-3 on all replicas,
 // which must take part in the weight gathers) and every process computes the same result.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <functional>
@@ -26,7 +27,9 @@ using namespace engine;
 // One thread bound to one GPU; jobs run in order. wait() rethrows the first failure.
 class GpuWorker {
  public:
-  explicit GpuWorker(int device) : dev_(device), th_([this] { loop_(); }) {}
+  // on_error runs on the worker thread when a job throws (DataParallel aborts the communicators there, so the
+  // other GPUs' threads, blocked in a collective that will never complete, return instead of hanging)
+  GpuWorker(int device, std::function<void()> on_error) : dev_(device), on_error_(std::move(on_error)), th_([this] { loop_(); }) {}
   ~GpuWorker() {
     { std::lock_guard<std::mutex> g(m_); stop_ = true; }
     cv_.notify_all();
@@ -44,6 +47,7 @@ class GpuWorker {
 
  private:
   int dev_;
+  std::function<void()> on_error_;
   std::mutex m_;
   std::condition_variable cv_, done_;
   std::vector<std::function<void()>> q_;
@@ -66,8 +70,11 @@ class GpuWorker {
         if (!dev_ok) CUDA_CHECK(cudaSetDevice(dev_));
         f();
       } catch (...) {
-        std::lock_guard<std::mutex> g(m_);
-        if (!err_) err_ = std::current_exception();
+        {
+          std::lock_guard<std::mutex> g(m_);
+          if (!err_) err_ = std::current_exception();
+        }
+        if (on_error_) on_error_();
       }
       { std::lock_guard<std::mutex> g(m_); busy_--; }
       done_.notify_all();
@@ -107,6 +114,16 @@ class DataParallel final : public Backend {
       id = nccl::from_hex(o.nccl_id);
     }
     comms_.assign(G_, nullptr);
+    // NCCL's own device memory (channels, connection buffers) is measured around the initialisation and reported
+    // in MemoryReport::other_bytes. Connections are made at init, not lazily at the first collective of each
+    // algorithm (NCCL_RUNTIME_CONNECT=0 unless the user set it), so that number is the whole of it.
+    setenv("NCCL_RUNTIME_CONNECT", "0", 0);
+    std::vector<size_t> free0(G_, 0);
+    for (int i = 0; i < G_; i++) {
+      size_t tot = 0;
+      CUDA_CHECK(cudaSetDevice(devs[i]));
+      CUDA_CHECK(cudaMemGetInfo(&free0[i], &tot));
+    }
     // one group for all local GPUs: NCCL needs that when one thread initialises several ranks
     NCCL_CHECK(a.GroupStart(), nullptr);
     for (int i = 0; i < G_; i++) {
@@ -114,7 +131,15 @@ class DataParallel final : public Backend {
       NCCL_CHECK(a.CommInitRank(&comms_[i], W_, id, r0_ + i), nullptr);
     }
     NCCL_CHECK(a.GroupEnd(), nullptr);
-    for (int i = 0; i < G_; i++) workers_.push_back(std::make_unique<GpuWorker>(devs[i]));
+    nccl_bytes_.assign(G_, 0);
+    for (int i = 0; i < G_; i++) {
+      size_t fr = 0, tot = 0;
+      CUDA_CHECK(cudaSetDevice(devs[i]));
+      CUDA_CHECK(cudaDeviceSynchronize());
+      CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+      nccl_bytes_[i] = free0[i] > fr ? free0[i] - fr : 0;
+    }
+    for (int i = 0; i < G_; i++) workers_.push_back(std::make_unique<GpuWorker>(devs[i], [this] { abort_(); }));
     reps_.resize(G_);
     all_([&](int i) {
       BackendOptions oi = o;
@@ -132,7 +157,8 @@ class DataParallel final : public Backend {
     for (int i = 0; i < G_ && i < (int)reps_.size(); i++) workers_[i]->post([this, i] { reps_[i].reset(); });
     for (auto& w : workers_) try { w->wait(); } catch (...) {}
     const nccl::Api& a = nccl::api();
-    for (nccl::Comm c : comms_) if (c) a.CommDestroy(c);
+    if (!aborted_)
+      for (nccl::Comm c : comms_) if (c) a.CommDestroy(c);
     workers_.clear();
   }
 
@@ -176,6 +202,7 @@ class DataParallel final : public Backend {
                  "of micro-batches per step)",
                  "%zu micro-batches per step cannot be split evenly over %d GPUs", n, W_);
     const size_t k = n / (size_t)W_;
+    check_usable_();
     outs_.assign(G_, StepOutput{});
     for (int i = 0; i < G_; i++) {
       const Batch* mine = micro + (size_t)(r0_ + i) * k;
@@ -216,6 +243,7 @@ class DataParallel final : public Backend {
     std::vector<MemoryReport> r(G_);
     all_([&](int i) { r[i] = reps_[i]->memory(); });
     size_t best = 0;
+    for (int i = 0; i < G_; i++) r[i].other_bytes += nccl_bytes_[i];  // NCCL's buffers, measured at init
     for (int i = 1; i < G_; i++) if (r[i].total() > r[best].total()) best = i;
     return r[best];
   }
@@ -228,6 +256,25 @@ class DataParallel final : public Backend {
   std::vector<std::unique_ptr<Backend>> reps_;
   std::vector<StepOutput> outs_;
   std::vector<std::vector<float>> scratch_buf_;
+  std::vector<size_t> nccl_bytes_;
+  std::once_flag abort_once_;
+  std::atomic<bool> aborted_{false};
+
+  // A replica failed: abort every local communicator so that the other GPUs' threads leave their collectives
+  // (with an NCCL error) instead of waiting forever; the engine reports the first failure. The group is unusable
+  // afterwards (every later call fails): the caller recreates the engine from its last checkpoint, on every
+  // process of the run (the workflow restarts the whole group).
+  void abort_() {
+    std::call_once(abort_once_, [this] {
+      aborted_ = true;
+      const nccl::Api& a = nccl::api();
+      for (nccl::Comm c : comms_) if (c) a.CommAbort(c);
+    });
+  }
+  void check_usable_() const {
+    ENGINE_CHECK(!aborted_, Device, "recreate the engine from the last checkpoint (on every process of the run)",
+                 "a GPU of this data-parallel group failed earlier; its NCCL communicators were aborted");
+  }
 
   float* scratch_(int i, size_t n) {
     if (scratch_buf_[i].size() < n) scratch_buf_[i].resize(n);
@@ -241,11 +288,13 @@ class DataParallel final : public Backend {
     if (first) std::rethrow_exception(first);
   }
   template <typename F> void all_(F f) const {
+    check_usable_();
     for (int i = 0; i < G_; i++) workers_[i]->post([&f, i] { f(i); });
     wait_all_();
   }
   template <typename F> void each_eval_(F f) {
     if (stage_ == 3) return all_(f);
+    check_usable_();
     workers_[0]->post([&f] { f(0); });
     wait_all_();
   }
