@@ -33,12 +33,14 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 #include "adamw.cuh"   // gradient norm, AdamW kernel, step gate, copy_to_compute
 #include "backend.h"   // AdamWHyper, StepOutput, MemoryReport
 #include "nccl.cuh"    // dlopen'ed NCCL (only touched when world_size > 1)
+#include "offload.cuh" // optimizer offload: pinned host master/m/v, CPU AdamW (offload_* below)
 #include "zero.h"      // zero_shard_size
 
 namespace cudabk {
@@ -471,14 +473,68 @@ class TrainState {
   //   offload_get(p, m, v)     this rank's shard (shard().size() floats each, any may be nullptr) to host
   //   offload_set(p, m, v)     the same from host (p also writes pshard_); any may be nullptr
   bool offload_enabled() const { return c_.offload == "cpu"; }
+  std::unique_ptr<CpuOffload<T>> offload_;  // (offload engineer) the pinned host shard + CPU AdamW worker
+  // delayedUpdate: TrainStateConfig::offload_delayed once it exists, or ENGINE_OFFLOAD_DELAYED=1 (A/B runs)
+  template <typename C> static auto offload_delayed_of_(const C& c, int) -> decltype((bool)c.offload_delayed) { return c.offload_delayed; }
+  template <typename C> static bool offload_delayed_of_(const C&, long) { return false; }
   void offload_init() {
-    ENGINE_THROW(BadConfig, "set parallelism.offload.optimizer to 'none'",
-                 "optimizer offload to the CPU is not implemented by the cuda backend yet");
+    const ShardRange r = shard();
+    std::vector<FlatRange> fu;
+    for (const ParamUnit& u : units_) fu.push_back({u.begin, u.end});
+    typename CpuOffload<T>::Options o;
+    const char* env = getenv("ENGINE_OFFLOAD_DELAYED");
+    o.delayed = offload_delayed_of_(c_, 0) || (env && std::string(env) == "1");
+    // the ranks driven by this process share the host's cores; one core stays with the thread feeding the GPUs
+    int ndev = 1;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess) cudaGetLastError(), ndev = 1;
+    const int cores = omp_get_num_procs();
+    o.threads = std::max(1, (cores > 4 ? cores - 1 : cores) / std::max(1, std::min(W_, ndev)));
+    offload_ = std::make_unique<CpuOffload<T>>(lay_, r.begin, r.end, fu, o);
   }
-  void offload_grads_ready(size_t u) {}
-  void offload_step(const AdamWHyper& hp, const double* gate) {}
-  void offload_get(float* p, float* m, float* v) {}
-  void offload_set(const float* p, const float* m, const float* v) {}
+  // Stage 2/3 call this after every micro-batch's reduction; the gradients are final only after the last one,
+  // which the state does not know, so the shard is streamed in offload_step instead (pipelined with the CPU).
+  void offload_grads_ready(size_t u) { (void)u; }
+  void offload_step(const AdamWHyper& hp, const double* gate) {
+    CpuOffload<T>& o = *offload_;
+    o.bind(pshard_, gshard_);
+    const size_t U = units_.size();
+    if (!o.delayed()) {
+      // gradients out unit by unit in forward order; the CPU starts on unit 0 while the rest is in flight and
+      // streams each unit back; s_ waits (on the GPU) until pshard_ holds the whole update
+      for (size_t u = 0; u < U; u++) o.grads_ready(u, s_);
+      o.step(hp, gate, s_);
+      for (size_t u = 0; u < U; u++) o.wait_uploaded(u, s_, (unsigned)o.steps());
+    } else {
+      // the previous step's update (computed on the CPU while this step ran) may land now that this step's
+      // backward is done; this step's gradients go out and its update is applied one step late
+      o.backward_done(s_);
+      for (size_t u = 0; u < U; u++) o.wait_uploaded(u, s_, (unsigned)o.steps());
+      for (size_t u = 0; u < U; u++) o.grads_ready(u, s_);
+      o.step(hp, gate, s_);
+      o.before_grad_reset(s_);  // the next zero_grad must not overwrite gradients still being copied
+    }
+  }
+  void offload_get(float* p, float* m, float* v) {
+    CpuOffload<T>& o = *offload_;
+    o.sync();  // delayed mode: the pending update is applied (flushed) first
+    const size_t n = o.size();
+    if (p) std::memcpy(p, o.master(), n * 4);
+    if (m) std::memcpy(m, o.moments_m(), n * 4);
+    if (v) std::memcpy(v, o.moments_v(), n * 4);
+  }
+  void offload_set(const float* p, const float* m, const float* v) {
+    CpuOffload<T>& o = *offload_;
+    CUDA_CHECK(cudaStreamSynchronize(s_));
+    o.sync();
+    const size_t n = o.size();
+    if (m) std::memcpy(o.moments_m(), m, n * 4);
+    if (v) std::memcpy(o.moments_v(), v, n * 4);
+    if (p) {
+      std::memcpy(o.master(), p, n * 4);
+      o.bind(pshard_, gshard_);
+      o.upload_all();  // pshard_ = master in the compute dtype (host-synchronous)
+    }
+  }
 
  private:
   struct Run { size_t begin, end; bool decay; };
