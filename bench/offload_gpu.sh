@@ -19,7 +19,11 @@ bin=build/gpu/offload_gpu
 [ -x $bin ] || test/gpu/offload_build.sh > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "# host: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-ours() { local t=$1; shift; timeout "$t" $bin "$@" 2>>"$out/ours.err" | tail -1 | tee -a "$out/ours.jsonl"; }
+ours() {
+  local t=$1; shift
+  echo "# $*" >> "$out/ours.err"  # + the offload worker's profile per step (ENGINE_OFFLOAD_PROFILE=1)
+  ENGINE_OFFLOAD_PROFILE=${ENGINE_OFFLOAD_PROFILE:-1} timeout "$t" $bin "$@" 2>>"$out/ours.err" | tail -1 | tee -a "$out/ours.jsonl"
+}
 # most important first: a run cut short by its time limit still leaves the earlier lines
 if [[ $skip != *1* ]]; then
   ours 120 --model gpt2-xl --batch 8 --seq 1024 --accum 4 --offload none --steps 3 --warmup 1
