@@ -144,6 +144,12 @@ class Backend {
   // ZeRO stages >= 1 on several ranks: the shards this process holds, one per local rank. Empty (the default):
   // the state is not sharded, and checkpoints are written from get_params/get_optimizer_state.
   virtual std::vector<LocalShard> local_shards() { return {}; }
+  // Several processes of one data-parallel run (the cuda backend's NCCL group): a collective over every rank and
+  // so a barrier — returns global rank 0's `value` (max_over_ranks false) or the maximum over all ranks. Every
+  // process must call it. One process (the default): returns value.
+  virtual uint64_t group_u64(uint64_t value, bool max_over_ranks) { return value; }
+  // Does this process drive global rank 0 (the one that commits shared checkpoint files)?
+  virtual bool holds_rank0() const { return true; }
 
  protected:
   StepOutput pending_;  // result of the default step_async

@@ -3,8 +3,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <random>
 #include "errors.h"
 #include "families.h"
+#include "fileio.h"
 #include "lr_schedule.h"
 #include "safetensors.h"
 #include "zero_checkpoint.h"  // sharded (ZeRO) checkpoints
@@ -247,6 +250,38 @@ std::vector<std::vector<int32_t>> Engine::generate(const std::vector<std::vector
   return out;
 }
 
+// ZeRO across processes (every process calls this): each writes its ranks' files into one staging folder named
+// from a token global rank 0 draws, a barrier, rank 0's process commits (manifest, rename, DONE), a barrier. A
+// failure on any process fails the checkpoint on every process (nothing is committed before all files exist).
+static CheckpointInfo save_sharded_group(Backend& b, const std::string& dir, const CheckpointState& st,
+                                         const std::vector<LocalShard>& shards) {
+  const int world = shards[0].world_size;
+  std::random_device rd;
+  const uint64_t token = b.group_u64(((uint64_t)rd() << 32) ^ rd() ^ (st.step * 0x9E3779B97F4A7C15ull), false);
+  const std::string staging = sharded_checkpoint_staging(dir, token);
+  std::exception_ptr mine;
+  try {
+    make_dirs(parent_dir(dir));
+    std::vector<std::pair<int, RankShard>> parts;
+    for (const LocalShard& s : shards) parts.push_back({s.rank, {s.range, s.params.data(), s.m.data(), s.v.data()}});
+    sharded_checkpoint_write_ranks(staging, st, world, parts);
+  } catch (...) { mine = std::current_exception(); }
+  const char* hint = "see the failing process's error; training can resume from the last committed checkpoint";
+  if (b.group_u64(mine ? 1 : 0, true) != 0) {  // barrier: every rank's file is written, or someone failed
+    if (mine) std::rethrow_exception(mine);
+    ENGINE_THROW(IO, hint, "sharded checkpoint %s: another process failed to write its rank files", dir.c_str());
+  }
+  CheckpointInfo info;
+  if (b.holds_rank0()) {
+    try { info = sharded_checkpoint_commit(staging, dir, st, world); } catch (...) { mine = std::current_exception(); }
+  }
+  if (b.group_u64(mine ? 1 : 0, true) != 0) {  // barrier: committed
+    if (mine) std::rethrow_exception(mine);
+    ENGINE_THROW(IO, hint, "sharded checkpoint %s: the process of rank 0 failed to commit it", dir.c_str());
+  }
+  return b.holds_rank0() ? info : sharded_checkpoint_info(dir);
+}
+
 CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string& extra_json) {
   CheckpointState st;
   st.model = model();
@@ -266,6 +301,7 @@ CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string
     for (const LocalShard& s : shards) rs.at(s.rank) = {s.range, s.params.data(), s.m.data(), s.v.data()};
     return sharded_checkpoint_save(dir, st, rs);
   }
+  if (!shards.empty()) return save_sharded_group(*backend_, dir, st, shards);
   st.params.resize(layout.total);
   st.m.resize(layout.total);
   st.v.resize(layout.total);

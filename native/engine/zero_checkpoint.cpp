@@ -52,49 +52,100 @@ static std::pair<std::string, size_t> write_rank_(const std::string& path, int r
   return {w.close(), bytes};
 }
 
-CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointState& meta,
-                                       const std::vector<RankShard>& shards) {
+static void check_shard_(const ParamLayout& layout, int r, int world, const RankShard& s) {
+  ShardRange want = zero_shard(layout.total, {r, world, 0});
+  ENGINE_CHECK(s.range.begin == want.begin && s.range.end == want.end, Internal, "",
+               "rank %d shard [%zu, %zu) is not its ZeRO range [%zu, %zu)", r, s.range.begin, s.range.end,
+               want.begin, want.end);
+  ENGINE_CHECK(want.size() == 0 || (s.params && s.m && s.v), Internal, "", "rank %d shard has null buffers", r);
+}
+
+// A committed directory: first commit wins (as checkpoint_save) when it holds the same step.
+static bool committed_(const std::string& dir, const CheckpointState& meta, CheckpointInfo* info) {
+  if (!path_exists(dir + "/DONE")) return false;
+  uint64_t step = sharded_checkpoint_verify(dir);
+  ENGINE_CHECK(step == meta.step, IO, "use a directory per step (step-XXXXXXXX)",
+               "%s already holds a committed checkpoint of step %llu, not %llu", dir.c_str(),
+               (unsigned long long)step, (unsigned long long)meta.step);
+  *info = sharded_checkpoint_info(dir);
+  info->existed = true;
+  return true;
+}
+
+std::string sharded_checkpoint_staging(const std::string& dir, uint64_t token) {
+  return parent_dir(dir) + "/." + base_name(dir) + strfmt(".tmp-g%016llx", (unsigned long long)token);
+}
+
+void sharded_checkpoint_write_ranks(const std::string& staging, const CheckpointState& meta, int world,
+                                    const std::vector<std::pair<int, RankShard>>& mine) {
   const ParamLayout layout = param_layout(meta.model);
-  const int world = (int)shards.size();
-  ENGINE_CHECK(world >= 1, Internal, "", "no shards to write");
-  for (int r = 0; r < world; r++) {
-    ShardRange want = zero_shard(layout.total, {r, world, 0});
-    ENGINE_CHECK(shards[r].range.begin == want.begin && shards[r].range.end == want.end, Internal, "",
-                 "rank %d shard [%zu, %zu) is not its ZeRO range [%zu, %zu)", r, shards[r].range.begin,
-                 shards[r].range.end, want.begin, want.end);
-    ENGINE_CHECK(want.size() == 0 || (shards[r].params && shards[r].m && shards[r].v), Internal, "",
-                 "rank %d shard has null buffers", r);
+  ENGINE_CHECK(world >= 1, Internal, "", "world size %d", world);
+  for (const auto& [r, s] : mine) {
+    ENGINE_CHECK(r >= 0 && r < world, Internal, "", "rank %d of %d", r, world);
+    check_shard_(layout, r, world, s);
   }
+  make_dirs(staging);
+  // one thread per rank file (on a multi-process run every process writes its own ranks into the same folder)
+  std::vector<std::exception_ptr> errs(mine.size());
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < mine.size(); i++)
+    th.emplace_back([&, i] {
+      try {
+        const int r = mine[i].first;
+        const RankShard& s = mine[i].second;
+        auto [sha, bytes] = write_rank_(staging + "/" + shard_name(r, world), r, world, layout.total, s);
+        // the commit reads this instead of hashing files another process wrote
+        Json side = Json::object();
+        side.set("rank", Json::number(r));
+        side.set("begin", Json::number((double)s.range.begin));
+        side.set("end", Json::number((double)s.range.end));
+        side.set("bytes", Json::number((double)bytes));
+        side.set("sha256", Json::string(sha));
+        write_file_atomic(staging + "/" + shard_name(r, world) + ".json", json_dump(side) + "\n");
+      } catch (...) { errs[i] = std::current_exception(); }
+    });
+  for (auto& t : th) t.join();
+  for (auto& e : errs)
+    if (e) std::rethrow_exception(e);
+}
+
+CheckpointInfo sharded_checkpoint_commit(const std::string& staging, const std::string& dir,
+                                         const CheckpointState& meta, int world) {
+  const ParamLayout layout = param_layout(meta.model);
   CheckpointInfo info;
   info.dir = dir;
   info.step = meta.step;
-  if (path_exists(dir + "/DONE")) {  // first commit wins, as checkpoint_save
-    uint64_t step = sharded_checkpoint_verify(dir);
-    ENGINE_CHECK(step == meta.step, IO, "use a directory per step (step-XXXXXXXX)",
-                 "%s already holds a committed checkpoint of step %llu, not %llu", dir.c_str(),
-                 (unsigned long long)step, (unsigned long long)meta.step);
-    Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
-    info.sha256 = json_string(done, "manifest.json", dir + "/DONE");
-    info.existed = true;
+  if (committed_(dir, meta, &info)) {
+    try { remove_tree(staging); } catch (...) {}
     return info;
   }
   const std::string parent = parent_dir(dir);
-  make_dirs(parent);
-  const std::string tmp = parent + "/." + base_name(dir) + ".tmp-" + unique_suffix();
-  make_dirs(tmp);
+  // ---- every rank's file must be there, with the size and range its writer recorded
+  Json files = Json::array();
+  size_t bytes = 0;
+  for (int r = 0; r < world; r++) {
+    const std::string side = staging + "/" + shard_name(r, world) + ".json";
+    ENGINE_CHECK(path_exists(side), IO, "every rank must write its shard before the commit (a rank failed?)",
+                 "rank %d of %d has not written %s", r, world, side.c_str());
+    Json j = json_parse(read_text_file(side), side, true);
+    ShardRange want = zero_shard(layout.total, {r, world, 0});
+    const size_t b = (size_t)json_number(j, "begin", side), e = (size_t)json_number(j, "end", side);
+    const size_t nb = (size_t)json_number(j, "bytes", side);
+    ENGINE_CHECK(b == want.begin && e == want.end && file_size(staging + "/" + shard_name(r, world)) == nb, IO,
+                 "the ranks disagree about the model or world size", "%s: range [%zu, %zu), %zu bytes; expected "
+                 "[%zu, %zu)", side.c_str(), b, e, nb, want.begin, want.end);
+    Json f = Json::object();
+    f.set("file", Json::string(shard_name(r, world)));
+    f.set("rank", Json::number(r));
+    f.set("begin", Json::number((double)b));
+    f.set("end", Json::number((double)e));
+    f.set("bytes", Json::number((double)nb));
+    f.set("sha256", Json::string(json_string(j, "sha256", side)));
+    files.arr.push_back(f);
+    bytes += nb;
+  }
   try {
-    // ---- rank files, one thread each (on a multi-node run every rank writes its own; here: all of them)
-    std::vector<std::pair<std::string, size_t>> res(world);
-    std::vector<std::exception_ptr> errs(world);
-    std::vector<std::thread> th;
-    for (int r = 0; r < world; r++)
-      th.emplace_back([&, r] {
-        try { res[r] = write_rank_(tmp + "/" + shard_name(r, world), r, world, layout.total, shards[r]); }
-        catch (...) { errs[r] = std::current_exception(); }
-      });
-    for (auto& t : th) t.join();
-    for (auto& e : errs)
-      if (e) std::rethrow_exception(e);
+    for (int r = 0; r < world; r++) remove_tree(staging + "/" + shard_name(r, world) + ".json");
     // ---- manifest
     Json man = Json::object();
     man.set("format", Json::string("durable-finetune-sharded-checkpoint"));
@@ -104,19 +155,6 @@ CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointS
     man.set("nParams", Json::number((double)layout.total));
     man.set("align", Json::number((double)ZERO_ALIGN));
     man.set("shardSize", Json::number((double)zero_shard_size(layout.total, world)));
-    Json files = Json::array();
-    size_t bytes = 0;
-    for (int r = 0; r < world; r++) {
-      Json f = Json::object();
-      f.set("file", Json::string(shard_name(r, world)));
-      f.set("rank", Json::number(r));
-      f.set("begin", Json::number((double)shards[r].range.begin));
-      f.set("end", Json::number((double)shards[r].range.end));
-      f.set("bytes", Json::number((double)res[r].second));
-      f.set("sha256", Json::string(res[r].first));
-      files.arr.push_back(f);
-      bytes += res[r].second;
-    }
     man.set("shards", files);
     man.set("model", checkpoint_model_json(meta.model));
     Json cur = Json::object();
@@ -126,7 +164,7 @@ CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointS
     cur.set("shuffleSeed", Json::string(u64s(meta.cursor.shuffle_seed)));
     man.set("cursor", cur);
     Json rng = Json::array();
-    for (uint64_t s : meta.rng.s) rng.arr.push_back(Json::string(u64s(s)));
+    for (uint64_t v : meta.rng.s) rng.arr.push_back(Json::string(u64s(v)));
     man.set("rng", rng);
     Json data = Json::object();
     data.set("shards", Json::string(u64s(meta.data.n_shards)));
@@ -138,12 +176,12 @@ CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointS
     man.set("config", json_parse(meta.config_json, "config JSON"));
     man.set("extra", json_parse(meta.extra_json, "extra JSON"));
     std::string text = json_dump(man, 2) + "\n";
-    FileWriter mw(tmp + "/manifest.json");
+    FileWriter mw(staging + "/manifest.json");
     mw.write(text.data(), text.size());
     info.sha256 = mw.close();
-    fsync_dir(tmp);
+    fsync_dir(staging);
     if (path_exists(dir)) remove_tree(dir);  // stale uncommitted dir (crash between rename and DONE)
-    rename_path(tmp, dir);
+    rename_path(staging, dir);
     fsync_dir(parent);
     Json done = Json::object();
     done.set("step", Json::number((double)meta.step));
@@ -151,10 +189,40 @@ CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointS
     write_file_atomic(dir + "/DONE", json_dump(done) + "\n");
     info.bytes = bytes + text.size();
   } catch (...) {
-    try { remove_tree(tmp); } catch (...) {}
+    try { remove_tree(staging); } catch (...) {}
     throw;
   }
   return info;
+}
+
+CheckpointInfo sharded_checkpoint_info(const std::string& dir) {
+  Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
+  CheckpointInfo info;
+  info.dir = dir;
+  info.step = (uint64_t)json_number(done, "step", dir + "/DONE");
+  info.sha256 = json_string(done, "manifest.json", dir + "/DONE");
+  return info;
+}
+
+CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointState& meta,
+                                       const std::vector<RankShard>& shards) {
+  const int world = (int)shards.size();
+  ENGINE_CHECK(world >= 1, Internal, "", "no shards to write");
+  CheckpointInfo info;
+  info.dir = dir;
+  info.step = meta.step;
+  if (committed_(dir, meta, &info)) return info;
+  make_dirs(parent_dir(dir));
+  const std::string staging = parent_dir(dir) + "/." + base_name(dir) + ".tmp-" + unique_suffix();
+  std::vector<std::pair<int, RankShard>> all;
+  for (int r = 0; r < world; r++) all.push_back({r, shards[r]});
+  try {
+    sharded_checkpoint_write_ranks(staging, meta, world, all);
+  } catch (...) {
+    try { remove_tree(staging); } catch (...) {}
+    throw;
+  }
+  return sharded_checkpoint_commit(staging, dir, meta, world);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 // is what Hugging Face export and the single-GPU engine load.
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 #include "checkpoint.h"
 #include "zero.h"
@@ -30,6 +31,19 @@ struct RankShard {
 // The ranges must be zero_shard(layout.total, {r, world_size}).
 CheckpointInfo sharded_checkpoint_save(const std::string& dir, const CheckpointState& meta,
                                        const std::vector<RankShard>& shards);
+
+// The same in two phases, for ranks spread over several processes (sharing a file system): every process writes
+// its own ranks' files (+ a small <file>.json with size and SHA-256) into one staging folder that all of them name
+// alike (sharded_checkpoint_staging with a token they agreed on), then — after all have written — ONE process
+// commits: checks every rank's file is there, writes the manifest, renames, DONE. A committed `dir` of the same
+// step wins (the commit returns it).
+std::string sharded_checkpoint_staging(const std::string& dir, uint64_t token);
+void sharded_checkpoint_write_ranks(const std::string& staging, const CheckpointState& meta, int world_size,
+                                    const std::vector<std::pair<int, RankShard>>& mine);
+CheckpointInfo sharded_checkpoint_commit(const std::string& staging, const std::string& dir,
+                                         const CheckpointState& meta, int world_size);
+// dir, step and manifest checksum of a committed sharded checkpoint, from its DONE marker (reads nothing else).
+CheckpointInfo sharded_checkpoint_info(const std::string& dir);
 
 // Loads rank `rank` of a world of `world_size` (any size, re-sharded from the stored one): params, m, v of the
 // returned state hold that rank's range (returned in *range) only. Verifies the manifest and every file it reads.

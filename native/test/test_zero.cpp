@@ -281,3 +281,45 @@ TEST(sharded_checkpoint_reshards_bit_for_bit) {
   CHECK_THROWS_CODE(sharded_checkpoint_load(d, 2, 1, nullptr), BadCheckpoint);
   remove_tree(root);
 }
+
+// Ranks spread over processes: each "process" writes its own ranks into the agreed staging folder, one commits.
+TEST(sharded_checkpoint_two_phase_across_processes) {
+  const std::string root = "/tmp/engine_tests_zero2_" + unique_suffix();
+  ModelConfig c = gpt2_124m();
+  c.n_layer = 2; c.n_embd = 32; c.n_head = 2; c.vocab_size = 97; c.n_positions = 16;
+  ParamLayout lay = gpt2_param_layout(c);
+  CheckpointState full;
+  full.model = c;
+  full.step = 7;
+  full.cursor = {1, 0, 9, 5};
+  for (auto* b : {&full.params, &full.m, &full.v}) {
+    b->resize(lay.total);
+    for (size_t i = 0; i < lay.total; i++) (*b)[i] = (float)(i % 1000) * 0.001f + (b == &full.m ? 1.f : 0.f);
+  }
+  const int W = 4;
+  auto part = [&](int r) {
+    ShardRange g = zero_shard(lay.total, {r, W, 0});
+    return std::make_pair(r, RankShard{g, full.params.data() + g.begin, full.m.data() + g.begin, full.v.data() + g.begin});
+  };
+  const std::string d = root + "/step-00000007";
+  const std::string staging = sharded_checkpoint_staging(d, 0x1234);
+  CHECK(staging == root + "/.step-00000007.tmp-g0000000000001234");
+  sharded_checkpoint_write_ranks(staging, full, W, {part(2), part(3)});  // process B (ranks 2, 3)
+  // committing before every rank wrote its file is an IO error naming the missing rank, and commits nothing
+  CHECK_THROWS_CODE(sharded_checkpoint_commit(staging, d, full, W), IO);
+  CHECK(!path_exists(d));
+  sharded_checkpoint_write_ranks(staging, full, W, {part(0), part(1)});  // process A (ranks 0, 1)
+  CheckpointInfo info = sharded_checkpoint_commit(staging, d, full, W);
+  CHECK(!info.existed && !path_exists(staging) && sharded_checkpoint_verify(d) == 7);
+  CHECK(!path_exists(d + "/rank-00000-of-00004.bin.json"));
+  CheckpointInfo again = sharded_checkpoint_info(d);
+  CHECK(again.step == 7 && again.sha256 == info.sha256);
+  CheckpointState whole = checkpoint_load(d);  // re-sharded to one rank
+  CHECK(std::memcmp(whole.params.data(), full.params.data(), 4 * lay.total) == 0);
+  CHECK(std::memcmp(whole.m.data(), full.m.data(), 4 * lay.total) == 0 && whole.cursor.offset == 9);
+  // a second commit of the same step (another attempt's staging) returns the committed one
+  const std::string st2 = sharded_checkpoint_staging(d, 99);
+  sharded_checkpoint_write_ranks(st2, full, W, {part(0), part(1), part(2), part(3)});
+  CHECK(sharded_checkpoint_commit(st2, d, full, W).existed && !path_exists(st2));
+  remove_tree(root);
+}

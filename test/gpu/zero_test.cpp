@@ -272,6 +272,15 @@ static void test_processes(const char* self, const std::string& data_path, const
     report(d <= 1e-2, "process %d losses %s vs one process %s (max rel diff %.2e)", p, fmt_losses(l).c_str(),
            fmt_losses(one.losses).c_str(), d);
   }
+  // the checkpoint both processes wrote together: 4 rank files committed by rank 0's process, = one process's weights
+  const std::string dir = work + "/ckpt-procs";
+  try {
+    report(sharded_checkpoint_verify(dir) == 8 && path_exists(dir + "/rank-00003-of-00004.bin"),
+           "collective sharded checkpoint of the 2 processes verifies (4 rank files, step 8)");
+    CheckpointState st = checkpoint_load(dir);
+    double dp = max_param_diff(st.params, one.params);
+    report(dp <= 1e-6, "its weights vs the one-process run's: max |diff|/max %.2e", dp);
+  } catch (const EngineError& e) { report(false, "collective checkpoint: %s", e.what()); }
 }
 
 static int child(int argc, char** argv) {
@@ -288,7 +297,9 @@ static int child(int argc, char** argv) {
   }
   o.device = o.devices[0];
   o.nccl_id = argv[6];
-  RunOut r = run(small_model(), train_cfg(4, 128, 4), o, 8);
+  // 8 steps, then a collective sharded checkpoint (each process writes its ranks' files, rank 0's commits)
+  const std::string out = argv[7];
+  RunOut r = run(small_model(), train_cfg(4, 128, 4), o, 8, out.substr(0, out.rfind('/')) + "/ckpt-procs", 8);
   if (!r.error.empty()) { fprintf(stderr, "child rank %d: %s\n", o.rank, r.error.c_str()); return 1; }
   std::ofstream f(argv[7]);
   for (float x : r.losses) f << strfmt("%.8f\n", x);

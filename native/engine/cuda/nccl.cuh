@@ -23,14 +23,15 @@ namespace nccl {
 
 typedef struct Comm_* Comm;  // ncclComm_t
 struct UniqueId { char internal[128]; };
-enum DataType : int { Float32 = 7, Float64 = 8, BFloat16 = 9 };
-enum RedOp : int { Sum = 0 };
+enum DataType : int { Uint64 = 5, Float32 = 7, Float64 = 8, BFloat16 = 9 };
+enum RedOp : int { Sum = 0, Max = 2 };
 typedef int Result;  // ncclResult_t: 0 = ncclSuccess
 
 #ifdef ENGINE_NCCL_H_CHECK
 static_assert(sizeof(UniqueId) == sizeof(ncclUniqueId), "ncclUniqueId size");
 static_assert((int)ncclFloat32 == Float32 && (int)ncclFloat64 == Float64 && (int)ncclBfloat16 == BFloat16, "dtypes");
-static_assert((int)ncclSum == Sum && (int)ncclSuccess == 0, "ncclSum / ncclSuccess");
+static_assert((int)ncclSum == Sum && (int)ncclMax == Max && (int)ncclSuccess == 0, "ncclSum / ncclMax / ncclSuccess");
+static_assert((int)ncclUint64 == Uint64, "ncclUint64");
 #endif
 
 struct Api {

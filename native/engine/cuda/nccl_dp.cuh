@@ -186,6 +186,27 @@ class DataParallel final : public Backend {
   }
 
   void zero_grad() override { all_([&](int i) { reps_[i]->zero_grad(); }); }
+  bool holds_rank0() const override { return r0_ == 0; }
+  // one 8-byte collective per local GPU, each on its own thread and communicator (as in training)
+  uint64_t group_u64(uint64_t v, bool max_over_ranks) override {
+    std::vector<uint64_t> out(G_, 0);
+    all_([&](int i) {
+      const nccl::Api& a = nccl::api();
+      uint64_t* d = nullptr;
+      CUDA_CHECK(cudaMalloc(&d, 8));
+      try {
+        CUDA_CHECK(cudaMemcpy(d, &v, 8, cudaMemcpyHostToDevice));
+        if (max_over_ranks) NCCL_CHECK(a.AllReduce(d, d, 1, nccl::Uint64, nccl::Max, comms_[i], 0), comms_[i]);
+        else NCCL_CHECK(a.Broadcast(d, d, 1, nccl::Uint64, 0, comms_[i], 0), comms_[i]);
+        CUDA_CHECK(cudaMemcpy(&out[i], d, 8, cudaMemcpyDeviceToHost));  // legacy stream: after the collective
+      } catch (...) {
+        cudaFree(d);
+        throw;
+      }
+      cudaFree(d);
+    });
+    return out[0];
+  }
   [[noreturn]] void primitive_(const char* what) const {
     ENGINE_THROW(BadConfig, "train through Engine::train (step_async); the primitives are single-GPU test helpers",
                  "%s is not available with several GPUs", what);
