@@ -37,6 +37,7 @@ export async function trainRanks(env: RankLoopEnv, s: RankLoop): Promise<'done' 
   const q = cfg.temporal;
   const cpu = wf.proxyActivities<Activities>({ ...bookkeepingOptions(q), summary: 'find the latest checkpoint' });
   let group: Rendezvous | null = null;
+  let restarted = false; // the next segment loads from disk because of a restart (already recorded)
   while (s.step < env.data.totalSteps && !env.stopRequested()) {
     const toStep = Math.min(env.data.totalSteps, s.step + cfg.training.segmentSteps);
     try {
@@ -61,10 +62,18 @@ export async function trainRanks(env: RankLoopEnv, s: RankLoop): Promise<'done' 
       if (r0.lastLoss !== null) sum.lastLoss = r0.lastLoss;
       sum.tokens += results.reduce((a, r) => a + r.tokens, 0);
       sum.tokensPerSec = results.reduce((a, r) => a + r.tokensPerSec, 0) || sum.tokensPerSec;
+      // A segment that loaded its start from disk without a restart: a worker was replaced between segments.
+      if (r0.resume && !restarted) {
+        sum.resumes.push(r0.resume);
+        sum.resumedFromSteps.push(r0.resume.atStep);
+        env.notes.push(`rank 0 had no live engine and loaded checkpoint step ${r0.resume.atStep} from disk`);
+      }
+      restarted = false;
     } catch (err) {
       if (wf.CancellationScope.current().consideredCancelled) throw err; // the run itself was cancelled
       if (!(err instanceof GroupFailure)) throw err; // a non-retryable rank failure, or a bug
       group = null;
+      restarted = true;
       s.restarts++;
       const why = err.message;
       if (s.restarts > q.maxRestarts)

@@ -1,4 +1,4 @@
-// The multi-worker path with real processes on the CPU backend: a dev server, a CPU worker, and a rank worker
+// The multi-worker path with real processes (one segment of 80 steps, so the kill lands inside a running trainRank) on the CPU backend: a dev server, a CPU worker, and a rank worker
 // (`finetune worker --queues "" --rank-queue ...`). The rank worker is SIGKILLed mid-training: its trainRank misses
 // heartbeats, the workflow restarts the group (a new rendezvous, answered by the replacement worker) from the last
 // committed checkpoint, and the run completes. Then its history replays.
@@ -49,7 +49,7 @@ it('a SIGKILLed rank worker: the group restarts from the last checkpoint on its 
     data: { train: { type: 'builtin', name: 'moby-dick' }, validationFraction: 0.05 },
     preprocess: { mode: 'concat', blockSize: 32 },
     model: { nLayer: 2, nHead: 2, nEmbd: 32, nPositions: 32 },
-    training: { backend: 'cpu', microBatchSize: 4, maxSteps: 60, segmentSteps: 20, learningRate: 1e-3, warmupSteps: 5, logEverySteps: 5 },
+    training: { backend: 'cpu', microBatchSize: 4, maxSteps: 80, segmentSteps: 80, learningRate: 1e-3, warmupSteps: 5, logEverySteps: 5 },
     checkpoint: { everySteps: 10, everyMinutes: 0, keepLast: 3 },
     evaluation: { maxBatches: 4, batchSize: 4 },
     generation: { prompts: ['The whale'], maxNewTokens: 8, temperature: 0 },
@@ -64,7 +64,7 @@ it('a SIGKILLed rank worker: the group restarts from the last checkpoint on its 
   const replacement = worker(['--queues', '', '--rank-queue', 'e2e-host-a']);
   await replacement.waitFor(/polling/, 90_000);
   const report = (await handle.result()) as FinetuneReport;
-  expect(report.train.steps).toBe(60);
+  expect(report.train.steps).toBe(80);
   expect(report.train.resumedFromSteps.length).toBe(1);
   expect(report.train.resumedFromSteps[0]).toBeGreaterThanOrEqual(20);
   const notes = report.notes.join('\n');

@@ -242,6 +242,24 @@ describe('two workers, each on its own queue', () => {
     }
   });
 
+  it('a rank whose worker is not there times out (temporal.rankStartTimeoutSeconds) and fails the group', async () => {
+    const c = cluster(30, () => null);
+    const stop = await workers(c.shared, { 'host-0': c.hosts['host-0'], 'finetune-gpu': c.shared });
+    try {
+      const handle = await h.client.workflow.start('finetune', {
+        taskQueue: 'finetune', workflowId: 'ranks-missing',
+        args: [config('missing', { temporal: { heartbeatTimeoutSeconds: 3, rankTaskQueues: ['host-0', 'host-gone'], maxRestarts: 1, rankStartTimeoutSeconds: 1 } })],
+      });
+      const err = await handle.result().catch((e) => e);
+      await keep('ranks-missing');
+      expect(err.cause).toMatchObject({ type: 'RANKS_FAILED' });
+      expect(err.cause.message).toMatch(/failed 2 times .*last: rank 1: .*schedule.?to.?start/i);
+      expect(c.log.rendezvous.map((r) => r.host)).toEqual(['host-0', 'host-0']);
+    } finally {
+      await stop();
+    }
+  });
+
   it('"stop" ends training at the end of the running segment', async () => {
     const c = cluster(50, () => null);
     let release!: () => void;
