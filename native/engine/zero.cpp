@@ -142,6 +142,10 @@ MemoryEstimate estimate_memory(const MemoryRequest& req) {
   e.buffers = 2 * B * T * 4 + 4096;
   if (stage >= 2) e.buffers += (2 * block + persistent) * ENGINE_GRAD_BYTES;
   if (stage >= 3) e.buffers += (2 * block + persistent) * E;
+  // NCCL's own device memory with several ranks (channels and connection buffers, connected at init): measured
+  // 0.72 GiB per GPU with 2 and 1.0 GiB with 4 H200s over NVLink (NCCL 2.30, bench/RESULTS.md); other topologies
+  // and versions differ, so this is an allowance, not a formula
+  if (world_size > 1) e.buffers += world_size >= 4 ? (size_t)1 << 30 : (size_t)768 << 20;
   e.device_total = e.state.device() + e.activations + e.buffers;
   e.host_total = e.state.host;
   const char* f[4] = {"16Ψ", "4Ψ + 12Ψ/N", "2Ψ + 14Ψ/N", "16Ψ/N"};

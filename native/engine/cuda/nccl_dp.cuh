@@ -141,11 +141,20 @@ class DataParallel final : public Backend {
     }
     for (int i = 0; i < G_; i++) workers_.push_back(std::make_unique<GpuWorker>(devs[i], [this] { abort_(); }));
     reps_.resize(G_);
-    all_([&](int i) {
-      BackendOptions oi = o;
-      oi.device = devs[i], oi.rank = r0_ + i, oi.devices = {devs[i]};
-      reps_[i] = make(model, oi, comms_[i]);
-    });
+    try {
+      all_([&](int i) {
+        BackendOptions oi = o;
+        oi.device = devs[i], oi.rank = r0_ + i, oi.devices = {devs[i]};
+        reps_[i] = make(model, oi, comms_[i]);
+      });
+    } catch (...) {
+      // a replica failed (out of memory, bad config): free the others on their own GPUs' threads, drop the
+      // communicators (aborted by the failing worker), then report the first failure
+      for (int i = 0; i < G_; i++) workers_[i]->post([this, i] { reps_[i].reset(); });
+      for (auto& w : workers_) try { w->wait(); } catch (...) {}
+      workers_.clear();
+      throw;
+    }
     inf_ = reps_[0]->info();
     inf_.device = std::to_string(G_) + "x " + inf_.device + " (ranks " + std::to_string(r0_) + "-" +
                   std::to_string(r0_ + G_ - 1) + " of " + std::to_string(W_) + ", ZeRO-" + std::to_string(o.zero_stage) + ")";
