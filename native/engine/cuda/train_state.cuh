@@ -194,6 +194,7 @@ class TrainState {
     const bool alias = sizeof(T) == 4 && stage_ == 0;  // fp32 stage 0: the compute weights are the master weights
     opt_n_ = stage_ == 0 ? Np_ : S_;
     opt_begin_ = stage_ == 0 ? 0 : (size_t)r_ * S_;
+    check_fits_(alias, device_name);
     if (offload_enabled()) offload_init();  // master/m/v in pinned host memory instead
     else master = (float*)mem.alloc(opt_n_ * 4, &bytes_params, "fp32 master weights", hint);
     if (stage_ < 3) params = alias && master ? (T*)master : (T*)mem.alloc(Np_ * sizeof(T), &bytes_params, "compute weights", hint);
@@ -566,6 +567,31 @@ class TrainState {
   std::set<cudaEvent_t> freed_used_;      // events recorded at least once (waiting on a fresh one is a no-op anyway)
   std::vector<cudaEvent_t> own_gev_;
   bool pending_comm_ = false;
+
+  // Before allocating: the model state and ZeRO buffers this rank is about to allocate against the GPU's free
+  // memory, so a run that cannot fit says so with the breakdown and the formula (nothing is half-allocated).
+  void check_fits_(bool alias, const std::string& device_name) const {
+    size_t ring = 0, pers = 0;
+    for (const ParamUnit& u : units_) u.persistent ? (void)(pers += u.size()) : (void)(ring = std::max(ring, u.size()));
+    const bool off = c_.offload == "cpu";
+    const size_t w = (stage_ < 3 ? (alias && !off ? 0 : Np_) : S_) * sizeof(T), m = off ? 0 : opt_n_ * 4;
+    const size_t g = (stage_ >= 2 ? S_ : Np_) * 4, mom = off ? 0 : 2 * opt_n_ * 4;
+    const size_t buf = stage_ >= 2 ? (2 * ring + pers) * (4 + (stage_ == 3 ? sizeof(T) : 0)) : 0;
+    const size_t need = w + m + g + mom + buf;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) { cudaGetLastError(); return; }
+    if (need <= fr) return;
+    ModelStateFormula f = model_state_formula(n_, stage_, W_, sizeof(T) == 2);
+    throw EngineError(ErrorCode::OutOfMemory,
+                      "the training state needs " + gib(need) + " on " + device_name + " (ZeRO stage " +
+                          std::to_string(stage_) + " over " + std::to_string(W_) + " GPU(s), " + f.text +
+                          ": weights " + gib(w) + ", master " + gib(m) + ", gradients " + gib(g) + ", moments " +
+                          gib(mom) + ", ZeRO buffers " + gib(buf) + ") but only " + gib(fr) + " of " + gib(tot) +
+                          " are free, before activations",
+                      "train_state.cuh", __LINE__,
+                      "raise parallelism.zeroStage, use more GPUs, set parallelism.offload.optimizer to 'cpu', or use "
+                      "a smaller model (estimateMemory() shows the whole breakdown before a run)");
+  }
 
   nccl::DataType dtype_() const { return sizeof(T) == 2 ? nccl::BFloat16 : nccl::Float32; }
   const nccl::Api& nc_() const { return nccl::api(); }
