@@ -583,7 +583,7 @@ class TrainState {
     if (need <= fr) return;
     ModelStateFormula f = model_state_formula(n_, stage_, W_, sizeof(T) == 2);
     throw EngineError(ErrorCode::OutOfMemory,
-                      "the training state needs " + gib(need) + " on " + device_name + " (ZeRO stage " +
+                      "out of GPU memory allocating the training state: it needs " + gib(need) + " on " + device_name + " (ZeRO stage " +
                           std::to_string(stage_) + " over " + std::to_string(W_) + " GPU(s), " + f.text +
                           ": weights " + gib(w) + ", master " + gib(m) + ", gradients " + gib(g) + ", moments " +
                           gib(mom) + ", ZeRO buffers " + gib(buf) + ") but only " + gib(fr) + " of " + gib(tot) +
