@@ -14,7 +14,6 @@
 #include "../engine/cuda/classifier.cuh"
 #include "../engine/cuda/encoder.cuh"
 #include "../engine/cuda/flash_attention.cuh"
-#include "../engine/cuda/flash_attention_v1.cuh"
 #include "../engine/cuda/layernorm.cuh"
 #include "../engine/cuda/matmul.cuh"
 #include "layers.h"  // the CPU reference
@@ -208,9 +207,9 @@ template <typename T> void checks(const char* tname, double tol) {
 }
 
 // fused attention (bf16 only) vs the CPU reference, at lengths that are not multiples of the 64-row tile
-// (v1 = the first version, flash_attention_v1.cuh, kept for A/B timings)
-void flash_checks(bool v1) {
-  printf("checks of the fused (flash) attention%s, bf16\n", v1 ? " (v1)" : "");
+// qsub: queries per sub-step of the dK/dV kernel (32 or 64)
+void flash_checks(int qsub = 0) {
+  printf("checks of the fused (flash) attention%s, bf16\n", qsub == 64 ? " (dK/dV in 64-query steps)" : "");
   for (auto cfg : {std::array<int, 4>{2, 100, 128, 2}, std::array<int, 4>{3, 130, 128, 4}, std::array<int, 4>{1, 64, 64, 1},
                    std::array<int, 4>{2, 300, 256, 4}}) {
     const int B = cfg[0], Tt = cfg[1], C = cfg[2], NH = cfg[3], N = B * Tt;
@@ -222,14 +221,8 @@ void flash_checks(bool v1) {
     Dev<bf16> dq(N * 3 * C), o(N * C), dd(N * C), dqo(N * 3 * C);
     Dev<float> lse(B * NH * Tt), dsum(B * NH * Tt);
     up(dq, qkv); up(dd, dout);
-    auto fwd = [&] {
-      if (v1) fa1::flash_v1_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0);
-      else flash_attention_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0);
-    };
-    auto bwd = [&] {
-      if (v1) fa1::flash_v1_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0);
-      else flash_attention_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0);
-    };
+    auto fwd = [&] { flash_attention_forward(o.p, lse.p, dq.p, B, Tt, C, NH, 0); };
+    auto bwd = [&] { flash_attention_backward(dqo.p, dd.p, o.p, dq.p, lse.p, dsum.p, B, Tt, C, NH, 0, qsub); };
     fwd();
     bwd();
     auto first = down(dqo.p, N * 3 * C);
@@ -276,7 +269,9 @@ void timings() {
   t = time_ms([&] { layernorm_forward<T>(z.p, m.p, r.p, x.p, w.p, w.p, N, C, st); });
   printf("  %-40s %8.3f ms %8.0f GB/s\n", "layernorm forward", t, bw(2.0 * N * C * 2, t));
   t = time_ms([&] { layernorm_backward<T>(z.p, gw.p, gb.p, scratch.p, y.p, x.p, w.p, m.p, r.p, N, C, st); });
-  printf("  %-40s %8.3f ms %8.0f GB/s (dinp pass + dweight pass)\n", "layernorm backward", t, bw(4.0 * N * C * 2 * 2, t));
+  printf("  %-40s %8.3f ms %8.0f GB/s (reads dout, x, dinp; writes dinp)\n", "layernorm backward", t, bw(4.0 * N * C * 2, t));
+  t = time_ms([&] { bias_grad<T>(gb.p, y.p, N, OC, scratch.p, st); });
+  printf("  %-40s %8.3f ms %8.0f GB/s\n", "bias gradient 16384x3072", t, bw(2.0 * N * OC, t));
   double fl = 2.0 * N * C * OC;
   t = time_ms([&] { linear_forward<T>(bl, z.p, x.p, w.p, bias.p, N, C, OC, st, pre.p); });
   printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "fc forward (GELU_AUX_BIAS) 16384x768x3072", t, fl / t / 1e9);
@@ -294,14 +289,13 @@ void timings() {
     printf("  %-40s %8.3f ms %8.0f TFLOP/s\n", "attention backward", t, 2 * afl / t / 1e9);
     Dev<float> lse((size_t)B * NH * Tt), dsum((size_t)B * NH * Tt);
     Dev<T> o2(N * C);
-    t = time_ms([&] { fa1::flash_v1_forward(o2.p, lse.p, qkv.p, B, Tt, C, NH, st); }, 10);
-    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half: %.0f)\n", "flash attention forward (v1)", t, afl / t / 1e9, afl / 2 / t / 1e9);
-    t = time_ms([&] { fa1::flash_v1_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st); }, 10);
-    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half, 7 products: %.0f)\n", "flash attention backward (v1)", t, 2 * afl / t / 1e9, 3.5 * afl / 2 / t / 1e9);
     t = time_ms([&] { flash_attention_forward(o2.p, lse.p, qkv.p, B, Tt, C, NH, st); }, 10);
     printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half: %.0f)\n", "flash attention forward", t, afl / t / 1e9, afl / 2 / t / 1e9);
-    t = time_ms([&] { flash_attention_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st); }, 10);
-    printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half, 7 products: %.0f)\n", "flash attention backward", t, 2 * afl / t / 1e9, 3.5 * afl / 2 / t / 1e9);
+    for (int qs : {64, 32}) {
+      t = time_ms([&] { flash_attention_backward(dq.p, out.p, o2.p, qkv.p, lse.p, dsum.p, B, Tt, C, NH, st, qs); }, 10);
+      printf("  %-40s %8.3f ms %8.0f TFLOP/s (causal half, 7 products: %.0f)\n", qs == 32 ? "flash attention backward" : "flash attention backward (qsub 64)",
+             t, 2 * afl / t / 1e9, 3.5 * afl / 2 / t / 1e9);
+    }
   }
   {  // the LM head's three products per 4096-row chunk; K = V = 50257 (odd) vs padded to Vp = 50304
     Dev<T> lg((size_t)Rc * Vp), lnf((size_t)Rc * C), wte((size_t)Vp * C), dl((size_t)Rc * C);
@@ -342,8 +336,8 @@ int main(int argc, char** argv) {
   try {
     checks<float>("fp32", 2e-5);
     checks<bf16>("bf16 (inputs rounded to bf16 for both sides)", 2e-2);
-    flash_checks(false);
-    flash_checks(true);
+    flash_checks();
+    flash_checks(64);
     if (argc < 2 || std::string(argv[1]) != "--no-timings") timings();
   } catch (const engine::EngineError& e) {
     printf("EngineError %s at %s:%d: %s\n", engine::error_code_name(e.code), e.file.c_str(), e.line, e.what());

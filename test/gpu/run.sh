@@ -20,8 +20,16 @@ if [ "${GPU_PREBUILT:-0}" = 1 ] && [ -x build/gpu/kernels_check ] && [ -x build/
 else
   test/gpu/build.sh > "$logs/build.log" 2>&1 || { echo "build failed:"; tail -30 "$logs/build.log"; exit 1; }
 fi
-echo "== kernels_check"; timeout 300 build/gpu/kernels_check 2>&1 | tee "$logs/kernels_check.log" || rc=1
-echo "== cuda_backend_test"; timeout 400 build/gpu/cuda_backend_test "$data" "$work" ${GPU_TESTS:-} 2>&1 | tee "$logs/cuda_backend_test.log" || rc=1
-echo "== torch_parity"; PYTHONUNBUFFERED=1 timeout 300 python3 test/gpu/torch_parity.py "$work" 2>&1 | tee "$logs/torch_parity.log" || rc=1
+# GPU_STAGES: which of the three stages to run (default all), e.g. "kernels" then "backend torch" in one device run
+stages=" ${GPU_STAGES:-kernels backend torch} "
+if [[ $stages == *" kernels "* ]]; then
+  echo "== kernels_check"; timeout 300 build/gpu/kernels_check 2>&1 | tee "$logs/kernels_check.log" || rc=1
+fi
+if [[ $stages == *" backend "* ]]; then
+  echo "== cuda_backend_test"; timeout 400 build/gpu/cuda_backend_test "$data" "$work" ${GPU_TESTS:-} 2>&1 | tee "$logs/cuda_backend_test.log" || rc=1
+fi
+if [[ $stages == *" torch "* ]]; then
+  echo "== torch_parity"; PYTHONUNBUFFERED=1 timeout 300 python3 test/gpu/torch_parity.py "$work" 2>&1 | tee "$logs/torch_parity.log" || rc=1
+fi
 cp "$work/curves.json" "$logs/" 2>/dev/null
 exit $rc

@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(1024) fused_classifier_bf16_kernel(bf16* logit
     if (pi >= np) continue;
 #pragma unroll
     for (int e = 0; e < 8; e++)
-      if (pi * 8 + e < V) s += expf(to_f(p[k].v[e]) - M);
+      if (pi * 8 + e < V) s += __expf(to_f(p[k].v[e]) - M);  // fast exp: arguments <= 0, bf16 outputs
   }
   s = block_sum(s, sh_f);  // every thread gets the same value
   const bool valid = label != IGNORE_INDEX;
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(1024) fused_classifier_bf16_kernel(bf16* logit
 #pragma unroll
     for (int e = 0; e < 8; e++) {
       int j = pi * 8 + e;
-      float g = (valid && j < V) ? (expf(to_f(p[k].v[e]) - M) * invS - (j == label ? 1.f : 0.f)) * dloss : 0.f;
+      float g = (valid && j < V) ? (__expf(to_f(p[k].v[e]) - M) * invS - (j == label ? 1.f : 0.f)) * dloss : 0.f;
       q.v[e] = from_f<bf16>(g);  // padding columns [V, ldv) get 0
     }
     q.store(x + (size_t)pi * 8);

@@ -21,7 +21,6 @@
 #include "cuda_common.cuh"  // checks, Pack, reductions
 #include "encoder.cuh"      // token + position embeddings
 #include "flash_attention.cuh"  // fused causal attention (bf16, head size 32/64)
-#include "flash_attention_v1.cuh"  // its first version (ENGINE_CUDA_ATTENTION=flash1, A/B only)
 #include "layernorm.cuh"    // layernorm forward / backward
 #include "matmul.cuh"       // cuBLASLt linear layers
 #include "nccl_dp.cuh"      // several GPUs: one replica + thread per GPU, NCCL communicators
@@ -59,7 +58,6 @@ class CudaBackend final : public Backend {
   BackendInfo inf;
   Recompute rc;
   bool flash = false;  // fused attention kernels (bf16, head size 32/64); else cuBLAS + softmax kernels
-  bool flash1 = false;  // ENGINE_CUDA_ATTENTION=flash1: the first fused kernels (A/B comparisons)
   cudaStream_t stream = nullptr;
   Blas blas;
   cudaDeviceProp prop{};
@@ -137,7 +135,6 @@ class CudaBackend final : public Backend {
     // ENGINE_CUDA_ATTENTION=cublas forces the unfused path (A/B comparisons in bench/ and native/lab/)
     const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
     flash = flash_supported((int)C, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
-    flash1 = flash && att_env && std::string(att_env) == "flash1";
     inf.num_threads = 1;
     TrainStateConfig sc;
     sc.stream = stream;
@@ -289,14 +286,12 @@ class CudaBackend final : public Backend {
   }
   void attention_fwd(Acts& a, Layer& x, int B, int Tt) {
     if constexpr (sizeof(T) == 2) {
-      if (flash1) return fa1::flash_v1_forward(x.atty, x.lse, x.qkv, B, Tt, (int)C, (int)NH, stream);
       if (flash) return flash_attention_forward(x.atty, x.lse, x.qkv, B, Tt, (int)C, (int)NH, stream);
     }
     attention_forward<T>(blas, x.atty, x.att, x.qkv, a.as, B, Tt, (int)C, (int)NH, stream);
   }
   void attention_bwd(Acts& a, Layer& x, T* dqkv, const T* datty, int B, int Tt) {
     if constexpr (sizeof(T) == 2) {
-      if (flash1) return fa1::flash_v1_backward(dqkv, datty, x.atty, x.qkv, x.lse, a.as.S, B, Tt, (int)C, (int)NH, stream);
       if (flash) return flash_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, a.as.S, B, Tt, (int)C, (int)NH, stream);
     }
     attention_backward<T>(blas, dqkv, datty, x.qkv, x.att, a.as, B, Tt, (int)C, (int)NH, stream);

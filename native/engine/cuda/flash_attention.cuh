@@ -74,14 +74,14 @@ __device__ __forceinline__ void fa_a_frags(uint32_t f[D / 16][4], bf16 (*s)[S], 
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++) ldsm_x4(f[kk], &s[row0 + lane % 16][kk * 16 + (lane / 16) * 8]);
 }
-// X(16 x 64) = A(16 x D) · Bs^T, Bs a row-major 64 x D smem tile (its rows are X's columns): S = Q·K^T and kin
-template <int D, int S>
-__device__ __forceinline__ void fa_mm_abt(float x[8][4], const uint32_t a[D / 16][4], bf16 (*bs)[S]) {
+// X(16 x 8NT) = A(16 x D) · Bs^T, Bs a row-major (8NT) x D smem tile (its rows are X's columns): S = Q·K^T and kin
+template <int D, int S, int NT = 8>
+__device__ __forceinline__ void fa_mm_abt(float (*x)[4], const uint32_t (*a)[4], bf16 (*bs)[S]) {  // x[NT][4], a[D/16][4]
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int n = 0; n < 8; n++) x[n][0] = x[n][1] = x[n][2] = x[n][3] = 0.f;
+  for (int n = 0; n < NT; n++) x[n][0] = x[n][1] = x[n][2] = x[n][3] = 0.f;
 #pragma unroll
-  for (int np = 0; np < 4; np++)
+  for (int np = 0; np < NT / 2; np++)
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       uint32_t b[4];
@@ -90,13 +90,13 @@ __device__ __forceinline__ void fa_mm_abt(float x[8][4], const uint32_t a[D / 16
       mma16816(x[2 * np + 1], a[kk], b[2], b[3]);
     }
 }
-// acc(16 x D) += P(16 x 64, C-fragment registers, rounded to bf16) · Bs, Bs a row-major 64 x D smem tile
+// acc(16 x D) += P(16 x 8NT, C-fragment registers, rounded to bf16) · Bs, Bs a row-major (8NT) x D smem tile
 // (P·V, P^T·dO, dS^T·Q, dS·K: the tile's rows are the reduction index, read with ldmatrix.trans)
-template <int D, int S>
-__device__ __forceinline__ void fa_mm_pb(float acc[D / 8][4], const float p[8][4], bf16 (*bs)[S]) {
+template <int D, int S, int NT = 8>
+__device__ __forceinline__ void fa_mm_pb(float (*acc)[4], const float (*p)[4], bf16 (*bs)[S]) {  // acc[D/8][4], p[NT][4]
   const int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int kk = 0; kk < 4; kk++) {
+  for (int kk = 0; kk < NT / 2; kk++) {
     uint32_t a[4] = {pack2(p[2 * kk][0], p[2 * kk][1]), pack2(p[2 * kk][2], p[2 * kk][3]),
                      pack2(p[2 * kk + 1][0], p[2 * kk + 1][1]), pack2(p[2 * kk + 1][2], p[2 * kk + 1][3])};
 #pragma unroll
@@ -206,8 +206,9 @@ __global__ void __launch_bounds__(WARPS * 32) flash_fwd_kernel(bf16* out, float*
 // ---------------------------------------------------------------------------------------------------- backward
 // dQ for one query tile, and dsum (B,NH,T) = rowsum(dout ∘ out) of its rows (the dK/dV kernel, launched after,
 // reads it). grid (ceil(T/64), NH, B), 128 threads (4 warps x 16 queries); loops over key tiles <= its own.
-template <int D>
-__global__ void __launch_bounds__(FA_BWD_WARPS * 32) flash_bwd_dq_kernel(bf16* dqkv, float* dsum, const bf16* qkv, const bf16* out,
+// KS = keys per sub-step (64, or 32: fewer registers for S and dP, four blocks per multiprocessor instead of three)
+template <int D, int KS>
+__global__ void __launch_bounds__(FA_BWD_WARPS * 32, KS == 32 ? 4 : 1) flash_bwd_dq_kernel(bf16* dqkv, float* dsum, const bf16* qkv, const bf16* out,
                                                                          const bf16* dout, const float* lse, int T_, int NH, float scale) {
   constexpr int BQ = 16 * FA_BWD_WARPS, BN = FA_BN, S = D + 8, NT = FA_BWD_WARPS * 32;
   static_assert(BQ == BN, "the Q/dO staging reuses stage 1 of the K/V tiles");
@@ -271,20 +272,24 @@ __global__ void __launch_bounds__(FA_BWD_WARPS * 32) flash_bwd_dq_kernel(bf16* d
       cp_async_wait<0>();
     }
     __syncthreads();
-    float p[8][4], dp[8][4];
-    fa_mm_abt<D, S>(p, qf, Ks[st]);   // S (16 queries x 64 keys)
-    fa_mm_abt<D, S>(dp, df, Vs[st]);  // dP = dO · V^T
-    const bool mask = j == qt || j * BN + BN > T_;
 #pragma unroll
-    for (int n = 0; n < 8; n++)
+    for (int k0 = 0; k0 < BN; k0 += KS) {
+      constexpr int NT = KS / 8;
+      float p[NT][4], dp[NT][4];
+      fa_mm_abt<D, S, NT>(p, qf, Ks[st] + k0);   // S (16 queries x KS keys)
+      fa_mm_abt<D, S, NT>(dp, df, Vs[st] + k0);  // dP = dO · V^T
+      const bool mask = j == qt || j * BN + k0 + KS > T_;
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        int k = j * BN + n * 8 + 2 * t + (e & 1), r = e >> 1;
-        float pv = exp2f(fmaf(p[n][e], sl2, nls[r]));
-        if (mask && (k > row[r] || k >= T_)) pv = 0.f;
-        dp[n][e] = pv * (dp[n][e] - ds[r]) * scale;
-      }
-    fa_mm_pb<D, S>(dq, dp, Ks[st]);  // dQ += dS · K
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          int k = j * BN + k0 + n * 8 + 2 * t + (e & 1), r = e >> 1;
+          float pv = exp2f(fmaf(p[n][e], sl2, nls[r]));
+          if (mask && (k > row[r] || k >= T_)) pv = 0.f;
+          dp[n][e] = pv * (dp[n][e] - ds[r]) * scale;
+        }
+      fa_mm_pb<D, S, NT>(dq, dp, Ks[st] + k0);  // dQ += dS · K
+    }
     __syncthreads();
   }
 #pragma unroll
@@ -299,8 +304,10 @@ __global__ void __launch_bounds__(FA_BWD_WARPS * 32) flash_bwd_dq_kernel(bf16* d
 
 // dK, dV for one key tile: grid (ceil(T/64), NH, B), 128 threads (4 warps x 16 keys); loops over query tiles >= it.
 // Computes the transposed products (keys as rows): S^T = K·Q^T, dP^T = V·dO^T, dV += P^T·dO, dK += dS^T·Q.
-template <int D>
-__global__ void __launch_bounds__(FA_BWD_WARPS * 32) flash_bwd_dkdv_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout,
+// QS = queries per sub-step: 64 (one pass over the tile) or 32 (two halves: 32 fewer registers for S^T and dP^T,
+// so three blocks fit on a multiprocessor instead of two).
+template <int D, int QS>
+__global__ void __launch_bounds__(FA_BWD_WARPS * 32, QS == 32 ? 3 : 1) flash_bwd_dkdv_kernel(bf16* dqkv, const bf16* qkv, const bf16* dout,
                                                                            const float* lse, const float* dsum, int T_, int NH, float scale) {
   constexpr int BK = 16 * FA_BWD_WARPS, BQ = FA_BN, S = D + 8, NT = FA_BWD_WARPS * 32;
   static_assert(BK == BQ, "the K/V staging reuses stage 1 of the Q/dO tiles");
@@ -347,16 +354,19 @@ __global__ void __launch_bounds__(FA_BWD_WARPS * 32) flash_bwd_dkdv_kernel(bf16*
       cp_async_wait<0>();
     }
     __syncthreads();
-    if (i * BQ + BQ - 1 >= k0 + w * 16) {  // else every query of the tile is before this warp's keys
-      float p[8][4], dp[8][4];
-      fa_mm_abt<D, S>(p, kf, Qs[st]);   // S^T (16 keys x 64 queries)
-      fa_mm_abt<D, S>(dp, vf, dOs[st]);  // dP^T = V · dO^T
-      const bool mask = i * BQ < k0 + w * 16 + 16 || i * BQ + BQ > T_;
 #pragma unroll
-      for (int n = 0; n < 8; n++)
+    for (int q0 = 0; q0 < BQ; q0 += QS) {
+      constexpr int NT = QS / 8;
+      if (i * BQ + q0 + QS - 1 < k0 + w * 16) continue;  // every query of this part is before this warp's keys
+      float p[NT][4], dp[NT][4];
+      fa_mm_abt<D, S, NT>(p, kf, Qs[st] + q0);   // S^T (16 keys x QS queries)
+      fa_mm_abt<D, S, NT>(dp, vf, dOs[st] + q0);  // dP^T = V · dO^T
+      const bool mask = i * BQ + q0 < k0 + w * 16 + 16 || i * BQ + q0 + QS > T_;
+#pragma unroll
+      for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-          int qc = n * 8 + 2 * t + e, q = i * BQ + qc;
+          int qc = q0 + n * 8 + 2 * t + e, q = i * BQ + qc;
           float nl = -lse_s[st][qc] * FA_LOG2E, dsv = dsum_s[st][qc];
 #pragma unroll
           for (int r = 0; r < 2; r++) {
@@ -366,8 +376,8 @@ __global__ void __launch_bounds__(FA_BWD_WARPS * 32) flash_bwd_dkdv_kernel(bf16*
             dp[n][2 * r + e] = pv * (dp[n][2 * r + e] - dsv) * scale;  // dS^T (of the unscaled scores)
           }
         }
-      fa_mm_pb<D, S>(dv, p, dOs[st]);  // dV += P^T · dO
-      fa_mm_pb<D, S>(dk, dp, Qs[st]);  // dK += dS^T · Q
+      fa_mm_pb<D, S, NT>(dv, p, dOs[st] + q0);  // dV += P^T · dO
+      fa_mm_pb<D, S, NT>(dk, dp, Qs[st] + q0);  // dK += dS^T · Q
     }
     __syncthreads();
   }
@@ -396,14 +406,24 @@ inline void flash_forward_d_(bf16* out, float* lse, const bf16* qkv, int B, int 
   kernel<<<grid, 32 * FA_FWD_WARPS, smem, stream>>>(out, lse, qkv, T_, NH, 1.f / sqrtf((float)D));
   LAUNCH_CHECK();
 }
+// queries (dK/dV kernel) and keys (dQ kernel) per sub-step, 32 or 64; ENGINE_FLASH_QSUB=64 for A/B timings
+inline int fa_dkdv_qsub() {
+  static const int q = [] {
+    const char* e = getenv("ENGINE_FLASH_QSUB");
+    return e && std::string(e) == "64" ? 64 : 32;
+  }();
+  return q;
+}
 template <int D>
 inline void flash_backward_d_(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv, const float* lse,
-                              float* dsum, int B, int T_, int NH, cudaStream_t stream) {
+                              float* dsum, int B, int T_, int NH, cudaStream_t stream, int qsub) {
   dim3 grid(ceil_div(T_, FA_BN), NH, B);
   float scale = 1.f / sqrtf((float)D);
-  flash_bwd_dq_kernel<D><<<grid, 32 * FA_BWD_WARPS, 0, stream>>>(dqkv, dsum, qkv, out, dout, lse, T_, NH, scale);
+  if (qsub == 64) flash_bwd_dq_kernel<D, 64><<<grid, 32 * FA_BWD_WARPS, 0, stream>>>(dqkv, dsum, qkv, out, dout, lse, T_, NH, scale);
+  else flash_bwd_dq_kernel<D, 32><<<grid, 32 * FA_BWD_WARPS, 0, stream>>>(dqkv, dsum, qkv, out, dout, lse, T_, NH, scale);
   LAUNCH_CHECK();
-  flash_bwd_dkdv_kernel<D><<<grid, 32 * FA_BWD_WARPS, 0, stream>>>(dqkv, qkv, dout, lse, dsum, T_, NH, scale);
+  if (qsub == 64) flash_bwd_dkdv_kernel<D, 64><<<grid, 32 * FA_BWD_WARPS, 0, stream>>>(dqkv, qkv, dout, lse, dsum, T_, NH, scale);
+  else flash_bwd_dkdv_kernel<D, 32><<<grid, 32 * FA_BWD_WARPS, 0, stream>>>(dqkv, qkv, dout, lse, dsum, T_, NH, scale);
   LAUNCH_CHECK();
 }
 
@@ -416,11 +436,13 @@ inline void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int 
 }
 
 // dqkv (B,T,3C) written; dout, out (B,T,C); lse from the forward; dsum scratch (B,NH,T)
+// qsub: 0 = the default (fa_dkdv_qsub()), or 32 / 64 (A/B timings)
 inline void flash_attention_backward(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv, const float* lse,
-                                     float* dsum, int B, int T_, int C, int NH, cudaStream_t stream) {
+                                     float* dsum, int B, int T_, int C, int NH, cudaStream_t stream, int qsub = 0) {
   int D = C / NH;
-  if (D == 64) flash_backward_d_<64>(dqkv, dout, out, qkv, lse, dsum, B, T_, NH, stream);
-  else if (D == 32) flash_backward_d_<32>(dqkv, dout, out, qkv, lse, dsum, B, T_, NH, stream);
+  if (!qsub) qsub = fa_dkdv_qsub();
+  if (D == 64) flash_backward_d_<64>(dqkv, dout, out, qkv, lse, dsum, B, T_, NH, stream, qsub);
+  else if (D == 32) flash_backward_d_<32>(dqkv, dout, out, qkv, lse, dsum, B, T_, NH, stream, qsub);
   else fail_(ErrorCode::Internal, "flash attention needs head size 32 or 64", "", __FILE__, __LINE__);
 }
 

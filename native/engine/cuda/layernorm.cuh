@@ -45,7 +45,7 @@ __global__ void layernorm_forward_kernel(T* out, float* mean, float* rstd, const
 // The whole backward pass over a chunk of LN_BWD_ROWS rows per block, in one pass over device memory:
 // phase 1, one warp per row: dinp += LN'(dout) (reads dout, x, dinp; writes dinp); phase 2, one thread per column:
 // the chunk's partial dweight / dbias sums, re-reading the chunk's dout and x, which phase 1 just brought into
-// L1/L2 (no second trip to HBM). partial (nchunks, 2, C); layernorm_dw_reduce_kernel then sums the chunks in a
+// L1/L2 (no second trip to HBM). partial (nchunks, 2, C); column_sum (cuda_common.cuh) then sums the chunks in a
 // fixed order, so the result is deterministic.
 constexpr int LN_BWD_ROWS = 32, LN_BWD_THREADS = 256;
 template <typename T>
@@ -82,27 +82,26 @@ __global__ void __launch_bounds__(LN_BWD_THREADS) layernorm_backward_kernel(T* d
       pi.store(di + i);
     }
   }
+  __shared__ float sm[LN_BWD_ROWS], sr[LN_BWD_ROWS];
+  if (threadIdx.x < LN_BWD_ROWS && r0 + (int)threadIdx.x < r1) { sm[threadIdx.x] = mean[r0 + threadIdx.x]; sr[threadIdx.x] = rstd[r0 + threadIdx.x]; }
+  __syncthreads();
   for (int c = threadIdx.x; c < C; c += LN_BWD_THREADS) {
     float dw = 0.f, db = 0.f;
-    for (int row = r0; row < r1; row++) {
-      float d = to_f(dout[(size_t)row * C + c]);
-      dw += d * (to_f(x[(size_t)row * C + c]) - mean[row]) * rstd[row];
+    auto row_ = [&](int k) {
+      size_t o = (size_t)(r0 + k) * C + c;
+      float d = to_f(dout[o]);
+      dw += d * (to_f(x[o]) - sm[k]) * sr[k];
       db += d;
+    };
+    if (r1 - r0 == LN_BWD_ROWS) {  // full chunk: a fixed trip count, so the loads of all rows are in flight at once
+#pragma unroll
+      for (int k = 0; k < LN_BWD_ROWS; k++) row_(k);
+    } else {
+      for (int k = 0; k < r1 - r0; k++) row_(k);
     }
     partial[((size_t)blockIdx.x * 2 + 0) * C + c] = dw;
     partial[((size_t)blockIdx.x * 2 + 1) * C + c] = db;
   }
-}
-static __global__ void layernorm_dw_reduce_kernel(float* dw, float* db, const float* partial, int nchunks, int C) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float sw = 0.f, sb = 0.f;
-  for (int i = 0; i < nchunks; i++) {
-    sw += partial[((size_t)i * 2 + 0) * C + c];
-    sb += partial[((size_t)i * 2 + 1) * C + c];
-  }
-  dw[c] += sw;
-  db[c] += sb;
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -126,8 +125,8 @@ void layernorm_backward(T* dinp, float* dw, float* db, float* scratch, const T* 
   const int nchunks = ceil_div(N, LN_BWD_ROWS);
   layernorm_backward_kernel<T><<<nchunks, LN_BWD_THREADS, 0, stream>>>(dinp, scratch, dout, x, mean, rstd, w, N, C);
   LAUNCH_CHECK();
-  layernorm_dw_reduce_kernel<<<ceil_div(C, 128), 128, 0, stream>>>(dw, db, scratch, nchunks, C);
-  LAUNCH_CHECK();
+  column_sum(dw, scratch, nchunks, 2 * (size_t)C, C, stream);
+  column_sum(db, scratch + C, nchunks, 2 * (size_t)C, C, stream);
 }
 
 }  // namespace cudabk

@@ -146,35 +146,51 @@ void gemm_batched_rm_(Blas& b, bool transA, bool transB, int M, int N, int K, co
 // ----------------------------------------------------------------------------------------------------------
 // linear layers in Hugging Face's Conv1D layout: out(N,OC) = inp(N,C) · W(C,OC) + bias(OC)
 
-// bias gradient: dbias(OC) += sum over rows of dout(R,OC); deterministic (fixed row chunks, then a fixed-order sum)
+// bias gradient: dbias(OC) += sum over rows of dout(R,OC); deterministic: fixed row chunks summed in a fixed
+// order (partial (nchunks, OC)), then column_sum (cuda_common.cuh) over the chunks. A block covers 32 16-byte
+// column packs x 8 row lanes; each thread keeps V sums and reads its rows with 16-byte loads, unrolled, so many
+// loads are in flight (the first version, one thread per column with 2-byte loads in a dependent loop, ran at a
+// fraction of the memory bandwidth and its chunk sum took ~50 us a call).
+constexpr int BG_ROWS = 64;  // rows per chunk
 template <typename T>
-__global__ void bias_grad_partial_kernel(float* partial, const T* dout, int R, int OC, int rows_per_chunk) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  int chunk = blockIdx.y;
-  if (c >= OC) return;
-  int r0 = chunk * rows_per_chunk, r1 = min(R, r0 + rows_per_chunk);
-  float s = 0.f;
-  for (int r = r0; r < r1; r++) s += to_f(dout[(size_t)r * OC + c]);
-  partial[(size_t)chunk * OC + c] = s;
-}
-static __global__ void sum_partials_kernel(float* out, const float* partial, int nchunks, int n) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= n) return;
-  float s = 0.f;
-  for (int i = 0; i < nchunks; i++) s += partial[(size_t)i * n + c];
-  out[c] += s;
+__global__ void __launch_bounds__(256) bias_grad_partial_kernel(float* partial, const T* dout, int R, int OC, int rows_per_chunk) {
+  constexpr int V = Pack<T>::N;
+  __shared__ float sh[8][32 * V + 1];
+  const int lane = threadIdx.x % 32, y = threadIdx.x / 32, chunk = blockIdx.y;
+  const int c0 = (blockIdx.x * 32 + lane) * V;  // this thread's first column
+  const int r0 = chunk * rows_per_chunk, r1 = min(R, r0 + rows_per_chunk);
+  float s[V] = {};
+  if (c0 < OC) {
+#pragma unroll 8
+    for (int r = r0 + y; r < r1; r += 8) {
+      Pack<T> p = Pack<T>::load(dout + (size_t)r * OC + c0);
+#pragma unroll
+      for (int k = 0; k < V; k++) s[k] += to_f(p.v[k]);
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < V; k++) sh[y][lane * V + k] = s[k];
+  __syncthreads();
+  for (int j = threadIdx.x; j < 32 * V; j += 256) {  // fixed-order sum of the 8 row lanes
+    int c = blockIdx.x * 32 * V + j;
+    if (c >= OC) continue;
+    float t = 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) t += sh[k][j];
+    partial[(size_t)chunk * OC + c] = t;
+  }
 }
 // scratch needed by bias_grad: (R/rows_per_chunk) * OC floats
-inline size_t bias_grad_scratch_floats(size_t R, size_t OC) { return (size_t)ceil_div(R, 64) * OC; }
+inline size_t bias_grad_scratch_floats(size_t R, size_t OC) { return (size_t)ceil_div(R, BG_ROWS) * OC; }
 
 template <typename T>
 void bias_grad(float* dbias, const T* dout, int R, int OC, float* scratch, cudaStream_t stream) {
-  const int rpc = std::max(64, ceil_div(R, 65535)), nchunks = ceil_div(R, rpc);  // grid.y <= 65535
-  dim3 grid(ceil_div(OC, 128), nchunks);
-  bias_grad_partial_kernel<T><<<grid, 128, 0, stream>>>(scratch, dout, R, OC, rpc);
+  REQUIRE(OC % Pack<T>::N == 0 && ((uintptr_t)dout % 16) == 0, "bias gradient: rows of 16-byte packs needed");
+  const int rpc = std::max(BG_ROWS, ceil_div(R, 65535)), nchunks = ceil_div(R, rpc);  // grid.y <= 65535
+  dim3 grid(ceil_div(OC, 32 * Pack<T>::N), nchunks);
+  bias_grad_partial_kernel<T><<<grid, 256, 0, stream>>>(scratch, dout, R, OC, rpc);
   LAUNCH_CHECK();
-  sum_partials_kernel<<<ceil_div(OC, 128), 128, 0, stream>>>(dbias, scratch, nchunks, OC);
-  LAUNCH_CHECK();
+  column_sum(dbias, scratch, nchunks, OC, OC, stream);
 }
 
 // Epilogues as separate kernels, for shapes where cuBLASLt offers no fused kernel (Blas::unfused counts them).
