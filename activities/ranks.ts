@@ -11,7 +11,7 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { devicesPerWorker, localDevices, type FinetuneConfig } from '../configs/index.js';
 import type { Engine, ParallelOptions } from '../native/index.js';
 import type { CheckpointRef, TrainProgress } from '../workflows/messages.js';
-import { checkpointDir, pruneCheckpoints } from './checkpoints.js';
+import { checkpointDir, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';
 import { classify, divergence } from './lib/failures.js';
@@ -99,8 +99,14 @@ async function startEngine(deps: RankDeps, input: TrainRankInput, par: ParallelO
   deps.engines.evict();
   const { Engine } = await native();
   const opts = { backend: deps.backend, parallel: par };
-  const engine = resumeFrom ? await Engine.fromCheckpoint(resumeFrom.dir, cfg, opts) : await Engine.create(cfg, opts);
-  return { engine, dataDir: null, loaded: true };
+  if (!resumeFrom) return { engine: await Engine.create(cfg, opts), dataDir: null, loaded: true };
+  try {
+    return { engine: await Engine.fromCheckpoint(resumeFrom.dir, cfg, opts), dataDir: null, loaded: true };
+  } catch (e) {
+    // Corrupt content (not a passing I/O error): move it aside, so the group's restart picks the one before it.
+    if ((e as { code?: string }).code === 'BAD_CHECKPOINT') await quarantine(resumeFrom.dir);
+    throw e;
+  }
 }
 
 /** Cache key: an engine belongs to one generation of one group (its communicator dies with the generation). */

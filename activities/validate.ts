@@ -56,9 +56,12 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
     } else if (cfg.model.init === 'pretrained') baseModel = cfg.model.path ?? null;
   } else if (cfg.model.init === 'pretrained') baseModel = cfg.model.path ?? null;
 
-  const fingerprint = fingerprintOf('finetune-run/v1', {
+  // The GPU layout (devices, nodes, ZeRO stage, where the optimizer runs) does not change the math: gradAccumSteps
+  // counts micro-batches over all GPUs, so a run may resume on another number of GPUs from the same checkpoints
+  // (re-sharded on load). Only the delayed update (weights one step late) changes the weights.
+  const fingerprint = fingerprintOf('finetune-run/v2', {
     data: cfg.data, preprocess: { ...cfg.preprocess, workers: 0 }, tokenizer: cfg.tokenizer, model: cfg.model,
-    training: cfg.training, parallelism: cfg.parallelism,
+    training: cfg.training, parallelism: { delayedUpdate: cfg.parallelism.offload.delayedUpdate },
   });
   const runDir = join(seriesDir, `${safeName(workflowId)}-${fingerprint.slice(0, 10)}`);
   const m = cfg.model;

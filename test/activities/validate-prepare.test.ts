@@ -51,6 +51,13 @@ describe('validateConfig', () => {
     const b = await run(env, acts.validateConfig, { ...input, training: { learningRate: 1e-2 } }, 'finetune-series');
     expect(a.runDir.startsWith(join(root, 'series', 'finetune-series-'))).toBe(true);
     expect(a.runDir).not.toBe(b.runDir);
+    // another GPU layout resumes the same run (re-sharded checkpoints); a delayed update is different math
+    const gpus = { ...input, training: { gradAccumSteps: 8 }, parallelism: { devices: 4, nodes: 2, zeroStage: 3, offload: { optimizer: 'cpu' } } };
+    const c4 = await run(env, acts.validateConfig, gpus, 'finetune-series');
+    const c1 = await run(env, acts.validateConfig, { ...gpus, parallelism: { devices: 1 } }, 'finetune-series');
+    expect(c4.runDir).toBe(c1.runDir);
+    const late = await run(env, acts.validateConfig, { ...gpus, parallelism: { offload: { optimizer: 'cpu', delayedUpdate: true } } }, 'finetune-series');
+    expect(late.runDir).not.toBe(c1.runDir);
     expect(a.baseModel).toBeNull();
     const modelDir = join(root, 'series', 'some-run', 'model');
     mkdirSync(modelDir, { recursive: true });
