@@ -85,6 +85,20 @@ void gelu_act_backward(T* d, const T* pre, size_t n, bool erf, cudaStream_t stre
   gelu_act_backward_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(d, pre, n, erf);
   LAUNCH_CHECK();
 }
+// rows with a stride ld >= OC (logits padded to a multiple of 64 columns)
+template <typename T>
+__global__ void add_bias_ld_kernel(T* out, const T* bias, size_t n, int OC, int ld) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  size_t r = i / OC, c = i % OC;
+  out[r * ld + c] = from_f<T>(to_f(out[r * ld + c]) + to_f(bias[c]));
+}
+template <typename T>
+void add_bias(T* out, const T* bias, int N, int OC, int ld, cudaStream_t stream) {
+  size_t n = (size_t)N * OC;
+  add_bias_ld_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(out, bias, n, OC, ld);
+  LAUNCH_CHECK();
+}
 template <typename T>
 void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t stream) {
   size_t n = (size_t)N * OC;

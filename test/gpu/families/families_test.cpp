@@ -8,6 +8,7 @@
 //   determinism two bf16 forward/backward passes give bitwise equal gradients; recompute gives the same ones
 //   training    5 AdamW steps (step_async) with the same batch: cuda fp32 follows cpu, bf16 close, loss falls
 //   kv-cache    prefill + decode (two slots, different lengths) == the full forward's logits
+//   zero        ZeRO stages 1-3 on one GPU (TrainState unit hooks) == stage 0
 //   round trip  engine::Engine imports the HF dir on cuda bf16, trains 6 steps, checkpoints, resumes on cpu (same
 //               logits as cuda), exports a HF dir (export/) and dumps the fp32 logits of the exported weights
 //               (ours_export_logits.f32) for transformers to compare
@@ -153,8 +154,10 @@ static void parity(const Case& c) {
   lj << "]\n";
 }
 
-static std::vector<float> train_curve(const Case& c, const char* name, const char* prec, size_t steps) {
-  auto be = create_backend(c.cfg, opts(name, prec));
+static std::vector<float> train_curve(const Case& c, const char* name, const char* prec, size_t steps, int zero = 0) {
+  BackendOptions o = opts(name, prec);
+  o.zero_stage = zero;
+  auto be = create_backend(c.cfg, o);
   be->set_params(c.params.data());
   std::vector<float> losses;
   Batch b = c.batch();
@@ -180,6 +183,36 @@ static void training(const Case& c) {
          S, w32, cpu[0], cpu[S - 1]);
   report(w16 < 3e-2 && b16[S - 1] < b16[0], "%s training: cuda bf16 losses %.4f -> %.4f (worst rel vs cpu %.2e)",
          c.name.c_str(), b16[0], b16[S - 1], w16);
+}
+
+// ZeRO stages 1-3 on one GPU (world size 1: shards = the whole vector, gathers and reductions are copies) run the
+// family through TrainState's unit hooks (layer_params / layer_grads / layer_grads_done): same loss, gradients and
+// training curve as stage 0
+static void zero_stages(const Case& c) {
+  auto s0 = create_backend(c.cfg, opts("cuda", "bf16"));
+  Result r0 = run_fb(*s0, c);
+  auto c0 = train_curve(c, "cuda", "bf16", 3);
+  for (int stage = 1; stage <= 3; stage++) {
+    BackendOptions o = opts("cuda", "bf16");
+    o.zero_stage = stage;
+    std::unique_ptr<Backend> be;
+    try {
+      be = create_backend(c.cfg, o);
+    } catch (const EngineError& e) {  // family_backend.cu without TrainState refuses ZeRO with BAD_CONFIG
+      if (e.code != ErrorCode::BadConfig) throw;
+      printf("  [skip] %s ZeRO-%d: %s\n", c.name.c_str(), stage, e.what());
+      continue;
+    }
+    Result r = run_fb(*be, c);
+    std::string w;
+    double mc = grad_min_cos(c, r.grads, r0.grads, &w);
+    auto cs = train_curve(c, "cuda", "bf16", 3, stage);
+    double worst = 0;
+    for (size_t i = 0; i < cs.size(); i++) worst = std::max(worst, (double)std::fabs(cs[i] - c0[i]) / c0[i]);
+    report(std::fabs(r.loss - r0.loss) <= 1e-6 * r0.loss && mc >= 0.99999 && worst < 1e-4,
+           "%s ZeRO-%d (1 GPU) vs stage 0: loss %.6f vs %.6f, min gradient cosine %.7f (%s), 3-step curve worst rel %.1e",
+           c.name.c_str(), stage, r.loss, r0.loss, mc, w.c_str(), worst);
+  }
 }
 
 static void kv_cache(const Case& c) {
@@ -281,6 +314,7 @@ int main(int argc, char** argv) {
       parity(c);
       training(c);
       kv_cache(c);
+      zero_stages(c);
       round_trip(c);
     } catch (const EngineError& err) {
       report(false, "%s threw %s: %s (%s:%d) %s", name.c_str(), error_code_name(err.code), err.what(), err.file.c_str(),
