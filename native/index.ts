@@ -206,7 +206,7 @@ function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par?: Paral
 
 /**
  * A cuda OUT_OF_MEMORY gains the pre-flight estimate for this config (engine/zero.h) and, when the engine's message
- * names the GPU's size ("... of 79.19 GiB in use"), the verdict's advice: what to change so it fits. Exported for tests.
+ * names the GPU's size, the verdict's advice: what to change so it fits. Exported for tests.
  */
 export function withEstimate(e: unknown, cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par: ParallelOptions): never {
   if (!(e instanceof EngineError) || e.code !== 'OUT_OF_MEMORY' || backend !== 'cuda') throw e;
@@ -215,7 +215,8 @@ export function withEstimate(e: unknown, cfg: FinetuneConfig, backend: 'cpu' | '
     const GiB = 2 ** 30, d = est.device;
     let more = `\n  pre-flight estimate (${est.formula}): ${(d.total / GiB).toFixed(2)} GiB per GPU = model states ` +
       `${((d.params + d.grads + d.master + d.moments) / GiB).toFixed(2)} + activations ${(d.activations / GiB).toFixed(2)} + buffers ${(d.buffers / GiB).toFixed(2)} GiB`;
-    const total = /of ([\d.]+) GiB in use/.exec(e.message);
+    // the engine names the GPU's size: '... 70.10 of 79.19 GiB in use ...' or '... only 3.2 GiB of 79.19 GiB are free'
+    const total = /of ([\d.]+) GiB (?:in use|are free)/.exec(e.message);
     if (total) {
       const v = est.fits(Number(total[1]) * GiB);
       if (!v.ok && v.advice) more += `\n  ${v.advice}`;
