@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { describeParallelism, loadConfig, type FinetuneConfig } from '../configs/index.js';
+import { describeParallelism, loadConfig, rankQueuesOf, usesRankPath, type FinetuneConfig } from '../configs/index.js';
 import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
 import { planLines } from './lib/estimate.js';
@@ -46,6 +46,10 @@ export async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { set: { type: 'string', multiple: true }, json: { type: 'boolean' } }, USAGE);
   if (positionals.length !== 1) throw new Error(`expected one config file\nusage: finetune ${USAGE}`);
   const cfg = loadConfig(positionals[0]!, values.set ?? []);
+  if (cfg.parallelism.nodes > 1)
+    throw new Error(`parallelism.nodes is ${cfg.parallelism.nodes}: finetune run runs every worker in this process. Start one ` +
+      `\`finetune worker --queues ${cfg.temporal.gpuTaskQueue} --rank-queue <queue>\` per GPU host (queues ${rankQueuesOf(cfg).join(', ')}) ` +
+      `and the run with \`finetune start\` (workflows/README.md, "Multi-worker training")`);
   const json = values.json ?? false;
   const log = (s: string) => process.stderr.write(`[finetune] ${s}\n`);
   for (const line of await planLines(cfg)) log(line);
@@ -64,6 +68,8 @@ export async function main(argv: string[]): Promise<number> {
   const workers = await startWorkers({
     address, namespace: cfg.temporal.namespace, queues: [cfg.temporal.taskQueue, cfg.temporal.gpuTaskQueue],
     gpuQueue: cfg.temporal.gpuTaskQueue, logLevel: 'ERROR',
+    // one worker through the rank path (temporal.rankTaskQueues with nodes 1): this process serves that queue too
+    rankQueues: usesRankPath(cfg) ? rankQueuesOf(cfg) : [],
   });
   const client = await connectClient(address, cfg.temporal.namespace);
   let interrupted = false;
