@@ -157,7 +157,11 @@ class FamilyCudaBackend final : public Backend {
     ENGINE_CHECK(o.device >= 0 && o.device < ndev, BadConfig, "", "CUDA device %d requested, %d visible", o.device, ndev);
     CUDA_CHECK(cudaSetDevice(o.device));
     CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    // A blocking stream (not cudaStreamNonBlocking): set_params / rope tables arrive through cudaMemcpy from pageable
+    // memory, which may return before its DMA has landed; work on a blocking stream is ordered after it, so the
+    // bf16 copy of the weights never reads a half-written master buffer. (Suspected cause of the random bf16
+    // results of the TrainState port's first GPU run; this line is not yet run on a GPU.)
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamDefault));
     blas.init(sizeof(T) == 4);
     bytes_misc += blas.workspace_bytes;
     inf.name = "cuda";
