@@ -13,7 +13,7 @@ import { NON_RETRYABLE, bookkeepingOptions, rankOptions, rendezvousOptions } fro
 export interface RankLoop {
   step: number;
   lastCheckpoint: CheckpointRef | null;
-  /** Group restarts so far (carried across continue-as-new). */
+  /** Group restarts in a row, without a completed segment between them (carried across continue-as-new). */
   restarts: number;
   /** Generation of the group; a new rendezvous increments it. */
   generation: number;
@@ -69,6 +69,7 @@ export async function trainRanks(env: RankLoopEnv, s: RankLoop): Promise<'done' 
         env.notes.push(`rank 0 had no live engine and loaded checkpoint step ${r0.resume.atStep} from disk`);
       }
       restarted = false;
+      s.restarts = 0; // progress: the budget is for restarts in a row, as Temporal's retries are per activity
     } catch (err) {
       if (wf.CancellationScope.current().consideredCancelled) throw err; // the run itself was cancelled
       if (!(err instanceof GroupFailure)) throw err; // a non-retryable rank failure, or a bug
@@ -77,7 +78,7 @@ export async function trainRanks(env: RankLoopEnv, s: RankLoop): Promise<'done' 
       s.restarts++;
       const why = err.message;
       if (s.restarts > q.maxRestarts)
-        throw wf.ApplicationFailure.nonRetryable(`multi-worker training failed ${s.restarts} times (temporal.maxRestarts ${q.maxRestarts}); last: ${why}`, 'RANKS_FAILED');
+        throw wf.ApplicationFailure.nonRetryable(`multi-worker training failed ${s.restarts} times in a row (temporal.maxRestarts ${q.maxRestarts}); last: ${why}`, 'RANKS_FAILED');
       const latest = await cpu.latestCheckpoint(env.run.checkpointRoot);
       for (const k of latest.skipped) env.notes.push(`fell back past ${k.dir}: ${k.reason}`);
       s.step = latest.checkpoint?.step ?? 0;

@@ -35,7 +35,7 @@ export const TemporalConfig = z
      * also sends a single worker's training through the rank path (rendezvous + rank activity).
      */
     rankTaskQueues: z.array(z.string().min(1)).min(1).optional(),
-    /** Multi-worker training: how many times all ranks are restarted together after one fails, before the run fails. */
+    /** Multi-worker training: how many times in a row (no segment completing between) all ranks are restarted together after one fails, before the run fails. */
     maxRestarts: z.number().int().min(0).default(10),
     /**
      * Multi-worker training: how long a rank's activity may wait for its worker to pick it up. The other ranks wait

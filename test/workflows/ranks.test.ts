@@ -235,7 +235,7 @@ describe('two workers, each on its own queue', () => {
       const err = await handle.result().catch((e) => e);
       await keep('ranks-give-up');
       expect(err.cause).toMatchObject({ type: 'RANKS_FAILED' });
-      expect(err.cause.message).toMatch(/failed 2 times \(temporal\.maxRestarts 1\); last: rank 1: .*remote process exited/);
+      expect(err.cause.message).toMatch(/failed 2 times in a row \(temporal\.maxRestarts 1\); last: rank 1: .*remote process exited/);
       expect(c.log.rendezvous.map((r) => r.generation)).toEqual([1, 2]);
     } finally {
       await stop();
@@ -253,7 +253,7 @@ describe('two workers, each on its own queue', () => {
       const err = await handle.result().catch((e) => e);
       await keep('ranks-missing');
       expect(err.cause).toMatchObject({ type: 'RANKS_FAILED' });
-      expect(err.cause.message).toMatch(/failed 2 times .*last: rank 1: .*schedule.?to.?start/i);
+      expect(err.cause.message).toMatch(/failed 2 times in a row .*last: rank 1: .*schedule.?to.?start/i);
       expect(c.log.rendezvous.map((r) => r.host)).toEqual(['host-0', 'host-0']);
     } finally {
       await stop();
