@@ -5,7 +5,7 @@ const commands: Record<string, { file: string; help: string }> = {
   start: { file: './start.ts', help: 'start <config.json> [--set k=v]...                  start the workflow, print its id' },
   estimate: { file: './estimate.ts', help: 'estimate <config.json> [--device-memory 16GiB]       per-GPU memory, ZeRO/offload advice' },
   status: { file: './status.ts', help: 'status <workflow-id> [--json]                       progress of a run' },
-  worker: { file: './worker.ts', help: 'worker [--address host:port] [--queues a,b]        run workers' },
+  worker: { file: './worker.ts', help: 'worker [--address host:port] [--queues a,b] [--rank-queue q]  run workers' },
   schedule: { file: './schedule.ts', help: 'schedule create|list|describe|trigger|pause|delete  scheduled retraining' },
   devserver: { file: './devserver.ts', help: 'devserver [--port 7233] [--db FILE] [--namespace default]' },
   // `server start-dev ...` is how @temporalio/testing launches an existing-path server executable.
