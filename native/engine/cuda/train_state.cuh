@@ -751,6 +751,7 @@ class TrainState {
     size_t tb = 0;
     float* tmp = (float*)mem.alloc(opt_n_ * 4, &tb, "gather buffer", "");
     CUDA_CHECK(cudaMemcpy(tmp, h.data(), opt_n_ * 4, cudaMemcpyHostToDevice));
+    wait_pageable_upload_();
     gather_fp32_(tmp, dst);
     mem.free(tmp);
   }
@@ -760,7 +761,12 @@ class TrainState {
     CUDA_CHECK(cudaStreamSynchronize(s_));
     ShardRange r = shard();
     if (r.size()) CUDA_CHECK(cudaMemcpy(dst, src + r.begin, r.size() * 4, cudaMemcpyHostToDevice));
+    wait_pageable_upload_();
   }
+  // A cudaMemcpy from pageable host memory may return once the data is staged, before its DMA lands (CUDA's "API
+  // synchronization behavior"), and our streams are non-blocking, so nothing would order the next kernel on s_ after
+  // it. Waiting for the legacy stream, where that DMA runs, closes the gap; these are cold paths (set_params, loads).
+  static void wait_pageable_upload_() { CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy)); }
 };
 
 
