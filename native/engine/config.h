@@ -64,6 +64,7 @@ struct BackendOptions {
   int device = 0;                  // CUDA ordinal
   int zero_stage = 0;              // 0..3 (ZeRO: optimizer state / + gradients / + weights sharded over ranks)
   std::string offload = "none";    // "none" | "cpu"
+  bool offload_delayed = false;    // offload "cpu": apply each CPU AdamW update one step late (overlaps the next step)
   // Data parallelism (cuda; engine/cuda/nccl_dp.cuh). world_size: ranks (GPUs) over all processes; rank: global
   // rank of this process's FIRST local GPU; devices: the local CUDA ordinals this process drives, one engine
   // thread each (empty = {device}); nccl_id: from nccl_unique_id() on one process, handed to every process (128

@@ -141,6 +141,7 @@ class CudaBackend final : public Backend {
     sc.precision = inf.precision;
     sc.zero_stage = o.zero_stage, sc.world_size = o.world_size, sc.rank = o.rank, sc.comm = comm;
     sc.offload = o.offload;
+    sc.offload_delayed = o.offload_delayed;
     st = std::make_unique<TrainState<T>>(lay, layer_units(lay, block_index(0, LN1_W), N_BLOCK_TENSORS, L), sc, prop.name);
     dscal = st->dscal;
     CUDA_CHECK(cudaMallocHost(&pinned_out, 8 * sizeof(double)));

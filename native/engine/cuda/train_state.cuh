@@ -127,6 +127,7 @@ struct TrainStateConfig {
   int zero_stage = 0, world_size = 1, rank = 0;
   nccl::Comm comm = nullptr;      // required when world_size > 1
   std::string offload = "none";   // "cpu": the offload_* hooks below (offload.cuh)
+  bool offload_delayed = false;   // one-step-delayed CPU update (offload.cuh, top)
 };
 
 // The ZeRO paper's per-rank model-state bytes (2-byte params and grads) and this engine's (fp32 gradients).
@@ -475,7 +476,7 @@ class TrainState {
   //   offload_set(p, m, v)     the same from host (p also writes pshard_); any may be nullptr
   bool offload_enabled() const { return c_.offload == "cpu"; }
   std::unique_ptr<CpuOffload<T>> offload_;  // (offload engineer) the pinned host shard + CPU AdamW worker
-  // delayedUpdate: TrainStateConfig::offload_delayed once it exists, or ENGINE_OFFLOAD_DELAYED=1 (A/B runs)
+  // delayedUpdate: TrainStateConfig::offload_delayed (parallelism.offload.delayedUpdate), or ENGINE_OFFLOAD_DELAYED=1 (A/B runs)
   template <typename C> static auto offload_delayed_of_(const C& c, int) -> decltype((bool)c.offload_delayed) { return c.offload_delayed; }
   template <typename C> static bool offload_delayed_of_(const C&, long) { return false; }
   void offload_init() {
