@@ -757,8 +757,16 @@ class FamilyCudaBackend final : public Backend {
 
 namespace engine {
 
-// Called by make_cuda_backend (cuda_backend.cu) for every model.family other than gpt2.
+std::unique_ptr<Backend> make_family_zero_cuda_backend(const ModelConfig&, const BackendOptions&);  // family_backend_zero.cu
+
+// Called by make_cuda_backend (cuda_backend.cu) for every model.family other than gpt2. ZeRO stages > 0, optimizer
+// offload and several GPUs go to the TrainState class (family_backend_zero.cu; compiled, not yet run on a GPU);
+// ENGINE_FAMILY_BACKEND=zero sends stage 0 there too (A/B tests). Everything else stays on the class below.
 std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
+  const char* fb = getenv("ENGINE_FAMILY_BACKEND");
+  if (opts.zero_stage != 0 || opts.offload != "none" || opts.world_size > 1 || opts.devices.size() > 1 ||
+      (fb && std::string(fb) == "zero"))
+    return make_family_zero_cuda_backend(model, opts);
   if (opts.precision == "bf16") return std::make_unique<cudabk::FamilyCudaBackend<cudabk::bf16>>(model, opts);
   if (opts.precision == "fp32") return std::make_unique<cudabk::FamilyCudaBackend<float>>(model, opts);
   ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());

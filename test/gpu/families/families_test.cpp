@@ -8,11 +8,20 @@
 //   determinism two bf16 forward/backward passes give bitwise equal gradients; recompute gives the same ones
 //   training    5 AdamW steps (step_async) with the same batch: cuda fp32 follows cpu, bf16 close, loss falls
 //   kv-cache    prefill + decode (two slots, different lengths) == the full forward's logits
-//   zero        ZeRO stages 1-3 on one GPU (TrainState unit hooks) == stage 0
+//   zero        ZeRO stages 1-3 on one GPU (TrainState unit hooks) == the same class at stage 0
+//   zeroclass   the TrainState class (family_backend_zero.cu, which serves ZeRO / offload / several GPUs) at stage 0
+//               (ENGINE_FAMILY_BACKEND=zero) through parity, determinism, recompute, training and KV cache again,
+//               and against the single-GPU class (fp32 and bf16)
+//   offload     optimizer offload 'cpu' at stages 0-3 on one GPU == the TrainState class without offload
+//   multigpu    (>= 2 visible GPUs) 2 and 4 GPUs at stages 0-3 (and offload at stages 2/3) == 1 GPU with the same
+//               micro-batches: losses, final weights, ZeRO-3 logits; an Engine round trip on several GPUs with
+//               ZeRO-2 (sharded checkpoint) resumed on 1 GPU (cuda) and on the cpu backend
 //   round trip  engine::Engine imports the HF dir on cuda bf16, trains 6 steps, checkpoints, resumes on cpu (same
 //               logits as cuda), exports a HF dir (export/) and dumps the fp32 logits of the exported weights
 //               (ours_export_logits.f32) for transformers to compare
-// Usage: families_test <W>  (variants listed in W/variants.txt). Exit code = number of failed checks.
+// Usage: families_test <W> [GROUPS]  (variants listed in W/variants.txt, or only those in $FAMILIES_VARIANTS (comma
+// list); GROUPS a comma list of parity, training, kv, zero, roundtrip, zeroclass, offload, multigpu; default all).
+// Exit code = number of failed checks.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -23,6 +32,7 @@
 #include <sstream>
 #include <string>
 #include <vector>
+#include <cuda_runtime.h>  // cudaGetDeviceCount: the multigpu group runs when >= 2 GPUs are visible
 #include "backend.h"
 #include "engine.h"
 #include "errors.h"
@@ -31,6 +41,7 @@
 
 using namespace engine;
 static int failures = 0, passes = 0;
+static bool g_dump = true;  // write the dumps torch_families.py checks (off for the TrainState-class rerun)
 
 static void report(bool ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(bool ok, const char* fmt, ...) {
@@ -65,6 +76,7 @@ static double max_abs(const float* a, const float* b, size_t n) {
   return m;
 }
 static void write_bin(const std::string& path, const void* p, size_t bytes) {
+  if (!g_dump) return;
   std::ofstream f(path, std::ios::binary);
   f.write((const char*)p, bytes);
 }
@@ -145,6 +157,7 @@ static void parity(const Case& c) {
   }
   write_bin(c.dir + "/cpu_logits.f32", ref.logits.data(), ref.logits.size() * 4);
   // layout for the python check
+  if (!g_dump) return;
   std::ofstream lj(c.dir + "/layout.json");
   lj << "[";
   for (size_t i = 0; i < c.lay.tensors.size(); i++) {
@@ -154,9 +167,11 @@ static void parity(const Case& c) {
   lj << "]\n";
 }
 
-static std::vector<float> train_curve(const Case& c, const char* name, const char* prec, size_t steps, int zero = 0) {
+static std::vector<float> train_curve(const Case& c, const char* name, const char* prec, size_t steps, int zero = 0,
+                                      const char* offload = "none", std::vector<float>* params_out = nullptr) {
   BackendOptions o = opts(name, prec);
   o.zero_stage = zero;
+  o.offload = offload;
   auto be = create_backend(c.cfg, o);
   be->set_params(c.params.data());
   std::vector<float> losses;
@@ -168,8 +183,22 @@ static std::vector<float> train_curve(const Case& c, const char* name, const cha
     StepOutput o = be->step_wait();
     losses.push_back((float)(o.loss_sum / c.targets));
   }
+  if (params_out) {
+    params_out->resize(c.lay.total);
+    be->get_params(params_out->data());
+  }
   return losses;
 }
+static double worst_rel(const std::vector<float>& a, const std::vector<float>& b) {
+  double w = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); i++) w = std::max(w, (double)std::fabs(a[i] - b[i]) / std::fabs(b[i]));
+  return a.size() == b.size() ? w : 1e30;
+}
+// Selects the TrainState class (family_backend_zero.cu) for stage 0 on one GPU while alive.
+struct ZeroClass {
+  ZeroClass() { setenv("ENGINE_FAMILY_BACKEND", "zero", 1); }
+  ~ZeroClass() { unsetenv("ENGINE_FAMILY_BACKEND"); }
+};
 
 static void training(const Case& c) {
   const size_t S = 5;
@@ -188,19 +217,25 @@ static void training(const Case& c) {
 // ZeRO stages 1-3 on one GPU (world size 1: shards = the whole vector, gathers and reductions are copies) run the
 // family through TrainState's unit hooks (layer_params / layer_grads / layer_grads_done): same loss, gradients and
 // training curve as stage 0
+// The reference is the same class (family_backend_zero.cu) at stage 0, so the kernels are the same and only the
+// unit hooks differ (the single-GPU class is compared with it in class_ab).
 static void zero_stages(const Case& c) {
-  auto s0 = create_backend(c.cfg, opts("cuda", "bf16"));
-  Result r0 = run_fb(*s0, c);
-  auto c0 = train_curve(c, "cuda", "bf16", 3);
+  Result r0;
+  std::vector<float> c0;
+  {
+    ZeroClass zc;
+    auto s0 = create_backend(c.cfg, opts("cuda", "bf16"));
+    r0 = run_fb(*s0, c);
+    c0 = train_curve(c, "cuda", "bf16", 3);
+  }
   for (int stage = 1; stage <= 3; stage++) {
     BackendOptions o = opts("cuda", "bf16");
     o.zero_stage = stage;
     std::unique_ptr<Backend> be;
     try {
       be = create_backend(c.cfg, o);
-    } catch (const EngineError& e) {  // family_backend.cu without TrainState refuses ZeRO with BAD_CONFIG
-      if (e.code != ErrorCode::BadConfig) throw;
-      printf("  [skip] %s ZeRO-%d: %s\n", c.name.c_str(), stage, e.what());
+    } catch (const EngineError& e) {  // family_backend_zero.cu serves every stage: a refusal is a failure
+      report(false, "%s ZeRO-%d refused: %s", c.name.c_str(), stage, e.what());
       continue;
     }
     Result r = run_fb(*be, c);
@@ -212,6 +247,170 @@ static void zero_stages(const Case& c) {
     report(std::fabs(r.loss - r0.loss) <= 1e-6 * r0.loss && mc >= 0.99999 && worst < 1e-4,
            "%s ZeRO-%d (1 GPU) vs stage 0: loss %.6f vs %.6f, min gradient cosine %.7f (%s), 3-step curve worst rel %.1e",
            c.name.c_str(), stage, r.loss, r0.loss, mc, w.c_str(), worst);
+  }
+}
+
+// The TrainState class at stage 0 vs the single-GPU class: same model, so fp32 agrees to rounding (the LM-head
+// product has V instead of Vp columns, another cuBLASLt algorithm), bf16 to bf16 rounding of the logits.
+static void class_ab(const Case& c) {
+  for (const char* prec : {"fp32", "bf16"}) {
+    auto live = create_backend(c.cfg, opts("cuda", prec));
+    Result a = run_fb(*live, c);
+    Result b;
+    {
+      ZeroClass zc;
+      auto z = create_backend(c.cfg, opts("cuda", prec));
+      b = run_fb(*z, c);
+    }
+    std::string w;
+    const bool fp32 = std::string(prec) == "fp32";
+    double mc = grad_min_cos(c, b.grads, a.grads, &w), lr = std::fabs(b.loss - a.loss) / a.loss;
+    double lm = max_abs(b.logits.data(), a.logits.data(), a.logits.size());
+    report(fp32 ? (lr < 1e-6 && lm < 1e-4 && mc >= 0.999999) : (lr < 2e-3 && mc >= 0.9999),
+           "%s TrainState class vs single-GPU class, %s stage 0: loss rel %.2e, logits max abs %.2e, min gradient "
+           "cosine %.7f (%s)", c.name.c_str(), prec, lr, lm, mc, w.c_str());
+  }
+}
+
+// Optimizer offload (CPU AdamW, pinned master/moments) on one GPU at stages 0-3 vs the TrainState class's device
+// AdamW at stage 0: the same gradients, AdamW bit-identical to the cpu backend's instead of the device kernel's.
+static void offload(const Case& c) {
+  for (const char* prec : {"fp32", "bf16"}) {
+    const bool fp32 = std::string(prec) == "fp32";
+    std::vector<float> pref, p;
+    std::vector<float> ref;
+    {
+      ZeroClass zc;
+      ref = train_curve(c, "cuda", prec, 3, 0, "none", &pref);
+    }
+    for (int stage = 0; stage <= 3; stage++) {
+      try {
+        auto l = train_curve(c, "cuda", prec, 3, stage, "cpu", &p);
+        double wr = worst_rel(l, ref), pr = rel_l2(p.data(), pref.data(), p.size());
+        report(wr < (fp32 ? 1e-6 : 5e-4) && pr < (fp32 ? 1e-6 : 1e-3),
+               "%s offload cpu, ZeRO-%d, %s (1 GPU) vs device AdamW: 3-step losses worst rel %.2e, weights rel L2 %.2e",
+               c.name.c_str(), stage, prec, wr, pr);
+      } catch (const EngineError& e) {
+        report(false, "%s offload cpu ZeRO-%d %s threw %s: %s", c.name.c_str(), stage, prec, error_code_name(e.code), e.what());
+      }
+    }
+  }
+}
+
+// W micro-batches for a step on W GPUs: the test batch with its tokens rotated by k rows (k = 0..W-1), so every
+// rank sees different data
+static std::vector<std::vector<int32_t>> rotated_(const std::vector<int32_t>& v, size_t T, size_t W) {
+  std::vector<std::vector<int32_t>> out(W);
+  for (size_t k = 0; k < W; k++) {
+    out[k] = v;
+    std::rotate(out[k].begin(), out[k].begin() + (k * T) % v.size(), out[k].end());
+  }
+  return out;
+}
+struct Curve { std::vector<float> losses, params, logits; };
+static Curve dp_curve(const Case& c, const BackendOptions& o, size_t W, size_t steps) {
+  auto in = rotated_(c.in, c.T, W), tg = rotated_(c.tg, c.T, W);
+  std::vector<Batch> micro(W);
+  size_t targets = 0;
+  for (size_t k = 0; k < W; k++) {
+    micro[k] = c.batch();
+    micro[k].inputs = in[k].data();
+    micro[k].targets = tg[k].data();
+    for (int32_t t : tg[k]) targets += t != IGNORE_INDEX;
+  }
+  auto be = create_backend(c.cfg, o);
+  be->set_params(c.params.data());
+  Curve r;
+  for (size_t s = 1; s <= steps; s++) {
+    AdamWHyper hp;
+    hp.lr = 1e-3f; hp.weight_decay = 0.1f; hp.t = (long)s;
+    be->step_async(micro.data(), W, 1.0f / (float)targets, hp, 1.0f, 1e4);
+    r.losses.push_back((float)(be->step_wait().loss_sum / targets));
+  }
+  r.params.resize(c.lay.total);
+  be->get_params(r.params.data());  // a collective with several GPUs
+  r.logits.resize(c.B * c.T * c.cfg.vocab_size);
+  be->forward_logits(c.batch(), r.logits.data());  // every rank gathers at ZeRO-3
+  return r;
+}
+
+// Several GPUs (one process, nccl_dp.cuh): stages 0-3 (bf16 and fp32) and offload at stages 2/3 vs one GPU with the
+// same W micro-batches per step (the TrainState class at stage 0; gradients summed in another order only).
+static void multi_gpu(const Case& c, int ngpu) {
+  for (int W = 2; W <= ngpu && W <= 4; W *= 2) {
+    for (const char* prec : {"fp32", "bf16"}) {
+      const bool fp32 = std::string(prec) == "fp32";
+      Curve ref;
+      {
+        ZeroClass zc;
+        BackendOptions o = opts("cuda", prec);
+        ref = dp_curve(c, o, (size_t)W, 3);
+      }
+      // every stage (and offload at 2/3) in bf16 on 2 GPUs; fp32 at stages 0 and 3, and 4 GPUs at stages 1 and 3,
+      // keep the number of NCCL initialisations (seconds each) down
+      struct V { int stage; const char* offload; };
+      for (V v : {V{0, "none"}, V{1, "none"}, V{2, "none"}, V{3, "none"}, V{2, "cpu"}, V{3, "cpu"}}) {
+        const bool cpu_off = std::string(v.offload) == "cpu";
+        if (fp32 && (cpu_off || v.stage == 1 || v.stage == 2)) continue;
+        if (W > 2 && (fp32 || cpu_off || v.stage == 0 || v.stage == 2)) continue;
+        BackendOptions o = opts("cuda", prec);
+        o.zero_stage = v.stage, o.offload = v.offload, o.world_size = W;
+        for (int g = 0; g < W; g++) o.devices.push_back(g);
+        try {
+          Curve r = dp_curve(c, o, (size_t)W, 3);
+          double wr = worst_rel(r.losses, ref.losses), pr = rel_l2(r.params.data(), ref.params.data(), r.params.size());
+          double lg = rel_l2(r.logits.data(), ref.logits.data(), r.logits.size());
+          report(wr < (fp32 ? 1e-5 : 1e-3) && pr < (fp32 ? 1e-5 : 2e-3) && lg < (fp32 ? 1e-5 : 2e-2),
+                 "%s %d GPUs ZeRO-%d%s %s vs 1 GPU (same %d micro-batches): losses worst rel %.2e (%.4f -> %.4f), "
+                 "weights rel L2 %.2e, logits rel L2 %.2e", c.name.c_str(), W, v.stage,
+                 std::string(v.offload) == "cpu" ? " offload" : "", prec, W, wr, r.losses.front(), r.losses.back(), pr, lg);
+        } catch (const EngineError& e) {
+          report(false, "%s %d GPUs ZeRO-%d %s threw %s: %s", c.name.c_str(), W, v.stage, prec, error_code_name(e.code), e.what());
+        }
+      }
+    }
+  }
+}
+
+// engine::Engine on W GPUs with ZeRO-2: train, sharded checkpoint (one rank file per GPU), resume on 1 GPU (cuda,
+// stage 0) and on the cpu backend: same step, same logits as the trained weights
+static void multi_round_trip(const Case& c, int W) {
+  TrainConfig tc;
+  tc.micro_batch_size = 2; tc.block_size = c.T; tc.learning_rate = 2e-3f; tc.warmup_steps = 0;
+  tc.grad_accum_steps = (size_t)W;
+  const size_t nseq = 8 * (size_t)W;
+  std::vector<int32_t> ids(nseq * c.T);
+  for (size_t i = 0; i < ids.size(); i++) ids[i] = (int32_t)((i * 7919 + 13) % c.cfg.vocab_size);
+  ShardView sv;
+  sv.n_seq = nseq; sv.block_size = c.T; sv.input_ids = ids.data(); sv.labels = ids.data();
+  try {
+    BackendOptions o = opts("cuda", "bf16");
+    o.zero_stage = 2, o.world_size = W;
+    for (int g = 0; g < W; g++) o.devices.push_back(g);
+    Engine e(c.cfg, tc, o, c.dir + "/model");
+    e.set_train_data({sv});
+    std::atomic<bool> abort{false};
+    TrainResult tr = e.train(4, 4, &abort, [](const TrainProgress&) {});
+    report(tr.losses.size() == 4 && tr.losses.back() < tr.losses.front(), "%s round trip on %d GPUs ZeRO-2: Engine "
+           "trained 4 steps (loss %.4f -> %.4f)", c.name.c_str(), W, tr.losses.front(), tr.losses.back());
+    std::string ck = c.dir + "/ckpt_zero" + std::to_string(W);
+    CheckpointInfo ci = e.save_checkpoint(ck, "{}");
+    std::vector<float> p(c.lay.total);
+    e.backend().get_params(p.data());
+    auto f32 = create_backend(e.model(), opts("cuda", "fp32"));
+    f32->set_params(p.data());
+    std::vector<float> lg(c.B * c.T * c.cfg.vocab_size), l1(lg.size()), lc(lg.size());
+    f32->forward_logits(c.batch(), lg.data());
+    auto one = Engine::from_checkpoint(ci.dir, tc, opts("cuda", "fp32"));
+    one->backend().forward_logits(c.batch(), l1.data());
+    auto cpu = Engine::from_checkpoint(ci.dir, tc, opts("cpu", "fp32"));
+    cpu->backend().forward_logits(c.batch(), lc.data());
+    double m1 = max_abs(l1.data(), lg.data(), lg.size()), mc = max_abs(lc.data(), lg.data(), lg.size());
+    report(m1 < 1e-4 && mc < 1e-4 && one->step() == 4 && cpu->step() == 4,
+           "%s checkpoint from %d GPUs ZeRO-2 -> 1 GPU cuda / cpu: step %llu / %llu, logits max abs diff %.2e / %.2e",
+           c.name.c_str(), W, (unsigned long long)one->step(), (unsigned long long)cpu->step(), m1, mc);
+  } catch (const EngineError& err) {
+    report(false, "%s round trip on %d GPUs threw %s: %s", c.name.c_str(), W, error_code_name(err.code), err.what());
   }
 }
 
@@ -290,11 +489,18 @@ static void round_trip(const Case& c) {
 }
 
 int main(int argc, char** argv) {
-  if (argc < 2) { fprintf(stderr, "usage: families_test <workdir>\n"); return 2; }
+  if (argc < 2) { fprintf(stderr, "usage: families_test <workdir> [groups]\n"); return 2; }
   std::string W = argv[1];
+  const std::string groups = argc > 2 ? "," + std::string(argv[2]) + "," : "";
+  auto on = [&](const char* g) { return groups.empty() || groups.find("," + std::string(g) + ",") != std::string::npos; };
+  int ngpu = 0;
+  if (cudaGetDeviceCount(&ngpu) != cudaSuccess) ngpu = 0;
+  printf("families_test: %d GPU(s) visible%s\n", ngpu, ngpu < 2 ? " (multigpu group skipped)" : "");
   std::ifstream vl(W + "/variants.txt");
+  const char* only = getenv("FAMILIES_VARIANTS");  // comma list of variants to run (default: all)
   std::string name;
   while (vl >> name) {
+    if (only && *only && ("," + std::string(only) + ",").find("," + name + ",") == std::string::npos) continue;
     printf("== %s\n", name.c_str());
     Case c;
     c.name = name;
@@ -311,12 +517,32 @@ int main(int argc, char** argv) {
       std::memcpy(c.in.data(), raw.data(), c.in.size() * 4);
       std::memcpy(c.tg.data(), raw.data() + c.in.size() * 4, c.tg.size() * 4);
       for (int32_t t : c.tg) c.targets += t != IGNORE_INDEX;
-      parity(c);
-      training(c);
-      kv_cache(c);
-      zero_stages(c);
-      round_trip(c);
+      if (on("parity")) parity(c);
+      if (on("training")) training(c);
+      if (on("kv")) kv_cache(c);
+      if (on("zero")) zero_stages(c);
+      if (on("roundtrip")) round_trip(c);
+      if (on("zeroclass")) {
+        // the TrainState class at stage 0 through the same checks (no dumps: those are the single-GPU class's)
+        Case z = c;
+        z.name = c.name + " [TrainState class]";
+        g_dump = false;
+        {
+          ZeroClass zc;
+          parity(z);
+          training(z);
+          kv_cache(z);
+        }
+        g_dump = true;
+        class_ab(c);
+      }
+      if (on("offload")) offload(c);
+      if (on("multigpu") && ngpu >= 2) {
+        multi_gpu(c, ngpu);
+        multi_round_trip(c, 2);
+      }
     } catch (const EngineError& err) {
+      g_dump = true;
       report(false, "%s threw %s: %s (%s:%d) %s", name.c_str(), error_code_name(err.code), err.what(), err.file.c_str(),
              err.line, err.hint.c_str());
     }

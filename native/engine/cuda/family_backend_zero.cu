@@ -1,19 +1,11 @@
-// family_backend_train_state.cu.pending — NOT COMPILED (the build globs *.cu). The family backend ported onto the
-// shared TrainState (train_state.cuh: ZeRO 1-3, optimizer offload, several GPUs through nccl_dp.cuh), with the
-// MLP activation saved when training.recompute is 'none' and the LM head as its own ZeRO unit (V columns, logits
-// stride padded to 64). It compiles against HEAD (16:40 UTC) and ran once on an H100 (test/gpu/families/run.sh):
-// llama_tied_llama3 and gpt_neox_sequential passed everything, ZeRO 1-3 on one GPU included; the other variants
-// showed NONDETERMINISTIC bf16 results (a fresh instance's first loss off by up to 0.8%, "two runs bitwise equal"
-// failing for gpt_neox/gptj, ZeRO-k vs stage 0 mismatches), fp32 always right. Root cause not found; suspects:
-// a race between TrainState::set_params' pageable cudaMemcpy (may return before its DMA lands) and the
-// compute-weight copy kernel on our cudaStreamNonBlocking stream (would explain bf16-only, first-call-only
-// corruption), or an interaction with the new flash v2 / LayerNorm kernels. To finish: create the stream without
-// cudaStreamNonBlocking (or sync after the memcpy in train_state.cuh), rerun test/gpu/families/run.sh, then move
-// this file over family_backend.cu. Speed with this version (H100, llama-1b, ours only): 51.3k tok/s at 4x2048,
-// 55.5k at 8x1024 (bench/RESULTS.md).
-// family_backend.cu — the `cuda` backend for Llama, GPT-NeoX/Pythia and GPT-J (GPT-2 stays in cuda_backend.cu,
-// whose make_cuda_backend() hands every other model.family to make_family_cuda_backend() below). The block is the
-// cpu reference's (reference/family_backend.cpp), on the GPU:
+// family_backend_zero.cu — Llama, GPT-NeoX/Pythia and GPT-J on the shared TrainState (train_state.cuh): ZeRO
+// stages 1-3, optimizer offload and several GPUs (nccl_dp.cuh) for the families. make_family_cuda_backend()
+// (family_backend.cu) hands a request here only when it asks for zeroStage > 0, offload 'cpu' or more than one
+// GPU (or ENGINE_FAMILY_BACKEND=zero, for A/B tests at stage 0); zeroStage 0 on one GPU keeps the validated
+// single-GPU class of family_backend.cu. STATUS: compiled, NOT YET RUN ON A GPU in this form (see the README,
+// "Model families"); test/gpu/families/run.sh checks it against the single-GPU class and the cpu backend.
+//
+// The block is family_backend.cu's (the cpu reference's generic block, reference/family_backend.cpp):
 //   norm1 (RMSNorm | LayerNorm) -> one q/k/v product over the family's adjacent HF weights -> qkv_prepare (rotary,
 //   GQA head replication, into the (B,T,3,NH,HD) layout of the attention kernels) -> causal attention (flash in
 //   bf16 for head size 32/64, cuBLAS + softmax otherwise) -> output projection (+ residual, fused in the product)
@@ -22,12 +14,21 @@
 //   one norm (GPT-J)
 // then the final norm and the LM head (tied or untied, GPT-J's with a bias), chunked with the fused classifier.
 //
-// Parameters, gradients and AdamW state are the family-independent TrainState (train_state.cuh), in the engine's
-// flat HF layout (families.cpp, nn.Linear (out, in) weights), reached unit by unit (embeddings, each block, final
-// norm + head) through st->layer_params / layer_grads, so ZeRO and offload apply as for GPT-2, and checkpoints and
-// HF import/export are the cpu backend's. bf16 weights/activations with fp32 accumulation, fp32 master weights,
-// gradients and moments; or fp32 throughout (training.precision = 'fp32', the parity test mode). Every reduction has a fixed order: runs repeat
-// bit for bit. The whole optimizer step is queued without host synchronisation (step_async / step_wait).
+// Parameters, gradients and AdamW state are the TrainState's, in the engine's flat HF layout (families.cpp,
+// nn.Linear (out, in) weights), reached unit by unit (embeddings | one unit per block | final norm + untied head)
+// through st->layer_params / layer_grads, so ZeRO and offload work as for GPT-2 and checkpoints (sharded ones too)
+// and HF import/export are the cpu backend's. Differences from family_backend.cu, all forced by the units:
+//   * the LM head product has V columns (not the 64-padded Vp: the rows past V would be another unit's, or past the
+//     end of the last one); the logits keep the row stride Vp; the padding columns are never written by the
+//     product, ignored by the classifier and zeroed in dlogits, so nothing reads them as numbers;
+//   * GPT-J's head-bias gradient is summed over Vp columns into its own scratch (hbias) and then V of them are
+//     added into the unit's gradient bucket (a Vp-wide column sum would write past the bucket);
+//   * the MLP activation is kept when training.recompute is 'none' (recomputed otherwise).
+// History of this file: the first port (family_backend_train_state.cu.pending) ran once on an H100 and gave random
+// bf16-only errors on fresh instances. Explained by TrainState::set_params' pageable cudaMemcpy returning before its
+// DMA landed while the bf16 copy kernel ran on a non-blocking stream (fp32 aliases master and reads it much later);
+// fixed in train_state.cuh (701415a) and here: a blocking compute stream, and every host upload of this class
+// through cudaMemcpyAsync on that stream (rotary tables) — see the constructor.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -162,11 +163,23 @@ class FamilyCudaBackend final : public Backend {
     ENGINE_CHECK(o.device >= 0 && o.device < ndev, BadConfig, "", "CUDA device %d requested, %d visible", o.device, ndev);
     CUDA_CHECK(cudaSetDevice(o.device));
     CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
-    // A blocking stream (not cudaStreamNonBlocking): set_params / rope tables arrive through cudaMemcpy from pageable
-    // memory, which may return before its DMA has landed; work on a blocking stream is ordered after it, so the
-    // bf16 copy of the weights never reads a half-written master buffer. (Suspected cause of the random bf16
-    // results of the TrainState port's first GPU run; this line is not yet run on a GPU.)
+    // A BLOCKING stream (cudaStreamDefault, not cudaStreamNonBlocking), as family_backend.cu since 38319e2: a
+    // cudaMemcpy from pageable memory (TrainState::set_params / set_optimizer_state scatter the host vectors that
+    // way) may return once the data is staged, before its DMA lands, and the DMA runs on the legacy stream. Work on
+    // a blocking stream is ordered after legacy-stream work, so the bf16 weight copy that follows can never read a
+    // half-written master buffer; train_state.cuh also waits for the legacy stream there (701415a). Both are kept:
+    // this race is the explanation found for the random bf16-only errors of the first port's GPU run (a fresh
+    // instance's master still held the constructor's zeros in the copied range; fp32 aliases the master and its
+    // first read comes much later). NCCL, offload and the ZeRO streams never touch the legacy stream.
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamDefault));
+    try {
+      init_(o, comm);
+    } catch (...) {
+      release_();  // a failed constructor runs no destructor: free the stream, cuBLAS and TrainState here
+      throw;
+    }
+  }
+  void init_(const BackendOptions& o, nccl::Comm comm) {
     blas.init(sizeof(T) == 4);
     bytes_misc += blas.workspace_bytes;
     inf.name = "cuda";
@@ -176,7 +189,8 @@ class FamilyCudaBackend final : public Backend {
     inf.num_threads = 1;
     const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
     flash = flash_supported((int)QD, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
-    // units for ZeRO: embeddings | one per block | final norm + head (blocks are consecutive tensors 1 .. final_w - 1)
+    // units for ZeRO: embeddings | one per block | final norm + untied head (+ GPT-J's head bias). The blocks are
+    // the consecutive tensors 1 .. final_w - 1, the same count per block (families.cpp layouts).
     const size_t per_block = (size_t)(ft.final_w - 1) / L;
     ENGINE_CHECK((size_t)ft.final_w == 1 + per_block * L && ft.embed == 0, Internal, "",
                  "%s: blocks are not %zu consecutive tensors each", cfg.family.c_str(), per_block);
@@ -185,18 +199,21 @@ class FamilyCudaBackend final : public Backend {
     sc.precision = inf.precision;
     sc.zero_stage = o.zero_stage, sc.world_size = o.world_size, sc.rank = o.rank, sc.comm = comm;
     sc.offload = o.offload;
+    sc.offload_delayed = o.offload_delayed;
     st = std::make_unique<TrainState<T>>(lay, layer_units(lay, 1, per_block, L), sc, prop.name);
     dscal = st->dscal;
     const char* hint = "the model does not fit on this GPU: use a smaller model or a GPU with more memory";
+    // rotary tables: ordered on the compute stream (cudaMemcpyAsync from pageable memory is staged before it
+    // returns; the stream orders the DMA before every kernel that reads the tables), then waited for
     Rope rope;
     rope.init(cfg);
     cos_t = (float*)dalloc(rope.cos.size() * 4, "rotary tables", hint, &bytes_misc);
     sin_t = (float*)dalloc(rope.sin.size() * 4, "rotary tables", hint, &bytes_misc);
-    CUDA_CHECK(cudaMemcpy(cos_t, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(sin_t, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(cos_t, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaMemcpyAsync(sin_t, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaMallocHost(&pinned_out, 8 * sizeof(double)));
     CUDA_CHECK(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));  // `rope` (the pageable source) dies at the end of this scope
   }
   void adjacent_(int a, int b) {
     const ParamTensor &ta = lay.tensors[a], &tb = lay.tensors[b];
@@ -209,14 +226,15 @@ class FamilyCudaBackend final : public Backend {
     return st->mem.alloc(bytes, counter, what, hint);
   }
   void dfree(void* p) { st->mem.free(p); }
-  ~FamilyCudaBackend() override {
+  ~FamilyCudaBackend() override { release_(); }
+  void release_() {
     if (stream) cudaStreamSynchronize(stream);
     st.reset();  // every device buffer (activations included) is owned by st->mem
-    if (pinned) cudaFreeHost(pinned);
-    if (pinned_out) cudaFreeHost(pinned_out);
-    if (staged) cudaEventDestroy(staged);
+    if (pinned) cudaFreeHost(pinned), pinned = nullptr;
+    if (pinned_out) cudaFreeHost(pinned_out), pinned_out = nullptr;
+    if (staged) cudaEventDestroy(staged), staged = nullptr;
     blas.destroy();
-    if (stream) cudaStreamDestroy(stream);
+    if (stream) cudaStreamDestroy(stream), stream = nullptr;
   }
 
   // Size the activations for (B, T); grows only. Two passes over the same carving code: count, then assign.
@@ -461,6 +479,8 @@ class FamilyCudaBackend final : public Backend {
   void get_optimizer_state(float* m, float* v) const override { st->get_optimizer_state(m, v); }
   void set_optimizer_state(const float* m, const float* v) override { st->set_optimizer_state(m, v); }
   void zero_grad() override { st->zero_grad(); }
+  // this rank's master/m/v shard for sharded checkpoints (ZeRO >= 1 over several ranks; else empty)
+  std::vector<LocalShard> local_shards() override { return st->local_shards(); }
 
   void check_batch(const Batch& b, bool targets) {
     ENGINE_CHECK(b.B >= 1 && b.T >= 1 && b.T <= maxT, BadShape, "blockSize must be <= model.nPositions",
@@ -716,18 +736,18 @@ class FamilyCudaBackend final : public Backend {
 namespace engine {
 
 // one replica (one GPU); comm = its NCCL communicator when several GPUs train together
-static std::unique_ptr<Backend> make_family_replica(const ModelConfig& model, const BackendOptions& opts,
-                                                    cudabk::nccl::Comm comm) {
+static std::unique_ptr<Backend> make_family_zero_replica(const ModelConfig& model, const BackendOptions& opts,
+                                                         cudabk::nccl::Comm comm) {
   if (opts.precision == "bf16") return std::make_unique<cudabk::FamilyCudaBackend<cudabk::bf16>>(model, opts, comm);
   if (opts.precision == "fp32") return std::make_unique<cudabk::FamilyCudaBackend<float>>(model, opts, comm);
   ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
 }
 
-// Called by make_cuda_backend (cuda_backend.cu) for every model.family other than gpt2.
-std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
-  if (cudabk::wants_data_parallel(opts))  // several GPUs and/or processes (not yet run on several GPUs)
-    return cudabk::make_data_parallel(model, opts, make_family_replica);
-  return make_family_replica(model, opts, nullptr);
+// Called by make_family_cuda_backend (family_backend.cu) for ZeRO stages > 0, optimizer offload and several GPUs
+// (or ENGINE_FAMILY_BACKEND=zero). Several GPUs / processes: one replica + thread per GPU, as GPT-2 does.
+std::unique_ptr<Backend> make_family_zero_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
+  if (cudabk::wants_data_parallel(opts)) return cudabk::make_data_parallel(model, opts, make_family_zero_replica);
+  return make_family_zero_replica(model, opts, nullptr);
 }
 
 }  // namespace engine
