@@ -291,7 +291,8 @@ class FamilyCudaBackend final : public Backend {
     carve();  // count
     std::string hint = "lower training.microBatchSize (now " + std::to_string(B) + ") or preprocess.blockSize (now " +
                        std::to_string(Tt) + ")" +
-                       (training && keep_norm ? ", or set training.recompute to 'gelu-layernorm'" : "") +
+                       (training && keep_act ? ", or set training.recompute to 'gelu' (recompute the MLP activation) or 'gelu-layernorm'"
+                        : training && keep_norm ? ", or set training.recompute to 'gelu-layernorm'" : "") +
                        (training ? "; raise training.gradAccumSteps to keep the tokens per step" : "; or lower evaluation.batchSize");
     std::string what = std::string(training ? "training" : "evaluation") + " activations for " + std::to_string(B) + "x" +
                        std::to_string(Tt) + " tokens";
