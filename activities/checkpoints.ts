@@ -58,3 +58,44 @@ export async function pruneCheckpoints(root: string, keepLast: number): Promise<
   for (const c of old) await rm(c.dir, { recursive: true, force: true });
   return old.map((c) => c.dir);
 }
+
+/**
+ * Commit the engine's state as checkpoint `dir` (of the engine's current step), safe against another attempt
+ * committing the same step at the same moment: a stale attempt that the server already replaced (its heartbeats
+ * were late: a stalled or overloaded host) keeps training until it hears so, and writes the same steps as its
+ * replacement. Both write the same bytes (training is deterministic and `extra` must hold nothing
+ * attempt-specific), but the engine's commit is not atomic against a concurrent one: it replaces a directory that
+ * has no DONE yet (which may be the other attempt's, between its rename and its DONE), then writes DONE. So a
+ * commit that fails, or that found the step already committed, is checked: a checkpoint of this step that
+ * verifies is kept; one that does not (files deleted under the other writer's DONE) is moved aside and written
+ * again. A commit that succeeded alone is not re-read (verifying hashes the whole state: costly for big models).
+ */
+export async function commitCheckpoint(
+  engine: { saveCheckpoint(dir: string, extra?: Record<string, unknown>): Promise<{ existed?: boolean }> },
+  dir: string,
+  step: number,
+  extra: Record<string, unknown>,
+  log: (m: string) => void = () => {},
+): Promise<void> {
+  const { verifyCheckpoint } = await native();
+  for (let attempt = 1; ; attempt++) {
+    let failure: unknown = null;
+    try {
+      const r = await engine.saveCheckpoint(dir, extra);
+      if (!r.existed) return;
+    } catch (e) {
+      failure = e;
+      if ((e as { code?: string }).code !== 'IO' && (e as { code?: string }).code !== 'BAD_CHECKPOINT') throw e;
+      // The other writer may be between its rename and its DONE: give it a moment before looking.
+      await new Promise((r) => setTimeout(r, 200 * attempt));
+    }
+    const v = await verifyCheckpoint(dir);
+    if (v.ok && v.step === step) {
+      if (failure) log(`checkpoint ${dir}: committed by another attempt while this one was saving it (${(failure as Error).message}); using it`);
+      return;
+    }
+    if (attempt >= 3) throw failure ?? new Error(`checkpoint ${dir} does not verify after it was committed: ${v.ok ? `step ${v.step}` : v.reason}`);
+    log(`checkpoint ${dir} was broken by a concurrent commit of the same step (${v.ok ? `step ${v.step}` : v.reason}); writing it again`);
+    if (!v.ok && !/never committed|no DONE/i.test(v.reason)) await quarantine(dir);
+  }
+}

@@ -10,7 +10,7 @@ import type { FinetuneConfig } from '../configs/index.js';
 import type { Engine } from '../native/index.js';
 import { native } from './lib/native.js';
 import type { CheckpointRef, ResumeRecord, TrainProgress } from '../workflows/messages.js';
-import { checkpointDir, findResumePoint, pruneCheckpoints, quarantine } from './checkpoints.js';
+import { checkpointDir, commitCheckpoint, findResumePoint, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';
 import { classify, divergence } from './lib/failures.js';
@@ -95,6 +95,8 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     committed = s.start;
     step = engine.step;
     if (s.resume) ctx.log.warn(`resuming at step ${step}` + s.resume.skipped.map((k) => `; skipped ${k.dir}: ${k.reason}`).join(''));
+    // Where each attempt started and ended is what an exact-resume failure needs to be diagnosed from the logs.
+    ctx.log.info(`train ${input.fromStep}→${toStep} attempt ${ctx.info.attempt}: starts at step ${step} from ${s.resume ? (s.start?.dir ?? 'the initial model') : s.start ? `the cached engine (= ${s.start.dir})` : 'the initial model'}`);
     let dataDir = s.dataDir;
     if (dataDir !== input.dataDir) {
       engine.setTrainData(await loadSplit(input.dataDir, 'train', signal));
@@ -105,11 +107,13 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     let lastSave = Date.now();
     const { listCheckpoints } = await native();
     const save = async () => {
-      const dir = checkpointDir(checkpointRoot, step);
-      // An overlapping attempt (or the attempt before a retry) may have committed this very step already.
-      if (!(await listCheckpoints(checkpointRoot)).some((c) => c.step === step && c.dir === dir))
-        await engine!.saveCheckpoint(dir, { workflowId: workflowId, attempt: ctx.info.attempt, totalSteps });
-      committed = { dir, step };
+      const at = step;
+      const dir = checkpointDir(checkpointRoot, at);
+      // An overlapping attempt (or the attempt before a retry) may have committed this very step already, or be
+      // committing it right now (commitCheckpoint). `extra` names nothing attempt-specific, so both write the same bytes.
+      if (!(await listCheckpoints(checkpointRoot)).some((c) => c.step === at && c.dir === dir))
+        await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps }, (m) => ctx.log.warn(m));
+      committed = { dir, step: at };
       beat();
       await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);
       lastSave = Date.now();
@@ -154,6 +158,7 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     // The end of the segment, or a cancellation: commit what exists before returning or reporting it.
     if (committed?.step !== step || !committed) await save();
     const elapsed = (Date.now() - t0) / 1000;
+    ctx.log.info(`train ${input.fromStep}→${toStep} attempt ${ctx.info.attempt}: ends at step ${step}${signal.aborted ? ' (cancelled)' : ''}, committed ${committed!.dir}`);
     deps.engines.put(checkpointRoot, committed!, engine, dataDir, true);
     engine = null; // owned by the cache now
     if (signal.aborted) throw new CancelledFailure(`training stopped at step ${step}; checkpoint committed at ${committed!.dir}`);

@@ -358,10 +358,11 @@ export class Engine {
   }
 
   /** Atomic checkpoint: private temp dir next to `dir`, fsync, rename, DONE marker last. */
-  async saveCheckpoint(dir: string, extra: Record<string, unknown> = {}): Promise<{ dir: string; step: number; sha256: string; bytes: number }> {
+  /** `existed`: the step was committed in `dir` already (by an overlapping attempt); nothing was written. */
+  async saveCheckpoint(dir: string, extra: Record<string, unknown> = {}): Promise<{ dir: string; step: number; sha256: string; bytes: number; existed: boolean }> {
     const n = this.#n();
     const r = await call(() => n.saveCheckpoint(resolve(dir), JSON.stringify(extra)));
-    return { dir: r.dir, step: r.step, sha256: r.sha256, bytes: r.bytes };
+    return { dir: r.dir, step: r.step, sha256: r.sha256, bytes: r.bytes, existed: r.existed };
   }
 
   /** Hugging Face directory: config.json, model.safetensors, generation_config.json (+ tokenizer.json copied). */
