@@ -66,12 +66,13 @@ export async function pruneCheckpoints(root: string, keepLast: number): Promise<
  * replacement. Both write the same bytes (training is deterministic and `extra` must hold nothing
  * attempt-specific), but the engine's commit is not atomic against a concurrent one: it replaces a directory that
  * has no DONE yet (which may be the other attempt's, between its rename and its DONE), then writes DONE. So a
- * commit that fails, or that found the step already committed, is checked: a checkpoint of this step that
- * verifies is kept; one that does not (files deleted under the other writer's DONE) is moved aside and written
- * again. A commit that succeeded alone is not re-read (verifying hashes the whole state: costly for big models).
+ * commit that fails is checked: a checkpoint of this step that verifies is kept; one that does not (files
+ * deleted under the other writer's DONE: the engine refuses it as BAD_CHECKPOINT) is moved aside and written
+ * again. The engine verifies a step it finds committed; a commit that wrote alone is not re-read (verifying
+ * hashes the whole state: costly for big models).
  */
 export async function commitCheckpoint(
-  engine: { saveCheckpoint(dir: string, extra?: Record<string, unknown>): Promise<{ existed?: boolean }> },
+  engine: { saveCheckpoint(dir: string, extra?: Record<string, unknown>): Promise<unknown> },
   dir: string,
   step: number,
   extra: Record<string, unknown>,
@@ -81,8 +82,8 @@ export async function commitCheckpoint(
   for (let attempt = 1; ; attempt++) {
     let failure: unknown = null;
     try {
-      const r = await engine.saveCheckpoint(dir, extra);
-      if (!r.existed) return;
+      await engine.saveCheckpoint(dir, extra); // a step committed already is verified by the engine and kept
+      return;
     } catch (e) {
       failure = e;
       if ((e as { code?: string }).code !== 'IO' && (e as { code?: string }).code !== 'BAD_CHECKPOINT') throw e;

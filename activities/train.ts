@@ -105,14 +105,13 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     beat();
 
     let lastSave = Date.now();
-    const { listCheckpoints } = await native();
     const save = async () => {
       const at = step;
       const dir = checkpointDir(checkpointRoot, at);
       // An overlapping attempt (or the attempt before a retry) may have committed this very step already, or be
-      // committing it right now (commitCheckpoint). `extra` names nothing attempt-specific, so both write the same bytes.
-      if (!(await listCheckpoints(checkpointRoot)).some((c) => c.step === at && c.dir === dir))
-        await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps }, (m) => ctx.log.warn(m));
+      // committing it right now: commitCheckpoint keeps it when it verifies and rewrites it when it does not (a
+      // DONE over files the other commit deleted). `extra` names nothing attempt-specific: both write the same bytes.
+      await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps }, (m) => ctx.log.warn(m));
       committed = { dir, step: at };
       beat();
       await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);

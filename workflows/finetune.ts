@@ -212,6 +212,8 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   t0 = Date.now();
   enter('export', `Hugging Face directory from step ${lastCheckpoint.step}`);
   const exported = await gpu('export the model').exportModel({ cfg, checkpoint: lastCheckpoint, modelDir: run.modelDir });
+  // Export falls back past a checkpoint that does not load: then the model is not the last trained step's.
+  if (exported.step !== lastCheckpoint.step) notes.push(`exported the checkpoint of step ${exported.step}: the last one (step ${lastCheckpoint.step}, ${lastCheckpoint.dir}) did not load`);
   leave('export', t0);
 
   t0 = Date.now();

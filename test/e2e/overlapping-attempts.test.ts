@@ -9,14 +9,17 @@
 // checkpoint at whatever step it had reached while the other attempt is still training.
 // This is the interleaving a heavily loaded CI host produces by accident (heartbeats late by more than the
 // heartbeat timeout while the attempt is alive); here it happens on every run.
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Context } from '@temporalio/activity';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createActivities, EngineCache, type TrainSegmentInput } from '../../activities/index.js';
+import { checkpointDir } from '../../activities/checkpoints.js';
 import { WORKFLOWS_PATH } from '../../cli/lib/temporal.js';
+import { parseConfig } from '../../configs/index.js';
 import { listCheckpoints, verifyCheckpoint } from '../../native/index.js';
 import type { FinetuneReport } from '../../workflows/messages.js';
 import { replay, startHarness, type Harness } from '../workflows/helpers.js';
@@ -137,4 +140,32 @@ it('two attempts of a segment training at once (one stale) end with the weights 
   expect(diff, `${diff}\n${context}`).toBeNull();
   expect(overlapped.eval, context).toEqual(reference.eval);
   await replay([{ workflowId: 'overlap-run', history }]);
+});
+
+// The same race without its timing: the other attempt's commit of step 4 lands while this attempt trains toward
+// step 4, and leaves a DONE over a state.bin it did not finish (what the engine's replace-then-DONE commit leaves
+// when two attempts interleave). The attempt reaching step 4 must not take that directory for its checkpoint.
+it('a concurrent commit that broke the checkpoint of the step being saved is rewritten, not adopted', { timeout: 120_000 }, async () => {
+  const cfg = parseConfig({ ...config('race'), training: { ...config('race').training, maxSteps: 4 }, checkpoint: { everySteps: 4, everyMinutes: 0, keepLast: 2 } });
+  const run = <F extends (...a: any[]) => Promise<any>>(env: MockActivityEnvironment, fn: F, ...args: Parameters<F>) => env.run(fn, ...args) as ReturnType<F>;
+  const data = await run(new MockActivityEnvironment(), createActivities().prepareData, cfg);
+  const seg = (ckRoot: string): TrainSegmentInput => ({ cfg, runDir: dirname(ckRoot), checkpointRoot: ckRoot, dataDir: data.dataDir, fromStep: 0, toStep: 4, totalSteps: 4, resumeFrom: null });
+  const clean = join(root, 'race-clean', 'checkpoints');
+  await run(new MockActivityEnvironment(), createActivities().trainSegment, seg(clean));
+  const raced = join(root, 'race-raced', 'checkpoints');
+  const env = new MockActivityEnvironment({ attempt: 2 });
+  let planted = false;
+  env.on('heartbeat', (d: { step?: number }) => {
+    if (planted || (d?.step ?? 0) < 2) return;
+    planted = true; // the other attempt's broken commit of step 4 appears mid-segment
+    cpSync(checkpointDir(clean, 4), checkpointDir(raced, 4), { recursive: true });
+    const state = join(checkpointDir(raced, 4), 'state.bin');
+    truncateSync(state, Math.floor(readFileSync(state).length / 3));
+  });
+  const r = await run(env, createActivities().trainSegment, seg(raced));
+  expect(planted).toBe(true);
+  expect(r.checkpoint).toEqual({ dir: checkpointDir(raced, 4), step: 4 });
+  expect(await verifyCheckpoint(r.checkpoint.dir)).toEqual({ ok: true, step: 4 });
+  expect(readFileSync(join(r.checkpoint.dir, 'state.bin')).equals(readFileSync(join(checkpointDir(clean, 4), 'state.bin')))).toBe(true);
+  expect(existsSync(join(dirname(raced), 'corrupt-checkpoints'))).toBe(true); // the broken one was kept aside for inspection
 });
