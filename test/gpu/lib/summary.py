@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Machine-readable summary of a GPU session (test/gpu/session.sh): one record per stage in OUT/summary.json,
+rewritten after every stage so a call cut by its time limit still returns what finished.
+
+  summary.py init    SUMMARY PLAN GPUS JSON_INFO       start a summary (plan, GPUs seen, setup facts)
+  summary.py stage   SUMMARY NAME STATUS SECONDS LOGDIR [NOTE]
+                     STATUS: pass | fail | timeout | skip (NOTE says why) | dry; key numbers come from LOGDIR
+  summary.py print   SUMMARY                           one line per stage (for the call's output tail)
+
+Key numbers are read from what the suites already print, so the suites need no changes:
+'N passed, M failed' (cuda_backend_test, torch_parity, families_test, zero_test), 'N check(s) failed'
+(kernels_check), 'N failure(s)' (offload tests), 'torch_families check: N failed', every [FAIL]/FAIL line, and the
+JSON lines of the benchmarks (*.jsonl: ratios, tokens/s, ms/step, memory).
+"""
+import glob
+import json
+import os
+import re
+import sys
+import time
+
+BENCH_KEYS = ("case", "model", "stage", "gpus", "offload", "batch", "accum", "delayed", "tokens_per_s", "ms_per_step",
+              "ratio_tokens_per_s", "step_ratio", "ratio", "peak_GiB", "device_used_GiB", "host_peak_GiB", "error",
+              "skipped", "projected_epoch_min (1426 steps)", "variant", "threads", "median_ms", "GB_per_s",
+              "speedup_vs_reference", "check", "ok", "ours_offload_ms", "ours_none_ms", "ours_tokens_per_s",
+              "peer_tokens_per_s", "target")
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def save(path, doc):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+
+
+def compact(obj):
+    """The keys a reader compares across runs; nested ours/peer records flattened one level."""
+    out = {k: obj[k] for k in BENCH_KEYS if k in obj}
+    for side in ("ours", "peer"):
+        if isinstance(obj.get(side), dict) and obj[side]:
+            out[side] = {k: obj[side][k] for k in BENCH_KEYS if k in obj[side]}
+    return out
+
+
+def scan(logdir):
+    """Counts, failing lines and benchmark records from every log under logdir."""
+    counts, failures, bench, notes = {}, [], [], []
+    files = sorted(glob.glob(os.path.join(logdir, "**", "*"), recursive=True))
+    for p in files:
+        if not os.path.isfile(p) or os.path.getsize(p) > 64 << 20:
+            continue
+        name = os.path.relpath(p, logdir)
+        try:
+            text = open(p, errors="replace").read()
+        except OSError:
+            continue
+        if p.endswith(".jsonl"):
+            if os.path.basename(p) in ("ours.jsonl", "peer.jsonl") and os.path.exists(os.path.join(os.path.dirname(p), "bench.jsonl")):
+                continue  # bench.jsonl already holds both sides
+            for line in text.splitlines():
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        rec = compact(json.loads(line))
+                    except ValueError:
+                        continue
+                    if rec:
+                        bench.append(rec)
+            continue
+        for m in re.finditer(r"(\d+) passed, (\d+) failed", text):
+            counts[name] = {"passed": int(m.group(1)), "failed": int(m.group(2))}  # the last one is the total
+        for pat, key in ((r"(\d+) check\(s\) failed", "failed"), (r"(\d+) failure\(s\)", "failed"),
+                         (r"torch_families check: (\d+) failed", "failed")):
+            for m in re.finditer(pat, text):
+                counts.setdefault(name, {})[key] = int(m.group(1))
+        for line in text.splitlines():
+            s = line.strip()
+            if re.match(r"^(\[FAIL\]|FAIL\b|FAILED\b|build failed|.*Traceback \(most recent call last\))", s):
+                failures.append(f"{name}: {s[:300]}")
+            elif re.match(r"^(ncu \S+: \d+ profiled launches|NCCL: |using the prebuilt|== using prebuilt)", s):
+                notes.append(f"{name}: {s[:200]}")
+    return counts, failures[:12], bench[:40], notes[:8]
+
+
+def main():
+    cmd, path = sys.argv[1], sys.argv[2]
+    if cmd == "init":
+        plan, gpus, info = sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5] if len(sys.argv) > 5 else "{}")
+        save(path, {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "plan": plan, "gpus": gpus,
+                    "setup": info, "stages": []})
+    elif cmd == "stage":
+        name, status, secs, logdir = sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6]
+        note = sys.argv[7] if len(sys.argv) > 7 else ""
+        doc = load(path)
+        rec = {"stage": name, "status": status, "seconds": round(secs, 1)}
+        if note:
+            rec["note"] = note
+        if os.path.isdir(logdir):
+            counts, failures, bench, notes = scan(logdir)
+            if len(counts) > 1:
+                counts.pop("stdout.log", None)  # the suites tee their logs: stdout repeats them
+            if counts:
+                rec["counts"] = counts
+                passed = [c["passed"] for c in counts.values() if "passed" in c]
+                if rec["status"] == "pass" and passed and sum(passed) == 0:
+                    rec["status"] = "fail"  # e.g. no GPU visible: every group skipped, exit 0
+                    rec["note"] = (rec.get("note", "") + "; " if rec.get("note") else "") + "no check ran (0 passed)"
+                if status == "pass" and any(c.get("failed") for c in counts.values()):
+                    rec["status"] = "fail"  # a suite printed failures but exited 0: trust the count
+            if failures:
+                rec["failures"] = failures
+            if bench:
+                rec["bench"] = bench
+            if notes:
+                rec["notes"] = notes
+            # the bench scripts exit 0 even when a side crashed: a bench stage passes only with a measurement
+            measured = any("tokens_per_s" in b or "ms_per_step" in b or "tokens_per_s" in b.get("ours", {})
+                           for b in bench if "error" not in b)
+            if "bench" in name and rec["status"] == "pass" and not measured:
+                rec["status"] = "fail"
+                rec["note"] = (rec.get("note", "") + "; " if rec.get("note") else "") + "no measurement in the logs"
+        doc["stages"] = [s for s in doc["stages"] if s["stage"] != name] + [rec]
+        doc["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        save(path, doc)
+    elif cmd == "print":
+        doc = load(path)
+        print(f"== summary: plan {doc['plan']}, {doc['gpus']} GPU(s), setup {json.dumps(doc.get('setup', {}))}")
+        for s in doc["stages"]:
+            bits = [f"{s['stage']:<16} {s['status']:<7} {s['seconds']:>6.0f}s"]
+            for n, c in s.get("counts", {}).items():
+                bits.append(f"{n}: " + ", ".join(f"{k} {v}" for k, v in c.items()))
+            for b in s.get("bench", [])[:6]:
+                keys = ("case", "model", "variant", "stage", "gpus", "tokens_per_s", "ms_per_step", "median_ms",
+                        "ratio_tokens_per_s", "step_ratio", "ratio", "error")
+                shown = ", ".join(f"{k}={b[k]}" for k in keys if k in b)
+                if shown:
+                    bits.append("{" + shown + "}")
+            if s.get("note"):
+                bits.append(s["note"])
+            print(" | ".join(bits))
+            for f in s.get("failures", [])[:4]:
+                print("    " + f)
+    else:
+        sys.exit(f"summary.py: unknown command {cmd!r} (init | stage | print)")
+
+
+if __name__ == "__main__":
+    main()
