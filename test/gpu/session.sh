@@ -15,8 +15,8 @@
 # to its own GPU (CUDA_VISIBLE_DEVICES; a stage needing every GPU is not pinned). Stages needing more GPUs than
 # the machine has are recorded as skipped, as are stages whose inputs are missing (peer script, kit, ncu).
 #   build           setup: prebuilt programs missing or stale for this tree -> test/gpu/prebuild.sh here
-#   gpt2-tests      1   230  test/gpu/run.sh: kernels_check, cuda_backend_test, torch_parity (GPT-2, current kernels)
-#   families-tests  1   230  test/gpu/families/run.sh as it is (Llama/NeoX/GPT-J vs cpu + transformers; ZeRO,
+#   gpt2-tests      1   200  test/gpu/run.sh: kernels_check, cuda_backend_test, torch_parity (GPT-2, current kernels)
+#   families-tests  1   280  test/gpu/families/run.sh as it is (Llama/NeoX/GPT-J vs cpu + transformers; ZeRO,
 #                            offload and the TrainState class on one GPU)
 #   families-multi  2   160  FAMILIES_GROUPS=multigpu test/gpu/families/run.sh (stages 0-3, offload, sharded
 #                            checkpoint over every GPU)
@@ -25,8 +25,8 @@
 #   families-bench  1   170  bench/families_gpu.sh llama-1b:4:2048 with bench/peer_llama.py in the same run
 #   offload-bench   1   300  SKIP=1 bench/offload_gpu.sh (FSDP2 offload peer, GPT-J-6B-sized, CPU AdamW, delayed)
 #   profile         1   150  bench/train_gpu_profile.sh gpt2:16 (ncu SpeedOfLight + Occupancy sections)
-#   zero            2   170  test/gpu/run_zero.sh, groups processes + memory (ZERO_TESTS), no bench
-#   e2e             1   330  test/e2e/gpu/run.sh (+ families-zero.sh), the pipeline through the Node addon; needs
+#   zero            2   150  test/gpu/run_zero.sh, groups processes + memory (ZERO_TESTS), no bench
+#   e2e             1   310  test/e2e/gpu/run.sh (+ families-zero.sh), the pipeline through the Node addon; needs
 #                            .ft-kit (test/e2e/gpu/make-kit.sh) or .gpu-kit (test/gpu/lib/slim-kit.sh); its
 #                            zero/ranks parts need >= 2 GPUs
 # Token data: .gpu-data/tinyshakespeare.i32 when carried, else made from the kit's Moby Dick (lib/make-data.cjs).
@@ -70,11 +70,11 @@ done
 declare -A NEED BUDGET
 NEED=([gpt2-tests]=1 [families-tests]=1 [offload-tests]=1 [gpt2-bench-xl]=1 [families-bench]=1 [offload-bench]=1
       [profile]=1 [zero]=2 [e2e]=1 [families-multi]=2)
-BUDGET=([gpt2-tests]=230 [families-tests]=230 [families-multi]=160 [offload-tests]=170 [gpt2-bench-xl]=260 [families-bench]=170
-        [offload-bench]=300 [profile]=150 [zero]=170 [e2e]=330 [build]=240)
-ALLGPU=" zero e2e families-multi "   # stages that use every GPU they see: never pinned
-declare -A PLANS=([h100]="gpt2-tests|families-tests|offload-tests gpt2-bench-xl families-bench profile"
-                  [h200x4]="zero e2e|families-multi|offload-bench|profile")
+BUDGET=([gpt2-tests]=200 [families-tests]=280 [families-multi]=160 [offload-tests]=170 [gpt2-bench-xl]=260 [families-bench]=170
+        [offload-bench]=300 [profile]=150 [zero]=150 [e2e]=310 [build]=240)
+ALLGPU=" zero e2e families-multi families-tests "   # stages that use every GPU they see: never pinned
+declare -A PLANS=([h100]="gpt2-tests|offload-tests gpt2-bench-xl families-bench profile"
+                  [h200x4]="zero e2e|families-tests|offload-bench")
 cmd_of() {  # the command line of a stage (also what SESSION_DRY=1 prints)
   case $1 in
     gpt2-tests)     echo 'GPU_PREBUILT=1 GPU_TEST_WORK=$W test/gpu/run.sh $L' ;;
