@@ -183,7 +183,10 @@ python3 test/gpu/lib/summary.py init "$summary" "$plan" "$ngpu" "$info"
 echo "== session: plan $plan, $ngpu GPU(s), budget ${budget}s, prebuilt $prebuilt, kit $kit"
 
 # parallel stages finish at any time: one writer of summary.json at a time
-sum_stage() { flock "$work/summary.lock" python3 test/gpu/lib/summary.py stage "$summary" "$@"; }
+sum_stage() {
+  if command -v flock >/dev/null; then flock "$work/summary.lock" python3 test/gpu/lib/summary.py stage "$summary" "$@"
+  else python3 test/gpu/lib/summary.py stage "$summary" "$@"; fi
+}
 # run_stage NAME GPU|"" : one stage under `timeout` (its process group: children included), logs in $work/logs/NAME
 run_stage() {
   local s=$1 gpu=$2 L=$work/logs/$1 W=$work/work/$1 b v why rc st t1 note=""
