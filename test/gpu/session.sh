@@ -78,13 +78,13 @@ declare -A PLANS=([h100]="gpt2-tests|offload-tests gpt2-bench-xl families-bench 
 cmd_of() {  # the command line of a stage (also what SESSION_DRY=1 prints)
   case $1 in
     gpt2-tests)     echo 'GPU_PREBUILT=1 GPU_TEST_WORK=$W test/gpu/run.sh $L' ;;
-    families-tests) echo 'FAMILIES_WORK=$W FAMILIES_TEST_TIMEOUT=$((B - 70)) test/gpu/families/run.sh $L' ;;
-    families-multi) echo 'FAMILIES_WORK=$W FAMILIES_GROUPS=multigpu FAMILIES_TEST_TIMEOUT=$((B - 40)) test/gpu/families/run.sh $L' ;;
+    families-tests) echo 'FAMILIES_WORK=$W FAMILIES_TEST_TIMEOUT=$((B > 140 ? B - 70 : B / 2)) test/gpu/families/run.sh $L' ;;
+    families-multi) echo 'FAMILIES_WORK=$W FAMILIES_GROUPS=multigpu FAMILIES_TEST_TIMEOUT=$((B > 80 ? B - 40 : B / 2)) test/gpu/families/run.sh $L' ;;
     offload-tests)  echo 'OFFLOAD_PREBUILT=1 test/gpu/offload_run.sh $L' ;;
     gpt2-bench-xl)  echo 'bench/train_gpu.sh $L gpt2-xl:8' ;;
     families-bench) echo 'bench/families_gpu.sh $L llama-1b:4:2048' ;;
     offload-bench)  echo 'SKIP=${OFFLOAD_BENCH_SKIP:-1} bench/offload_gpu.sh $L' ;;
-    profile)        echo 'PROFILE_TIMEOUT=$((B - 20)) bench/train_gpu_profile.sh $L gpt2:16' ;;
+    profile)        echo 'PROFILE_TIMEOUT=$((B > 60 ? B - 20 : B / 2)) bench/train_gpu_profile.sh $L gpt2:16' ;;
     zero)           echo 'ZERO_PREBUILT=1 ZERO_TESTS="${ZERO_TESTS:-processes memory}" ZERO_BENCH=0 GPU_TEST_WORK=$W test/gpu/run_zero.sh $L' ;;
     e2e)            echo 'OUT=$L RUN_TIMEOUT=${E2E_RUN_TIMEOUT:-150} bash test/e2e/gpu/run.sh' ;;
     *) return 1 ;;
