@@ -171,7 +171,8 @@ prebuilt="none carried"
 if [ -f .gpu-prebuilt/manifest.json ]; then
   have=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["src_hash"])' .gpu-prebuilt/manifest.json)
   if [ "$have" = "$want" ]; then
-    xz -dc .gpu-prebuilt/programs.tar.xz | tar -C "$root" -xf - && prebuilt="ok ($want)" || prebuilt="unpacking failed"
+    if [ "${SESSION_DRY:-0}" = 1 ]; then prebuilt="ok ($want; not unpacked: dry run)"
+    else xz -dc .gpu-prebuilt/programs.tar.xz | tar -C "$root" -xf - && prebuilt="ok ($want)" || prebuilt="unpacking failed"; fi
   else prebuilt="stale: carried $have, tree $want"; fi
 fi
 kit=no; [ -f .ft-kit/setup.sh ] && kit=yes
