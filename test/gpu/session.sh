@@ -28,7 +28,9 @@
 #   zero            2   150  test/gpu/run_zero.sh, groups processes + memory (ZERO_TESTS), no bench
 #   e2e             1   310  test/e2e/gpu/run.sh (+ families-zero.sh), the pipeline through the Node addon; needs
 #                            .ft-kit (test/e2e/gpu/make-kit.sh) or .gpu-kit (test/gpu/lib/slim-kit.sh); its
-#                            zero/ranks parts need >= 2 GPUs
+#                            zero/ranks parts need >= 2 GPUs. Phase 2 only by default (family, offload, zero,
+#                            ranks: never run on a GPU); E2E_PHASE1=1 adds the GPT-2 kill/resume workflow first
+#                            (it ran on an H200 in session 1)
 # Token data: .gpu-data/tinyshakespeare.i32 when carried, else made from the kit's Moby Dick (lib/make-data.cjs).
 # Plans:  h100    gpt2-tests, families-tests|offload-tests, gpt2-bench-xl, families-bench, profile
 #         h200x4  zero, e2e|families-multi|offload-bench|profile
@@ -86,7 +88,7 @@ cmd_of() {  # the command line of a stage (also what SESSION_DRY=1 prints)
     offload-bench)  echo 'SKIP=${OFFLOAD_BENCH_SKIP:-1} bench/offload_gpu.sh $L' ;;
     profile)        echo 'PROFILE_TIMEOUT=$((B > 60 ? B - 20 : B / 2)) bench/train_gpu_profile.sh $L gpt2:16' ;;
     zero)           echo 'ZERO_PREBUILT=1 ZERO_TESTS="${ZERO_TESTS:-processes memory}" ZERO_BENCH=0 GPU_TEST_WORK=$W test/gpu/run_zero.sh $L' ;;
-    e2e)            echo 'OUT=$L RUN_TIMEOUT=${E2E_RUN_TIMEOUT:-150} bash test/e2e/gpu/run.sh' ;;
+    e2e)            echo 'OUT=$L E2E_PHASE1=${E2E_PHASE1:-0} RUN_TIMEOUT=${E2E_RUN_TIMEOUT:-150} bash test/e2e/gpu/run.sh' ;;
     *) return 1 ;;
   esac
 }
