@@ -141,7 +141,9 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
     // decide to save at the same step: only step-based triggers here (checkpoint.everyMinutes would differ per rank).
     const save = async () => {
       const dir = checkpointDir(checkpointRoot, step);
-      await engine!.saveCheckpoint(dir, { workflowId, rank, generation: input.group.generation, totalSteps });
+      // Nothing generation-specific in `extra`: a stale rank of the previous generation that commits the same step
+      // before its cancellation lands writes the same bytes (workflows/README.md, "Exact resume").
+      await engine!.saveCheckpoint(dir, { workflowId, totalSteps });
       committed = { dir, step };
       beat();
       if (rank === 0) await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);

@@ -53,7 +53,9 @@ it('a SIGKILLed rank worker: the group restarts from the last checkpoint on its 
     checkpoint: { everySteps: 10, everyMinutes: 0, keepLast: 3 },
     evaluation: { maxBatches: 4, batchSize: 4 },
     generation: { prompts: ['The whale'], maxNewTokens: 8, temperature: 0 },
-    temporal: { heartbeatTimeoutSeconds: 3, rankTaskQueues: ['e2e-host-a'] },
+    // 6 s: a killed rank is still noticed within seconds, and a loaded host (heartbeats every 2 s at most, late by
+    // seconds at load 15) does not time out a live rank, which would restart the group once more than this test expects.
+    temporal: { heartbeatTimeoutSeconds: 6, rankTaskQueues: ['e2e-host-a'] },
   });
   const cpu = worker([]); // workflow, data, export/evaluate/generate
   const rank = worker(['--queues', '', '--rank-queue', 'e2e-host-a']);
