@@ -114,11 +114,11 @@ class FamilyCudaBackend final : public Backend {
     gptj = cfg.family == "gptj";
     seq = llama || (cfg.family == "gpt_neox" && !cfg.parallel_residual);
     erf_gelu = cfg.hidden_act == "gelu";
-    ENGINE_CHECK(o.zero_stage == 0 && o.world_size == 1, BadConfig, "set parallelism.zeroStage to 0 and use one GPU",
-                 "the cuda backend runs %s on one GPU without ZeRO in this version (zeroStage %d, world size %d)",
-                 cfg.family.c_str(), o.zero_stage, o.world_size);
-    ENGINE_CHECK(o.offload == "none", BadConfig, "set parallelism.offload.optimizer to 'none'",
-                 "optimizer offload '%s' is not implemented by the cuda backend", o.offload.c_str());
+    // make_family_cuda_backend (below) routes ZeRO, offload and several GPUs to family_backend_zero.cu; this class
+    // is the single-GPU stage-0 path, and reaching it with anything else is a dispatch bug, not a user error.
+    ENGINE_CHECK(o.zero_stage == 0 && o.world_size == 1 && o.offload == "none", Internal, "",
+                 "family single-GPU class reached with zeroStage %d, world size %d, offload '%s' (dispatch bug)",
+                 o.zero_stage, o.world_size, o.offload.c_str());
     ENGINE_CHECK(o.recompute == "none" || o.recompute == "gelu" || o.recompute == "gelu-layernorm", BadConfig,
                  "use 'none', 'gelu' or 'gelu-layernorm'", "unknown training.recompute '%s'", o.recompute.c_str());
     keep_norm = o.recompute != "gelu-layernorm";  // MLP activations are always recomputed (see swiglu.cuh)
