@@ -1,5 +1,5 @@
-// Bounded memory: prepare streams. A child `finetune prepare` with a 48 MB V8 heap handles a corpus three times
-// that size, and its peak RSS does not grow with the corpus (16 MiB vs 144 MiB of text).
+// Bounded memory: prepare streams. A child `finetune prepare` with a 48 MB V8 heap handles a corpus eight times
+// that size, and its peak RSS does not grow with the corpus (16 MiB vs 400 MiB of text).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { rmSync, statSync, writeFileSync } from 'node:fs';
@@ -33,12 +33,12 @@ async function prepareInChild(work: string, corpus: string): Promise<{ manifest:
 }
 
 describe('bounded memory', () => {
-  it(`a corpus 3x the heap (${HEAP_MB} MB) streams through; peak RSS does not grow with the corpus`, async () => {
+  it(`a corpus 8x the heap (${HEAP_MB} MB) streams through; peak RSS does not grow with the corpus`, async () => {
     const work = tmp('mem-');
-    onTestFinished(() => rmSync(work, { recursive: true, force: true })); // ~400 MB of corpus and shards
+    onTestFinished(() => rmSync(work, { recursive: true, force: true })); // ~0.6 GB of corpus and shards
     writeCorpus(join(work, 'small.txt'), 16);
-    writeCorpus(join(work, 'big.txt'), 144);
-    expect(statSync(join(work, 'big.txt')).size).toBeGreaterThan(3 * HEAP_MB * 2 ** 20);
+    writeCorpus(join(work, 'big.txt'), 400);
+    expect(statSync(join(work, 'big.txt')).size).toBeGreaterThan(8 * HEAP_MB * 2 ** 20);
     const rss: number[] = [];
     for (const corpus of ['small.txt', 'big.txt']) {
       const { manifest: m, rss: peak } = await prepareInChild(work, corpus);
@@ -50,8 +50,12 @@ describe('bounded memory', () => {
       expect(t.sourceTokens + v.sourceTokens).toBeGreaterThan(statSync(join(work, corpus)).size / 12);
       rss.push(peak);
     }
-    console.log(`peak RSS: 16 MiB corpus ${(rss[0]! / 2 ** 20).toFixed(0)} MiB, 144 MiB corpus ${(rss[1]! / 2 ** 20).toFixed(0)} MiB`);
-    // 128 MiB more text may cost at most half of that in memory (shard buffers, wasm and heaps are capped)
-    expect(rss[1]! - rss[0]!).toBeLessThan(64 * 2 ** 20);
-  }, 360_000); // 160 MB through the tokenizer on 2 cores: about a minute alone, several when the machine is busy
+    console.log(`peak RSS: 16 MiB corpus ${(rss[0]! / 2 ** 20).toFixed(0)} MiB, 400 MiB corpus ${(rss[1]! / 2 ** 20).toFixed(0)} MiB`);
+    // Keeping any O(corpus) state would cost more than 128 MiB here: the extra 384 MiB of text itself, or its ~160 MB
+    // of token ids. What does vary between runs is allocator and GC slack (V8 heaps are capped, but the Rust
+    // tokenizers' native buffers are freed only when their JS wrappers are collected, and glibc keeps an arena
+    // per thread): seen here from 15 to 35 MiB, and 64 MiB once on a loaded CI machine with a 144 MiB corpus,
+    // so a bound at the size of that noise failed. This one sits between the noise and a real leak.
+    expect(rss[1]! - rss[0]!).toBeLessThan(128 * 2 ** 20);
+  }, 600_000); // 420 MB through the tokenizer on 2 cores: about a minute alone, several when the machine is busy
 });
