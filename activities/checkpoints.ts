@@ -60,43 +60,32 @@ export async function pruneCheckpoints(root: string, keepLast: number): Promise<
 }
 
 /**
- * Commit the engine's state as checkpoint `dir` (of the engine's current step), safe against another attempt
- * committing the same step at the same moment: a stale attempt that the server already replaced (its heartbeats
- * were late: a stalled or overloaded host) keeps training until it hears so, and writes the same steps as its
- * replacement. Both write the same bytes (training is deterministic and `extra` must hold nothing
- * attempt-specific), but the engine's commit is not atomic against a concurrent one: it replaces a directory that
- * has no DONE yet (which may be the other attempt's, between its rename and its DONE), then writes DONE. So a
- * commit that fails is checked: a checkpoint of this step that verifies is kept; one that does not (files
- * deleted under the other writer's DONE: the engine refuses it as BAD_CHECKPOINT) is moved aside and written
- * again. The engine verifies a step it finds committed; a commit that wrote alone is not re-read (verifying
- * hashes the whole state: costly for big models).
+ * Commit the engine's state as checkpoint `dir` (of the engine's current step). Another attempt may commit the
+ * same step at the same moment: a stale attempt that the server already replaced (its heartbeats were late: a
+ * stalled or overloaded host) keeps training until it hears so, and writes the same steps as its replacement, with
+ * the same bytes (training is deterministic and `extra` must hold nothing attempt-specific). The engine publishes a
+ * checkpoint atomically (DONE is written into the staging directory, which one rename(2) then moves into place; a
+ * rename onto a committed directory fails), so of two concurrent commits one lands and the other adopts it.
+ * What remains for this layer is a committed directory of this step that does not verify (files damaged after
+ * their commit, or written by a filesystem that does not honour rename and fsync): the engine refuses it as
+ * BAD_CHECKPOINT; it is moved aside for inspection and the step written again.
  */
 export async function commitCheckpoint(
-  engine: { saveCheckpoint(dir: string, extra?: Record<string, unknown>): Promise<unknown> },
+  engine: { saveCheckpoint(dir: string, extra?: Record<string, unknown>): Promise<{ existed: boolean }> },
   dir: string,
   step: number,
   extra: Record<string, unknown>,
   log: (m: string) => void = () => {},
 ): Promise<void> {
-  const { verifyCheckpoint } = await native();
   for (let attempt = 1; ; attempt++) {
-    let failure: unknown = null;
     try {
-      await engine.saveCheckpoint(dir, extra); // a step committed already is verified by the engine and kept
+      const r = await engine.saveCheckpoint(dir, extra);
+      if (r.existed) log(`checkpoint ${dir}: step ${step} was already committed (by another attempt); using it`);
       return;
     } catch (e) {
-      failure = e;
-      if ((e as { code?: string }).code !== 'IO' && (e as { code?: string }).code !== 'BAD_CHECKPOINT') throw e;
-      // The other writer may be between its rename and its DONE: give it a moment before looking.
-      await new Promise((r) => setTimeout(r, 200 * attempt));
+      if ((e as { code?: string }).code !== 'BAD_CHECKPOINT' || attempt >= 2) throw e;
+      log(`checkpoint ${dir} is committed but does not verify (${(e as Error).message}); moving it aside and writing step ${step} again`);
+      await quarantine(dir);
     }
-    const v = await verifyCheckpoint(dir);
-    if (v.ok && v.step === step) {
-      if (failure) log(`checkpoint ${dir}: committed by another attempt while this one was saving it (${(failure as Error).message}); using it`);
-      return;
-    }
-    if (attempt >= 3) throw failure ?? new Error(`checkpoint ${dir} does not verify after it was committed: ${v.ok ? `step ${v.step}` : v.reason}`);
-    log(`checkpoint ${dir} was broken by a concurrent commit of the same step (${v.ok ? `step ${v.step}` : v.reason}); writing it again`);
-    if (!v.ok && !/never committed|no DONE/i.test(v.reason)) await quarantine(dir);
   }
 }

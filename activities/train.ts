@@ -109,8 +109,8 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
       const at = step;
       const dir = checkpointDir(checkpointRoot, at);
       // An overlapping attempt (or the attempt before a retry) may have committed this very step already, or be
-      // committing it right now: commitCheckpoint keeps it when it verifies and rewrites it when it does not (a
-      // DONE over files the other commit deleted). `extra` names nothing attempt-specific: both write the same bytes.
+      // committing it right now: the engine's commit is atomic (first commit wins), and commitCheckpoint rewrites a
+      // committed step that does not verify. `extra` names nothing attempt-specific: both write the same bytes.
       await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps }, (m) => ctx.log.warn(m));
       committed = { dir, step: at };
       beat();

@@ -80,24 +80,35 @@ static Json cursor_json(const DataCursor& c) {
 // Is `dir` a committed checkpoint (DONE present and parseable)? Does not verify checksums.
 static bool has_done_(const std::string& dir) { return path_exists(dir + "/DONE"); }
 
+// `dir` holds a committed checkpoint (another attempt's): accept it as this save's result when it is of `step`
+// and verifies. Verifying hashes the whole state; it is skipped when DONE names the very state.bin hash this save
+// computed (`our_sha`): the winner fsynced its files before publishing them.
+static CheckpointInfo committed_same_step_(const std::string& dir, uint64_t step, const std::string& our_sha) {
+  Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
+  const Json* sha = done.get("state.bin");   // a sharded (ZeRO) checkpoint names its manifest.json instead
+  const Json* at = done.get("step");
+  const bool same = !our_sha.empty() && sha && sha->str == our_sha && at && at->num == (double)step;
+  const uint64_t theirs = same ? step : checkpoint_verify(dir);
+  ENGINE_CHECK(theirs == step, IO, "use a directory per step (step-XXXXXXXX)",
+               "%s already holds a committed checkpoint of step %llu, not %llu", dir.c_str(),
+               (unsigned long long)theirs, (unsigned long long)step);
+  CheckpointInfo info;
+  info.dir = dir;
+  info.step = step;
+  info.sha256 = sha ? sha->str : json_string(done, "manifest.json", dir + "/DONE");
+  info.bytes = 0;
+  for (const char* f : {"state.bin", "meta.json", "manifest.json"})
+    if (path_exists(dir + "/" + f)) info.bytes += file_size(dir + "/" + f);
+  info.existed = true;
+  return info;
+}
+
 CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout) {
   CheckpointInfo info;
   info.dir = dir;
   info.step = s.step;
   // First commit wins: an overlapping attempt that already committed this step wrote the same state.
-  if (has_done_(dir)) {
-    uint64_t step = checkpoint_verify(dir);
-    if (step == s.step) {
-      Json done = json_parse(read_text_file(dir + "/DONE"), dir + "/DONE", true);
-      info.sha256 = json_string(done, "state.bin", dir + "/DONE");
-      info.bytes = file_size(dir + "/state.bin") + file_size(dir + "/meta.json");
-      info.existed = true;
-      return info;
-    }
-    ENGINE_THROW(IO, "use a directory per step (step-XXXXXXXX)",
-                 "%s already holds a committed checkpoint of step %llu, not %llu", dir.c_str(),
-                 (unsigned long long)step, (unsigned long long)s.step);
-  }
+  if (has_done_(dir)) return committed_same_step_(dir, s.step, "");
   const std::string parent = parent_dir(dir);
   make_dirs(parent);
   const std::string tmp = parent + "/." + base_name(dir) + ".tmp-" + unique_suffix();
@@ -180,17 +191,17 @@ CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s,
     FileWriter mw(tmp + "/meta.json");
     mw.write(meta_text.data(), meta_text.size());
     std::string meta_sha = mw.close();
-    fsync_dir(tmp);
-    // ---- commit: a stale uncommitted dir (crash between rename and DONE) is replaced
-    if (path_exists(dir)) remove_tree(dir);
-    rename_path(tmp, dir);
-    fsync_dir(parent);
+    // ---- commit: DONE goes in before the rename, so the rename publishes a complete checkpoint atomically
     Json done = Json::object();
     done.set("step", Json::number((double)s.step));
     done.set("state.bin", Json::string(info.sha256));
     done.set("meta.json", Json::string(meta_sha));
-    write_file_atomic(dir + "/DONE", json_dump(done) + "\n");
     info.bytes = h.file_bytes + meta_text.size();
+    if (!publish_dir(tmp, dir, json_dump(done) + "\n")) {
+      // An overlapping attempt committed this step while we wrote it: first commit wins, as above.
+      remove_tree(tmp);
+      return committed_same_step_(dir, s.step, info.sha256);
+    }
   } catch (...) {
     try { remove_tree(tmp); } catch (...) {}
     throw;

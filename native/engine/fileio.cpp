@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include "errors.h"
@@ -148,6 +149,25 @@ void write_file_atomic(const std::string& path, const std::string& content) {
     throw;
   }
   fsync_dir(parent_dir(path));
+}
+
+bool publish_dir(const std::string& staging, const std::string& dir, const std::string& done) {
+  write_file_atomic(staging + "/DONE", done);  // fsyncs staging as well
+  const std::string parent = parent_dir(dir);
+  for (int tries = 0;; tries++) {
+    if (::rename(staging.c_str(), dir.c_str()) == 0) {
+      fsync_dir(parent);
+      return true;
+    }
+    const int err = errno;
+    ENGINE_CHECK_IO(err == ENOTEMPTY || err == EEXIST, "", "cannot rename %s to %s", staging.c_str(), dir.c_str());
+    if (path_exists(dir + "/DONE")) return false;  // another writer published first
+    ENGINE_CHECK(tries < 3, IO, "", "cannot publish %s: %s keeps reappearing without a DONE marker", staging.c_str(),
+                    dir.c_str());
+    // a stale, never-committed directory: move it out of the way (rename, so a concurrent mover cannot race us)
+    const std::string stale = parent + "/." + base_name(dir) + ".stale-" + unique_suffix();
+    if (::rename(dir.c_str(), stale.c_str()) == 0) remove_tree(stale);
+  }
 }
 
 void copy_file(const std::string& from, const std::string& to) {

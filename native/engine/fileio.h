@@ -39,6 +39,14 @@ class FileWriter {
 // Durable small file: write to path.tmp, fsync, rename over path.
 void write_file_atomic(const std::string& path, const std::string& content);
 void copy_file(const std::string& from, const std::string& to);  // with fsync
+
+// Publish a finished staging directory as `dir`, atomically: `done` is written into staging as its DONE marker
+// (fsynced) before one rename(2) moves staging to `dir`, so a directory under the final name is always complete.
+// rename(2) of a directory never replaces a non-empty one, so of two writers publishing the same `dir` at once
+// exactly one wins; the other gets false (its staging is left to the caller) and finds the winner's DONE.
+// A `dir` without DONE can only be left by an older engine that crashed between its rename and its DONE: it is
+// moved aside (".<name>.stale-<suffix>", then removed) and the publish is retried.
+bool publish_dir(const std::string& staging, const std::string& dir, const std::string& done);
 std::string sha256_file(const std::string& path);
 
 }  // namespace engine

@@ -119,7 +119,6 @@ CheckpointInfo sharded_checkpoint_commit(const std::string& staging, const std::
     try { remove_tree(staging); } catch (...) {}
     return info;
   }
-  const std::string parent = parent_dir(dir);
   // ---- every rank's file must be there, with the size and range its writer recorded
   Json files = Json::array();
   size_t bytes = 0;
@@ -179,15 +178,17 @@ CheckpointInfo sharded_checkpoint_commit(const std::string& staging, const std::
     FileWriter mw(staging + "/manifest.json");
     mw.write(text.data(), text.size());
     info.sha256 = mw.close();
-    fsync_dir(staging);
-    if (path_exists(dir)) remove_tree(dir);  // stale uncommitted dir (crash between rename and DONE)
-    rename_path(staging, dir);
-    fsync_dir(parent);
+    // ---- commit: DONE goes in before the rename, so the rename publishes a complete checkpoint atomically
     Json done = Json::object();
     done.set("step", Json::number((double)meta.step));
     done.set("manifest.json", Json::string(info.sha256));
-    write_file_atomic(dir + "/DONE", json_dump(done) + "\n");
     info.bytes = bytes + text.size();
+    if (!publish_dir(staging, dir, json_dump(done) + "\n")) {
+      // an overlapping attempt committed this step while we wrote it: first commit wins
+      remove_tree(staging);
+      ENGINE_CHECK(committed_(dir, meta, &info), Internal, "", "%s: published by another writer but has no DONE",
+                   dir.c_str());
+    }
   } catch (...) {
     try { remove_tree(staging); } catch (...) {}
     throw;

@@ -2,6 +2,8 @@
 // commit, corruption and truncation detected, never loaded).
 #include <cstdio>
 #include <cstring>
+#include <dirent.h>
+#include <thread>
 #include <vector>
 #include "checkpoint.h"
 #include "engine.h"
@@ -107,6 +109,46 @@ TEST(checkpoint_commit_verify_and_corruption) {
   CHECK(!re.existed && checkpoint_verify(d) == 0);
   // no temp dirs left behind
   CHECK(read_text_file(d + "/DONE").find("state.bin") != std::string::npos);
+  remove_tree(root);
+}
+
+// Two attempts committing the same step at the same moment (a stale attempt that has not yet heard it was
+// replaced): both saves succeed, exactly one publishes, the other adopts it, and nothing is left half-written.
+TEST(checkpoint_concurrent_commits_of_one_step) {
+  const std::string root = "/tmp/engine_tests_race_" + unique_suffix();
+  TrainConfig tc;
+  BackendOptions opts;
+  Engine a(small(), tc, opts), b(small(), tc, opts);
+  for (int i = 0; i < 24; i++) {
+    const std::string d = root + strfmt("/step-%08d", i);
+    CheckpointInfo ia, ib;
+    std::exception_ptr ea, eb;
+    std::thread ta([&] { try { ia = a.save_checkpoint(d, "{}"); } catch (...) { ea = std::current_exception(); } });
+    std::thread tb([&] { try { ib = b.save_checkpoint(d, "{}"); } catch (...) { eb = std::current_exception(); } });
+    ta.join();
+    tb.join();
+    if (ea) std::rethrow_exception(ea);
+    if (eb) std::rethrow_exception(eb);
+    CHECK(ia.existed != ib.existed);           // one published, the other found it
+    CHECK(ia.sha256 == ib.sha256);             // same state, same bytes
+    CHECK(checkpoint_verify(d) == 0);
+  }
+  // a directory left by an older engine that crashed between its rename and its DONE is moved aside
+  const std::string stale = root + "/step-00000099";
+  make_dirs(stale);
+  write_file_atomic(stale + "/state.bin", "partial");
+  CHECK(!a.save_checkpoint(stale, "{}").existed && checkpoint_verify(stale) == 0);
+  // only step directories remain: no staging or stale leftovers
+  DIR* dir = opendir(root.c_str());
+  int entries = 0;
+  for (dirent* e; (e = readdir(dir)) != nullptr;) {
+    const std::string n = e->d_name;
+    if (n == "." || n == "..") continue;
+    CHECK(n.rfind("step-", 0) == 0);
+    entries++;
+  }
+  closedir(dir);
+  CHECK(entries == 25);
   remove_tree(root);
 }
 

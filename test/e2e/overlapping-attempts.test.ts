@@ -142,9 +142,10 @@ it('two attempts of a segment training at once (one stale) end with the weights 
   await replay([{ workflowId: 'overlap-run', history }]);
 });
 
-// The same race without its timing: the other attempt's commit of step 4 lands while this attempt trains toward
-// step 4, and leaves a DONE over a state.bin it did not finish (what the engine's replace-then-DONE commit leaves
-// when two attempts interleave). The attempt reaching step 4 must not take that directory for its checkpoint.
+// A committed step that does not verify: a checkpoint of step 4 appears while this attempt trains toward step 4,
+// with a DONE over a truncated state.bin (what the engine's old replace-then-DONE commit could leave when two
+// attempts interleave; today: files damaged after their commit). The attempt reaching step 4 must not take that
+// directory for its checkpoint.
 it('a concurrent commit that broke the checkpoint of the step being saved is rewritten, not adopted', { timeout: 120_000 }, async () => {
   const cfg = parseConfig({ ...config('race'), training: { ...config('race').training, maxSteps: 4 }, checkpoint: { everySteps: 4, everyMinutes: 0, keepLast: 2 } });
   const run = <F extends (...a: any[]) => Promise<any>>(env: MockActivityEnvironment, fn: F, ...args: Parameters<F>) => env.run(fn, ...args) as ReturnType<F>;
