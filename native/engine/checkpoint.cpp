@@ -1,6 +1,10 @@
 // checkpoint.cpp — atomic, checksummed, self-describing training checkpoints (format in checkpoint.h).
 #include "checkpoint.h"
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <functional>
+#include <map>
 #include "errors.h"
 #include "families.h"
 #include "fileio.h"
@@ -215,46 +219,56 @@ CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s,
 struct Parsed {
   Header h;
   std::vector<Record> recs;
-  std::string bytes;  // whole state.bin (empty when only verifying)
 };
 
-static Parsed parse_state_(const std::string& path, const std::string& expect_sha, bool keep) {
+// Reads state.bin in one sequential pass of bounded blocks (checkpoint_read_block(), 64 MiB): checks the header
+// against the file's size, parses the index, hashes every byte, and copies each record's bytes to dest(record)
+// (nullptr: not wanted; no callback: verify only). So verifying or loading a checkpoint of a 6B model needs a
+// block of memory beyond the destination, not a second copy of a 70 GB file. The copies land before the checksum
+// is known: callers discard everything when this throws.
+static Parsed parse_state_(const std::string& path, const std::string& expect_sha,
+                           const std::function<char*(const Record&)>& dest = nullptr) {
   Parsed p;
   ENGINE_CHECK(path_exists(path), BadCheckpoint, HINT, "%s is missing", path.c_str());
-  std::string bytes = read_text_file(path);
-  ENGINE_CHECK(bytes.size() >= HEADER_BYTES, BadCheckpoint, HINT, "%s: %zu bytes, shorter than the %zu-byte header",
-               path.c_str(), bytes.size(), HEADER_BYTES);
-  std::memcpy(&p.h, bytes.data(), HEADER_BYTES);
+  const size_t size = file_size(path);
+  ENGINE_CHECK(size >= HEADER_BYTES, BadCheckpoint, HINT, "%s: %zu bytes, shorter than the %zu-byte header",
+               path.c_str(), size, HEADER_BYTES);
+  FILE* fp = std::fopen(path.c_str(), "rb");
+  ENGINE_CHECK_IO(fp != nullptr, "check the checkpoint directory's permissions", "cannot open %s", path.c_str());
+  struct Closer { FILE* f; ~Closer() { std::fclose(f); } } closer{fp};
+  Sha256 sh;
+  sha256_init(sh);
+  auto read = [&](void* dst, size_t n, size_t at) {
+    ENGINE_CHECK_IO(std::fread(dst, 1, n, fp) == n, HINT, "reading %s at byte %zu", path.c_str(), at);
+    sha256_update(sh, dst, n);
+  };
+  read(&p.h, HEADER_BYTES, 0);
   ENGINE_CHECK(std::memcmp(p.h.magic, MAGIC, 8) == 0, BadCheckpoint, HINT, "%s: bad magic (not a checkpoint file)", path.c_str());
   ENGINE_CHECK(p.h.version == CHECKPOINT_VERSION, BadCheckpoint, "the checkpoint was written by another engine version",
                "%s: format version %u, this engine reads %u", path.c_str(), p.h.version, CHECKPOINT_VERSION);
-  ENGINE_CHECK(p.h.header_bytes == HEADER_BYTES && p.h.file_bytes == bytes.size() &&
+  ENGINE_CHECK(p.h.header_bytes == HEADER_BYTES && p.h.file_bytes == size &&
                    p.h.file_bytes == HEADER_BYTES + p.h.index_bytes + p.h.data_bytes,
                BadCheckpoint, HINT, "%s: header says %llu bytes (index %llu, data %llu), file has %zu", path.c_str(),
                (unsigned long long)p.h.file_bytes, (unsigned long long)p.h.index_bytes,
-               (unsigned long long)p.h.data_bytes, bytes.size());
-  Sha256 sh;
-  sha256_init(sh);
-  sha256_update(sh, bytes.data(), bytes.size());
-  std::string sha = sha256_hex(sh);
-  ENGINE_CHECK(sha == expect_sha, BadCheckpoint, HINT, "%s: SHA-256 %s does not match the recorded %s", path.c_str(),
-               sha.c_str(), expect_sha.c_str());
-  size_t i = HEADER_BYTES, end = HEADER_BYTES + p.h.index_bytes;
+               (unsigned long long)p.h.data_bytes, size);
+  std::string index(p.h.index_bytes, '\0');
+  read(index.data(), index.size(), HEADER_BYTES);
+  size_t i = 0, end = index.size();
   auto need = [&](size_t n) {
-    ENGINE_CHECK(i + n <= end, BadCheckpoint, HINT, "%s: index truncated at byte %zu", path.c_str(), i);
+    ENGINE_CHECK(i + n <= end, BadCheckpoint, HINT, "%s: index truncated at byte %zu", path.c_str(), HEADER_BYTES + i);
   };
   for (uint64_t r = 0; r < p.h.n_records; r++) {
     Record rec;
     uint32_t nl, nd;
-    need(4); std::memcpy(&nl, &bytes[i], 4); i += 4;
-    need(nl); rec.name.assign(&bytes[i], nl); i += nl;
-    need(8); std::memcpy(&rec.type, &bytes[i], 4); std::memcpy(&nd, &bytes[i + 4], 4); i += 8;
+    need(4); std::memcpy(&nl, &index[i], 4); i += 4;
+    need(nl); rec.name.assign(&index[i], nl); i += nl;
+    need(8); std::memcpy(&rec.type, &index[i], 4); std::memcpy(&nd, &index[i + 4], 4); i += 8;
     ENGINE_CHECK(nd <= 8 && (rec.type == F32 || rec.type == U64), BadCheckpoint, HINT, "%s: record '%s' malformed", path.c_str(), rec.name.c_str());
     need(8 * (size_t)nd + 16);
     uint64_t n = 1;
-    for (uint32_t k = 0; k < nd; k++) { uint64_t d; std::memcpy(&d, &bytes[i], 8); i += 8; rec.dims.push_back(d); n *= d; }
-    std::memcpy(&rec.offset, &bytes[i], 8);
-    std::memcpy(&rec.nbytes, &bytes[i + 8], 8);
+    for (uint32_t k = 0; k < nd; k++) { uint64_t d; std::memcpy(&d, &index[i], 8); i += 8; rec.dims.push_back(d); n *= d; }
+    std::memcpy(&rec.offset, &index[i], 8);
+    std::memcpy(&rec.nbytes, &index[i + 8], 8);
     i += 16;
     ENGINE_CHECK(rec.nbytes == n * (rec.type == F32 ? 4 : 8) && rec.offset + rec.nbytes <= p.h.data_bytes,
                  BadCheckpoint, HINT, "%s: record '%s' size %llu / offset %llu inconsistent with its shape or the file",
@@ -262,7 +276,28 @@ static Parsed parse_state_(const std::string& path, const std::string& expect_sh
     rec.src = nullptr;
     p.recs.push_back(std::move(rec));
   }
-  if (keep) p.bytes = std::move(bytes);
+  // the data section, block by block; records are copied where they overlap the block
+  std::vector<std::pair<const Record*, char*>> want;
+  if (dest)
+    for (const Record& r : p.recs)
+      if (char* d = dest(r)) want.push_back({&r, d});
+  std::sort(want.begin(), want.end(), [](const auto& x, const auto& y) { return x.first->offset < y.first->offset; });
+  std::vector<char> buf(std::min<size_t>(checkpoint_read_block(), std::max<uint64_t>(p.h.data_bytes, 1)));
+  size_t first = 0;  // the first wanted record that does not end before this block
+  for (uint64_t at = 0; at < p.h.data_bytes;) {
+    const size_t n = (size_t)std::min<uint64_t>(buf.size(), p.h.data_bytes - at);
+    read(buf.data(), n, HEADER_BYTES + index.size() + at);
+    while (first < want.size() && want[first].first->offset + want[first].first->nbytes <= at) first++;
+    for (size_t k = first; k < want.size() && want[k].first->offset < at + n; k++) {
+      const Record& r = *want[k].first;
+      const uint64_t c0 = std::max<uint64_t>(r.offset, at), c1 = std::min<uint64_t>(r.offset + r.nbytes, at + n);
+      if (c0 < c1) std::memcpy(want[k].second + (c0 - r.offset), buf.data() + (c0 - at), c1 - c0);
+    }
+    at += n;
+  }
+  const std::string sha = sha256_hex(sh);
+  ENGINE_CHECK(sha == expect_sha, BadCheckpoint, HINT, "%s: SHA-256 %s does not match the recorded %s", path.c_str(),
+               sha.c_str(), expect_sha.c_str());
   return p;
 }
 
@@ -287,7 +322,7 @@ uint64_t checkpoint_verify(const std::string& dir) {
   Json meta = read_meta_(dir, done);
   const Json* s = done.get("state.bin");
   ENGINE_CHECK(s && s->type == Json::String, BadCheckpoint, HINT, "%s/DONE: no state.bin checksum", dir.c_str());
-  Parsed p = parse_state_(dir + "/state.bin", s->str, false);
+  parse_state_(dir + "/state.bin", s->str);
   const Json* st = meta.get("step");
   ENGINE_CHECK(st && st->type == Json::Number, BadCheckpoint, HINT, "%s/meta.json: no step", dir.c_str());
   return (uint64_t)st->num;
@@ -300,7 +335,6 @@ CheckpointState checkpoint_load(const std::string& dir) {
   const std::string what = dir + "/meta.json";
   const Json* s = done.get("state.bin");
   ENGINE_CHECK(s && s->type == Json::String, BadCheckpoint, HINT, "%s/DONE: no state.bin checksum", dir.c_str());
-  Parsed p = parse_state_(dir + "/state.bin", s->str, true);
   CheckpointState st;
   const Json* m = meta.get("model");
   ENGINE_CHECK(m != nullptr, BadCheckpoint, HINT, "%s: no model section", what.c_str());
@@ -309,32 +343,36 @@ CheckpointState checkpoint_load(const std::string& dir) {
   if (const Json* c = meta.get("config")) st.config_json = json_dump(*c);
   if (const Json* e = meta.get("extra")) st.extra_json = json_dump(*e);
   ParamLayout layout = param_layout(st.model);
-  const char* data = p.bytes.data() + HEADER_BYTES + p.h.index_bytes;
-  auto rec = [&](const std::string& name, uint32_t type, uint64_t nbytes) -> const char* {
-    for (const auto& r : p.recs)
-      if (r.name == name) {
-        ENGINE_CHECK(r.type == type && r.nbytes == nbytes, BadCheckpoint, HINT, "%s: record '%s' has %llu bytes, expected %llu",
-                     dir.c_str(), name.c_str(), (unsigned long long)r.nbytes, (unsigned long long)nbytes);
-        return data + r.offset;
-      }
-    ENGINE_THROW(BadCheckpoint, HINT, "%s/state.bin: record '%s' missing", dir.c_str(), name.c_str());
-  };
-  std::memcpy(&st.step, rec("state/step", U64, 8), 8);
-  std::memcpy(st.rng.s, rec("state/rng", U64, 32), 32);
-  uint64_t cur[4];
-  std::memcpy(cur, rec("state/cursor", U64, 32), 32);
-  st.cursor = {cur[0], cur[1], cur[2], cur[3]};
-  uint64_t dat[4];
-  std::memcpy(dat, rec("state/data", U64, 32), 32);
-  st.data = {dat[0], dat[1], dat[2], dat[3]};
   st.params.resize(layout.total);
   st.m.resize(layout.total);
   st.v.resize(layout.total);
+  // where each record goes: (destination, type, bytes), by record name
+  uint64_t step = 0, cur[4] = {}, dat[4] = {};
+  struct Slot { char* dst; uint32_t type; uint64_t nbytes; bool seen = false; };
+  std::map<std::string, Slot> slots;
+  slots["state/step"] = {(char*)&step, U64, 8};
+  slots["state/rng"] = {(char*)st.rng.s, U64, 32};
+  slots["state/cursor"] = {(char*)cur, U64, 32};
+  slots["state/data"] = {(char*)dat, U64, 32};
   const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
   std::vector<float>* bufs[3] = {&st.params, &st.m, &st.v};
   for (int g = 0; g < 3; g++)
     for (const auto& t : layout.tensors)
-      std::memcpy(bufs[g]->data() + t.offset, rec(groups[g] + t.name, F32, t.numel * 4), t.numel * 4);
+      slots[groups[g] + t.name] = {(char*)(bufs[g]->data() + t.offset), F32, t.numel * 4};
+  parse_state_(dir + "/state.bin", s->str, [&](const Record& r) -> char* {
+    auto it = slots.find(r.name);
+    if (it == slots.end()) return nullptr;  // a record this engine does not read
+    ENGINE_CHECK(r.type == it->second.type && r.nbytes == it->second.nbytes, BadCheckpoint, HINT,
+                 "%s: record '%s' has %llu bytes, expected %llu", dir.c_str(), r.name.c_str(),
+                 (unsigned long long)r.nbytes, (unsigned long long)it->second.nbytes);
+    it->second.seen = true;
+    return it->second.dst;
+  });
+  for (const auto& [name, slot] : slots)
+    ENGINE_CHECK(slot.seen, BadCheckpoint, HINT, "%s/state.bin: record '%s' missing", dir.c_str(), name.c_str());
+  st.step = step;
+  st.cursor = {cur[0], cur[1], cur[2], cur[3]};
+  st.data = {dat[0], dat[1], dat[2], dat[3]};
   return st;
 }
 

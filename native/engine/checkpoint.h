@@ -6,11 +6,13 @@
 //              state/data (shards, sequences, block size, sample hash of the train data; zeros before any data).
 //   meta.json  human-readable: format, version, step, cursor, model config, the caller's config JSON and extra
 //              metadata, backend that wrote it, and the byte size and SHA-256 of state.bin.
-//   DONE       written last, after the directory was renamed into place: {"step", "state.bin": sha256,
-//              "meta.json": sha256}. A directory without a valid DONE is not a checkpoint.
-// Writes go to a private temp dir next to the target, are fsynced, then renamed (after llm.c's DONE files and
-// HF datasets' .incomplete directories). Readers check every size against the file and both checksums before a
-// single value is used; any mismatch is a BAD_CHECKPOINT error naming the file and what was wrong.
+//   DONE       {"step", "state.bin": sha256, "meta.json": sha256}. A directory without a valid DONE is not a
+//              checkpoint.
+// Writes go to a private staging dir next to the target and are fsynced with DONE inside; one rename(2) then
+// publishes the directory (after llm.c's DONE files and HF datasets' .incomplete directories). A rename never
+// replaces a committed step, so of two writers of one step the first wins and the other adopts its checkpoint.
+// Readers stream state.bin in bounded blocks, check every size against the file and both checksums, and discard
+// what they read on any mismatch: a BAD_CHECKPOINT error naming the file and what was wrong.
 #pragma once
 #include <cstdint>
 #include <string>

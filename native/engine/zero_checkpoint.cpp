@@ -282,6 +282,7 @@ static Manifest read_manifest_(const std::string& dir) {
 // checksum is known: callers discard everything when this throws.
 static size_t g_read_block = (size_t)64 << 20;
 void sharded_checkpoint_set_read_block(size_t bytes) { g_read_block = bytes ? bytes : (size_t)64 << 20; }
+size_t checkpoint_read_block() { return g_read_block; }
 
 static void stream_rank_(const std::string& dir, const Manifest& m, size_t r, ShardRange want, float* const* dst) {
   const Manifest::File& f = m.files[r];

@@ -55,8 +55,10 @@ uint64_t sharded_checkpoint_verify(const std::string& dir);
 // Is `dir` a sharded checkpoint (has manifest.json) rather than a single-file one?
 bool is_sharded_checkpoint(const std::string& dir);
 
-// Tests: the block size rank files are streamed in (default 64 MiB; 0 restores it), to cross block boundaries.
+// Tests: the block size checkpoint files (rank files and state.bin) are streamed in (default 64 MiB; 0 restores
+// it), to cross block boundaries.
 void sharded_checkpoint_set_read_block(size_t bytes);
+size_t checkpoint_read_block();
 
 // Converts to the single-file format at out_dir (checkpoint_save: atomic, DONE), e.g. before HF export.
 CheckpointInfo checkpoint_from_sharded(const std::string& dir, const std::string& out_dir);
