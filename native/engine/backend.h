@@ -144,6 +144,14 @@ class Backend {
   // ZeRO stages >= 1 on several ranks: the shards this process holds, one per local rank. Empty (the default):
   // the state is not sharded, and checkpoints are written from get_params/get_optimizer_state.
   virtual std::vector<LocalShard> local_shards() { return {}; }
+  // The whole fp32 state (params, m, v in ParamLayout order, layout().total each) when this backend keeps it in
+  // host memory anyway: the CPU backend, and optimizer offload on one GPU (pinned). Checkpoints are then written
+  // from it and loaded into it in place, with no 12-bytes-per-parameter copy beside it (a 6B model: 70 GB).
+  // All null (the default): use get_params/get_optimizer_state. After writing through it, call
+  // host_state_written() (the backend refreshes what it derives from the master weights).
+  struct HostState { float* params = nullptr; float* m = nullptr; float* v = nullptr; };
+  virtual HostState host_state() { return {}; }
+  virtual void host_state_written() {}
   // Several processes of one data-parallel run (the cuda backend's NCCL group): a collective over every rank and
   // so a barrier — returns global rank 0's `value` (max_over_ranks false) or the maximum over all ranks. Every
   // process must call it. One process (the default): returns value.

@@ -108,6 +108,16 @@ static CheckpointInfo committed_same_step_(const std::string& dir, uint64_t step
 }
 
 CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout) {
+  const std::vector<float>* bufs[3] = {&s.params, &s.m, &s.v};
+  for (int g = 0; g < 3; g++)
+    ENGINE_CHECK(bufs[g]->size() == layout.total, Internal, "", "state buffer %d has %zu floats, layout %zu", g,
+                 bufs[g]->size(), layout.total);
+  const float* const state[3] = {s.params.data(), s.m.data(), s.v.data()};
+  return checkpoint_save(dir, s, layout, state);
+}
+
+CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout,
+                               const float* const state[3]) {
   CheckpointInfo info;
   info.dir = dir;
   info.step = s.step;
@@ -136,13 +146,11 @@ CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s,
     const uint64_t data[4] = {s.data.n_shards, s.data.n_seq, s.data.block_size, s.data.hash};
     add("state/data", U64, {4}, data);
     const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
-    const std::vector<float>* bufs[3] = {&s.params, &s.m, &s.v};
     for (int g = 0; g < 3; g++) {
-      ENGINE_CHECK(bufs[g]->size() == layout.total, Internal, "", "%s buffer has %zu floats, layout %zu", groups[g],
-                   bufs[g]->size(), layout.total);
+      ENGINE_CHECK(state[g] != nullptr, Internal, "", "%s state is null", groups[g]);
       for (const auto& t : layout.tensors) {
         std::vector<uint64_t> dims(t.shape.begin(), t.shape.end());
-        add(groups[g] + t.name, F32, dims, bufs[g]->data() + t.offset);
+        add(groups[g] + t.name, F32, dims, state[g] + t.offset);
       }
     }
     std::string index;
@@ -328,13 +336,10 @@ uint64_t checkpoint_verify(const std::string& dir) {
   return (uint64_t)st->num;
 }
 
-CheckpointState checkpoint_load(const std::string& dir) {
-  if (is_sharded_checkpoint(dir)) return sharded_checkpoint_load(dir, 1, 0, nullptr);  // whole state, re-sharded to 1
-  Json done = read_done_(dir);
+// meta.json's model and metadata, checksum-checked against DONE
+static CheckpointState read_meta_state_(const std::string& dir, const Json& done) {
   Json meta = read_meta_(dir, done);
   const std::string what = dir + "/meta.json";
-  const Json* s = done.get("state.bin");
-  ENGINE_CHECK(s && s->type == Json::String, BadCheckpoint, HINT, "%s/DONE: no state.bin checksum", dir.c_str());
   CheckpointState st;
   const Json* m = meta.get("model");
   ENGINE_CHECK(m != nullptr, BadCheckpoint, HINT, "%s: no model section", what.c_str());
@@ -342,10 +347,31 @@ CheckpointState checkpoint_load(const std::string& dir) {
   if (const Json* b = meta.get("backend")) st.backend = b->str;
   if (const Json* c = meta.get("config")) st.config_json = json_dump(*c);
   if (const Json* e = meta.get("extra")) st.extra_json = json_dump(*e);
+  return st;
+}
+
+ModelConfig checkpoint_model(const std::string& dir) {
+  if (is_sharded_checkpoint(dir)) return sharded_checkpoint_model(dir);
+  return read_meta_state_(dir, read_done_(dir)).model;
+}
+
+CheckpointState checkpoint_load(const std::string& dir) {
+  if (is_sharded_checkpoint(dir)) return sharded_checkpoint_load(dir, 1, 0, nullptr);  // whole state, re-sharded to 1
+  const ParamLayout layout = param_layout(checkpoint_model(dir));
+  std::vector<float> p(layout.total), m(layout.total), v(layout.total);
+  float* const into[3] = {p.data(), m.data(), v.data()};
+  CheckpointState st = checkpoint_load_into(dir, into);
+  st.params = std::move(p), st.m = std::move(m), st.v = std::move(v);
+  return st;
+}
+
+CheckpointState checkpoint_load_into(const std::string& dir, float* const into[3]) {
+  ENGINE_CHECK(!is_sharded_checkpoint(dir), Internal, "", "%s is sharded: load it with checkpoint_load", dir.c_str());
+  Json done = read_done_(dir);
+  const Json* s = done.get("state.bin");
+  ENGINE_CHECK(s && s->type == Json::String, BadCheckpoint, HINT, "%s/DONE: no state.bin checksum", dir.c_str());
+  CheckpointState st = read_meta_state_(dir, done);
   ParamLayout layout = param_layout(st.model);
-  st.params.resize(layout.total);
-  st.m.resize(layout.total);
-  st.v.resize(layout.total);
   // where each record goes: (destination, type, bytes), by record name
   uint64_t step = 0, cur[4] = {}, dat[4] = {};
   struct Slot { char* dst; uint32_t type; uint64_t nbytes; bool seen = false; };
@@ -355,10 +381,9 @@ CheckpointState checkpoint_load(const std::string& dir) {
   slots["state/cursor"] = {(char*)cur, U64, 32};
   slots["state/data"] = {(char*)dat, U64, 32};
   const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
-  std::vector<float>* bufs[3] = {&st.params, &st.m, &st.v};
   for (int g = 0; g < 3; g++)
     for (const auto& t : layout.tensors)
-      slots[groups[g] + t.name] = {(char*)(bufs[g]->data() + t.offset), F32, t.numel * 4};
+      slots[groups[g] + t.name] = {(char*)(into[g] + t.offset), F32, t.numel * 4};
   parse_state_(dir + "/state.bin", s->str, [&](const Record& r) -> char* {
     auto it = slots.find(r.name);
     if (it == slots.end()) return nullptr;  // a record this engine does not read

@@ -47,9 +47,17 @@ struct CheckpointInfo {
 };
 
 CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout);
+// The same, with params/m/v (layout.total each) read from `state` in place instead of from s.params/m/v.
+CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s, const ParamLayout& layout,
+                               const float* const state[3]);
 // Verifies and loads; the layout is rebuilt from the stored model config. A sharded (ZeRO) checkpoint
 // (zero_checkpoint.h) loads whole, re-sharded to one rank, so a one-device run resumes from it.
 CheckpointState checkpoint_load(const std::string& dir);
+// The same for a single-file checkpoint, with params/m/v streamed into `into` (layout.total each, for the model
+// checkpoint_model() returns) and left empty in the result.
+CheckpointState checkpoint_load_into(const std::string& dir, float* const into[3]);
+// The model a checkpoint holds (meta.json or manifest.json, checksum-checked), before anything is loaded.
+ModelConfig checkpoint_model(const std::string& dir);
 // Verifies without loading tensors into memory; throws BadCheckpoint with the reason. Returns the step.
 // Sharded checkpoints: the manifest and every rank file.
 uint64_t checkpoint_verify(const std::string& dir);

@@ -42,12 +42,23 @@ Engine::Engine(const ModelConfig& model, const TrainConfig& train, const Backend
 
 std::unique_ptr<Engine> Engine::from_checkpoint(const std::string& dir, const TrainConfig& train,
                                                 const BackendOptions& opts) {
-  CheckpointState st = checkpoint_load(dir);
   std::unique_ptr<Engine> e(new Engine());
   e->train_ = train;
-  e->backend_ = create_backend(st.model, opts);
-  e->backend_->set_params(st.params.data());
-  e->backend_->set_optimizer_state(st.m.data(), st.v.data());
+  e->backend_ = create_backend(checkpoint_model(dir), opts);
+  // A backend that keeps the fp32 state in host memory (CPU; offload on one GPU) has the checkpoint streamed
+  // straight into it: no second copy of 12 bytes per parameter on the host.
+  Backend::HostState hs = e->backend_->host_state();
+  CheckpointState st;
+  if (hs.params && !is_sharded_checkpoint(dir)) {
+    float* const into[3] = {hs.params, hs.m, hs.v};
+    st = checkpoint_load_into(dir, into);
+    e->backend_->host_state_written();
+  } else {
+    st = checkpoint_load(dir);
+    e->backend_->set_params(st.params.data());
+    st.params = {};
+    e->backend_->set_optimizer_state(st.m.data(), st.v.data());
+  }
   e->step_ = st.step;
   e->rng_ = st.rng;
   e->pending_cursor_ = st.cursor;  // the data order continues with the checkpoint's shuffle seed
@@ -302,6 +313,11 @@ CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string
     return sharded_checkpoint_save(dir, st, rs);
   }
   if (!shards.empty()) return save_sharded_group(*backend_, dir, st, shards);
+  Backend::HostState hs = backend_->host_state();
+  if (hs.params) {  // written in place (Backend::host_state)
+    const float* const state[3] = {hs.params, hs.m, hs.v};
+    return checkpoint_save(dir, st, layout, state);
+  }
   st.params.resize(layout.total);
   st.m.resize(layout.total);
   st.v.resize(layout.total);

@@ -372,6 +372,13 @@ static void load_meta_(const Manifest& m, const std::string& dir, CheckpointStat
   if (const Json* e = m.j.get("extra")) st.extra_json = json_dump(*e);
 }
 
+ModelConfig sharded_checkpoint_model(const std::string& dir) {
+  Manifest m = read_manifest_(dir);
+  CheckpointState st;
+  load_meta_(m, dir, st);
+  return st.model;
+}
+
 CheckpointState sharded_checkpoint_load(const std::string& dir, int world_size, int rank, ShardRange* range) {
   Manifest m = read_manifest_(dir);
   CheckpointState st;

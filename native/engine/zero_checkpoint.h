@@ -54,6 +54,8 @@ uint64_t sharded_checkpoint_verify(const std::string& dir);
 
 // Is `dir` a sharded checkpoint (has manifest.json) rather than a single-file one?
 bool is_sharded_checkpoint(const std::string& dir);
+// The model a sharded checkpoint holds (manifest.json, checksum-checked).
+ModelConfig sharded_checkpoint_model(const std::string& dir);
 
 // Tests: the block size checkpoint files (rank files and state.bin) are streamed in (default 64 MiB; 0 restores
 // it), to cross block boundaries.

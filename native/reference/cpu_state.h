@@ -35,6 +35,7 @@ class CpuStateBackend : public Backend {
     std::memcpy(m_.data(), m, layout_.total * sizeof(float));
     std::memcpy(v_.data(), v, layout_.total * sizeof(float));
   }
+  HostState host_state() override { return {params_.data(), m_.data(), v_.data()}; }
   void zero_grad() override { std::fill(grads_.begin(), grads_.end(), 0.0f); }
 
   double grad_norm_sq() override {

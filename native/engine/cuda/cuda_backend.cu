@@ -379,6 +379,8 @@ class CudaBackend final : public Backend {
 
   void zero_grad() override { st->zero_grad(); }
   std::vector<LocalShard> local_shards() override { return st->local_shards(); }
+  HostState host_state() override { return st->host_state(); }
+  void host_state_written() override { st->host_state_written(); }
 
   // Queue one micro-batch (forward, classifier, backward) whose tokens were staged at pinned + off; the loss sum
   // is added to dscal[0] on the device. No host synchronisation.

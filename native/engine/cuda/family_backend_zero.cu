@@ -482,6 +482,8 @@ class FamilyCudaBackend final : public Backend {
   void zero_grad() override { st->zero_grad(); }
   // this rank's master/m/v shard for sharded checkpoints (ZeRO >= 1 over several ranks; else empty)
   std::vector<LocalShard> local_shards() override { return st->local_shards(); }
+  HostState host_state() override { return st->host_state(); }
+  void host_state_written() override { st->host_state_written(); }
 
   void check_batch(const Batch& b, bool targets) {
     ENGINE_CHECK(b.B >= 1 && b.T >= 1 && b.T <= maxT, BadShape, "blockSize must be <= model.nPositions",

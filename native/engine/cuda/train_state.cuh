@@ -435,6 +435,26 @@ class TrainState {
     if (v) CUDA_CHECK(cudaMemcpy(v, adam_v, n * 4, cudaMemcpyDeviceToHost));
   }
 
+  // Offload on one rank: master/m/v of the whole layout live in pinned host memory (Backend::host_state). A
+  // pending delayed update is applied first, so what a checkpoint reads is the state after the last step.
+  Backend::HostState host_state() {
+    if (!offload_enabled() || W_ != 1) return {};
+    CUDA_CHECK(cudaStreamSynchronize(s_));
+    CpuOffload<T>& o = *offload_;
+    o.sync();
+    ENGINE_CHECK(o.size() >= n_, Internal, "", "offloaded shard holds %zu of %zu parameters", o.size(), n_);
+    return {o.master(), o.moments_m(), o.moments_v()};
+  }
+  // The host master was written in place (a checkpoint loaded into it): upload it as the compute weights.
+  void host_state_written() {
+    if (!offload_enabled() || W_ != 1) return;
+    CpuOffload<T>& o = *offload_;
+    o.bind(pshard_, gshard_);
+    o.upload_all();
+    refresh_compute_();
+    CUDA_CHECK(cudaStreamSynchronize(s_));
+  }
+
   // Sharded checkpoints: this rank's shard, when the state is sharded over several ranks (else empty).
   std::vector<LocalShard> local_shards() {
     if (stage_ == 0 || W_ == 1) return {};
