@@ -5,6 +5,7 @@
 //              final weights agree (the two AdamW differ only in FMA contraction / sqrt rounding)
 //   state      get_params / get_optimizer_state after offloaded steps match the GPU optimizer's
 //   resume     8 steps, state out, a new offloaded backend, state in, 8 more == 16 straight steps, bit for bit
+//              (also through Backend::host_state, in place, as engine checkpoints do)
 //   skip       a step above max_loss is not applied: the weights stay bitwise the same
 //   delayed    the one-step-delayed update trains (loss falls) and is not identical to the exact mode
 //   zero       stages 1, 2, 3 on one GPU with offload give the stage-0 curve (bf16 tolerance)
@@ -165,6 +166,34 @@ int main(int argc, char** argv) {
       bool same = r.losses == cpu.losses && r.params == cpu.params && r.m == cpu.m && r.v == cpu.v;
       report(same, "8 steps + checkpoint + 8 steps on a new offloaded backend == 16 steps, bit for bit (last loss %.6f vs %.6f)",
              r.losses.back(), cpu.losses.back());
+    }
+
+    printf("resume in place\n");  // what Engine checkpoints do: read and load the pinned state (Backend::host_state)
+    {
+      auto a = make("bf16", "cpu");
+      a->set_params(init_params(a->layout()).data());
+      Run r;
+      train(*a, r, 0, N / 2);
+      const size_t n = a->layout().total;
+      Backend::HostState ha = a->host_state();
+      const bool have = ha.params && ha.m && ha.v;
+      std::vector<float> p, m, v;
+      if (have) p.assign(ha.params, ha.params + n), m.assign(ha.m, ha.m + n), v.assign(ha.v, ha.v + n);
+      a.reset();
+      bool same = false;
+      if (have) {
+        auto b = make("bf16", "cpu");
+        Backend::HostState hb = b->host_state();
+        if (hb.params && hb.m && hb.v) {
+          std::memcpy(hb.params, p.data(), n * 4), std::memcpy(hb.m, m.data(), n * 4), std::memcpy(hb.v, v.data(), n * 4);
+          b->host_state_written();
+          train(*b, r, N / 2, N);
+          state(*b, r);
+          same = r.losses == cpu.losses && r.params == cpu.params && r.m == cpu.m && r.v == cpu.v;
+        }
+      }
+      report(have && same, "host_state: 8 steps, pinned state read and written in place on a new backend, 8 more == 16 "
+             "steps, bit for bit");
     }
 
     printf("skip\n");
