@@ -1,6 +1,7 @@
 // exportModel, evaluateModel, generateSamples: the stages after training, each from one committed checkpoint.
 // They reuse the worker's live engine when it equals that checkpoint, else load it (falling back past a corrupt
-// one and saying so). Export writes privately and renames into place, so a model directory is whole or absent.
+// one and saying so); export needs no engine for that (it reads the checkpoint's weights). Export writes privately
+// and renames into place, so a model directory is whole or absent.
 import { Context } from '@temporalio/activity';
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm } from 'node:fs/promises';
@@ -73,6 +74,12 @@ async function withEngine<T>(
   }
 }
 
+/**
+ * Export `checkpoint` as a Hugging Face directory. From the worker's live engine when it equals that checkpoint
+ * (no reload), else straight from the checkpoint's files (exportCheckpoint: no engine, no GPU, 4 bytes per
+ * parameter of host memory, so a model sharded with ZeRO-3 over GPUs that it does not fit one of exports too),
+ * falling back past a corrupt checkpoint as the other stages do.
+ */
 export async function exportModel(deps: ModelDeps, a: { cfg: FinetuneConfig; checkpoint: CheckpointRef; modelDir: string }) {
   const marker = join(a.modelDir, EXPORT_MARKER);
   try {
@@ -81,27 +88,52 @@ export async function exportModel(deps: ModelDeps, a: { cfg: FinetuneConfig; che
       const m = JSON.parse(await readFile(marker, 'utf8')) as { checkpoint: CheckpointRef };
       if (m.checkpoint?.dir === a.checkpoint.dir && m.checkpoint.step === a.checkpoint.step) return { modelDir: a.modelDir, step: a.checkpoint.step, reused: true };
     }
-    return await withEngine(deps, a.cfg, a.checkpoint, async (engine, used) => {
-      const tok = await loadTokenizer(a.cfg.tokenizer);
-      const tmp = `${a.modelDir}.tmp-${randomBytes(4).toString('hex')}`;
+    const tok = await loadTokenizer(a.cfg.tokenizer);
+    const opts = { tokenizerJson: tok.tokenizerJsonPath, eosId: tok.eosId };
+    const root = dirname(a.checkpoint.dir);
+    const live = deps.engines.peek(root);
+    if (live && live.dir === a.checkpoint.dir && live.step === a.checkpoint.step)
+      return await withEngine(deps, a.cfg, a.checkpoint, (engine, used) => publishExport(a, used, (tmp) => engine.exportHuggingFace(tmp, opts)));
+    const ctx = Context.current();
+    const keepalive = setInterval(() => ctx.heartbeat({ kind: 'export', checkpoint: a.checkpoint }), Math.max(200, (ctx.info.heartbeatTimeoutMs ?? 60_000) / 4));
+    try {
+      const { exportCheckpoint } = await native();
+      let used: UsedCheckpoint = { checkpoint: a.checkpoint, skipped: [] };
       try {
-        await engine.exportHuggingFace(tmp, { tokenizerJson: tok.tokenizerJsonPath, eosId: tok.eosId });
-        await writeJsonAtomic(join(tmp, EXPORT_MARKER), { checkpoint: used.checkpoint, skipped: used.skipped, name: a.cfg.name, exportedAt: new Date().toISOString() });
-        // Replace any older export: move it aside, move the new one in, then delete the old one.
-        const old = `${a.modelDir}.old-${randomBytes(4).toString('hex')}`;
-        const hadOld = await exists(a.modelDir);
-        if (hadOld) await rename(a.modelDir, old);
-        await rename(tmp, a.modelDir);
-        if (hadOld) await rm(old, { recursive: true, force: true });
+        return await publishExport(a, used, (tmp) => exportCheckpoint(used.checkpoint.dir, tmp, opts));
       } catch (e) {
-        await rm(tmp, { recursive: true, force: true });
-        throw e;
+        if ((e as { code?: string }).code !== 'BAD_CHECKPOINT') throw e;
+        const point = await findResumePoint(root, a.checkpoint.step);
+        if (!point.checkpoint) throw e;
+        ctx.log.warn(`checkpoint ${a.checkpoint.dir} is unusable (${(e as Error).message}); exporting ${point.checkpoint.dir}`);
+        used = { checkpoint: point.checkpoint, skipped: point.skipped };
+        return await publishExport(a, used, (tmp) => exportCheckpoint(used.checkpoint.dir, tmp, opts));
       }
-      return { modelDir: a.modelDir, step: used.checkpoint.step, reused: false };
-    });
+    } finally {
+      clearInterval(keepalive);
+    }
   } catch (e) {
     throw classify(e, `export ${a.checkpoint.dir}`);
   }
+}
+
+/** Write the export privately (`write` into a temp dir, plus its marker), then swap it in for any older one. */
+async function publishExport(a: { cfg: FinetuneConfig; modelDir: string }, used: UsedCheckpoint, write: (tmp: string) => Promise<void>) {
+  const tmp = `${a.modelDir}.tmp-${randomBytes(4).toString('hex')}`;
+  try {
+    await write(tmp);
+    await writeJsonAtomic(join(tmp, EXPORT_MARKER), { checkpoint: used.checkpoint, skipped: used.skipped, name: a.cfg.name, exportedAt: new Date().toISOString() });
+    // Replace any older export: move it aside, move the new one in, then delete the old one.
+    const old = `${a.modelDir}.old-${randomBytes(4).toString('hex')}`;
+    const hadOld = await exists(a.modelDir);
+    if (hadOld) await rename(a.modelDir, old);
+    await rename(tmp, a.modelDir);
+    if (hadOld) await rm(old, { recursive: true, force: true });
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  return { modelDir: a.modelDir, step: used.checkpoint.step, reused: false };
 }
 
 export async function evaluateModel(deps: ModelDeps, a: { cfg: FinetuneConfig; checkpoint: CheckpointRef; dataDir: string }): Promise<EvalMetrics | null> {

@@ -63,6 +63,8 @@ export interface NativeEngine {
 export interface NativeAddon {
   createEngine(o: NativeCreateOptions): Promise<NativeEngine>;
   verifyCheckpoint(dir: string): Promise<number>;
+  /** Hugging Face export from a checkpoint's files (engine::export_checkpoint_hf); eosId -1: the model's own. */
+  exportCheckpoint(checkpointDir: string, dir: string, tokenizerJson: string, eosId: number): Promise<void>;
   buildInfo(): { backends: string; blas: string; cudaDevices: number };
   estimateMemory(o: NativeCreateOptions, blockSize: number, deviceBytes: number, hostBytes: number): NativeMemoryEstimate;
   /** 256 hex digits (engine::nccl_unique_id); builds without CUDA throw BAD_CONFIG. Absent in older addons. */

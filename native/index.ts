@@ -463,6 +463,17 @@ export async function verifyCheckpoint(dir: string): Promise<{ ok: true; step: n
   }
 }
 
+/**
+ * Hugging Face directory (config.json, model.safetensors, generation_config.json, + tokenizer.json copied) straight
+ * from a checkpoint's files, single-file or sharded: no engine and no GPU; only the weights are read (4 bytes per
+ * parameter of host memory), verified as they stream in. The same files as Engine.exportHuggingFace of that state.
+ */
+export async function exportCheckpoint(checkpointDir: string, dir: string, opts: { tokenizerJson?: string; eosId?: number } = {}): Promise<void> {
+  const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
+  if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
+  await call(() => addon().exportCheckpoint(resolve(checkpointDir), resolve(dir), tok, opts.eosId ?? -1));
+}
+
 /** Checkpoint directory name for a step (step-00000150). */
 export function checkpointDirName(step: number): string {
   return `step-${String(step).padStart(8, '0')}`;

@@ -339,6 +339,19 @@ class VerifyWorker : public AddonWorker {
   uint64_t step_ = 0;
 };
 
+// exportCheckpoint(checkpointDir, dir, tokenizerJson, eosId): engine::export_checkpoint_hf, no engine needed.
+class ExportCheckpointWorker : public AddonWorker {
+ public:
+  ExportCheckpointWorker(Napi::Env env, std::string ckpt, std::string dir, std::string tok, int eos)
+      : AddonWorker(env, nullptr, "engine.exportCheckpoint"), ckpt_(std::move(ckpt)), dir_(std::move(dir)),
+        tok_(std::move(tok)), eos_(eos) {}
+  void Run() override { engine::export_checkpoint_hf(ckpt_, dir_, tok_, eos_); }
+  Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
+ private:
+  std::string ckpt_, dir_, tok_;
+  int eos_;
+};
+
 // ---------------------------------------------------------------------------------------------------------------
 // AddonEngine: the JS object
 
@@ -586,6 +599,16 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   return w->Promise();
 }
 
+Napi::Value ExportCheckpoint(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string tok = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  int eos = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+  auto* w = new ExportCheckpointWorker(env, addon::get_string(env, info[0], "checkpointDir"),
+                                       addon::get_string(env, info[1], "dir"), tok, eos);
+  w->Queue();
+  return w->Promise();
+}
+
 Napi::Value VerifyCheckpoint(const Napi::CallbackInfo& info) {
   auto* w = new VerifyWorker(info.Env(), addon::get_string(info.Env(), info[0], "dir"));
   w->Queue();
@@ -676,6 +699,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   });
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine));
   exports.Set("verifyCheckpoint", Napi::Function::New(env, VerifyCheckpoint));
+  exports.Set("exportCheckpoint", Napi::Function::New(env, ExportCheckpoint));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo));
   exports.Set("estimateMemory", Napi::Function::New(env, EstimateMemory));
   exports.Set("ncclUniqueId", Napi::Function::New(env, NcclUniqueId));

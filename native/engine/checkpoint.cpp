@@ -365,6 +365,12 @@ CheckpointState checkpoint_load(const std::string& dir) {
   return st;
 }
 
+void checkpoint_load_params(const std::string& dir, float* params) {
+  if (is_sharded_checkpoint(dir)) return sharded_checkpoint_load_params(dir, params);
+  float* const into[3] = {params, nullptr, nullptr};
+  checkpoint_load_into(dir, into);
+}
+
 CheckpointState checkpoint_load_into(const std::string& dir, float* const into[3]) {
   ENGINE_CHECK(!is_sharded_checkpoint(dir), Internal, "", "%s is sharded: load it with checkpoint_load", dir.c_str());
   Json done = read_done_(dir);
@@ -383,7 +389,7 @@ CheckpointState checkpoint_load_into(const std::string& dir, float* const into[3
   const char* groups[3] = {"param/", "adam_m/", "adam_v/"};
   for (int g = 0; g < 3; g++)
     for (const auto& t : layout.tensors)
-      slots[groups[g] + t.name] = {(char*)(into[g] + t.offset), F32, t.numel * 4};
+      if (into[g]) slots[groups[g] + t.name] = {(char*)(into[g] + t.offset), F32, t.numel * 4};
   parse_state_(dir + "/state.bin", s->str, [&](const Record& r) -> char* {
     auto it = slots.find(r.name);
     if (it == slots.end()) return nullptr;  // a record this engine does not read

@@ -54,10 +54,12 @@ CheckpointInfo checkpoint_save(const std::string& dir, const CheckpointState& s,
 // (zero_checkpoint.h) loads whole, re-sharded to one rank, so a one-device run resumes from it.
 CheckpointState checkpoint_load(const std::string& dir);
 // The same for a single-file checkpoint, with params/m/v streamed into `into` (layout.total each, for the model
-// checkpoint_model() returns) and left empty in the result.
+// checkpoint_model() returns; a null one is skipped, e.g. the moments for an export) and left empty in the result.
 CheckpointState checkpoint_load_into(const std::string& dir, float* const into[3]);
 // The model a checkpoint holds (meta.json or manifest.json, checksum-checked), before anything is loaded.
 ModelConfig checkpoint_model(const std::string& dir);
+// The fp32 weights alone (layout.total), from a single-file or sharded checkpoint, verified as they stream in.
+void checkpoint_load_params(const std::string& dir, float* params);
 // Verifies without loading tensors into memory; throws BadCheckpoint with the reason. Returns the step.
 // Sharded checkpoints: the manifest and every rank file.
 uint64_t checkpoint_verify(const std::string& dir);

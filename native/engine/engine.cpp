@@ -333,4 +333,14 @@ void Engine::export_hf(const std::string& dir, const std::string& tokenizer_json
   hf_export(dir, model(), layout, params.data(), tokenizer_json, eos_id);
 }
 
+void export_checkpoint_hf(const std::string& checkpoint_dir, const std::string& dir, const std::string& tokenizer_json,
+                          int eos_id) {
+  const ModelConfig model = checkpoint_model(checkpoint_dir);
+  const ParamLayout layout = param_layout(model);
+  std::vector<float> params(layout.total);
+  checkpoint_load_params(checkpoint_dir, params.data());
+  if (eos_id < 0) eos_id = model.eos_token_id >= 0 ? (int)model.eos_token_id : 50256;
+  hf_export(dir, model, layout, params.data(), tokenizer_json, eos_id);
+}
+
 }  // namespace engine

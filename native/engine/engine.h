@@ -92,4 +92,11 @@ class Engine {
   std::vector<Batch> batches_;             // (accum) views into the staging buffers
 };
 
+// Hugging Face export straight from a checkpoint's files (single-file or sharded), without a backend: only the
+// fp32 weights are read (4 bytes per parameter of host memory, verified as they stream in), so a model trained
+// with ZeRO-3 over GPUs it does not fit one of exports on any host that holds its weights, and no GPU is taken.
+// eos_id < 0: the model's own (HF config), else 50256. Same files as Engine::export_hf of that checkpoint.
+void export_checkpoint_hf(const std::string& checkpoint_dir, const std::string& dir, const std::string& tokenizer_json,
+                          int eos_id);
+
 }  // namespace engine

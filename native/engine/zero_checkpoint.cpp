@@ -397,6 +397,17 @@ CheckpointState sharded_checkpoint_load(const std::string& dir, int world_size, 
   return st;
 }
 
+void sharded_checkpoint_load_params(const std::string& dir, float* params) {
+  Manifest m = read_manifest_(dir);
+  CheckpointState st;
+  load_meta_(m, dir, st);
+  const size_t total = param_layout(st.model).total;
+  ENGINE_CHECK(total == m.total, BadCheckpoint, HINT, "%s/manifest.json: %zu parameters, the model has %zu",
+               dir.c_str(), m.total, total);
+  float* dst[3] = {params, nullptr, nullptr};
+  stream_ranks_(dir, m, ShardRange{0, m.total}, dst, false);
+}
+
 uint64_t sharded_checkpoint_verify(const std::string& dir) {
   Manifest m = read_manifest_(dir);
   stream_ranks_(dir, m, ShardRange{}, nullptr, true);

@@ -56,6 +56,8 @@ uint64_t sharded_checkpoint_verify(const std::string& dir);
 bool is_sharded_checkpoint(const std::string& dir);
 // The model a sharded checkpoint holds (manifest.json, checksum-checked).
 ModelConfig sharded_checkpoint_model(const std::string& dir);
+// The whole fp32 weights (manifest nParams floats) from every rank file; the moments are skipped.
+void sharded_checkpoint_load_params(const std::string& dir, float* params);
 
 // Tests: the block size checkpoint files (rank files and state.bin) are streamed in (default 64 MiB; 0 restores
 // it), to cross block boundaries.

@@ -8,10 +8,12 @@
 #include "checkpoint.h"
 #include "engine.h"
 #include "errors.h"
+#include "families.h"
 #include "fileio.h"
 #include "harness.h"
 #include "json.h"
 #include "safetensors.h"
+#include "zero.h"
 #include "zero_checkpoint.h"
 #include "sha256.h"
 
@@ -164,6 +166,41 @@ TEST(checkpoint_concurrent_commits_of_one_step) {
   }
   closedir(dir);
   CHECK(entries == 25);
+  remove_tree(root);
+}
+
+// Export straight from checkpoint files (no backend): the same bytes as the engine's export of that state, from a
+// single-file and from a sharded (ZeRO, 3 ranks) checkpoint; a corrupt checkpoint is refused, nothing written.
+TEST(export_from_checkpoint_files_equals_engine_export) {
+  const std::string root = "/tmp/engine_tests_export_" + unique_suffix();
+  TrainConfig tc;
+  BackendOptions opts;
+  Engine a(small(), tc, opts);
+  const std::string single = root + "/step-00000000";
+  a.save_checkpoint(single, "{}");
+  a.export_hf(root + "/engine", "", 50256);
+  CheckpointState st = checkpoint_load(single);
+  const ParamLayout lay = param_layout(st.model);
+  std::vector<RankShard> shards;
+  for (int r = 0; r < 3; r++) {
+    ShardRange g = zero_shard(lay.total, {r, 3, 0});
+    shards.push_back({g, st.params.data() + g.begin, st.m.data() + g.begin, st.v.data() + g.begin});
+  }
+  const std::string sharded = root + "/sharded/step-00000000";
+  sharded_checkpoint_save(sharded, st, shards);
+  const std::string want = read_text_file(root + "/engine/model.safetensors");
+  for (const std::string& ck : {single, sharded}) {
+    const std::string out = root + "/from-" + base_name(parent_dir(ck));
+    export_checkpoint_hf(ck, out, "", -1);  // -1: the model's eos, GPT-2's 50256 here
+    CHECK(read_text_file(out + "/model.safetensors") == want);
+    CHECK(read_text_file(out + "/config.json") == read_text_file(root + "/engine/config.json"));
+    CHECK(read_text_file(out + "/generation_config.json") == read_text_file(root + "/engine/generation_config.json"));
+  }
+  std::string bin = read_text_file(single + "/state.bin");
+  bin[bin.size() / 3] ^= 1;
+  write_file_atomic(single + "/state.bin", bin);
+  CHECK_THROWS_CODE(export_checkpoint_hf(single, root + "/bad", "", -1), BadCheckpoint);
+  CHECK(!path_exists(root + "/bad/model.safetensors"));
   remove_tree(root);
 }
 
