@@ -14,7 +14,8 @@ import type { CheckpointRef, TrainProgress } from '../workflows/messages.js';
 import { checkpointDir, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';
-import { classify, divergence } from './lib/failures.js';
+import { classify } from './lib/failures.js';
+import { LossLog, nextGroup, progressSender } from './lib/loop.js';
 import { native } from './lib/native.js';
 import type { SegmentResult } from './train.js';
 
@@ -148,40 +149,24 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
       beat();
       if (rank === 0) await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);
     };
-    const every = cfg.checkpoint.everySteps;
-    const group = cfg.training.logEverySteps;
-    let lastSignal = 0;
-    let firstLoss: number | null = null;
+    const losses = new LossLog(cfg.training.divergenceLoss);
     let tokens = 0;
     const t0 = Date.now();
-    const startStep = step;
-    const onProgress = (p: { step: number; loss: number; tokensPerSec: number }) => {
-      step = p.step;
-      loss = p.loss;
-      beat();
-      const now = Date.now();
-      // One progress stream per run: rank 0's (every rank sees the same global loss).
-      if (rank === 0 && deps.signalProgress && now - lastSignal >= deps.progressIntervalMs) {
-        lastSignal = now;
-        const stepsPerSec = (step - startStep) / Math.max(1e-3, (now - t0) / 1000);
-        deps.signalProgress(workflowId, { step, totalSteps, loss: p.loss, tokensPerSec: p.tokensPerSec, stepsPerSec, lastCheckpoint: committed })
-          .catch((e) => ctx.log.debug(`progress signal failed: ${(e as Error).message}`));
-      }
-    };
+    const onProgress = progressSender({
+      workflowId, totalSteps, startStep: step, intervalMs: deps.progressIntervalMs,
+      send: rank === 0 ? deps.signalProgress : undefined, // one progress stream per run: rank 0's (all see the same loss)
+      committed: () => committed, onStep: (at, l) => ((step = at), (loss = l), beat()), log: (m) => ctx.log.debug(m),
+    });
     while (step < toStep) {
       if (signal.aborted) break;
-      const nextCkpt = every > 0 ? Math.min(toStep, (Math.floor(step / every) + 1) * every) : toStep;
-      const end = Math.min(nextCkpt, (Math.floor(step / group) + 1) * group);
+      const { end, checkpointAt } = nextGroup(cfg, step, toStep);
       const r = await boundedByCancel(engine.train(end - step, { totalSteps, signal, onProgress }), signal, where, (m) => ctx.log.error(m));
       step = r.step;
       tokens += r.tokens;
-      for (const [i, l] of r.losses.entries()) {
-        if (!Number.isFinite(l) || l > cfg.training.divergenceLoss) throw divergence(step - r.losses.length + i + 1, l, cfg.training.divergenceLoss);
-        if (firstLoss === null) firstLoss = l;
-        loss = l;
-      }
+      losses.add(step, r.losses);
+      loss = losses.last;
       if (r.aborted) break;
-      if (every > 0 && step === nextCkpt && step < toStep) await save();
+      if (step === checkpointAt && step < toStep) await save();
     }
     // Cancelled: another rank failed or the run was cancelled. No checkpoint: a collective save needs every rank,
     // and the workflow restarts the group from the last committed one.
@@ -191,7 +176,7 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
     deps.engines.put(checkpointRoot, committed!, engine, input.dataDir, true, groupKey(input));
     engine = null; // owned by the cache now
     return {
-      step, checkpoint: committed!, firstLoss, lastLoss: loss, tokens,
+      step, checkpoint: committed!, firstLoss: losses.first, lastLoss: loss, tokens,
       tokensPerSec: elapsed > 0 ? Math.round(tokens / elapsed) : 0,
       resume: s.loaded && input.resumeFrom ? { atStep: input.resumeFrom.step, attempt: input.group.generation, from: input.resumeFrom, skipped: [] } : null,
     };

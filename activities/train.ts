@@ -13,8 +13,9 @@ import type { CheckpointRef, ResumeRecord, TrainProgress } from '../workflows/me
 import { checkpointDir, commitCheckpoint, findResumePoint, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';
-import { classify, divergence } from './lib/failures.js';
+import { classify } from './lib/failures.js';
 import { previousDetails, TrainHeartbeat } from './lib/heartbeat.js';
+import { LossLog, nextGroup, progressSender } from './lib/loop.js';
 
 export interface TrainSegmentInput {
   cfg: FinetuneConfig;
@@ -118,41 +119,23 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
       lastSave = Date.now();
     };
 
-    const every = cfg.checkpoint.everySteps;
     const everyMs = cfg.checkpoint.everyMinutes * 60_000;
-    const group = cfg.training.logEverySteps;
-    let lastSignal = 0;
-    let firstLoss: number | null = null;
+    const losses = new LossLog(cfg.training.divergenceLoss);
     let tokens = 0;
     const t0 = Date.now();
-    const startStep = step;
-    const onProgress = (p: { step: number; loss: number; tokensPerSec: number }) => {
-      step = p.step;
-      loss = p.loss;
-      beat();
-      const now = Date.now();
-      if (deps.signalProgress && now - lastSignal >= deps.progressIntervalMs) {
-        lastSignal = now;
-        const stepsPerSec = (step - startStep) / Math.max(1e-3, (now - t0) / 1000);
-        deps.signalProgress(workflowId, { step, totalSteps, loss: p.loss, tokensPerSec: p.tokensPerSec, stepsPerSec, lastCheckpoint: committed })
-          .catch((e) => ctx.log.debug(`progress signal failed: ${(e as Error).message}`));
-      }
-    };
+    const onProgress = progressSender({
+      workflowId, totalSteps, startStep: step, intervalMs: deps.progressIntervalMs, send: deps.signalProgress,
+      committed: () => committed, onStep: (at, l) => ((step = at), (loss = l), beat()), log: (m) => ctx.log.debug(m),
+    });
     while (step < toStep && !signal.aborted) {
-      // Groups end on multiples of logEverySteps and everySteps, wherever the segment started, so a resumed run
-      // makes the same engine calls as an uninterrupted one.
-      const nextCkpt = every > 0 ? Math.min(toStep, (Math.floor(step / every) + 1) * every) : toStep;
-      const end = Math.min(nextCkpt, (Math.floor(step / group) + 1) * group);
+      const { end, checkpointAt } = nextGroup(cfg, step, toStep);
       const r = await engine.train(end - step, { totalSteps, signal, onProgress });
       step = r.step;
       tokens += r.tokens;
-      for (const [i, l] of r.losses.entries()) {
-        if (!Number.isFinite(l) || l > cfg.training.divergenceLoss) throw divergence(step - r.losses.length + i + 1, l, cfg.training.divergenceLoss);
-        if (firstLoss === null) firstLoss = l;
-        loss = l;
-      }
+      losses.add(step, r.losses);
+      loss = losses.last;
       if (r.aborted) break;
-      if ((every > 0 && step === nextCkpt && step < toStep) || (everyMs > 0 && Date.now() - lastSave >= everyMs)) await save();
+      if ((step === checkpointAt && step < toStep) || (everyMs > 0 && Date.now() - lastSave >= everyMs)) await save();
     }
     // The end of the segment, or a cancellation: commit what exists before returning or reporting it.
     if (committed?.step !== step || !committed) await save();
@@ -162,7 +145,7 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     engine = null; // owned by the cache now
     if (signal.aborted) throw new CancelledFailure(`training stopped at step ${step}; checkpoint committed at ${committed!.dir}`);
     return {
-      step, checkpoint: committed!, firstLoss, lastLoss: loss, tokens,
+      step, checkpoint: committed!, firstLoss: losses.first, lastLoss: loss, tokens,
       tokensPerSec: elapsed > 0 ? Math.round(tokens / elapsed) : 0, resume: s.resume,
     };
   } catch (e) {
