@@ -69,12 +69,6 @@ struct Activations {
   }
 };
 
-// KV cache for generation: per layer, per slot, (max_len, C) keys and values.
-struct KvCache {
-  size_t slots = 0, max_len = 0;
-  std::vector<float> k, v;      // (L, slots, max_len, C)
-  std::vector<size_t> len;      // (slots) tokens cached so far
-};
 
 class CpuBackend final : public CpuStateBackend {
  public:
@@ -109,35 +103,6 @@ class CpuBackend final : public CpuStateBackend {
     std::memcpy(logits, acts_.logits.data(), batch.B * batch.T * cfg_.vocab_size * sizeof(float));
   }
 
-  // ---- generation ----
-  void kv_begin(size_t slots, size_t max_len) override {
-    ENGINE_CHECK(max_len >= 1 && max_len <= cfg_.n_positions, BadShape, "", "KV cache length %zu not in [1, %zu]",
-                 max_len, cfg_.n_positions);
-    kv_.slots = slots;
-    kv_.max_len = max_len;
-    kv_.k.assign(cfg_.n_layer * slots * max_len * cfg_.n_embd, 0.0f);
-    kv_.v.assign(cfg_.n_layer * slots * max_len * cfg_.n_embd, 0.0f);
-    kv_.len.assign(slots, 0);
-  }
-  void kv_prefill(size_t slot, const int32_t* tokens, size_t n, float* logits) override {
-    ENGINE_CHECK(slot < kv_.slots, BadShape, "", "slot %zu of %zu", slot, kv_.slots);
-    std::vector<size_t> slots(n, slot), pos(n);
-    for (size_t i = 0; i < n; i++) pos[i] = kv_.len[slot] + i;
-    kv_rows_(slots.data(), pos.data(), tokens, n, /*logits_from=*/n - 1, logits);
-    kv_.len[slot] += n;
-  }
-  void kv_decode(const size_t* slots, const int32_t* tokens, size_t n, float* logits) override {
-    std::vector<size_t> pos(n);
-    for (size_t i = 0; i < n; i++) {
-      ENGINE_CHECK(slots[i] < kv_.slots, BadShape, "", "slot %zu of %zu", slots[i], kv_.slots);
-      pos[i] = kv_.len[slots[i]];
-    }
-    kv_rows_(slots, pos.data(), tokens, n, 0, logits);
-    for (size_t i = 0; i < n; i++) kv_.len[slots[i]]++;
-  }
-  void kv_end() override {
-    kv_ = KvCache();
-  }
 
   MemoryReport memory() const override {
     MemoryReport r = state_memory_();
@@ -292,11 +257,8 @@ class CpuBackend final : public CpuStateBackend {
     encoder_backward(g_(wte_index()), g_(wpe_index()), d.encoded.data(), batch.inputs, B, T, C);
   }
 
-  // Inference forward for n rows, row i = token tokens[i] at position pos[i] of KV slot slots[i]. All rows'
-  // keys/values are written to the cache before attention, so rows of one slot see each other causally
-  // (prefill). Logits are computed for rows [logits_from, n) only.
   void kv_rows_(const size_t* slots, const size_t* pos, const int32_t* tokens, size_t n, size_t logits_from,
-                float* logits) {
+                float* logits) override {
     set_threads_();
     const size_t C = cfg_.n_embd, NH = cfg_.n_head, hs = C / NH, V = cfg_.vocab_size, L = cfg_.n_layer;
     const size_t S = kv_.slots, M = kv_.max_len;
@@ -357,7 +319,6 @@ class CpuBackend final : public CpuStateBackend {
   }
 
   Activations acts_, grad_acts_;
-  KvCache kv_;
 };
 
 }  // namespace

@@ -1,7 +1,8 @@
 // cpu_state.h — what the two fp32 CPU backends share (GPT-2 in cpu_backend.cpp, Llama/NeoX/GPT-J in
 // family_backend.cpp): the option checks, the thread count, and the flat fp32 buffers of parameters, gradients
 // and AdamW moments (params.h / families.cpp layout) with their plain-copy accessors, gradient norm and optimizer
-// step. A backend derives from it, sets `layout_`, calls `alloc_state_()` and adds forward, backward and KV cache.
+// step, and the KV cache's bookkeeping. A backend derives from it, sets `layout_`, calls `alloc_state_()` and adds
+// forward, backward and the KV-cached inference rows (kv_rows_).
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -102,11 +103,56 @@ class CpuStateBackend : public Backend {
     return r;
   }
 
+ public:
+  // ---- generation: the KV cache's slots and lengths; the backend computes rows (kv_rows_) ----
+  void kv_begin(size_t slots, size_t max_len) override {
+    ENGINE_CHECK(max_len >= 1 && max_len <= cfg_.n_positions, BadShape, "", "KV cache length %zu not in [1, %zu]",
+                 max_len, cfg_.n_positions);
+    kv_.slots = slots;
+    kv_.max_len = max_len;
+    kv_.k.assign(cfg_.n_layer * slots * max_len * kv_width_(), 0.0f);
+    kv_.v.assign(cfg_.n_layer * slots * max_len * kv_width_(), 0.0f);
+    kv_.len.assign(slots, 0);
+  }
+  void kv_prefill(size_t slot, const int32_t* tokens, size_t n, float* logits) override {
+    ENGINE_CHECK(slot < kv_.slots, BadShape, "", "slot %zu of %zu", slot, kv_.slots);
+    std::vector<size_t> slots(n, slot), pos(n);
+    for (size_t i = 0; i < n; i++) pos[i] = kv_.len[slot] + i;
+    kv_rows_(slots.data(), pos.data(), tokens, n, /*logits_from=*/n - 1, logits);
+    kv_.len[slot] += n;
+  }
+  void kv_decode(const size_t* slots, const int32_t* tokens, size_t n, float* logits) override {
+    std::vector<size_t> pos(n);
+    for (size_t i = 0; i < n; i++) {
+      ENGINE_CHECK(slots[i] < kv_.slots, BadShape, "", "slot %zu of %zu", slots[i], kv_.slots);
+      pos[i] = kv_.len[slots[i]];
+    }
+    kv_rows_(slots, pos.data(), tokens, n, 0, logits);
+    for (size_t i = 0; i < n; i++) kv_.len[slots[i]]++;
+  }
+  void kv_end() override { kv_ = KvCache(); }
+
+ protected:
+  // Per layer, per slot, (max_len, kv_width_()) keys and values.
+  struct KvCache {
+    size_t slots = 0, max_len = 0;
+    std::vector<float> k, v;   // (L, slots, max_len, kv_width_())
+    std::vector<size_t> len;   // (slots) tokens cached so far
+  };
+  // Floats per cached token and layer (GPT-2: n_embd; grouped-query attention: n_kv_head * head_dim).
+  virtual size_t kv_width_() const { return cfg_.n_embd; }
+  // Inference forward for n rows, row i = token tokens[i] at position pos[i] of KV slot slots[i]. All rows'
+  // keys/values are written to the cache before attention, so rows of one slot see each other causally
+  // (prefill). Logits are computed for rows [logits_from, n) only.
+  virtual void kv_rows_(const size_t* slots, const size_t* pos, const int32_t* tokens, size_t n, size_t logits_from,
+                        float* logits) = 0;
+
   ModelConfig cfg_;
   ParamLayout layout_;
   BackendInfo info_;
   int threads_ = 1;
   std::vector<float> params_, grads_, m_, v_;  // (layout_.total) each
+  KvCache kv_;
 };
 
 }  // namespace engine

@@ -38,11 +38,6 @@ struct LayerActs {
   Vec a, u, g;      // (N, I) fc / gate pre-activation, up (SwiGLU), activation output
 };
 
-struct KvCache {
-  size_t slots = 0, max_len = 0;
-  Vec k, v;                 // (L, slots, max_len, KVH*HD), keys after rotary at their absolute position
-  std::vector<size_t> len;  // (slots)
-};
 
 class FamilyCpuBackend final : public CpuStateBackend {
  public:
@@ -78,34 +73,7 @@ class FamilyCpuBackend final : public CpuStateBackend {
     std::memcpy(logits, logits_.data(), batch.B * batch.T * cfg_.vocab_size * sizeof(float));
   }
 
-  // ---- generation ----
-  void kv_begin(size_t slots, size_t max_len) override {
-    ENGINE_CHECK(max_len >= 1 && max_len <= cfg_.n_positions, BadShape, "", "KV cache length %zu not in [1, %zu]",
-                 max_len, cfg_.n_positions);
-    const size_t KD = cfg_.n_kv_head * cfg_.head_dim;
-    kv_.slots = slots;
-    kv_.max_len = max_len;
-    kv_.k.assign(cfg_.n_layer * slots * max_len * KD, 0.0f);
-    kv_.v.assign(cfg_.n_layer * slots * max_len * KD, 0.0f);
-    kv_.len.assign(slots, 0);
-  }
-  void kv_prefill(size_t slot, const int32_t* tokens, size_t n, float* logits) override {
-    ENGINE_CHECK(slot < kv_.slots, BadShape, "", "slot %zu of %zu", slot, kv_.slots);
-    std::vector<size_t> slots(n, slot), pos(n);
-    for (size_t i = 0; i < n; i++) pos[i] = kv_.len[slot] + i;
-    kv_rows_(slots.data(), pos.data(), tokens, n, n - 1, logits);
-    kv_.len[slot] += n;
-  }
-  void kv_decode(const size_t* slots, const int32_t* tokens, size_t n, float* logits) override {
-    std::vector<size_t> pos(n);
-    for (size_t i = 0; i < n; i++) {
-      ENGINE_CHECK(slots[i] < kv_.slots, BadShape, "", "slot %zu of %zu", slots[i], kv_.slots);
-      pos[i] = kv_.len[slots[i]];
-    }
-    kv_rows_(slots, pos.data(), tokens, n, 0, logits);
-    for (size_t i = 0; i < n; i++) kv_.len[slots[i]]++;
-  }
-  void kv_end() override { kv_ = KvCache(); }
+  size_t kv_width_() const override { return cfg_.n_kv_head * cfg_.head_dim; }
 
   MemoryReport memory() const override {
     MemoryReport r = state_memory_();
@@ -359,7 +327,7 @@ class FamilyCpuBackend final : public CpuStateBackend {
 
   // Inference rows (see cpu_backend.cpp kv_rows_): row i = token tokens[i] at position pos[i] of slot slots[i].
   void kv_rows_(const size_t* slots, const size_t* pos, const int32_t* tokens, size_t n, size_t logits_from,
-                float* logits) {
+                float* logits) override {
     set_threads_();
     const size_t C = cfg_.n_embd, NH = cfg_.n_head, KVH = cfg_.n_kv_head, HD = cfg_.head_dim, V = cfg_.vocab_size;
     const size_t L = cfg_.n_layer, S = kv_.slots, M = kv_.max_len, KD = KVH * HD, G = NH / KVH;
@@ -436,7 +404,6 @@ class FamilyCpuBackend final : public CpuStateBackend {
   Vec xf_, nf_, mf_, rf_, logits_, losses_, lse_;  // final norm input/output, head
   std::vector<size_t> pos_;                         // (B*T) position of each row
   Vec fused_, dy_, dq_, dk_, dv_, datt_, dg_, da_, du_;  // backward scratch
-  KvCache kv_;
 };
 
 }  // namespace
