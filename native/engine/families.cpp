@@ -74,17 +74,7 @@ ParamLayout param_layout(const ModelConfig& c0) {
   const size_t C = c.n_embd, V = c.vocab_size, NH = c.n_head, KVH = c.n_kv_head, HD = c.head_dim;
   const size_t I = c.intermediate_size;
   ParamLayout l;
-  auto add = [&](const std::string& name, std::vector<size_t> shape) {
-    ParamTensor t;
-    t.name = name;
-    t.numel = 1;
-    for (size_t d : shape) t.numel *= d;
-    t.shape = std::move(shape);
-    t.offset = l.total;
-    t.decay = t.shape.size() >= 2;
-    l.total += t.numel;
-    l.tensors.push_back(std::move(t));
-  };
+  auto add = [&](const std::string& name, std::vector<size_t> shape) { l.add(name, std::move(shape)); };
   // nn.Linear layout everywhere: weight (out_features, in_features), y = x W^T + b.
   if (c.family == "llama") {
     add("model.embed_tokens.weight", {V, C});

@@ -16,20 +16,22 @@ const ParamTensor& ParamLayout::at(const std::string& name) const {
   return *t;
 }
 
+void ParamLayout::add(const std::string& name, std::vector<size_t> shape) {
+  ParamTensor t;
+  t.name = name;
+  t.numel = 1;
+  for (size_t d : shape) t.numel *= d;
+  t.shape = std::move(shape);
+  t.offset = total;
+  t.decay = t.shape.size() >= 2;
+  total += t.numel;
+  tensors.push_back(std::move(t));
+}
+
 ParamLayout gpt2_param_layout(const ModelConfig& c) {
   const size_t C = c.n_embd, V = c.vocab_size, maxT = c.n_positions;
   ParamLayout l;
-  auto add = [&](const std::string& name, std::vector<size_t> shape) {
-    ParamTensor t;
-    t.name = name;
-    t.numel = 1;
-    for (size_t d : shape) t.numel *= d;
-    t.shape = std::move(shape);
-    t.offset = l.total;
-    t.decay = t.shape.size() >= 2;
-    l.total += t.numel;
-    l.tensors.push_back(std::move(t));
-  };
+  auto add = [&](const std::string& name, std::vector<size_t> shape) { l.add(name, std::move(shape)); };
   add("transformer.wte.weight", {V, C});     // token embedding, also the LM head (tied)
   add("transformer.wpe.weight", {maxT, C});  // learned positions
   for (size_t i = 0; i < c.n_layer; i++) {

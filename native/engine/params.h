@@ -24,6 +24,8 @@ struct ParamLayout {
   size_t total = 0;  // number of fp32 elements
   const ParamTensor* find(const std::string& name) const;  // nullptr when absent
   const ParamTensor& at(const std::string& name) const;    // throws Internal when absent
+  // Appends a tensor after the last one; matrices (2+ dims) get weight decay, vectors do not.
+  void add(const std::string& name, std::vector<size_t> shape);
 };
 
 ParamLayout gpt2_param_layout(const ModelConfig& c);
