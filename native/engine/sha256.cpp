@@ -1,9 +1,59 @@
-// sha256.cpp — straightforward SHA-256 (see sha256.h).
+// sha256.cpp — SHA-256 through OpenSSL's libcrypto when it loads, else a straightforward portable one (sha256.h).
 #include "sha256.h"
+#include <dlfcn.h>
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include "errors.h"
 
 namespace engine {
+
+// ---- libcrypto, loaded once (EVP API of OpenSSL 1.1 and 3; prototypes declared here: no headers needed)
+namespace {
+struct Crypto {
+  void* (*md_ctx_new)() = nullptr;
+  void (*md_ctx_free)(void*) = nullptr;
+  const void* (*sha256)() = nullptr;
+  int (*init)(void*, const void*, void*) = nullptr;
+  int (*update)(void*, const void*, size_t) = nullptr;
+  int (*final)(void*, unsigned char*, unsigned int*) = nullptr;
+  bool ok = false;
+};
+
+const Crypto& crypto() {
+  static const Crypto c = [] {
+    Crypto k;
+    const char* env = std::getenv("ENGINE_SHA256");
+    if (env && std::strcmp(env, "portable") == 0) return k;
+    // A process that already has OpenSSL (Node exports its own, statically linked) is used as it is: a second
+    // libcrypto loaded beside it could bind some of its symbols to the first. Else the system's libcrypto.
+    void* h = dlsym(RTLD_DEFAULT, "EVP_MD_CTX_new") && dlsym(RTLD_DEFAULT, "EVP_DigestFinal_ex") ? RTLD_DEFAULT : nullptr;
+    for (const char* name : {"libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so"})
+      if (!h) h = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (!h) return k;
+    k.md_ctx_new = (void* (*)())dlsym(h, "EVP_MD_CTX_new");
+    k.md_ctx_free = (void (*)(void*))dlsym(h, "EVP_MD_CTX_free");
+    k.sha256 = (const void* (*)())dlsym(h, "EVP_sha256");
+    k.init = (int (*)(void*, const void*, void*))dlsym(h, "EVP_DigestInit_ex");
+    k.update = (int (*)(void*, const void*, size_t))dlsym(h, "EVP_DigestUpdate");
+    k.final = (int (*)(void*, unsigned char*, unsigned int*))dlsym(h, "EVP_DigestFinal_ex");
+    k.ok = k.md_ctx_new && k.md_ctx_free && k.sha256 && k.init && k.update && k.final;
+    return k;
+  }();
+  return c;
+}
+
+std::atomic<bool> g_force_portable{false};
+bool use_openssl() { return !g_force_portable.load(std::memory_order_relaxed) && crypto().ok; }
+}  // namespace
+
+const char* sha256_impl() { return use_openssl() ? "openssl" : "portable"; }
+void sha256_force_portable(bool on) { g_force_portable.store(on); }
+
+Sha256::~Sha256() {
+  if (evp) crypto().md_ctx_free(evp);
+}
 
 static const uint32_t K_[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
@@ -39,6 +89,13 @@ static void block_(Sha256& s, const uint8_t* p) {
 }
 
 void sha256_init(Sha256& s) {
+  if (s.evp) crypto().md_ctx_free(s.evp), s.evp = nullptr;
+  if (use_openssl()) {
+    const Crypto& c = crypto();
+    s.evp = c.md_ctx_new();
+    ENGINE_CHECK(s.evp && c.init(s.evp, c.sha256(), nullptr) == 1, Internal, "", "OpenSSL SHA-256 init failed");
+    return;
+  }
   static const uint32_t H0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   std::memcpy(s.h, H0, sizeof H0);
@@ -47,6 +104,10 @@ void sha256_init(Sha256& s) {
 }
 
 void sha256_update(Sha256& s, const void* data, size_t n) {
+  if (s.evp) {
+    ENGINE_CHECK(crypto().update(s.evp, data, n) == 1, Internal, "", "OpenSSL SHA-256 update failed");
+    return;
+  }
   const uint8_t* p = (const uint8_t*)data;
   s.len += n;
   if (s.fill) {
@@ -61,7 +122,22 @@ void sha256_update(Sha256& s, const void* data, size_t n) {
   if (n) { std::memcpy(s.buf, p, n); s.fill = n; }
 }
 
+static std::string hex_(const uint8_t* d, size_t n) {
+  static const char* hx = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; i++) out += hx[d[i] >> 4], out += hx[d[i] & 0xF];
+  return out;
+}
+
 std::string sha256_hex(Sha256& s) {
+  if (s.evp) {
+    unsigned char d[32];
+    unsigned int n = 0;
+    ENGINE_CHECK(crypto().final(s.evp, d, &n) == 1 && n == 32, Internal, "", "OpenSSL SHA-256 final failed");
+    crypto().md_ctx_free(s.evp);
+    s.evp = nullptr;
+    return hex_(d, 32);
+  }
   uint64_t bits = s.len * 8;
   uint8_t pad = 0x80;
   sha256_update(s, &pad, 1);
@@ -70,11 +146,10 @@ std::string sha256_hex(Sha256& s) {
   uint8_t lenb[8];
   for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
   sha256_update(s, lenb, 8);
-  static const char* hx = "0123456789abcdef";
-  std::string out;
+  uint8_t d[32];
   for (int i = 0; i < 8; i++)
-    for (int k = 28; k >= 0; k -= 4) out += hx[(s.h[i] >> k) & 0xF];
-  return out;
+    for (int k = 0; k < 4; k++) d[4 * i + k] = (uint8_t)(s.h[i] >> (24 - 8 * k));
+  return hex_(d, 32);
 }
 
 }  // namespace engine
