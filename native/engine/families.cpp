@@ -14,7 +14,7 @@ static bool is_family(const std::string& f) { return f == "gpt2" || f == "llama"
 
 void family_resolve(ModelConfig& c) {
   ENGINE_CHECK(is_family(c.family), BadConfig, "use gpt2, llama, gpt_neox or gptj",
-               "model.family '%s' is not implemented", c.family.c_str());
+               "model.family '%s' is not supported", c.family.c_str());
   if (c.family == "gpt2") return;
   ENGINE_CHECK(c.n_head >= 1, BadConfig, "", "model.nHead = %zu", c.n_head);
   if (c.head_dim == 0) {
@@ -48,7 +48,7 @@ void family_resolve(ModelConfig& c) {
                "model.rotaryDim = %zu != head dim %zu for llama", c.rotary_dim, c.head_dim);
   ENGINE_CHECK(c.rope_theta > 0, BadConfig, "", "model.ropeTheta = %g", c.rope_theta);
   ENGINE_CHECK(c.rope_scaling.empty() || c.rope_scaling == "linear" || c.rope_scaling == "llama3", BadConfig,
-               "supported rope_scaling types: none, linear, llama3", "rope_scaling type '%s' is not implemented",
+               "supported rope_scaling types: none, linear, llama3", "rope_scaling type '%s' is not supported",
                c.rope_scaling.c_str());
   ENGINE_CHECK(c.rope_scaling.empty() || c.rope_factor > 0, BadConfig, "", "rope_scaling factor %g", c.rope_factor);
   if (c.family == "llama") {
@@ -235,7 +235,7 @@ static void read_rope(const Json& j, const std::string& path, ModelConfig& c) {
       c.rotary_dim = (size_t)(c.head_dim * jnum(*r, "partial_rotary_factor", 0.25));
     ENGINE_CHECK(type == "default" || type == "linear" || type == "llama3", BadConfig,
                  "supported rope types: default (none), linear, llama3",
-                 "%s: %s.rope_type '%s' is not implemented", path.c_str(), key, type.c_str());
+                 "%s: %s.rope_type '%s' is not supported", path.c_str(), key, type.c_str());
     if (type == "default") continue;
     c.rope_scaling = type;
     c.rope_factor = (float)jnum(*r, "factor", 1.0);
@@ -272,7 +272,7 @@ ModelConfig hf_read_config_only(const std::string& dir) {
   }
   ENGINE_CHECK(mt == "llama" || mt == "gpt_neox" || mt == "gptj", BadConfig,
                "supported model_type values: gpt2, llama, gpt_neox, gptj",
-               "%s: model_type '%s' is not implemented by the engine", path.c_str(), mt.c_str());
+               "%s: model_type '%s' is not supported by the engine", path.c_str(), mt.c_str());
   ModelConfig c;
   c.family = mt;
   auto need = [&](const char* k) { return (size_t)json_number(j, k, path); };
@@ -282,12 +282,12 @@ ModelConfig hf_read_config_only(const std::string& dir) {
     c.layer_norm_eps = (float)jnum(j, "layer_norm_epsilon", 1e-5);
     const Json* rd = j.get("rotary_dim");
     ENGINE_CHECK(rd && rd->type == Json::Number, BadConfig, "GPT-J checkpoints set rotary_dim (64 for GPT-J-6B)",
-                 "%s: rotary_dim is missing or null (rotating the whole embedding is not implemented)", path.c_str());
+                 "%s: rotary_dim is missing or null (rotating the whole embedding is not supported)", path.c_str());
     c.rotary_dim = (size_t)rd->num;
     const Json* ni = j.get("n_inner");
     c.intermediate_size = ni && ni->type == Json::Number ? (size_t)ni->num : 4 * c.n_embd;
     c.hidden_act = jstr(j, "activation_function", "gelu_new");
-    ENGINE_CHECK(!jbool(j, "tie_word_embeddings", false), BadConfig, "", "%s: tie_word_embeddings = true is not implemented for gptj", path.c_str());
+    ENGINE_CHECK(!jbool(j, "tie_word_embeddings", false), BadConfig, "", "%s: tie_word_embeddings = true is not supported for gptj", path.c_str());
   } else {
     c.n_layer = need("num_hidden_layers"); c.n_head = need("num_attention_heads"); c.n_embd = need("hidden_size");
     c.n_positions = need("max_position_embeddings"); c.vocab_size = need("vocab_size");
@@ -303,7 +303,7 @@ ModelConfig hf_read_config_only(const std::string& dir) {
       c.tie_word_embeddings = jbool(j, "tie_word_embeddings", false);
       for (const char* k : {"attention_bias", "mlp_bias"})
         ENGINE_CHECK(!jbool(j, k, false), BadConfig, "the engine implements bias-free llama layers",
-                     "%s: %s = true is not implemented", path.c_str(), k);
+                     "%s: %s = true is not supported", path.c_str(), k);
     } else {
       c.rotary_dim = (size_t)(c.head_dim * jnum(j, "rotary_pct", 0.25));
       c.layer_norm_eps = (float)jnum(j, "layer_norm_eps", 1e-5);
@@ -315,7 +315,7 @@ ModelConfig hf_read_config_only(const std::string& dir) {
   }
   if (c.hidden_act == "gelu_pytorch_tanh" || c.hidden_act == "gelu_fast") c.hidden_act = "gelu_new";
   ENGINE_CHECK(mt == "llama" ? c.hidden_act == "silu" : (c.hidden_act == "gelu" || c.hidden_act == "gelu_new"),
-               BadConfig, "", "%s: %s '%s' is not implemented for %s", path.c_str(),
+               BadConfig, "", "%s: %s '%s' is not supported for %s", path.c_str(),
                mt == "gptj" ? "activation_function" : "hidden_act", c.hidden_act.c_str(), mt.c_str());
   c.bos_token_id = jtoken(j, "bos_token_id");
   c.eos_token_id = jtoken(j, "eos_token_id");
