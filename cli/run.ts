@@ -1,8 +1,10 @@
-// `finetune run <config.json> [--set k=v]... [--json]`: the whole pipeline as a durable workflow. Uses
-// TEMPORAL_ADDRESS when set, otherwise the embedded dev server with its state in <storage.root>/<name>/temporal.db;
-// runs both workers in this process; starts the workflow (or attaches to the run with the same workflow id);
-// draws progress from the `progress` query; prints the report. Ctrl-C stops the workers gracefully (the training
-// segment checkpoints) and leaves the run in the server: the same command continues it.
+// `finetune run <config.json> [--set k=v]... [--json] [--server auto|cluster|temporal|embedded]`: the whole
+// pipeline as a durable workflow. The server: a configured Temporal (TEMPORAL_ADDRESS, a profile), else Temporal's
+// dev server when its CLI is on PATH (with the Web UI), else the embedded one (./lib/server.ts); either dev server
+// keeps its state in <storage.root>/<name>/. Runs both workers in this process; starts the workflow (or attaches
+// to the run with the same workflow id); draws progress from the `progress` query; prints the report. Ctrl-C stops
+// the workers gracefully (the training segment checkpoints) and leaves the run in the server: the same command
+// continues it.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
@@ -11,9 +13,11 @@ import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
 import { planLines } from './lib/estimate.js';
 import { createProgressView, formatReport } from './lib/progress.js';
-import { connectClient, startWorkers } from './lib/temporal.js';
+import { connectClient, resolveTarget, TARGET_OPTIONS, workflowUiUrl } from './lib/connection.js';
+import { chooseServer, serverKindOf } from './lib/server.js';
+import { startWorkers } from './lib/temporal.js';
 
-const USAGE = 'run <config.json> [--set key=value]... [--json]';
+const USAGE = 'run <config.json> [--set key=value]... [--json] [--server auto|cluster|temporal|embedded] [--address host:port] [--namespace NS] [--profile P]';
 
 export function workflowIdOf(cfg: FinetuneConfig): string {
   return cfg.temporal.workflowId ?? `finetune-${cfg.name}`;
@@ -43,7 +47,7 @@ export async function startOrAttach(client: import('@temporalio/client').Client,
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { set: { type: 'string', multiple: true }, json: { type: 'boolean' } }, USAGE);
+  const { values, positionals } = parse(argv, { set: { type: 'string', multiple: true }, json: { type: 'boolean' }, server: { type: 'string' }, ...TARGET_OPTIONS }, USAGE);
   if (positionals.length !== 1) throw new Error(`expected one config file\nusage: finetune ${USAGE}`);
   const cfg = loadConfig(positionals[0]!, values.set ?? []);
   if (cfg.parallelism.nodes > 1)
@@ -54,24 +58,26 @@ export async function main(argv: string[]): Promise<number> {
   const log = (s: string) => process.stderr.write(`[finetune] ${s}\n`);
   for (const line of await planLines(cfg)) log(line);
 
-  let server: { address: string; close(): Promise<void> | void } | null = null;
-  let address = process.env.TEMPORAL_ADDRESS;
-  if (!address) {
-    const seriesDir = join(cfg.storage.root, cfg.name);
-    mkdirSync(seriesDir, { recursive: true });
-    const { startDevServer } = await import('../devserver/index.js');
-    server = await startDevServer({ port: 0, dbFile: join(seriesDir, 'temporal.db'), namespace: cfg.temporal.namespace });
-    address = server.address;
-    log(`embedded Temporal dev server on ${address} (state in ${join(seriesDir, 'temporal.db')})`);
-  } else log(`Temporal at ${address}`);
+  const kind = values.server !== undefined ? serverKindOf(values.server, '--server') : serverKindOf(process.env.FINETUNE_SERVER, 'FINETUNE_SERVER');
+  const seriesDir = join(cfg.storage.root, cfg.name);
+  mkdirSync(seriesDir, { recursive: true });
+  const server = await chooseServer({ kind, target: resolveTarget({ ...values, configNamespace: cfg.temporal.namespace }), seriesDir, log });
+  log(server.description);
+  const { target } = server;
 
-  const workers = await startWorkers({
-    address, namespace: cfg.temporal.namespace, queues: [cfg.temporal.taskQueue, cfg.temporal.gpuTaskQueue],
-    gpuQueue: cfg.temporal.gpuTaskQueue, logLevel: 'ERROR',
-    // one worker through the rank path (temporal.rankTaskQueues with nodes 1): this process serves that queue too
-    rankQueues: usesRankPath(cfg) ? rankQueuesOf(cfg) : [],
-  });
-  const client = await connectClient(address, cfg.temporal.namespace);
+  let workers: Awaited<ReturnType<typeof startWorkers>>;
+  try {
+    workers = await startWorkers({
+      target, queues: [cfg.temporal.taskQueue, cfg.temporal.gpuTaskQueue],
+      gpuQueue: cfg.temporal.gpuTaskQueue, logLevel: 'ERROR',
+      // one worker through the rank path (temporal.rankTaskQueues with nodes 1): this process serves that queue too
+      rankQueues: usesRankPath(cfg) ? rankQueuesOf(cfg) : [],
+    });
+  } catch (e) {
+    await server.close();
+    throw e;
+  }
+  const client = await connectClient(target);
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(130);
@@ -86,7 +92,8 @@ export async function main(argv: string[]): Promise<number> {
   let code = 0;
   try {
     const handle = await startOrAttach(client, cfg, log);
-    log(`workflow ${handle.workflowId}`);
+    const ui = workflowUiUrl(server.uiUrl, target.namespace, handle.workflowId, (await handle.describe()).runId);
+    log(`workflow ${handle.workflowId}${ui ? `: ${ui}` : ''}`);
     let finished = false;
     // A query needs a workflow worker to answer; never let one hang the loop (e.g. after Ctrl-C stopped ours).
     const query = () =>
@@ -125,7 +132,8 @@ export async function main(argv: string[]): Promise<number> {
     process.off('SIGTERM', onSignal);
     await workers.shutdown();
     await client.connection.close();
-    await server?.close();
+    await server.close();
+    if (server.farewell) log(server.farewell);
   }
   return code;
 }

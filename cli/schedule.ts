@@ -2,13 +2,13 @@
 // `finetune` runs with model.continueSeries on, so each run continues from the newest model of the series (or the
 // configured base for the first one); overlapping runs are skipped, never stacked.
 import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
-import { loadConfig } from '../configs/index.js';
+import { loadConfig, type FinetuneConfig } from '../configs/index.js';
 import { parse } from './lib/args.js';
-import { connectClient, defaultAddress } from './lib/temporal.js';
+import { connectClient, resolveTarget, TARGET_OPTIONS } from './lib/connection.js';
 
 const USAGE = [
   'schedule create <config.json> (--every 24h | --cron "0 3 * * *") [--id ID] [--set k=v]... [--paused]',
-  'schedule list | describe <id> | trigger <id> | pause <id> | unpause <id> | delete <id>   [--address host:port] [--json]',
+  'schedule list | describe <id> | trigger <id> | pause <id> | unpause <id> | delete <id>   [--address host:port] [--namespace NS] [--profile P] [--json]',
 ].join('\n       finetune ');
 
 export async function main(argv: string[]): Promise<number> {
@@ -17,12 +17,14 @@ export async function main(argv: string[]): Promise<number> {
     rest,
     {
       every: { type: 'string' }, cron: { type: 'string' }, id: { type: 'string' }, set: { type: 'string', multiple: true },
-      paused: { type: 'boolean' }, address: { type: 'string' }, namespace: { type: 'string' }, json: { type: 'boolean' },
+      paused: { type: 'boolean' }, ...TARGET_OPTIONS, json: { type: 'boolean' },
       note: { type: 'string' },
     },
     USAGE,
   );
-  const client = await connectClient(values.address ?? defaultAddress(), values.namespace ?? 'default');
+  // Every scheduled run continues the series: the newest exported model of this name, else the configured base.
+  const cfg = sub === 'create' ? loadScheduleConfig(positionals, values) : undefined;
+  const client = await connectClient(resolveTarget({ ...values, configNamespace: cfg?.temporal.namespace }));
   const out = (human: string, obj: unknown) => process.stdout.write((values.json ? JSON.stringify(obj) : human) + '\n');
   const one = () => {
     if (positionals.length !== 1) throw new Error(`expected one schedule id\nusage: finetune ${USAGE}`);
@@ -31,7 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (sub) {
       case 'create':
-        return await create(client, positionals, values, out);
+        return await create(client, cfg!, values, out);
       case 'list': {
         const all = [];
         for await (const s of client.schedule.list()) all.push({ scheduleId: s.scheduleId, paused: s.state.paused, next: s.info.nextActionTimes[0]?.toISOString() ?? null, recent: s.info.recentActions.length });
@@ -73,16 +75,18 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function create(
-  client: Client,
-  positionals: string[],
-  values: { every?: string; cron?: string; id?: string; set?: string[]; paused?: boolean },
-  out: (human: string, obj: unknown) => void,
-): Promise<number> {
+function loadScheduleConfig(positionals: string[], values: { every?: string; cron?: string; set?: string[] }): FinetuneConfig {
   if (positionals.length !== 1) throw new Error(`expected one config file\nusage: finetune ${USAGE}`);
   if (!values.every === !values.cron) throw new Error('give exactly one of --every (e.g. 24h, 30m) or --cron (e.g. "0 3 * * *")');
-  // Every scheduled run continues the series: the newest exported model of this name, else the configured base.
-  const cfg = loadConfig(positionals[0]!, [...(values.set ?? []), 'model.continueSeries=true']);
+  return loadConfig(positionals[0]!, [...(values.set ?? []), 'model.continueSeries=true']);
+}
+
+async function create(
+  client: Client,
+  cfg: FinetuneConfig,
+  values: { every?: string; cron?: string; id?: string; paused?: boolean },
+  out: (human: string, obj: unknown) => void,
+): Promise<number> {
   const scheduleId = values.id ?? `finetune-${cfg.name}`;
   const handle = await client.schedule.create({
     scheduleId,

@@ -3,21 +3,21 @@
 import { checkpointNowSignal, progressQuery, stopSignal } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
 import { trainLine } from './lib/progress.js';
-import { connectClient, defaultAddress } from './lib/temporal.js';
+import { connectClient, resolveTarget, TARGET_OPTIONS } from './lib/connection.js';
 
-const USAGE = 'status <workflow-id> [--json] [--address host:port] [--namespace NS] [--stop [--reason R] | --checkpoint-now]';
+const USAGE = 'status <workflow-id> [--json] [--address host:port] [--namespace NS] [--profile P] [--stop [--reason R] | --checkpoint-now]';
 
 export async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parse(
     argv,
     {
-      json: { type: 'boolean' }, address: { type: 'string' }, namespace: { type: 'string' },
+      json: { type: 'boolean' }, ...TARGET_OPTIONS,
       stop: { type: 'boolean' }, reason: { type: 'string' }, 'checkpoint-now': { type: 'boolean' },
     },
     USAGE,
   );
   if (positionals.length !== 1) throw new Error(`expected one workflow id\nusage: finetune ${USAGE}`);
-  const client = await connectClient(values.address ?? defaultAddress(), values.namespace ?? 'default');
+  const client = await connectClient(resolveTarget(values));
   try {
     const handle = client.workflow.getHandle(positionals[0]!);
     if (values.stop) {

@@ -6,15 +6,16 @@
 // retry resumes elsewhere.
 import { GPU_TASK_QUEUE, TASK_QUEUE } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
-import { defaultAddress, startWorkers } from './lib/temporal.js';
+import { resolveTarget, TARGET_OPTIONS } from './lib/connection.js';
+import { startWorkers } from './lib/temporal.js';
 
-const USAGE = 'worker [--address host:port] [--namespace NS] [--queues finetune,finetune-gpu] [--gpu-queue finetune-gpu] [--rank-queue finetune-gpu-rank-0] [--backend cpu|cuda]';
+const USAGE = 'worker [--address host:port] [--namespace NS] [--profile P] [--queues finetune,finetune-gpu] [--gpu-queue finetune-gpu] [--rank-queue finetune-gpu-rank-0] [--backend cpu|cuda]';
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parse(
     argv,
     {
-      address: { type: 'string' }, namespace: { type: 'string' }, queues: { type: 'string' },
+      ...TARGET_OPTIONS, queues: { type: 'string' },
       'gpu-queue': { type: 'string' }, 'rank-queue': { type: 'string', multiple: true }, backend: { type: 'string' }, 'progress-interval-ms': { type: 'string' },
     },
     USAGE,
@@ -22,13 +23,13 @@ export async function main(argv: string[]): Promise<number> {
   const backend = values.backend;
   if (backend !== undefined && backend !== 'cpu' && backend !== 'cuda') throw new Error(`--backend: expected cpu or cuda, got ${backend}`);
   const queues = (values.queues ?? `${TASK_QUEUE},${GPU_TASK_QUEUE}`).split(',').map((q) => q.trim()).filter(Boolean);
-  const address = values.address ?? defaultAddress();
   const rankQueues = (values['rank-queue'] ?? []).flatMap((q) => q.split(',')).map((q) => q.trim()).filter(Boolean);
+  const target = resolveTarget(values);
   const workers = await startWorkers({
-    address, namespace: values.namespace, queues, gpuQueue: values['gpu-queue'] ?? GPU_TASK_QUEUE, rankQueues, backend,
+    target, queues, gpuQueue: values['gpu-queue'] ?? GPU_TASK_QUEUE, rankQueues, backend,
     progressIntervalMs: values['progress-interval-ms'] ? Number(values['progress-interval-ms']) : undefined,
   });
-  process.stderr.write(`[finetune] worker pid ${process.pid} polling ${[...queues, ...rankQueues].join(', ')} on ${address}\n`);
+  process.stderr.write(`[finetune] worker pid ${process.pid} polling ${[...queues, ...rankQueues].join(', ')} on ${target.address} (namespace ${target.namespace})\n`);
   const stop = () => void workers.shutdown();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

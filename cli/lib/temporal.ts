@@ -1,22 +1,12 @@
-// Connecting to Temporal and running the finetune workers in-process: shared by `run`, `worker`, `start`,
-// `status` and `schedule`. Loads @temporalio/worker only where workers run.
+// Running the finetune workers in-process: shared by `run` and `worker`. Loads @temporalio/worker only where
+// workers run. Where Temporal is and how to reach it: ./connection.ts.
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Client, Connection } from '@temporalio/client';
 import { GPU_TASK_QUEUE, TASK_QUEUE, trainProgressSignal } from '../../workflows/messages.js';
+import { connectClient, explainConnectError, type TemporalTarget } from './connection.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const WORKFLOWS_PATH = resolve(here, '../../workflows/index.ts');
-
-/** `TEMPORAL_ADDRESS`, else the default local server. */
-export function defaultAddress(): string {
-  return process.env.TEMPORAL_ADDRESS || 'localhost:7233';
-}
-
-export async function connectClient(address: string, namespace = 'default'): Promise<Client> {
-  const connection = await Connection.connect({ address, connectTimeout: '10s' });
-  return new Client({ connection, namespace });
-}
 
 export interface WorkerSet {
   /** Resolves when every worker has stopped (after shutdown(), or rejects when one fails). */
@@ -26,8 +16,7 @@ export interface WorkerSet {
 }
 
 export interface WorkerOptions {
-  address: string;
-  namespace?: string;
+  target: TemporalTarget;
   /** Queues to poll; the GPU queue (gpuQueue) gets activities only and one training task at a time. */
   queues?: string[];
   gpuQueue?: string;
@@ -53,12 +42,15 @@ export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
     }
     runtimeInstalled = true;
   }
-  const namespace = o.namespace ?? 'default';
+  const { namespace } = o.target;
   const rankQueues = o.rankQueues ?? [];
   const queues = [...(o.queues ?? [TASK_QUEUE, GPU_TASK_QUEUE]), ...rankQueues.filter((r) => !(o.queues ?? []).includes(r))];
   const gpuQueue = o.gpuQueue ?? GPU_TASK_QUEUE;
-  const connection = await NativeConnection.connect({ address: o.address });
-  const client = await connectClient(o.address, namespace);
+  const client = await connectClient(o.target); // checks address, TLS and namespace with clear errors first
+  const connection = await NativeConnection.connect(o.target.connectionOptions).catch(async (e) => {
+    await client.connection.close();
+    throw explainConnectError(o.target, e);
+  });
   const activities = createActivities({
     backend: o.backend,
     progressIntervalMs: o.progressIntervalMs,
@@ -91,9 +83,4 @@ export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
       await done.catch(() => undefined);
     },
   };
-}
-
-/** Key=value overrides and flags shared by the commands that take a config. */
-export function collectSets(values: string[] | undefined): string[] {
-  return values ?? [];
 }

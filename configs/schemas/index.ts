@@ -18,7 +18,8 @@ export const StorageConfig = z
 
 export const TemporalConfig = z
   .object({
-    namespace: z.string().min(1).default('default'),
+    /** Default: the connection profile's (TEMPORAL_NAMESPACE, temporal.toml), else 'default'. */
+    namespace: z.string().min(1).optional(),
     /** Queue of the workflow and the CPU activities (load, tokenize, shard). */
     taskQueue: z.string().min(1).default('finetune'),
     /** Queue of train/evaluate/generate; served by GPU hosts. */

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { main as schedule } from '../../cli/schedule.js';
 import { startWorkers, type WorkerSet } from '../../cli/lib/temporal.js';
+import { resolveTarget } from '../../cli/lib/connection.js';
 import type { FinetuneReport } from '../../workflows/messages.js';
 import { replay, startHarness, type Harness } from '../workflows/helpers.js';
 import { until } from './procs.js';
@@ -19,7 +20,7 @@ let cfgFile: string;
 beforeAll(async () => {
   h = await startHarness();
   process.env.TEMPORAL_ADDRESS = h.server.address;
-  workers = await startWorkers({ address: h.server.address, logLevel: 'ERROR', progressIntervalMs: 500 });
+  workers = await startWorkers({ target: resolveTarget({ address: h.server.address }), logLevel: 'ERROR', progressIntervalMs: 500 });
   root = mkdtempSync(join(tmpdir(), 'ft-sched-'));
   const docs = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `Call me Ishmael ${i}. Some years ago I went to sea and saw the whale. `.repeat(3) }));
   writeFileSync(join(root, 'c.jsonl'), docs.join('\n'));

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type Activities, type PreparedData, type TrainSegmentInput } from '../../activities/index.js';
 import { checkpointNowSignal, progressQuery, stopSignal, type FinetuneReport } from '../../workflows/messages.js';
 import { replay, runWorkers, startHarness, type Harness } from './helpers.js';
+import { suiteServer } from '../servers.js';
 
 const real = createActivities();
 let h: Harness;
@@ -83,7 +84,7 @@ async function keep(workflowId: string) {
   histories.push({ workflowId, history: await h.client.workflow.getHandle(workflowId).fetchHistory() });
 }
 
-describe('finetune workflow', () => {
+describe(`finetune workflow (${suiteServer()} server)`, () => {
   it('runs the recipe in segments and returns a small report', async () => {
     const { acts, calls } = mocks(35);
     const stop = await runWorkers(h, acts);

@@ -1,9 +1,10 @@
-// Shared by the workflow and e2e suites: the embedded dev server, in-process workers with given activities,
-// and replay of every history a test produced (determinism).
+// Shared by the workflow and e2e suites: the suite's Temporal server (test/servers.ts: the embedded one, or
+// Temporal's dev server in the *.temporal.test.ts twins), in-process workers with given activities, and replay of
+// every history a test produced (determinism).
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import type { temporal } from '@temporalio/proto';
-import { startDevServer, type DevServer } from '../../devserver/index.js';
+import { startServer, suiteServer, type TestServer } from '../servers.js';
 import { WORKFLOWS_PATH } from '../../cli/lib/temporal.js';
 
 let installed = false;
@@ -18,15 +19,15 @@ export function quietRuntime(): void {
 }
 
 export interface Harness {
-  server: DevServer;
+  server: TestServer;
   client: Client;
   connection: NativeConnection;
   close(): Promise<void>;
 }
 
-export async function startHarness(dbFile = ':memory:'): Promise<Harness> {
+export async function startHarness(dbFile?: string): Promise<Harness> {
   quietRuntime();
-  const server = await startDevServer({ port: 0, dbFile });
+  const server = await startServer(suiteServer(), { dbFile, inProcess: true });
   const connection = await NativeConnection.connect({ address: server.address });
   const client = new Client({ connection: await Connection.connect({ address: server.address }) });
   return {
