@@ -55,8 +55,10 @@ function loadProfile(o: TargetFlags, disableEnv: boolean): ClientConfigProfile {
 }
 
 /** Resolve address, namespace, TLS and credentials from flags, environment and the config profile. */
-export function resolveTarget(o: TargetFlags = {}): TemporalTarget {
-  const env = o.env ?? process.env;
+export function resolveTarget(flags: TargetFlags = {}): TemporalTarget {
+  // An empty variable (TEMPORAL_ADDRESS= in a shell or a service file) means unset, as for Temporal's CLI.
+  const env = Object.fromEntries(Object.entries(flags.env ?? process.env).filter(([k, v]) => !(k.startsWith('TEMPORAL_') && !v)));
+  const o = { ...flags, env };
   const profileName = o.profile ?? env.TEMPORAL_PROFILE;
   const fromFile = loadProfile(o, true);
   const merged = loadProfile(o, false);

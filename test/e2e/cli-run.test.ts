@@ -1,16 +1,34 @@
-// `finetune run` as users run it (embedded dev server with its state in <storage.root>/<name>/temporal.db, workers
-// in the same process): Ctrl-C mid-training stops the workers after the segment checkpoints; running the same
-// command again attaches to the run and finishes it from that checkpoint; a third time prints the finished report.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+// `finetune run` as users run it, on the server the rule picks (`--server embedded` here, `--server temporal` in the
+// .temporal twin: Temporal's dev server, detached, with its state in <storage.root>/<name>/), workers in the same
+// process: Ctrl-C mid-training stops the workers after the segment checkpoints; the same command attaches to the
+// run and goes on; a SIGKILL of `finetune run` loses nothing either (Temporal's dev server keeps running and is
+// reused; the embedded one restarts on its file); the run finishes from the last checkpoint; once more prints the
+// finished report.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect, it } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { listCheckpoints } from '../../native/index.js';
 import type { FinetuneReport } from '../../workflows/messages.js';
+import { suiteServer } from '../servers.js';
 import { spawnFinetune, until } from './procs.js';
 
-it('run, interrupt, run again: attaches and resumes; --json prints one report object', async () => {
-  const root = mkdtempSync(join(tmpdir(), 'ft-cli-'));
+const server = suiteServer();
+const root = mkdtempSync(join(tmpdir(), 'ft-cli-'));
+const record = join(root, 'cli', 'temporal-dev-server.json');
+
+afterAll(() => {
+  // Temporal's dev server outlives `finetune run` by design (the Web UI stays up): stop it.
+  if (existsSync(record)) {
+    try {
+      process.kill((JSON.parse(readFileSync(record, 'utf8')) as { pid: number }).pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
+it(`run on the ${server} server: interrupt, SIGKILL, run again: attaches and resumes; --json prints one report object`, async () => {
   const docs = Array.from({ length: 60 }, (_, i) => JSON.stringify({ text: `Call me Ishmael ${i}. Some years ago I went to sea and saw the whale. `.repeat(3) }));
   writeFileSync(join(root, 'c.jsonl'), docs.join('\n'));
   const cfg = join(root, 'cfg.json');
@@ -21,35 +39,47 @@ it('run, interrupt, run again: attaches and resumes; --json prints one report ob
     checkpoint: { everySteps: 10, everyMinutes: 0 }, evaluation: { maxBatches: 2 },
     generation: { prompts: ['Call me'], maxNewTokens: 6 }, temporal: { heartbeatTimeoutSeconds: 5 },
   }));
-
-  const first = spawnFinetune(['run', cfg, '--json']);
-  const ckroot = async () => {
-    const { readdirSync } = await import('node:fs');
-    const run = readdirSync(join(root, 'cli')).find((d) => d.startsWith('finetune-cli-'));
-    return run ? listCheckpoints(join(root, 'cli', run, 'checkpoints')) : [];
+  const run = () => spawnFinetune(['run', cfg, '--json', '--server', server], { TEMPORAL_ADDRESS: '' });
+  const exitOf = (p: ReturnType<typeof run>) => new Promise<number | null>((r) => (p.child.exitCode !== null ? r(p.child.exitCode) : p.child.once('exit', (c) => r(c))));
+  const newest = async () => {
+    const dir = readdirSync(join(root, 'cli')).find((d) => d.startsWith('finetune-cli-'));
+    return dir ? ((await listCheckpoints(join(root, 'cli', dir, 'checkpoints')))[0]?.step ?? 0) : 0;
   };
-  await until(async () => ((await ckroot().catch(() => []))[0]?.step ?? 0) >= 10, 180_000, 'a checkpoint at step >= 10');
-  first.child.kill('SIGINT');
-  const code = await new Promise<number | null>((r) => first.child.once('exit', (c) => r(c)));
-  expect(code).toBe(130);
-  expect(first.output()).toMatch(/run the same command to continue/);
-  const committed = (await ckroot())[0]!.step;
-  expect(committed).toBeLessThan(60);
 
-  const second = spawnFinetune(['run', cfg, '--json']);
-  const code2 = await new Promise<number | null>((r) => second.child.once('exit', (c) => r(c)));
-  expect(code2, second.output().slice(-3000)).toBe(0);
-  expect(second.output()).toMatch(/attaching to finetune-cli \(running/);
-  const stdout2 = second.output().split('\n').filter((l) => l.startsWith('{"workflowId"'));
-  expect(stdout2).toHaveLength(1);
-  const report = JSON.parse(stdout2[0]!) as FinetuneReport;
+  const first = run();
+  await until(async () => (await newest().catch(() => 0)) >= 10, 180_000, 'a checkpoint at step >= 10');
+  if (server === 'temporal') {
+    expect(first.output()).toMatch(/Temporal's dev server started on 127\.0\.0\.1:\d+, pid \d+/);
+    const ui = /workflow finetune-cli: (http:\/\/127\.0\.0\.1:\d+\/namespaces\/default\/workflows\/finetune-cli\/[\w-]+\/history)/.exec(first.output());
+    expect(ui, first.output()).not.toBeNull();
+    expect((await fetch(ui![1]!)).status).toBe(200); // the Web UI serves the run's page
+  } else expect(first.output()).toMatch(/embedded Temporal dev server on 127\.0\.0\.1:\d+/);
+  first.child.kill('SIGINT');
+  expect(await exitOf(first)).toBe(130);
+  expect(first.output()).toMatch(/run the same command to continue/);
+  const interrupted = await newest();
+  expect(interrupted).toBeLessThan(60);
+
+  const second = run();
+  await second.waitFor(/attaching to finetune-cli \(running/, 180_000);
+  if (server === 'temporal') expect(second.output()).toMatch(/Temporal's dev server already running on/);
+  await until(async () => (await newest()) > interrupted, 180_000, `a checkpoint after step ${interrupted}`);
+  await second.kill('SIGKILL'); // no graceful stop: the attempt's heartbeats stop, its retry resumes elsewhere
+  const killedAt = await newest();
+
+  const third = run();
+  expect(await exitOf(third), third.output().slice(-3000)).toBe(0);
+  expect(third.output()).toMatch(/attaching to finetune-cli \(running/);
+  const stdout = third.output().split('\n').filter((l) => l.startsWith('{"workflowId"'));
+  expect(stdout).toHaveLength(1);
+  const report = JSON.parse(stdout[0]!) as FinetuneReport;
   expect(report.train.steps).toBe(60);
-  expect(report.train.resumedFromSteps[0]).toBe(committed);
+  expect(report.train.resumedFromSteps[0]).toBe(interrupted);
+  expect(report.train.resumedFromSteps.at(-1)).toBeGreaterThanOrEqual(killedAt);
   expect(report.eval!.loss).toBeLessThan(report.train.firstLoss!);
 
-  const third = spawnFinetune(['run', cfg, '--json']);
-  const code3 = await new Promise<number | null>((r) => third.child.once('exit', (c) => r(c)));
-  expect(code3).toBe(0);
-  expect(third.output()).toMatch(/attaching to finetune-cli \(completed/);
-  expect(third.output()).toContain(stdout2[0]!);
-}, 600_000);
+  const fourth = run();
+  expect(await exitOf(fourth)).toBe(0);
+  expect(fourth.output()).toMatch(/attaching to finetune-cli \(completed/);
+  expect(fourth.output()).toContain(stdout[0]!);
+}, 900_000);

@@ -1,4 +1,5 @@
-// Fault tolerance end to end on the CPU backend, with the dev server and workers as real processes:
+// Fault tolerance end to end on the CPU backend, with the server (the embedded one here, Temporal's dev server in
+// the .temporal twin) and workers as real processes:
 //  - SIGKILL the worker mid-training: a new worker resumes from the last checkpoint, and the final weights equal
 //    those of an uninterrupted run with the same checkpoint schedule;
 //  - corrupt the newest checkpoint before the resume: the run falls back to the one before and says so;
@@ -14,7 +15,8 @@ import { parseConfig } from '../../configs/index.js';
 import { readManifest, verifyShards } from '../../datasets/index.js';
 import type { FinetuneReport } from '../../workflows/messages.js';
 import { replay } from '../workflows/helpers.js';
-import { diffSafetensors, freePort, spawnFinetune, trainAttempts, until, type Proc } from './procs.js';
+import { startServer, suiteServer, type TestServer } from '../servers.js';
+import { diffSafetensors, spawnFinetune, trainAttempts, until, type Proc } from './procs.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-e2e-'));
 const histories: { workflowId: string; history: any }[] = [];
@@ -37,19 +39,12 @@ function config(name: string, over: { blockSize?: number } = {}) {
   });
 }
 
-let serverPort = 0;
-let server: Proc;
+let server: TestServer;
 let client: Client;
 const dbFile = join(root, 'temporal.db');
 
-function startServer(): Proc {
-  const p = spawnFinetune(['devserver', '--port', String(serverPort), '--db', dbFile]);
-  procs.push(p);
-  return p;
-}
-
 function startWorker(): Proc {
-  const p = spawnFinetune(['worker', '--address', `127.0.0.1:${serverPort}`, '--progress-interval-ms', '200']);
+  const p = spawnFinetune(['worker', '--address', server.address, '--progress-interval-ms', '200']);
   procs.push(p);
   testWorkers.push(p);
   return p;
@@ -107,10 +102,8 @@ function expectSameWeights(r: FinetuneReport, ref: FinetuneReport | undefined, w
 }
 
 beforeAll(async () => {
-  serverPort = await freePort();
-  server = startServer();
-  await server.waitFor(/127\.0\.0\.1:\d+/, 60_000);
-  client = new Client({ connection: await Connection.connect({ address: `127.0.0.1:${serverPort}` }) });
+  server = await startServer(suiteServer(), { dbFile });
+  client = new Client({ connection: await Connection.connect({ address: server.address }) });
 });
 
 // A test that failed before it killed its workers (a timeout on a loaded host) must not leave them polling: a
@@ -124,10 +117,11 @@ afterEach(async () => {
 afterAll(async () => {
   for (const p of procs) await p.kill('SIGKILL');
   await client?.connection.close();
+  await server?.close();
 });
 
 // Each run is a few dozen seconds on an idle 2-core machine; the limits leave room for a loaded CI host.
-describe('fault tolerance (CPU backend, dev server, workers as processes)', { timeout: 400_000 }, () => {
+describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as processes)`, { timeout: 400_000 }, () => {
   let reference: FinetuneReport | undefined;
 
   it('an uninterrupted run: the reference weights', async () => {
@@ -210,15 +204,14 @@ describe('fault tolerance (CPU backend, dev server, workers as processes)', { ti
     }
   });
 
-  it('SIGKILL the dev server mid-run and restart it: the run completes', async () => {
+  it('SIGKILL the server mid-run and restart it on the same database: the run completes', async () => {
     const w = await readyWorker();
     try {
       await start('ref', 'ft-server');
       await until(async () => (await checkpoints('ref', 'ft-server'))[0]?.step! >= 10, 120_000, 'a checkpoint at step >= 10');
       await server.kill('SIGKILL');
       await new Promise((r) => setTimeout(r, 1000));
-      server = startServer();
-      await server.waitFor(/127\.0\.0\.1:\d+/, 60_000);
+      await server.restart(); // same database, same port
       const r = await result('ft-server');
       expect(r.train.steps).toBe(60);
       expectSameWeights(r, reference, [w]);

@@ -1,4 +1,5 @@
-// The multi-worker path with real processes (one segment of 80 steps, so the kill lands inside a running trainRank) on the CPU backend: a dev server, a CPU worker, and a rank worker
+// The multi-worker path with real processes (one segment of 80 steps, so the kill lands inside a running trainRank)
+// on the CPU backend: a server (embedded; Temporal's dev server in the .temporal twin), a CPU worker, and a rank worker
 // (`finetune worker --queues "" --rank-queue ...`). The rank worker is SIGKILLed mid-training: its trainRank misses
 // heartbeats, the workflow restarts the group (a new rendezvous, answered by the replacement worker) from the last
 // committed checkpoint, and the run completes. Then its history replays.
@@ -10,27 +11,26 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { parseConfig } from '../../configs/index.js';
 import type { FinetuneReport } from '../../workflows/messages.js';
 import { replay } from '../workflows/helpers.js';
-import { freePort, spawnFinetune, until, type Proc } from './procs.js';
+import { startServer, suiteServer, type TestServer } from '../servers.js';
+import { spawnFinetune, until, type Proc } from './procs.js';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-ranks-e2e-'));
 const procs: Proc[] = [];
 let client: Client;
-let port = 0;
+let server: TestServer;
 
 beforeAll(async () => {
-  port = await freePort();
-  const server = spawnFinetune(['devserver', '--port', String(port), '--db', join(root, 'temporal.db')]);
-  procs.push(server);
-  await server.waitFor(/listening/, 30_000);
-  client = new Client({ connection: await Connection.connect({ address: `127.0.0.1:${port}` }) });
+  server = await startServer(suiteServer(), { dbFile: join(root, 'temporal.db') });
+  client = new Client({ connection: await Connection.connect({ address: server.address }) });
 });
 afterAll(async () => {
   await client?.connection.close();
   for (const p of procs.reverse()) await p.kill('SIGKILL');
+  await server?.close();
 });
 
 function worker(args: string[]): Proc {
-  const p = spawnFinetune(['worker', '--address', `127.0.0.1:${port}`, '--progress-interval-ms', '200', ...args]);
+  const p = spawnFinetune(['worker', '--address', server.address, '--progress-interval-ms', '200', ...args]);
   procs.push(p);
   return p;
 }
@@ -43,7 +43,7 @@ async function committed(workflowId: string): Promise<number> {
   return (await listCheckpoints(join(series, run, 'checkpoints')))[0]?.step ?? 0;
 }
 
-it('a SIGKILLed rank worker: the group restarts from the last checkpoint on its replacement and completes', async () => {
+it(`${suiteServer()} server: a SIGKILLed rank worker: the group restarts from the last checkpoint on its replacement and completes`, async () => {
   const cfg = parseConfig({
     name: 'ranks', storage: { root },
     data: { train: { type: 'builtin', name: 'moby-dick' }, validationFraction: 0.05 },
