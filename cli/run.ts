@@ -78,6 +78,7 @@ export async function main(argv: string[]): Promise<number> {
     throw e;
   }
   const client = await connectClient(target);
+  const calls = new AbortController();
   let interrupted = false;
   const onSignal = () => {
     if (interrupted) process.exit(130);
@@ -97,7 +98,7 @@ export async function main(argv: string[]): Promise<number> {
     let finished = false;
     // A query needs a workflow worker to answer; never let one hang the loop (e.g. after Ctrl-C stopped ours).
     const query = () =>
-      Promise.race([handle.query(progressQuery), new Promise<null>((r) => setTimeout(() => r(null), 5000).unref())]).catch(() => null);
+      Promise.race([client.connection.withAbortSignal(calls.signal, () => handle.query(progressQuery)), new Promise<null>((r) => setTimeout(() => r(null), 5000).unref())]).catch(() => null);
     const poll = (async () => {
       while (!finished) {
         const p = await query(); // null: no workflow task has run yet, or the run is closing
@@ -110,7 +111,7 @@ export async function main(argv: string[]): Promise<number> {
     });
     let report: FinetuneReport;
     try {
-      report = (await Promise.race([handle.result(), workerDied])) as FinetuneReport;
+      report = (await Promise.race([client.connection.withAbortSignal(calls.signal, () => handle.result()), workerDied])) as FinetuneReport;
     } finally {
       finished = true;
       await poll;
@@ -131,6 +132,7 @@ export async function main(argv: string[]): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await workers.shutdown();
+    calls.abort(); // a long poll left behind (the result after Ctrl-C) must not retry on a closed connection
     await client.connection.close();
     await server.close();
     if (server.farewell) log(server.farewell);

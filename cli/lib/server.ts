@@ -65,8 +65,13 @@ export interface ChooseOptions {
   log: (line: string) => void;
 }
 
+/** The rule: an explicit choice; else a configured address; else Temporal's CLI when found; else the embedded server. */
+export function pickServer(kind: ServerKind | 'auto', target: Pick<TemporalTarget, 'configured'>, cliFound: () => boolean): ServerKind {
+  return kind !== 'auto' ? kind : target.configured ? 'cluster' : cliFound() ? 'temporal' : 'embedded';
+}
+
 export async function chooseServer(o: ChooseOptions): Promise<RunServer> {
-  const kind: ServerKind = o.kind !== 'auto' ? o.kind : o.target.configured ? 'cluster' : findTemporalCli() ? 'temporal' : 'embedded';
+  const kind = pickServer(o.kind, o.target, () => findTemporalCli() !== null);
   if (kind === 'cluster')
     return {
       kind, target: o.target, uiUrl: cloudUiBase(o.target.address),
