@@ -3,11 +3,24 @@
 // until notify() finds it a task, its deadline is near (answered with the empty response, as the SDK expects),
 // or its call is cancelled. A task is only taken for a poller whose call is still open, and taking it (writing
 // WorkflowTaskStarted or marking the activity started) is one transaction.
+import { status } from '@grpc/grpc-js';
 import type { CallContext } from './grpc.js';
-import type { Clock } from './contract.js';
+import { ServiceError, type Clock } from './contract.js';
 
 const MAX_POLL_MS = 60_000;
 const DEADLINE_MARGIN_MS = 1_000;
+/** A long poll must leave the server at least this long (Temporal's minimum long-poll timeout). */
+export const MIN_LONG_POLL_MS = 2_000;
+
+/**
+ * Temporal's check on every long poll of a task queue: a call without a deadline is INVALID_ARGUMENT, one whose
+ * deadline is under 2 s away is FAILED_PRECONDITION (both before anything else, as on a real server). Deadlines
+ * are wall-clock time, also under time skipping.
+ */
+export function checkLongPollDeadline(ctx: CallContext): void {
+  if (!Number.isFinite(ctx.deadline)) throw new ServiceError(status.INVALID_ARGUMENT, 'Context timeout is not set.');
+  if (ctx.deadline - Date.now() < MIN_LONG_POLL_MS) throw new ServiceError(status.FAILED_PRECONDITION, 'Context timeout is too short.');
+}
 
 interface Waiter {
   ctx: CallContext;

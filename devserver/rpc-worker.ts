@@ -8,6 +8,7 @@ import type { Engine } from './engine.js';
 import type { Handler } from './grpc.js';
 import type { RunTx, ActivityState } from './run.js';
 import * as activities from './activities.js';
+import { checkLongPollDeadline } from './matching.js';
 import { takeWorkflowTask, completeWorkflowTask, failWorkflowTask, respondQueryTaskCompleted } from './workflow-tasks.js';
 import { api, ts, BLOB_ERROR_BYTES, payloadSize, b64, decodeToken, notFound, invalid, type IPayload } from './proto.js';
 import { randomUUID } from 'node:crypto';
@@ -74,6 +75,7 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
   };
   return {
     PollWorkflowTaskQueue: (req: T.api.workflowservice.v1.IPollWorkflowTaskQueueRequest, ctx) => {
+      checkLongPollDeadline(ctx);
       const ns = req.namespace ?? '';
       assertNs(ns);
       const queue = req.taskQueue?.name ?? '';
@@ -87,6 +89,7 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
     RespondQueryTaskCompleted: (req) => respondQueryTaskCompleted(engine, req),
 
     PollActivityTaskQueue: (req: T.api.workflowservice.v1.IPollActivityTaskQueueRequest, ctx) => {
+      checkLongPollDeadline(ctx);
       const ns = req.namespace ?? '';
       assertNs(ns);
       const queue = req.taskQueue?.name ?? '';
@@ -126,8 +129,10 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
     },
 
     ShutdownWorker: () => ({}),
-    PollNexusTaskQueue: (req: T.api.workflowservice.v1.IPollNexusTaskQueueRequest, ctx) =>
-      engine.matching.poll(req.namespace ?? '', 'wf', `\u0000nexus:${req.taskQueue?.name ?? ''}`, ctx, () => null, {}),
+    PollNexusTaskQueue: (req: T.api.workflowservice.v1.IPollNexusTaskQueueRequest, ctx) => {
+      checkLongPollDeadline(ctx);
+      return engine.matching.poll(req.namespace ?? '', 'wf', `\u0000nexus:${req.taskQueue?.name ?? ''}`, ctx, () => null, {});
+    },
     RespondNexusTaskCompleted: () => {
       throw new ServiceError(status.UNIMPLEMENTED, 'unknown method RespondNexusTaskCompleted: Nexus is not supported by the finetune dev server');
     },

@@ -45,6 +45,11 @@ export interface DevServer {
 }
 
 const RETENTION_DAYS = 1;
+/**
+ * The Temporal server release whose behaviour this server follows, reported by GetSystemInfo and GetClusterInfo
+ * as a plain semver (clients and the Web UI parse it to gate features); the capabilities say what is implemented.
+ */
+export const SERVER_VERSION = '1.24.0';
 /** Temporal's default gRPC message limit; larger requests get RESOURCE_EXHAUSTED as from a real frontend. */
 const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
@@ -109,11 +114,13 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const typeEnum = (t: string) => SA_TYPES.indexOf(t as (typeof SA_TYPES)[number]) + 1;
   const info: Record<string, Handler> = {
     GetSystemInfo: () => ({
-      serverVersion: '1.24.0-finetune-devserver',
+      serverVersion: SERVER_VERSION,
+      // Only what this server implements: no eager workflow start, worker versioning, Nexus or deployments.
       capabilities: {
         signalAndQueryHeader: true, internalErrorDifferentiation: true, activityFailureIncludeHeartbeat: true,
         supportsSchedules: true, encodedFailureAttributes: true, upsertMemo: true, sdkMetadata: true,
         countGroupByExecutionStatus: true, eagerWorkflowStart: false, buildIdBasedVersioning: false,
+        nexus: false, serverScaledDeployments: false,
       },
     }),
     DescribeNamespace: (req: T.api.workflowservice.v1.IDescribeNamespaceRequest) => {
@@ -134,7 +141,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
       insertNs.run(req.namespace, randomUUID(), req.description ?? '', days, clock.now());
       return {};
     },
-    GetClusterInfo: () => ({ serverVersion: '1.24.0-finetune-devserver', clusterName: 'finetune-devserver', clusterId: 'finetune-devserver', historyShardCount: 1, persistenceStore: 'sqlite', visibilityStore: 'sqlite', supportedClients: {} }),
+    GetClusterInfo: () => ({ serverVersion: SERVER_VERSION, clusterName: 'finetune-devserver', clusterId: 'finetune-devserver', historyShardCount: 1, persistenceStore: 'sqlite', visibilityStore: 'sqlite', supportedClients: {} }),
     GetSearchAttributes: () => {
       const keys: Record<string, number> = {};
       for (const [n, t] of Object.entries(PREDEFINED)) keys[n] = typeEnum(t);
