@@ -1,7 +1,7 @@
-// Search attributes: a per-namespace registry name → type, validation of incoming attributes, and the `type`
-// metadata every payload in a response must carry (the TS SDK's typed API drops attributes without it).
-// Unknown names are accepted when the payload itself says its type (the SDK's typed API always does) and are
-// registered on first use; untyped unknown names are rejected as on a real server.
+// Search attributes: a per-namespace registry name → type, validation of incoming attributes (Temporal's limits
+// and messages), and the `type` metadata every payload in a response must carry (the TS SDK's typed API drops
+// attributes without it). As on a real server, a name must be registered before use (OperatorService, the
+// `searchAttributes` option, `--search-attribute`), and its registered type decides how a value is checked.
 import type { Store } from './store.js';
 import { api, decodeJsonPayload, invalid, type IPayload, b64, unb64 } from './proto.js';
 
@@ -28,6 +28,22 @@ export const PREDEFINED: Record<string, SaType> = {
 export const SYSTEM = new Set(['WorkflowId', 'RunId', 'WorkflowType', 'ExecutionStatus', 'StartTime', 'CloseTime', 'ExecutionTime', 'TaskQueue', 'HistoryLength']);
 
 const SearchAttributes = api.common.v1.SearchAttributes;
+
+/** Temporal's defaults (frontend.searchAttributesNumberOfKeysLimit, ...SizeOfValueLimit, ...TotalSizeLimit). */
+export const SA_LIMITS = { keys: 100, valueBytes: 2 * 1024, totalBytes: 40 * 1024 };
+
+/** The size limits a real server puts on the attributes of one request, checked in its order and wording. */
+export function checkSearchAttributeLimits(fields: Record<string, IPayload> | null | undefined): void {
+  const entries = Object.entries(fields ?? {});
+  if (entries.length > SA_LIMITS.keys) throw invalid(`number of search attributes ${entries.length} exceeds limit ${SA_LIMITS.keys}`);
+  let total = 0;
+  for (const [name, p] of entries) {
+    const size = p?.data?.length ?? 0;
+    if (size > SA_LIMITS.valueBytes) throw invalid(`search attribute ${name} value size ${size} exceeds size limit ${SA_LIMITS.valueBytes}`);
+    total += name.length + size;
+  }
+  if (total > SA_LIMITS.totalBytes) throw invalid(`total size of search attributes ${total} exceeds size limit ${SA_LIMITS.totalBytes}`);
+}
 type Fields = Record<string, IPayload>;
 
 function metaType(p: IPayload): string | undefined {
@@ -86,6 +102,7 @@ export class SearchAttributeRegistry {
    * Returns the new encoded map and its decoded JSON (for visibility queries).
    */
   merge(ns: string, current: string | null, incoming: Fields | null | undefined): { encoded: string | null; json: Record<string, unknown> } {
+    checkSearchAttributeLimits(incoming);
     const fields: Fields = { ...(unb64(SearchAttributes, current)?.indexedFields ?? {}) } as Fields;
     for (const [name, p] of Object.entries(incoming ?? {})) {
       if (SYSTEM.has(name)) throw invalid(`Search attribute ${name} is a system attribute and cannot be set`);
@@ -94,15 +111,8 @@ export class SearchAttributeRegistry {
         delete fields[name];
         continue;
       }
-      let type = this.typeOf(ns, name);
-      const declared = metaType(p);
-      if (!type) {
-        if (!declared) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name}; register it first (OperatorService.AddSearchAttributes) or send a typed attribute`);
-        this.register(ns, name, declared);
-        type = declared as SaType;
-      } else if (declared && declared !== type) {
-        throw invalid(`invalid value for search attribute ${name} of type ${type}: the payload says ${declared}`);
-      }
+      const type = this.typeOf(ns, name);
+      if (!type) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name} (register it first: OperatorService.AddSearchAttributes, \`temporal operator search-attribute create\` or the dev server's --search-attribute)`);
       if (!valueFits(type, value)) throw invalid(`invalid value for search attribute ${name} of type ${type}: ${JSON.stringify(value)}`);
       fields[name] = p;
     }
@@ -118,7 +128,7 @@ export class SearchAttributeRegistry {
     if (!sa) return null;
     const out: Fields = {};
     for (const [name, p] of Object.entries(sa.indexedFields ?? {})) {
-      const type = metaType(p) ?? this.typeOf(ns, name);
+      const type = this.typeOf(ns, name) ?? metaType(p);
       out[name] = { data: p.data, metadata: { ...(p.metadata ?? {}), ...(type ? { type: Buffer.from(type) } : {}) } };
     }
     return { indexedFields: out };

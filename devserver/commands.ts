@@ -10,7 +10,7 @@ import * as children from './children.js';
 import { closeWithRetry } from './workflow-retry.js';
 import { CommandError } from './activities.js';
 import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
-import { api, CT, ET, WS, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
+import { api, CT, ET, WS, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, checkMemo, HistoryEvent } from './proto.js';
 
 type Command = T.api.command.v1.ICommand;
 const Memo = api.common.v1.Memo;
@@ -25,6 +25,14 @@ export const CLOSING = new Set<number>([
 function blob(engine: Engine, cause: number, what: string, payloads: any): void {
   try {
     checkBlob(what, payloads?.payloads, engine.log);
+  } catch (e) {
+    throw new CommandError(cause, (e as Error).message);
+  }
+}
+
+function memoLimit(engine: Engine, cause: number, what: string, memo: T.api.common.v1.IMemo | null | undefined): void {
+  try {
+    checkMemo(what, memo, engine.log);
   } catch (e) {
     throw new CommandError(cause, (e as Error).message);
   }
@@ -120,6 +128,7 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
         if (!v?.data?.length || Buffer.from(v.metadata?.encoding ?? []).toString() === 'binary/null') delete fields[k];
         else fields[k] = v;
       }
+      memoLimit(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_MODIFY_WORKFLOW_PROPERTIES_ATTRIBUTES, 'memo', { fields });
       s.memo = Object.keys(fields).length ? b64(Memo, { fields }) : null;
       r.append({
         eventType: ET.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
@@ -170,6 +179,7 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
 function continueAsNew(engine: Engine, r: RunTx, a: T.api.command.v1.IContinueAsNewWorkflowExecutionCommandAttributes, completedId: number, identity: string): void {
   const s = r.s;
   blob(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES, 'continue-as-new input', a.input);
+  memoLimit(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES, 'continue-as-new memo', a.memo);
   const type = a.workflowType?.name || s.type;
   const taskQueue = a.taskQueue?.name || s.taskQueue;
   let runTimeoutMs = ms(a.workflowRunTimeout) || s.runTimeoutMs;
