@@ -8,13 +8,29 @@ import { api, decodeJsonPayload, invalid, type IPayload, b64, unb64 } from './pr
 export const SA_TYPES = ['Text', 'Keyword', 'Int', 'Double', 'Bool', 'Datetime', 'KeywordList'] as const;
 export type SaType = (typeof SA_TYPES)[number];
 
-/** Attributes every namespace knows: written by the SDK/server itself, or system columns for queries. */
+/**
+ * Attributes every namespace knows, as a real server lists them (GetSearchAttributes): the system columns of the
+ * executions (SYSTEM) and the predefined attributes written by the SDK or the server itself. Those this server
+ * never writes (worker deployments, pause info, batcher, ...) are still valid in queries, and match no run.
+ */
 export const PREDEFINED: Record<string, SaType> = {
   TemporalChangeVersion: 'KeywordList',
   TemporalScheduledById: 'Keyword',
   TemporalScheduledStartTime: 'Datetime',
+  TemporalSchedulePaused: 'Bool',
   BinaryChecksums: 'KeywordList',
   BuildIds: 'KeywordList',
+  BatcherUser: 'Keyword',
+  BatcherNamespace: 'Keyword',
+  TemporalNamespaceDivision: 'Keyword',
+  TemporalPauseInfo: 'KeywordList',
+  TemporalReportedProblems: 'KeywordList',
+  TemporalWorkerDeployment: 'Keyword',
+  TemporalWorkerDeploymentVersion: 'Keyword',
+  TemporalWorkflowVersioningBehavior: 'Keyword',
+  TemporalUsedWorkerDeploymentVersions: 'KeywordList',
+  TemporalExternalPayloadCount: 'Int',
+  TemporalExternalPayloadSizeBytes: 'Int',
   WorkflowId: 'Keyword',
   RunId: 'Keyword',
   WorkflowType: 'Keyword',
@@ -22,10 +38,21 @@ export const PREDEFINED: Record<string, SaType> = {
   StartTime: 'Datetime',
   CloseTime: 'Datetime',
   ExecutionTime: 'Datetime',
+  ExecutionDuration: 'Int',
   TaskQueue: 'Keyword',
   HistoryLength: 'Int',
+  HistorySizeBytes: 'Int',
+  StateTransitionCount: 'Int',
+  ParentWorkflowId: 'Keyword',
+  ParentRunId: 'Keyword',
+  RootWorkflowId: 'Keyword',
+  RootRunId: 'Keyword',
 };
-export const SYSTEM = new Set(['WorkflowId', 'RunId', 'WorkflowType', 'ExecutionStatus', 'StartTime', 'CloseTime', 'ExecutionTime', 'TaskQueue', 'HistoryLength']);
+/** Attributes that are properties of the execution itself: queryable, never set by a request. */
+export const SYSTEM = new Set([
+  'WorkflowId', 'RunId', 'WorkflowType', 'ExecutionStatus', 'StartTime', 'CloseTime', 'ExecutionTime', 'ExecutionDuration',
+  'TaskQueue', 'HistoryLength', 'HistorySizeBytes', 'StateTransitionCount', 'ParentWorkflowId', 'ParentRunId', 'RootWorkflowId', 'RootRunId',
+]);
 
 const SearchAttributes = api.common.v1.SearchAttributes;
 

@@ -64,9 +64,11 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
       const a = c.startTimerCommandAttributes ?? {};
       const timerId = a.timerId ?? '';
       const after = ms(a.startToFireTimeout);
-      if (!timerId) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, 'TimerId is not set on command.');
+      if (!timerId) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, 'TimerId is not set on StartTimerCommand.');
       // A zero (or unset) duration is a timer that fires at once, as on Temporal; only a negative one is refused.
-      if (after < 0) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, 'A valid StartToFireTimeout is not set on command.');
+      if (after < 0) {
+        throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, `An invalid StartToFireTimeout is set on StartTimerCommand: negative duration. TimerId=${timerId}`);
+      }
       if (s.timers[timerId]) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_START_TIMER_DUPLICATE_ID, `Timer ID ${timerId} is already in use.`);
       const id = r.append({
         eventType: ET.EVENT_TYPE_TIMER_STARTED,

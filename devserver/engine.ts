@@ -79,6 +79,7 @@ export class Engine {
   }
 
   private saveState(s: RunState): void {
+    s.stateTransitions = (s.stateTransitions ?? 0) + 1;
     this.store.updateRun({
       run_id: s.runId, workflow_type: s.type, task_queue: s.taskQueue, status: s.status, close_ms: s.closeMs,
       history_length: s.nextEventId - 1, search_json: JSON.stringify(s.searchJson), state: JSON.stringify(s),
@@ -87,7 +88,10 @@ export class Engine {
 
   private newTx(s: RunState): RunTx {
     return new RunTx(s, this.store, {
-      wakeQueue: (ns, kind, queue) => this.matching.notify(ns, kind, queue),
+      wakeQueue: (ns, kind, queue) => {
+        this.matching.taskAdded(ns, kind, queue);
+        this.matching.notify(ns, kind, queue);
+      },
       armTimer: (id, due) => this.armTimer(id, due),
       historyChanged: (runId) => this.historyChanged(runId),
     }, this.clock.now());
@@ -278,6 +282,7 @@ export class Engine {
       memo: p.memo?.fields && Object.keys(p.memo.fields).length ? b64(api.common.v1.Memo, p.memo) : null,
       searchAttributes: sa, searchJson: json, historySize: 0, requestIds: [p.requestId], startRequestId: p.requestId,
       closeEventId: 0, newRunId: null, parent: p.parent,
+      root: p.parent ? (this.loadState(p.parent.runId)?.root ?? { workflowId: p.parent.workflowId, runId: p.parent.runId }) : undefined,
     };
     this.store.insertRun({
       run_id: runId, namespace: p.namespace, workflow_id: p.workflowId, workflow_type: p.type, task_queue: p.taskQueue,

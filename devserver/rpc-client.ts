@@ -28,7 +28,8 @@ export function executionInfo(engine: Engine, s: RunState) {
     taskQueue: s.taskQueue,
     firstRunId: s.firstRunId,
     parentExecution: s.parent ? { workflowId: s.parent.workflowId, runId: s.parent.runId } : null,
-    rootExecution: { workflowId: s.workflowId, runId: s.runId },
+    rootExecution: s.root ?? { workflowId: s.workflowId, runId: s.runId },
+    stateTransitionCount: s.stateTransitions ?? 0,
   };
 }
 

@@ -10,7 +10,7 @@ import type { RunTx, ActivityState } from './run.js';
 import * as activities from './activities.js';
 import { checkLongPollDeadline } from './matching.js';
 import { takeWorkflowTask, completeWorkflowTask, failWorkflowTask, respondQueryTaskCompleted } from './workflow-tasks.js';
-import { api, ts, BLOB_ERROR_BYTES, payloadSize, b64, decodeToken, notFound, invalid, type IPayload } from './proto.js';
+import { api, ts, dur, BLOB_ERROR_BYTES, payloadSize, b64, decodeToken, notFound, invalid, type IPayload } from './proto.js';
 import { randomUUID } from 'node:crypto';
 
 /** Runs `fn` on the started activity a token names; NOT_FOUND when the run closed or the attempt is stale. */
@@ -48,6 +48,33 @@ const heartbeat = (req: Details) => (r: RunTx, act: ActivityState) => {
   act.lastHeartbeatMs = r.now;
   return { cancelRequested: act.cancelRequestedEventId > 0 };
 };
+
+const TQT = api.enums.v1.TaskQueueType;
+
+function pollersOf(engine: Engine, ns: string, kind: 'wf' | 'act', queue: string) {
+  return engine.matching.recentPollers(ns, kind, queue).map((p) => ({ identity: p.identity, lastAccessTime: ts(p.lastAccessMs), ratePerSecond: 100000 }));
+}
+
+/**
+ * A queue's TaskQueueStats: the backlog is the queued tasks that are still due (a task row whose workflow task or
+ * activity attempt has moved on is skipped when polled, so it is not counted), its age is that of the oldest one
+ * (from when it was scheduled), and the rates are tasks per second added and handed out over the last 30 s.
+ */
+function queueStats(engine: Engine, ns: string, kind: 'wf' | 'act', queue: string) {
+  const scheduledMs = kind === 'wf'
+    ? `CASE WHEN json_extract(e.state, '$.wft.scheduledEventId') = t.ref AND json_extract(e.state, '$.wft.state') = 'scheduled' THEN json_extract(e.state, '$.wft.scheduledMs') END`
+    : `CASE WHEN json_extract(e.state, '$.activities."' || t.ref || '".state') = 'scheduled' AND json_extract(e.state, '$.activities."' || t.ref || '".attempt') = t.attempt THEN json_extract(e.state, '$.activities."' || t.ref || '".attemptScheduledMs') END`;
+  const row = engine.store.db
+    .prepare(`SELECT COUNT(s) AS n, MIN(s) AS oldest FROM (SELECT ${scheduledMs} AS s FROM tasks t JOIN executions e ON e.run_id = t.run_id WHERE t.namespace = ? AND t.kind = ? AND t.queue = ?)`)
+    .get(ns, kind, queue) as { n: number; oldest: number | null };
+  const { addRate, dispatchRate } = engine.matching.rates(ns, kind, queue);
+  return {
+    approximateBacklogCount: row.n,
+    approximateBacklogAge: dur(row.oldest == null ? 0 : Math.max(0, engine.clock.now() - row.oldest)),
+    tasksAddRate: addRate,
+    tasksDispatchRate: dispatchRate,
+  };
+}
 
 export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): Record<string, Handler> {
   const complete = (req: { result?: T.api.common.v1.IPayloads | null; identity?: string | null }) => (r: RunTx, act: ActivityState) => {
@@ -123,9 +150,21 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
     DescribeTaskQueue: (req: T.api.workflowservice.v1.IDescribeTaskQueueRequest) => {
       const ns = req.namespace ?? '';
       assertNs(ns);
-      const kind = req.taskQueueType === 2 ? 'act' : 'wf';
-      const pollers = engine.matching.recentPollers(ns, kind, req.taskQueue?.name ?? '').map((p) => ({ identity: p.identity, lastAccessTime: ts(p.lastAccessMs), ratePerSecond: 100000 }));
-      return { pollers };
+      const queue = req.taskQueue?.name ?? '';
+      if (!queue) throw invalid('missing task queue name');
+      if (req.apiMode === api.enums.v1.DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED) {
+        // Enhanced mode: one entry per build ID; without worker versioning there is only the unversioned one ('').
+        const types = req.taskQueueTypes?.length ? req.taskQueueTypes : [TQT.TASK_QUEUE_TYPE_WORKFLOW, TQT.TASK_QUEUE_TYPE_ACTIVITY];
+        const typesInfo: Record<number, object> = {};
+        for (const type of types) {
+          const kind = type === TQT.TASK_QUEUE_TYPE_WORKFLOW ? 'wf' : type === TQT.TASK_QUEUE_TYPE_ACTIVITY ? 'act' : null;
+          typesInfo[type] = kind ? { pollers: req.reportPollers ? pollersOf(engine, ns, kind, queue) : [], stats: req.reportStats ? queueStats(engine, ns, kind, queue) : null } : {};
+        }
+        const reachable = req.reportTaskReachability ? api.enums.v1.BuildIdTaskReachability.BUILD_ID_TASK_REACHABILITY_REACHABLE : 0;
+        return { versionsInfo: { '': { typesInfo, taskReachability: reachable } } };
+      }
+      const kind = req.taskQueueType === TQT.TASK_QUEUE_TYPE_ACTIVITY ? 'act' : 'wf';
+      return { pollers: pollersOf(engine, ns, kind, queue), stats: req.reportStats ? queueStats(engine, ns, kind, queue) : null };
     },
 
     ShutdownWorker: () => ({}),

@@ -1,7 +1,8 @@
-// A subset of Temporal's SQL-like visibility query language, compiled to a parameterised SQLite WHERE clause
-// over the executions table: comparisons, IN, BETWEEN, STARTS_WITH, IS [NOT] NULL, AND/OR/NOT, parentheses,
-// ORDER BY and (for counts) GROUP BY ExecutionStatus. System attributes map to columns; custom search
-// attributes are read from the run's JSON (KeywordList matches any element).
+// Temporal's SQL-like visibility query language as its SQL visibility store (the one `temporal server start-dev`
+// uses) accepts it, compiled to a parameterised SQLite WHERE clause over the executions table: comparisons, IN,
+// BETWEEN, STARTS_WITH, IS [NOT] NULL, AND/OR/NOT, parentheses and (for counts) GROUP BY ExecutionStatus; ORDER BY
+// is refused, as there. System attributes map to columns or to the run's state; custom search attributes are read
+// from the run's JSON (KeywordList matches any element). Error messages follow the real server's.
 import { invalid } from './proto.js';
 import { SYSTEM, type SaType } from './attributes.js';
 
@@ -12,8 +13,27 @@ const COLUMNS: Record<string, string> = {
   WorkflowId: 'workflow_id', RunId: 'run_id', WorkflowType: 'workflow_type', ExecutionStatus: 'status',
   StartTime: 'start_ms', CloseTime: 'close_ms', ExecutionTime: 'execution_ms', TaskQueue: 'task_queue',
   HistoryLength: 'history_length',
+  ParentWorkflowId: "json_extract(state, '$.parent.workflowId')",
+  ParentRunId: "json_extract(state, '$.parent.runId')",
+  RootWorkflowId: "COALESCE(json_extract(state, '$.root.workflowId'), workflow_id)",
+  RootRunId: "COALESCE(json_extract(state, '$.root.runId'), run_id)",
+  // Nanoseconds from execution time to close, as Temporal stores it; NULL while the run is open.
+  ExecutionDuration: '(close_ms - execution_ms) * 1000000',
+  StateTransitionCount: "json_extract(state, '$.stateTransitions')",
+  HistorySizeBytes: "json_extract(state, '$.historySize')",
 };
 const TIME_COLUMNS = new Set(['StartTime', 'CloseTime', 'ExecutionTime']);
+const DURATION_UNITS_NS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+
+/** ExecutionDuration values: Go duration strings (`90s`, `1h30m`, `1.5h`) or `hh:mm:ss`, as nanoseconds. */
+function parseDurationNs(v: string): number | undefined {
+  const clock = /^(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$/.exec(v);
+  if (clock) return ((Number(clock[1]) * 60 + Number(clock[2])) * 60 + Number(clock[3])) * 1e9;
+  if (!/^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/.test(v)) return undefined;
+  let total = 0;
+  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) total += Number(m[1]) * DURATION_UNITS_NS[m[2]!]!;
+  return Math.round(total);
+}
 
 type Tok = { k: 'id' | 'str' | 'num' | 'op' | 'punct'; v: string };
 
@@ -63,7 +83,7 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
     const col = COLUMNS[t.v];
     if (col) return { sql: col, name: t.v, list: false };
     const type = typeOf(t.v);
-    if (!type || SYSTEM.has(t.v)) throw invalid(`invalid query: unknown search attribute ${t.v}`);
+    if (!type || SYSTEM.has(t.v)) throw invalid(`invalid query: invalid search attribute: ${t.v}`);
     return { sql: `json_extract(search_json, '$."${t.v.replace(/"/g, '')}"')`, name: t.v, list: type === 'KeywordList' };
   };
   const value = (name: string): unknown => {
@@ -76,8 +96,13 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
     else throw invalid(`invalid query: expected a value near '${t.v}'`);
     if (name === 'ExecutionStatus' && typeof v === 'string') {
       const code = STATUS_NAMES[v];
-      if (code === undefined) throw invalid(`invalid query: unknown ExecutionStatus '${v}' (use ${Object.keys(STATUS_NAMES).join(', ')})`);
+      if (code === undefined) throw invalid(`invalid query: invalid expression: invalid ExecutionStatus value '${v}' (one of ${Object.keys(STATUS_NAMES).join(', ')})`);
       return code;
+    }
+    if (name === 'ExecutionDuration' && typeof v === 'string') {
+      const ns = parseDurationNs(v);
+      if (ns === undefined) throw invalid(`invalid query: invalid expression: invalid ExecutionDuration value '${v}' (a duration such as '90s', '1h30m' or '01:30:00')`);
+      return ns;
     }
     if (TIME_COLUMNS.has(name) && typeof v === 'string') {
       const t2 = Date.parse(v);
@@ -127,6 +152,10 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
     }
     if (not) throw invalid('invalid query: NOT must be followed by IN, BETWEEN or STARTS_WITH here');
     const op = toks[i++];
+    if (op?.k === 'id') {
+      const type = f.name in COLUMNS ? (TIME_COLUMNS.has(f.name) ? 'Datetime' : /Length|Count|Bytes|Duration/.test(f.name) ? 'Int' : 'Keyword') : typeOf(f.name);
+      throw invalid(`invalid query: operation is not supported: operator '${op.v.toUpperCase()}' not supported for ${type} type search attribute '${f.name}'`);
+    }
     if (!op || op.k !== 'op') throw invalid(`invalid query: expected an operator after ${f.name}`);
     const sqlOp = op.v === '<>' ? '!=' : op.v;
     const v = param(value(f.name));
@@ -166,26 +195,17 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
 
   let where = '1';
   if (i < toks.length && !isKw('ORDER') && !isKw('GROUP')) where = expr();
-  let orderBy = 'COALESCE(close_ms, 9e15) DESC, start_ms DESC, run_id';
+  const orderBy = 'COALESCE(close_ms, 9e15) DESC, start_ms DESC, run_id';
   let groupByStatus = false;
   if (isKw('GROUP')) {
     i++;
     expectKw('BY');
     const t = toks[i++];
-    if (t?.v !== 'ExecutionStatus') throw invalid('invalid query: only GROUP BY ExecutionStatus is supported');
+    if (t?.v !== 'ExecutionStatus') throw invalid(`invalid query: operation is not supported: 'GROUP BY' clause is not supported for search attribute ${t?.v ?? ''}`);
     groupByStatus = true;
   }
-  if (isKw('ORDER')) {
-    i++;
-    expectKw('BY');
-    const parts: string[] = [];
-    do {
-      const f = field();
-      const dir = isKw('DESC') ? (i++, 'DESC') : isKw('ASC') ? (i++, 'ASC') : 'ASC';
-      parts.push(`${f.sql} ${dir}`);
-    } while (punct(',') && ++i);
-    orderBy = `${parts.join(', ')}, run_id`;
-  }
+  // Temporal's SQL visibility lists newest first (open runs, then by close time) and cannot sort otherwise.
+  if (isKw('ORDER')) throw invalid("invalid query: operation is not supported: 'ORDER BY' clause");
   if (i < toks.length) throw invalid(`invalid query: unexpected '${toks[i]!.v}'`);
   return { where, params, orderBy, groupByStatus };
 }
