@@ -97,6 +97,12 @@ function valueFits(type: SaType, v: unknown): boolean {
   }
 }
 
+/** A value as Go's %v prints it (the real server's wording of a bad value): strings bare, lists in brackets. */
+function goValue(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(goValue).join(' ')}]`;
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
 export class SearchAttributeRegistry {
   private readonly get;
   private readonly put;
@@ -140,7 +146,7 @@ export class SearchAttributeRegistry {
       }
       const type = this.typeOf(ns, name);
       if (!type) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name} (register it first: OperatorService.AddSearchAttributes, \`temporal operator search-attribute create\` or the dev server's --search-attribute)`);
-      if (!valueFits(type, value)) throw invalid(`invalid value for search attribute ${name} of type ${type}: ${JSON.stringify(value)}`);
+      if (!valueFits(type, value)) throw invalid(`invalid value for search attribute ${name} of type ${type}: ${goValue(value)}`);
       fields[name] = p;
     }
     const json: Record<string, unknown> = {};
