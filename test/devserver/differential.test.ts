@@ -336,4 +336,18 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
       return { forward: await read(false), reverse: await read(true) };
     });
   });
+
+  // Last: it restarts the real server. The helper's kill + restart keep the database and the address.
+  it('test/servers/temporal-cli: a SIGKILLed real server restarts on the same database and port', async () => {
+    const theirs = servers.find((s) => s.name === 'temporal')!;
+    const req = startReq(`diff-restart-${randomUUID()}`);
+    await ws(theirs).startWorkflowExecution(req);
+    const before = real!.process.pid;
+    await real!.kill('SIGKILL');
+    expect(real!.process.signalCode).toBe('SIGKILL');
+    await real!.restart();
+    expect(real!.process.pid).not.toBe(before);
+    const d = await eventually(() => ws(theirs).describeWorkflowExecution({ namespace: 'default', execution: { workflowId: req.workflowId } }).catch(() => null), 30_000, 'the workflow after restart');
+    expect(d.workflowExecutionInfo?.status).toBe(api.enums.v1.WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING);
+  });
 });
