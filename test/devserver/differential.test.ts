@@ -104,6 +104,14 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
     });
   });
 
+  it('OperatorService.ListSearchAttributes: the same system attributes; registered ones listed as custom', async () => {
+    await same(async (s) => {
+      const r = await s.connection.operatorService.listSearchAttributes({ namespace: 'default' });
+      const sorted = (m: Record<string, unknown> | null | undefined) => Object.fromEntries(Object.entries(m ?? {}).sort());
+      return { system: sorted(r.systemAttributes), diffCustom: sorted(Object.fromEntries(Object.entries(r.customAttributes ?? {}).filter(([k]) => k.startsWith('Diff')))) };
+    });
+  });
+
   it('long polls need a deadline at least 2 s away', async () => {
     const queue = `diff-poll-${randomUUID()}`;
     await same(async (s) => ({
@@ -240,6 +248,21 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
         count: reason(await outcome(ws(s).countWorkflowExecutions({ namespace: 'default', query }))),
       }));
       expect(result.list).toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+    });
+
+    it('lists newest first (open runs first) and pages through the same order', async () => {
+      await same(async (s) => {
+        const query = `WorkflowId STARTS_WITH '${tag}'`;
+        const whole = (await ws(s).listWorkflowExecutions({ namespace: 'default', query })).executions.map((e) => e.execution!.workflowId);
+        const paged: string[] = [];
+        let nextPageToken: Uint8Array | undefined;
+        do {
+          const page = await ws(s).listWorkflowExecutions({ namespace: 'default', query, pageSize: 1, nextPageToken });
+          paged.push(...page.executions.map((e) => e.execution!.workflowId!));
+          nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
+        } while (nextPageToken);
+        return { whole, paged };
+      });
     });
 
     it('list entries: history length, size, transitions and duration appear once the run has closed', async () => {
