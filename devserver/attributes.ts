@@ -120,7 +120,7 @@ export class SearchAttributeRegistry {
 
   register(ns: string, name: string, type: string): void {
     if (!(SA_TYPES as readonly string[]).includes(type)) throw invalid(`Unknown search attribute type ${type} for ${name}; use one of ${SA_TYPES.join(', ')}`);
-    if (PREDEFINED[name]) throw invalid(`Search attribute ${name} is reserved by the system`);
+    if (PREDEFINED[name]) throw invalid(`Search attribute ${name} is reserved by system.`);
     this.put.run(ns, name, type);
   }
 

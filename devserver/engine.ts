@@ -21,6 +21,8 @@ type ClosedListener = (e: { namespace: string; workflowId: string; runId: string
 
 const DEFAULT_WFT_TIMEOUT_MS = 10_000;
 const MAX_WFT_TIMEOUT_MS = 120_000;
+/** Temporal's limit.maxIDLength: workflow IDs longer than this are refused. */
+const MAX_ID_LENGTH = 1000;
 const CLOSED_STATUSES_RETRYABLE = new Set([WS.WORKFLOW_EXECUTION_STATUS_FAILED, WS.WORKFLOW_EXECUTION_STATUS_CANCELED, WS.WORKFLOW_EXECUTION_STATUS_TERMINATED, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT]);
 
 /** Everything a new run needs; used by start, signal-with-start, continue-as-new and schedules. */
@@ -140,11 +142,11 @@ export class Engine {
     if (!workflowId) throw invalid('WorkflowId is not set on request.');
     if (runId) {
       const row = this.store.getRun(runId);
-      if (!row || row.namespace !== ns || row.workflow_id !== workflowId) throw notFound(`workflow execution not found: ${workflowId}/${runId}`);
+      if (!row || row.namespace !== ns || row.workflow_id !== workflowId) throw notFound(`workflow execution not found for workflow ID "${workflowId}" and run ID "${runId}"`);
       return runId;
     }
     const current = this.store.currentRunId(ns, workflowId);
-    if (!current) throw notFound(`workflow execution not found: ${workflowId}`);
+    if (!current) throw notFound(`workflow not found for ID: ${workflowId}`);
     return current;
   }
 
@@ -215,7 +217,8 @@ export class Engine {
     const workflowId = req.workflowId ?? '';
     if (!workflowId) throw invalid('WorkflowId is not set on request.');
     if (!req.workflowType?.name) throw invalid('WorkflowType is not set on request.');
-    if (!req.taskQueue?.name) throw invalid('TaskQueue is not set on request.');
+    if (workflowId.length > MAX_ID_LENGTH) throw invalid('WorkflowId exceeds maximum allowed length');
+    if (!req.taskQueue?.name) throw invalid('missing task queue name');
     if (req.cronSchedule) throw invalid('cron_schedule is not supported by the finetune dev server; create a schedule instead (client.schedule.create)');
     checkSearchAttributeLimits(req.searchAttributes?.indexedFields);
     checkBlob('input', req.input?.payloads, this.log);
@@ -223,7 +226,9 @@ export class Engine {
     checkMemo('memo', req.memo, this.log);
     const execTimeoutMs = ms(req.workflowExecutionTimeout);
     let runTimeoutMs = ms(req.workflowRunTimeout);
-    if (runTimeoutMs < 0 || execTimeoutMs < 0 || ms(req.workflowTaskTimeout) < 0) throw invalid('Invalid WorkflowTimeout: timeouts must not be negative.');
+    for (const [field, value] of [['WorkflowExecutionTimeoutSeconds', execTimeoutMs], ['WorkflowRunTimeoutSeconds', runTimeoutMs], ['WorkflowTaskTimeoutSeconds', ms(req.workflowTaskTimeout)]] as const) {
+      if (value < 0) throw invalid(`An invalid ${field} is set on request. cause: negative duration`);
+    }
     if (execTimeoutMs > 0 && (runTimeoutMs === 0 || runTimeoutMs > execTimeoutMs)) runTimeoutMs = execTimeoutMs;
     const requestId = req.requestId || randomUUID();
 
@@ -337,7 +342,8 @@ export class Engine {
   }
 
   requestCancelTx(r: RunTx, reason: string, identity: string): void {
-    if (!r.open) throw notFound('workflow execution already completed');
+    if (!r.open) return; // as on Temporal, cancelling a closed run succeeds and changes nothing
+
     if (r.s.cancelRequested) return; // repeated requests are accepted without a second event
     r.s.cancelRequested = true;
     r.addWaking({

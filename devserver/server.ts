@@ -77,6 +77,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   for (const name of new Set(['default', opts.namespace ?? 'default'])) insertNs.run(name, randomUUID(), '', RETENTION_DAYS, clock.now());
   for (const [name, type] of Object.entries(opts.searchAttributes ?? {})) engine.sa.register(opts.namespace ?? 'default', name, type);
   const assertNs = (ns: string) => {
+    if (!ns) throw new ServiceError(grpc.status.INVALID_ARGUMENT, 'Namespace is empty.');
     if (!getNs.get(ns)) {
       const detail = api.errordetails.v1.NamespaceNotFoundFailure.encode({ namespace: ns }).finish();
       const msg = `Namespace ${ns} is not found.`;
@@ -136,7 +137,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     ListNamespaces: () => ({ namespaces: store.db.prepare('SELECT * FROM namespaces ORDER BY name').all().map(describeNs) }),
     RegisterNamespace: (req: T.api.workflowservice.v1.IRegisterNamespaceRequest) => {
       if (!req.namespace) throw new ServiceError(grpc.status.INVALID_ARGUMENT, 'Namespace is not set on request.');
-      if (getNs.get(req.namespace)) throw new ServiceError(grpc.status.ALREADY_EXISTS, 'Namespace already exists.');
+      if (getNs.get(req.namespace)) throw new ServiceError(grpc.status.ALREADY_EXISTS, `Namespace "${req.namespace}" already exists`);
       const days = Math.max(1, Math.round(((req.workflowExecutionRetentionPeriod?.seconds as any)?.toNumber?.() ?? 86_400) / 86_400));
       insertNs.run(req.namespace, randomUUID(), req.description ?? '', days, clock.now());
       return {};
@@ -157,8 +158,9 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
         for (const [name, t] of Object.entries(req.searchAttributes ?? {})) {
           const type = SA_TYPES[(t as number) - 1];
           if (!type) throw new ServiceError(grpc.status.INVALID_ARGUMENT, `Unknown search attribute type ${t} for ${name}.`);
-          const existing = engine.sa.typeOf(ns, name);
-          if (existing && existing !== type) throw new ServiceError(grpc.status.ALREADY_EXISTS, `Search attribute ${name} already exists with type ${existing}.`);
+          if (PREDEFINED[name]) throw new ServiceError(grpc.status.INVALID_ARGUMENT, `Search attribute ${name} is reserved by system.`);
+          // As on Temporal, a name that is already registered is left as it is, whatever type is asked for.
+          if (engine.sa.typeOf(ns, name)) continue;
           engine.sa.register(ns, name, type);
         }
       });

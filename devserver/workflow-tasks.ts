@@ -174,7 +174,7 @@ export function queryWorkflow(engine: Engine, ns: string, req: T.api.workflowser
     throw new ServiceError(status.FAILED_PRECONDITION, 'Cannot query workflow due to Workflow Task in failed state.');
   }
   if (closed && s.lastCompletedStartedEventId === 0) {
-    throw new ServiceError(status.FAILED_PRECONDITION, 'Cannot query workflow: it closed before its first workflow task completed.');
+    throw new ServiceError(status.FAILED_PRECONDITION, 'Workflow execution closed before WorkflowTaskStarted event');
   }
   return new Promise((resolve, reject) => {
     const q: PendingQuery = { id: randomUUID(), ns, runId, queue: s.taskQueue, query: req.query!, dispatched: false, resolve, reject };

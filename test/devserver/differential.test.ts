@@ -112,6 +112,56 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
     });
   });
 
+  describe('errors for requests that cannot succeed', () => {
+    // Each case: one request against a fixture of one running and one completed workflow on each server.
+    const fixture = new Map<string, { running: string; closed: string; queue: string }>();
+    beforeAll(async () => {
+      await onBoth(async (s) => {
+        const queue = `diff-errors-${randomUUID()}`;
+        const running = startReq(queue);
+        const closed = startReq(queue);
+        await ws(s).startWorkflowExecution(running);
+        await ws(s).startWorkflowExecution(closed);
+        await ws(s).terminateWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: closed.workflowId }, reason: 'fixture' });
+        fixture.set(s.name, { running: running.workflowId, closed: closed.workflowId, queue });
+      });
+    });
+    const cases: [string, (s: Server, f: { running: string; closed: string; queue: string }) => Promise<unknown>][] = [
+      ['start without a workflow ID', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowId: '' })],
+      ['start without a type', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowType: { name: '' } })],
+      ['start without a task queue', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), taskQueue: { name: '' } })],
+      ['start with a workflow ID over 1000 characters', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowId: 'w'.repeat(1001) })],
+      ['start with a negative run timeout', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowRunTimeout: { seconds: -1 } })],
+      ['start in no namespace', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), namespace: '' })],
+      ['start in an unknown namespace', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), namespace: 'no-such-namespace' })],
+      ['start an ID that is running', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowId: f.running })],
+      ['describe an unknown workflow', (s) => ws(s).describeWorkflowExecution({ namespace: 'default', execution: { workflowId: 'no-such-workflow' } })],
+      ['describe an unknown run of a known workflow', (s, f) => ws(s).describeWorkflowExecution({ namespace: 'default', execution: { workflowId: f.running, runId: randomUUID() } })],
+      ['history of an unknown workflow', (s) => ws(s).getWorkflowExecutionHistory({ namespace: 'default', execution: { workflowId: 'no-such-workflow' } })],
+      ['signal an unknown workflow', (s) => ws(s).signalWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: 'no-such-workflow' }, signalName: 's' })],
+      ['signal a closed workflow', (s, f) => ws(s).signalWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: f.closed }, signalName: 's' })],
+      ['signal without a name', (s, f) => ws(s).signalWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: f.running }, signalName: '' })],
+      ['terminate a closed workflow', (s, f) => ws(s).terminateWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: f.closed } })],
+      ['cancel a closed workflow', (s, f) => ws(s).requestCancelWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: f.closed } })],
+      ['cancel an unknown workflow', (s) => ws(s).requestCancelWorkflowExecution({ namespace: 'default', workflowExecution: { workflowId: 'no-such-workflow' } })],
+      ['query a closed workflow nobody runs', (s, f) => s.connection.withDeadline(Date.now() + 5000, () => ws(s).queryWorkflow({ namespace: 'default', execution: { workflowId: f.closed }, query: { queryType: 'q' } }))],
+      ['heartbeat with a garbage token', (s) => ws(s).recordActivityTaskHeartbeat({ namespace: 'default', taskToken: Buffer.from('garbage') })],
+      ['complete a workflow task with a garbage token', (s) => ws(s).respondWorkflowTaskCompleted({ namespace: 'default', taskToken: Buffer.from('garbage') })],
+      ['register the default namespace again', (s) => ws(s).registerNamespace({ namespace: 'default', workflowExecutionRetentionPeriod: { seconds: 86400 } })],
+      ['describe an unknown namespace', (s) => ws(s).describeNamespace({ namespace: 'no-such-namespace' })],
+      ['register a search attribute that exists', (s) => s.connection.operatorService.addSearchAttributes({ namespace: 'default', searchAttributes: { DiffKeyword: SA.INDEXED_VALUE_TYPE_KEYWORD } })],
+      ['register a search attribute with another type', (s) => s.connection.operatorService.addSearchAttributes({ namespace: 'default', searchAttributes: { DiffKeyword: SA.INDEXED_VALUE_TYPE_INT } })],
+      ['register a system attribute', (s) => s.connection.operatorService.addSearchAttributes({ namespace: 'default', searchAttributes: { WorkflowId: SA.INDEXED_VALUE_TYPE_KEYWORD } })],
+    ];
+    const uuid = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
+    it.each(cases)('%s', async (_name, call) => {
+      await same(async (s) => {
+        const o = await outcome(call(s, fixture.get(s.name)!) as Promise<unknown>);
+        return 'code' in o ? { ...o, message: o.message.replace(uuid, '<id>') } : o;
+      });
+    });
+  });
+
   it('long polls need a deadline at least 2 s away', async () => {
     const queue = `diff-poll-${randomUUID()}`;
     await same(async (s) => ({
@@ -314,9 +364,17 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
       await pollWorkflowTask(s, queue, 'diff-poller');
       await ws(s).startWorkflowExecution(startReq(queue));
       const tq = { name: queue, kind: 1 };
-      const classic = await ws(s).describeTaskQueue({ namespace: 'default', taskQueue: tq, taskQueueType: 1, reportStats: true });
+      // Temporal refreshes its stats every few seconds: wait until both the backlog and the rates show.
+      const complete = (st: Parameters<typeof shapeStats>[0]) => Object.values(shapeStats(st) ?? { none: false }).every(Boolean);
+      const classic = await eventually(async () => {
+        const d = await ws(s).describeTaskQueue({ namespace: 'default', taskQueue: tq, taskQueueType: 1, reportStats: true });
+        return complete(d.stats) && d;
+      }, 20_000, `${s.name}: task queue stats`);
       const plain = await ws(s).describeTaskQueue({ namespace: 'default', taskQueue: tq, taskQueueType: 1 });
-      const enhanced = await ws(s).describeTaskQueue({ namespace: 'default', taskQueue: tq, apiMode: 1, reportPollers: true, reportStats: true, reportTaskReachability: true });
+      const enhanced = await eventually(async () => {
+        const d = await ws(s).describeTaskQueue({ namespace: 'default', taskQueue: tq, apiMode: 1, reportPollers: true, reportStats: true, reportTaskReachability: true });
+        return complete(d.versionsInfo?.['']?.typesInfo?.[1]?.stats) && d;
+      }, 20_000, `${s.name}: enhanced task queue stats`);
       const version = enhanced.versionsInfo?.[''];
       return {
         classicPollers: classic.pollers?.map((p) => [p.identity, p.ratePerSecond]),
