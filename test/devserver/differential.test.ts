@@ -11,6 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Client, Connection } from '@temporalio/client';
 import { startDevServer, type DevServer } from '../../devserver/index.js';
 import { temporal } from '../../devserver/proto.js';
+import type { google } from '@temporalio/proto';
 import { findTemporalCli, startTemporalDevServer, type TemporalDevServer } from '../servers/temporal-cli.js';
 import { eventually } from './env.js';
 
@@ -41,6 +42,8 @@ async function outcome<T>(p: Promise<T>, shape: (v: T) => unknown = () => 'ok'):
   }
 }
 
+/** A Duration of `n` seconds (protobufjs encodes plain numbers as int64; the generated types ask for Long). */
+const seconds = (n: number) => ({ seconds: n }) as unknown as google.protobuf.IDuration;
 const payload = (bytes: number) => ({ metadata: { encoding: Buffer.from('binary/plain') }, data: Buffer.alloc(bytes, 0x61) });
 const typedSa = (type: string, value: unknown) => ({ metadata: { encoding: Buffer.from('json/plain'), type: Buffer.from(type) }, data: Buffer.from(JSON.stringify(value)) });
 
@@ -133,7 +136,7 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
       ['start without a type', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowType: { name: '' } })],
       ['start without a task queue', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), taskQueue: { name: '' } })],
       ['start with a workflow ID over 1000 characters', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowId: 'w'.repeat(1001) })],
-      ['start with a negative run timeout', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowRunTimeout: { seconds: -1 } })],
+      ['start with a negative run timeout', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowRunTimeout: seconds(-1) })],
       ['start in no namespace', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), namespace: '' })],
       ['start in an unknown namespace', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), namespace: 'no-such-namespace' })],
       ['start an ID that is running', (s, f) => ws(s).startWorkflowExecution({ ...startReq(f.queue), workflowId: f.running })],
@@ -149,7 +152,7 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
       ['query a closed workflow nobody runs', (s, f) => s.connection.withDeadline(Date.now() + 5000, () => ws(s).queryWorkflow({ namespace: 'default', execution: { workflowId: f.closed }, query: { queryType: 'q' } }))],
       ['heartbeat with a garbage token', (s) => ws(s).recordActivityTaskHeartbeat({ namespace: 'default', taskToken: Buffer.from('garbage') })],
       ['complete a workflow task with a garbage token', (s) => ws(s).respondWorkflowTaskCompleted({ namespace: 'default', taskToken: Buffer.from('garbage') })],
-      ['register the default namespace again', (s) => ws(s).registerNamespace({ namespace: 'default', workflowExecutionRetentionPeriod: { seconds: 86400 } })],
+      ['register the default namespace again', (s) => ws(s).registerNamespace({ namespace: 'default', workflowExecutionRetentionPeriod: seconds(86400) })],
       ['describe an unknown namespace', (s) => ws(s).describeNamespace({ namespace: 'no-such-namespace' })],
       ['register a search attribute that exists', (s) => s.connection.operatorService.addSearchAttributes({ namespace: 'default', searchAttributes: { DiffKeyword: SA.INDEXED_VALUE_TYPE_KEYWORD } })],
       ['register a search attribute with another type', (s) => s.connection.operatorService.addSearchAttributes({ namespace: 'default', searchAttributes: { DiffKeyword: SA.INDEXED_VALUE_TYPE_INT } })],
