@@ -85,7 +85,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     }
   };
   const describeNs = (row: any) => ({
-    namespaceInfo: { name: row.name, state: 1, description: row.description, id: row.id, capabilities: {} },
+    // Of the namespace capabilities, only updates (sync and async) are implemented.
+    namespaceInfo: { name: row.name, state: 1, description: row.description, id: row.id, capabilities: { syncUpdate: true, asyncUpdate: true } },
     config: { workflowExecutionRetentionTtl: dur(row.retention_days * 86_400_000) },
     isGlobalNamespace: false,
   });

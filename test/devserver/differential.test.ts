@@ -99,6 +99,14 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
     }
   });
 
+  it('DescribeNamespace: no namespace capability the real server lacks, and updates are on', async () => {
+    const [ours, theirs] = await onBoth((s) => ws(s).describeNamespace({ namespace: 'default' }));
+    const claimed = Object.entries(ours.namespaceInfo?.capabilities ?? {}).filter(([, v]) => v === true).map(([k]) => k);
+    expect(claimed.sort()).toEqual(['asyncUpdate', 'syncUpdate']);
+    for (const k of claimed) expect((theirs.namespaceInfo?.capabilities as Record<string, unknown>)[k], `capability ${k}`).toBe(true);
+    expect(ours.namespaceInfo?.state).toBe(theirs.namespaceInfo?.state);
+  });
+
   it('GetSearchAttributes: the same system and predefined attributes with the same types', async () => {
     const devServerCustom = /^(Keyword|Text|Int|Double|Bool|Datetime|KeywordList)\d\d$/; // pre-registered by start-dev
     await same(async (s) => {
