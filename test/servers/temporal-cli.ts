@@ -88,6 +88,15 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Rejects when something already listens on 127.0.0.1:`port` (it would answer instead of the new server). */
+function assertPortFree(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', (e) => reject(new Error(`cannot start temporal server start-dev on port ${port}: ${(e as Error).message}`)));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
+  });
+}
+
 const GET_SYSTEM_INFO = '/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo';
 
 /** Resolves when GetSystemInfo answers at `address`; rejects when `exited()` reports the process gone or time runs out. */
@@ -134,6 +143,7 @@ export async function startTemporalDevServer(opts: TemporalDevServerOptions = {}
   const launch = async () => {
     exitInfo = null;
     output = '';
+    await assertPortFree(port);
     child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (b: Buffer) => {
       output = (output + b.toString()).slice(-4000);
