@@ -20,7 +20,7 @@ function withActivity<T>(engine: Engine, token: Uint8Array | null | undefined, f
   return engine.withRun(t.r, (r) => {
     if (!r.open) throw notFound('workflow execution already completed');
     const act = activities.byToken(r, t.s, t.a);
-    if (!act) throw notFound('activity task not found (it timed out, was retried, or was cancelled)');
+    if (!act) throw notFound('invalid activityID or activity already timed out or invoking workflow is completed');
     return fn(r, act);
   });
 }
@@ -31,9 +31,14 @@ function withActivityById<R>(engine: Engine, req: { namespace?: string | null; w
   return engine.withRun(runId, (r) => {
     if (!r.open) throw notFound('workflow execution already completed');
     const act = Object.values(r.s.activities).find((a) => a.activityId === req.activityId);
-    if (!act || act.state !== 'started') throw notFound(`activity ${req.activityId} is not running`);
+    if (!act || act.state !== 'started') throw notFound(`cannot find pending activity with ActivityID ${req.activityId}, check workflow execution history for more details`);
     return fn(r, act);
   });
+}
+
+/** A worker reports an activity failure as an application failure; anything else is refused, as on Temporal. */
+function checkActivityFailure(failure: T.api.failure.v1.IFailure | null | undefined): void {
+  if (failure && !failure.applicationFailureInfo) throw invalid('Failure must have ApplicationFailureInfo.');
 }
 
 function size(payloads: IPayload[] | null | undefined): number {
@@ -142,8 +147,14 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
     RecordActivityTaskHeartbeatById: (req: T.api.workflowservice.v1.IRecordActivityTaskHeartbeatByIdRequest) => withActivityById(engine, req, heartbeat(req)),
     RespondActivityTaskCompleted: (req: T.api.workflowservice.v1.IRespondActivityTaskCompletedRequest) => withActivity(engine, req.taskToken, complete(req)),
     RespondActivityTaskCompletedById: (req: T.api.workflowservice.v1.IRespondActivityTaskCompletedByIdRequest) => withActivityById(engine, req, complete(req)),
-    RespondActivityTaskFailed: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedRequest) => withActivity(engine, req.taskToken, fail(req)),
-    RespondActivityTaskFailedById: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedByIdRequest) => withActivityById(engine, req, fail(req)),
+    RespondActivityTaskFailed: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedRequest) => {
+      checkActivityFailure(req.failure);
+      return withActivity(engine, req.taskToken, fail(req));
+    },
+    RespondActivityTaskFailedById: (req: T.api.workflowservice.v1.IRespondActivityTaskFailedByIdRequest) => {
+      checkActivityFailure(req.failure);
+      return withActivityById(engine, req, fail(req));
+    },
     RespondActivityTaskCanceled: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledRequest) => withActivity(engine, req.taskToken, cancel(req)),
     RespondActivityTaskCanceledById: (req: T.api.workflowservice.v1.IRespondActivityTaskCanceledByIdRequest) => withActivityById(engine, req, cancel(req)),
 

@@ -187,6 +187,35 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
     });
   });
 
+  it('task tokens that are no longer current: NOT_FOUND alike', async () => {
+    const uuid = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g;
+    const reason = (o: Outcome) => ('code' in o ? { code: o.code, message: o.message.replace(uuid, '<id>') } : o);
+    await same(async (s) => {
+      const queue = `diff-tokens-${randomUUID()}`;
+      const req = startReq(queue);
+      await ws(s).startWorkflowExecution(req);
+      const wft = await pollWorkflowTask(s, queue);
+      await completeTask(s, wft.taskToken!, [{
+        commandType: 1,
+        scheduleActivityTaskCommandAttributes: { activityId: 'a1', activityType: { name: 'work' }, taskQueue: { name: queue }, startToCloseTimeout: { seconds: 60 } },
+      }]);
+      const staleWorkflowTask = reason(await outcome(completeTask(s, wft.taskToken!, [])));
+      const act = await s.connection.withDeadline(Date.now() + 10_000, () => ws(s).pollActivityTaskQueue({ namespace: 'default', taskQueue: { name: queue }, identity: 'diff-worker' }));
+      const heartbeat = await outcome(ws(s).recordActivityTaskHeartbeat({ namespace: 'default', taskToken: act.taskToken }), (r) => r.cancelRequested);
+      await ws(s).respondActivityTaskCompleted({ namespace: 'default', taskToken: act.taskToken, identity: 'diff-worker' });
+      return {
+        activity: { type: act.activityType?.name, attempt: act.attempt, id: act.activityId },
+        staleWorkflowTask,
+        heartbeat,
+        completeAgain: reason(await outcome(ws(s).respondActivityTaskCompleted({ namespace: 'default', taskToken: act.taskToken }))),
+        failAfterComplete: reason(await outcome(ws(s).respondActivityTaskFailed({ namespace: 'default', taskToken: act.taskToken, failure: { message: 'late', applicationFailureInfo: {} } }))),
+        failWithoutApplicationInfo: reason(await outcome(ws(s).respondActivityTaskFailed({ namespace: 'default', taskToken: act.taskToken, failure: { message: 'late', serverFailureInfo: {} } }))),
+        heartbeatAfterComplete: reason(await outcome(ws(s).recordActivityTaskHeartbeat({ namespace: 'default', taskToken: act.taskToken }))),
+        byIdUnknown: reason(await outcome(ws(s).respondActivityTaskCompletedById({ namespace: 'default', workflowId: req.workflowId, activityId: 'no-such-activity' }))),
+      };
+    });
+  });
+
   it('long polls need a deadline at least 2 s away', async () => {
     const queue = `diff-poll-${randomUUID()}`;
     await same(async (s) => ({
