@@ -64,7 +64,7 @@ describe.skipIf(!cli && !required)('embedded dev server vs temporal server start
   afterAll(async () => {
     for (const s of servers) await s.connection.close();
     await embedded?.close();
-    await real?.kill();
+    await real?.close();
   });
 
   /** Runs `fn` on both servers at once; returns [embedded, temporal]. */

@@ -6,10 +6,10 @@
 //   real.address                              // '127.0.0.1:PORT' for Connection.connect / NativeConnection
 //   await real.kill('SIGKILL');               // e.g. to test recovery; resolves when the process has exited
 //   await real.restart();                     // same binary, ports and database; resolves when it answers again
-//   await real.kill();                        // at the end (SIGKILL unless told otherwise)
+//   await real.close();                       // at the end: SIGKILL, and the temporary database is removed
 //
-// Without `dbFile` the server gets a SQLite file in a fresh temporary directory (removed when this process exits),
-// so restart() keeps the state either way.
+// Without `dbFile` the server gets a SQLite file in a fresh temporary directory, kept across kill() and restart()
+// and removed by close() (or when this process exits normally); a `dbFile` you pass is never removed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -47,6 +47,8 @@ export interface TemporalDevServer {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Kills the server if it still runs, then starts it again on the same database and ports. */
   restart(): Promise<void>;
+  /** Kills the server (SIGKILL) and removes the temporary database directory it was given, if any. */
+  close(): Promise<void>;
 }
 
 function isExecutable(path: string): boolean {
@@ -124,9 +126,11 @@ export async function startTemporalDevServer(opts: TemporalDevServerOptions = {}
   const bin = findTemporalCli();
   if (!bin) throw new Error('the Temporal CLI was not found: put `temporal` on PATH or set FINETUNE_TEMPORAL_CLI');
   let dbFile = opts.dbFile;
+  let tempDir: string | undefined;
   if (!dbFile) {
     const dir = mkdtempSync(join(tmpdir(), 'temporal-dev-'));
     process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    tempDir = dir;
     dbFile = join(dir, 'temporal.db');
   }
   const port = opts.port ?? (await freePort());
@@ -178,6 +182,10 @@ export async function startTemporalDevServer(opts: TemporalDevServerOptions = {}
     async restart() {
       await kill('SIGKILL');
       await launch();
+    },
+    async close() {
+      await kill('SIGKILL');
+      if (tempDir) rmSync(tempDir, { recursive: true, force: true });
     },
   };
 }
