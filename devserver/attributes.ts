@@ -1,20 +1,36 @@
-// Search attributes: a per-namespace registry name → type, validation of incoming attributes, and the `type`
-// metadata every payload in a response must carry (the TS SDK's typed API drops attributes without it).
-// Unknown names are accepted when the payload itself says its type (the SDK's typed API always does) and are
-// registered on first use; untyped unknown names are rejected as on a real server.
+// Search attributes: a per-namespace registry name → type, validation of incoming attributes (Temporal's limits
+// and messages), and the `type` metadata every payload in a response must carry (the TS SDK's typed API drops
+// attributes without it). As on a real server, a name must be registered before use (OperatorService, the
+// `searchAttributes` option, `--search-attribute`), and its registered type decides how a value is checked.
 import type { Store } from './store.js';
 import { api, decodeJsonPayload, invalid, type IPayload, b64, unb64 } from './proto.js';
 
 export const SA_TYPES = ['Text', 'Keyword', 'Int', 'Double', 'Bool', 'Datetime', 'KeywordList'] as const;
 export type SaType = (typeof SA_TYPES)[number];
 
-/** Attributes every namespace knows: written by the SDK/server itself, or system columns for queries. */
+/**
+ * Attributes every namespace knows, as a real server lists them (GetSearchAttributes): the system columns of the
+ * executions (SYSTEM) and the predefined attributes written by the SDK or the server itself. Those this server
+ * never writes (worker deployments, pause info, batcher, ...) are still valid in queries, and match no run.
+ */
 export const PREDEFINED: Record<string, SaType> = {
   TemporalChangeVersion: 'KeywordList',
   TemporalScheduledById: 'Keyword',
   TemporalScheduledStartTime: 'Datetime',
+  TemporalSchedulePaused: 'Bool',
   BinaryChecksums: 'KeywordList',
   BuildIds: 'KeywordList',
+  BatcherUser: 'Keyword',
+  BatcherNamespace: 'Keyword',
+  TemporalNamespaceDivision: 'Keyword',
+  TemporalPauseInfo: 'KeywordList',
+  TemporalReportedProblems: 'KeywordList',
+  TemporalWorkerDeployment: 'Keyword',
+  TemporalWorkerDeploymentVersion: 'Keyword',
+  TemporalWorkflowVersioningBehavior: 'Keyword',
+  TemporalUsedWorkerDeploymentVersions: 'KeywordList',
+  TemporalExternalPayloadCount: 'Int',
+  TemporalExternalPayloadSizeBytes: 'Int',
   WorkflowId: 'Keyword',
   RunId: 'Keyword',
   WorkflowType: 'Keyword',
@@ -22,12 +38,39 @@ export const PREDEFINED: Record<string, SaType> = {
   StartTime: 'Datetime',
   CloseTime: 'Datetime',
   ExecutionTime: 'Datetime',
+  ExecutionDuration: 'Int',
   TaskQueue: 'Keyword',
   HistoryLength: 'Int',
+  HistorySizeBytes: 'Int',
+  StateTransitionCount: 'Int',
+  ParentWorkflowId: 'Keyword',
+  ParentRunId: 'Keyword',
+  RootWorkflowId: 'Keyword',
+  RootRunId: 'Keyword',
 };
-export const SYSTEM = new Set(['WorkflowId', 'RunId', 'WorkflowType', 'ExecutionStatus', 'StartTime', 'CloseTime', 'ExecutionTime', 'TaskQueue', 'HistoryLength']);
+/** Attributes that are properties of the execution itself: queryable, never set by a request. */
+export const SYSTEM = new Set([
+  'WorkflowId', 'RunId', 'WorkflowType', 'ExecutionStatus', 'StartTime', 'CloseTime', 'ExecutionTime', 'ExecutionDuration',
+  'TaskQueue', 'HistoryLength', 'HistorySizeBytes', 'StateTransitionCount', 'ParentWorkflowId', 'ParentRunId', 'RootWorkflowId', 'RootRunId',
+]);
 
 const SearchAttributes = api.common.v1.SearchAttributes;
+
+/** Temporal's defaults (frontend.searchAttributesNumberOfKeysLimit, ...SizeOfValueLimit, ...TotalSizeLimit). */
+export const SA_LIMITS = { keys: 100, valueBytes: 2 * 1024, totalBytes: 40 * 1024 };
+
+/** The size limits a real server puts on the attributes of one request, checked in its order and wording. */
+export function checkSearchAttributeLimits(fields: Record<string, IPayload> | null | undefined): void {
+  const entries = Object.entries(fields ?? {});
+  if (entries.length > SA_LIMITS.keys) throw invalid(`number of search attributes ${entries.length} exceeds limit ${SA_LIMITS.keys}`);
+  let total = 0;
+  for (const [name, p] of entries) {
+    const size = p?.data?.length ?? 0;
+    if (size > SA_LIMITS.valueBytes) throw invalid(`search attribute ${name} value size ${size} exceeds size limit ${SA_LIMITS.valueBytes}`);
+    total += name.length + size;
+  }
+  if (total > SA_LIMITS.totalBytes) throw invalid(`total size of search attributes ${total} exceeds size limit ${SA_LIMITS.totalBytes}`);
+}
 type Fields = Record<string, IPayload>;
 
 function metaType(p: IPayload): string | undefined {
@@ -54,6 +97,12 @@ function valueFits(type: SaType, v: unknown): boolean {
   }
 }
 
+/** A value as Go's %v prints it (the real server's wording of a bad value): strings bare, lists in brackets. */
+function goValue(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(goValue).join(' ')}]`;
+  return typeof v === 'string' ? v : JSON.stringify(v);
+}
+
 export class SearchAttributeRegistry {
   private readonly get;
   private readonly put;
@@ -71,7 +120,7 @@ export class SearchAttributeRegistry {
 
   register(ns: string, name: string, type: string): void {
     if (!(SA_TYPES as readonly string[]).includes(type)) throw invalid(`Unknown search attribute type ${type} for ${name}; use one of ${SA_TYPES.join(', ')}`);
-    if (PREDEFINED[name]) throw invalid(`Search attribute ${name} is reserved by the system`);
+    if (PREDEFINED[name]) throw invalid(`Search attribute ${name} is reserved by system.`);
     this.put.run(ns, name, type);
   }
 
@@ -86,6 +135,7 @@ export class SearchAttributeRegistry {
    * Returns the new encoded map and its decoded JSON (for visibility queries).
    */
   merge(ns: string, current: string | null, incoming: Fields | null | undefined): { encoded: string | null; json: Record<string, unknown> } {
+    checkSearchAttributeLimits(incoming);
     const fields: Fields = { ...(unb64(SearchAttributes, current)?.indexedFields ?? {}) } as Fields;
     for (const [name, p] of Object.entries(incoming ?? {})) {
       if (SYSTEM.has(name)) throw invalid(`Search attribute ${name} is a system attribute and cannot be set`);
@@ -94,16 +144,9 @@ export class SearchAttributeRegistry {
         delete fields[name];
         continue;
       }
-      let type = this.typeOf(ns, name);
-      const declared = metaType(p);
-      if (!type) {
-        if (!declared) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name}; register it first (OperatorService.AddSearchAttributes) or send a typed attribute`);
-        this.register(ns, name, declared);
-        type = declared as SaType;
-      } else if (declared && declared !== type) {
-        throw invalid(`invalid value for search attribute ${name} of type ${type}: the payload says ${declared}`);
-      }
-      if (!valueFits(type, value)) throw invalid(`invalid value for search attribute ${name} of type ${type}: ${JSON.stringify(value)}`);
+      const type = this.typeOf(ns, name);
+      if (!type) throw invalid(`Namespace ${ns} has no mapping defined for search attribute ${name} (register it first: OperatorService.AddSearchAttributes, \`temporal operator search-attribute create\` or the dev server's --search-attribute)`);
+      if (!valueFits(type, value)) throw invalid(`invalid value for search attribute ${name} of type ${type}: ${goValue(value)}`);
       fields[name] = p;
     }
     const json: Record<string, unknown> = {};
@@ -118,7 +161,7 @@ export class SearchAttributeRegistry {
     if (!sa) return null;
     const out: Fields = {};
     for (const [name, p] of Object.entries(sa.indexedFields ?? {})) {
-      const type = metaType(p) ?? this.typeOf(ns, name);
+      const type = this.typeOf(ns, name) ?? metaType(p);
       out[name] = { data: p.data, metadata: { ...(p.metadata ?? {}), ...(type ? { type: Buffer.from(type) } : {}) } };
     }
     return { indexedFields: out };

@@ -9,13 +9,14 @@ import type { Engine } from './engine.js';
 import type { RunTx, RunState } from './run.js';
 import type { TimerRow } from './store.js';
 import { CommandError } from './activities.js';
-import { api, ET, WS, WftFailedCause as C, HistoryEvent, checkBlob } from './proto.js';
+import { api, ET, WS, WftFailedCause as C, HistoryEvent, checkBlob, checkMemo } from './proto.js';
 
 const POLICY = api.enums.v1.ParentClosePolicy;
 
-function blob(engine: Engine, cause: number, what: string, payloads: any): void {
+function blob(engine: Engine, cause: number, what: string, payloads: any, memo?: T.api.common.v1.IMemo | null): void {
   try {
     checkBlob(what, payloads?.payloads, engine.log);
+    checkMemo('child workflow memo', memo, engine.log);
   } catch (e) {
     throw new CommandError(cause, (e as Error).message);
   }
@@ -28,7 +29,7 @@ export function startChild(engine: Engine, r: RunTx, a: T.api.command.v1.IStartC
   if (!a.workflowId) throw bad('Required field WorkflowId is not set on command.');
   if (!a.workflowType?.name) throw bad('Required field WorkflowType is not set on command.');
   if (a.cronSchedule) throw bad('cron_schedule is not supported by the finetune dev server; use a schedule');
-  blob(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES, 'child workflow input', a.input);
+  blob(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES, 'child workflow input', a.input, a.memo);
   const namespace = a.namespace || r.s.namespace;
   const taskQueue = a.taskQueue?.name || r.s.taskQueue;
   const id = r.append({

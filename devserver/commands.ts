@@ -10,7 +10,7 @@ import * as children from './children.js';
 import { closeWithRetry } from './workflow-retry.js';
 import { CommandError } from './activities.js';
 import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
-import { api, CT, ET, WS, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, HistoryEvent } from './proto.js';
+import { api, CT, ET, WS, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, checkMemo, HistoryEvent } from './proto.js';
 
 type Command = T.api.command.v1.ICommand;
 const Memo = api.common.v1.Memo;
@@ -25,6 +25,14 @@ export const CLOSING = new Set<number>([
 function blob(engine: Engine, cause: number, what: string, payloads: any): void {
   try {
     checkBlob(what, payloads?.payloads, engine.log);
+  } catch (e) {
+    throw new CommandError(cause, (e as Error).message);
+  }
+}
+
+function memoLimit(engine: Engine, cause: number, what: string, memo: T.api.common.v1.IMemo | null | undefined): void {
+  try {
+    checkMemo(what, memo, engine.log);
   } catch (e) {
     throw new CommandError(cause, (e as Error).message);
   }
@@ -56,8 +64,11 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
       const a = c.startTimerCommandAttributes ?? {};
       const timerId = a.timerId ?? '';
       const after = ms(a.startToFireTimeout);
-      if (!timerId) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, 'TimerId is not set on command.');
-      if (after <= 0) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, 'A valid StartToFireTimeout is not set on command.');
+      if (!timerId) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, 'TimerId is not set on StartTimerCommand.');
+      // A zero (or unset) duration is a timer that fires at once, as on Temporal; only a negative one is refused.
+      if (after < 0) {
+        throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES, `An invalid StartToFireTimeout is set on StartTimerCommand: negative duration. TimerId=${timerId}`);
+      }
       if (s.timers[timerId]) throw new CommandError(C.WORKFLOW_TASK_FAILED_CAUSE_START_TIMER_DUPLICATE_ID, `Timer ID ${timerId} is already in use.`);
       const id = r.append({
         eventType: ET.EVENT_TYPE_TIMER_STARTED,
@@ -119,6 +130,7 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
         if (!v?.data?.length || Buffer.from(v.metadata?.encoding ?? []).toString() === 'binary/null') delete fields[k];
         else fields[k] = v;
       }
+      memoLimit(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_MODIFY_WORKFLOW_PROPERTIES_ATTRIBUTES, 'memo', { fields });
       s.memo = Object.keys(fields).length ? b64(Memo, { fields }) : null;
       r.append({
         eventType: ET.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED,
@@ -169,6 +181,7 @@ function apply(engine: Engine, r: RunTx, c: Command, completedId: number, identi
 function continueAsNew(engine: Engine, r: RunTx, a: T.api.command.v1.IContinueAsNewWorkflowExecutionCommandAttributes, completedId: number, identity: string): void {
   const s = r.s;
   blob(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES, 'continue-as-new input', a.input);
+  memoLimit(engine, C.WORKFLOW_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES, 'continue-as-new memo', a.memo);
   const type = a.workflowType?.name || s.type;
   const taskQueue = a.taskQueue?.name || s.taskQueue;
   let runTimeoutMs = ms(a.workflowRunTimeout) || s.runTimeoutMs;

@@ -8,9 +8,9 @@ import { status } from '@grpc/grpc-js';
 import { ServiceError, type Clock } from './contract.js';
 import type { Store } from './store.js';
 import { RunTx, type RunState } from './run.js';
-import { SearchAttributeRegistry } from './attributes.js';
+import { SearchAttributeRegistry, checkSearchAttributeLimits } from './attributes.js';
 import type { Matching } from './matching.js';
-import { api, ET, WS, WftFailedCause, TimeoutType, dur, ms, b64, checkBlob, notFound, invalid } from './proto.js';
+import { api, ET, WS, WftFailedCause, TimeoutType, dur, ms, b64, checkBlob, checkMemo, notFound, invalid } from './proto.js';
 import { google } from './proto.js';
 import * as children from './children.js';
 import { onTimer } from './timers.js';
@@ -21,6 +21,8 @@ type ClosedListener = (e: { namespace: string; workflowId: string; runId: string
 
 const DEFAULT_WFT_TIMEOUT_MS = 10_000;
 const MAX_WFT_TIMEOUT_MS = 120_000;
+/** Temporal's limit.maxIDLength: workflow IDs longer than this are refused. */
+const MAX_ID_LENGTH = 1000;
 const CLOSED_STATUSES_RETRYABLE = new Set([WS.WORKFLOW_EXECUTION_STATUS_FAILED, WS.WORKFLOW_EXECUTION_STATUS_CANCELED, WS.WORKFLOW_EXECUTION_STATUS_TERMINATED, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT]);
 
 /** Everything a new run needs; used by start, signal-with-start, continue-as-new and schedules. */
@@ -79,6 +81,7 @@ export class Engine {
   }
 
   private saveState(s: RunState): void {
+    s.stateTransitions = (s.stateTransitions ?? 0) + 1;
     this.store.updateRun({
       run_id: s.runId, workflow_type: s.type, task_queue: s.taskQueue, status: s.status, close_ms: s.closeMs,
       history_length: s.nextEventId - 1, search_json: JSON.stringify(s.searchJson), state: JSON.stringify(s),
@@ -87,7 +90,10 @@ export class Engine {
 
   private newTx(s: RunState): RunTx {
     return new RunTx(s, this.store, {
-      wakeQueue: (ns, kind, queue) => this.matching.notify(ns, kind, queue),
+      wakeQueue: (ns, kind, queue) => {
+        this.matching.taskAdded(ns, kind, queue);
+        this.matching.notify(ns, kind, queue);
+      },
       armTimer: (id, due) => this.armTimer(id, due),
       historyChanged: (runId) => this.historyChanged(runId),
     }, this.clock.now());
@@ -136,11 +142,11 @@ export class Engine {
     if (!workflowId) throw invalid('WorkflowId is not set on request.');
     if (runId) {
       const row = this.store.getRun(runId);
-      if (!row || row.namespace !== ns || row.workflow_id !== workflowId) throw notFound(`workflow execution not found: ${workflowId}/${runId}`);
+      if (!row || row.namespace !== ns || row.workflow_id !== workflowId) throw notFound(`workflow execution not found for workflow ID "${workflowId}" and run ID "${runId}"`);
       return runId;
     }
     const current = this.store.currentRunId(ns, workflowId);
-    if (!current) throw notFound(`workflow execution not found: ${workflowId}`);
+    if (!current) throw notFound(`workflow not found for ID: ${workflowId}`);
     return current;
   }
 
@@ -211,13 +217,18 @@ export class Engine {
     const workflowId = req.workflowId ?? '';
     if (!workflowId) throw invalid('WorkflowId is not set on request.');
     if (!req.workflowType?.name) throw invalid('WorkflowType is not set on request.');
-    if (!req.taskQueue?.name) throw invalid('TaskQueue is not set on request.');
+    if (workflowId.length > MAX_ID_LENGTH) throw invalid('WorkflowId exceeds maximum allowed length');
+    if (!req.taskQueue?.name) throw invalid('missing task queue name');
     if (req.cronSchedule) throw invalid('cron_schedule is not supported by the finetune dev server; create a schedule instead (client.schedule.create)');
+    checkSearchAttributeLimits(req.searchAttributes?.indexedFields);
     checkBlob('input', req.input?.payloads, this.log);
     if (signal) checkBlob('signal input', signal.input?.payloads, this.log);
+    checkMemo('memo', req.memo, this.log);
     const execTimeoutMs = ms(req.workflowExecutionTimeout);
     let runTimeoutMs = ms(req.workflowRunTimeout);
-    if (runTimeoutMs < 0 || execTimeoutMs < 0 || ms(req.workflowTaskTimeout) < 0) throw invalid('Invalid WorkflowTimeout: timeouts must not be negative.');
+    for (const [field, value] of [['WorkflowExecutionTimeoutSeconds', execTimeoutMs], ['WorkflowRunTimeoutSeconds', runTimeoutMs], ['WorkflowTaskTimeoutSeconds', ms(req.workflowTaskTimeout)]] as const) {
+      if (value < 0) throw invalid(`An invalid ${field} is set on request. cause: negative duration`);
+    }
     if (execTimeoutMs > 0 && (runTimeoutMs === 0 || runTimeoutMs > execTimeoutMs)) runTimeoutMs = execTimeoutMs;
     const requestId = req.requestId || randomUUID();
 
@@ -276,6 +287,7 @@ export class Engine {
       memo: p.memo?.fields && Object.keys(p.memo.fields).length ? b64(api.common.v1.Memo, p.memo) : null,
       searchAttributes: sa, searchJson: json, historySize: 0, requestIds: [p.requestId], startRequestId: p.requestId,
       closeEventId: 0, newRunId: null, parent: p.parent,
+      root: p.parent ? (this.loadState(p.parent.runId)?.root ?? { workflowId: p.parent.workflowId, runId: p.parent.runId }) : undefined,
     };
     this.store.insertRun({
       run_id: runId, namespace: p.namespace, workflow_id: p.workflowId, workflow_type: p.type, task_queue: p.taskQueue,
@@ -330,7 +342,8 @@ export class Engine {
   }
 
   requestCancelTx(r: RunTx, reason: string, identity: string): void {
-    if (!r.open) throw notFound('workflow execution already completed');
+    if (!r.open) return; // as on Temporal, cancelling a closed run succeeds and changes nothing
+
     if (r.s.cancelRequested) return; // repeated requests are accepted without a second event
     r.s.cancelRequested = true;
     r.addWaking({

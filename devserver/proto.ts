@@ -67,17 +67,28 @@ export function payloadSize(p: IPayload | null | undefined): number {
   return n;
 }
 
-export const BLOB_WARN_BYTES = 256 * 1024;
+// Temporal's default per-event limits (dynamic config limit.blobSize.* and limit.memoSize.*).
+export const BLOB_WARN_BYTES = 512 * 1024;
 export const BLOB_ERROR_BYTES = 2 * 1024 * 1024;
+export const MEMO_WARN_BYTES = 2 * 1024;
+export const MEMO_ERROR_BYTES = 2 * 1024 * 1024;
 
-/** Temporal's per-blob limit: the payloads of one field must stay under 2 MB (warned at 256 KB). */
+/** Temporal's per-blob limit: the payloads of one field must stay within 2 MB (a warning is logged above 512 KB). */
 export function checkBlob(what: string, payloads: IPayload[] | null | undefined, log?: (l: string) => void): void {
   let size = 0;
   for (const p of payloads ?? []) size += payloadSize(p);
   if (size > BLOB_ERROR_BYTES) {
     throw new ServiceError(status.INVALID_ARGUMENT, `Blob data size exceeds limit. (${what}: ${size} bytes > ${BLOB_ERROR_BYTES})`);
   }
-  if (size > BLOB_WARN_BYTES) log?.(`warn: ${what} is ${size} bytes; payloads over 256 KB slow every replay (pass references, not data)`);
+  if (size > BLOB_WARN_BYTES) log?.(`warn: ${what} is ${size} bytes; payloads over 512 KB slow every replay (pass references, not data)`);
+}
+
+/** Temporal's memo limit: the encoded memo of one start or upsert must stay within 2 MB (warned above 2 KB). */
+export function checkMemo(what: string, memo: T.api.common.v1.IMemo | null | undefined, log?: (l: string) => void): void {
+  if (!memo?.fields || Object.keys(memo.fields).length === 0) return;
+  const size = api.common.v1.Memo.encode(memo).finish().length;
+  if (size > MEMO_ERROR_BYTES) throw new ServiceError(status.INVALID_ARGUMENT, `Memo size exceeds limit. (${what}: ${size} bytes > ${MEMO_ERROR_BYTES})`);
+  if (size > MEMO_WARN_BYTES) log?.(`warn: ${what} is ${size} bytes; memos over 2 KB are stored with every visibility record (keep them small)`);
 }
 
 export function jsonPayload(value: unknown, extra: Record<string, string> = {}): IPayload {

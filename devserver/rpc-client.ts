@@ -12,8 +12,14 @@ import { api, HistoryEvent, dur, ts, unb64, invalid } from './proto.js';
 
 const HISTORY_WAIT_MS = 20_000;
 
-/** WorkflowExecutionInfo as the client reads it (start_time is required). */
-export function executionInfo(engine: Engine, s: RunState) {
+/**
+ * WorkflowExecutionInfo as the client reads it (start_time is required). A visibility record (list answers) is
+ * what Temporal's SQL visibility store holds: history length, size, state transitions and execution duration
+ * are only recorded when the run closes.
+ */
+export function executionInfo(engine: Engine, s: RunState, visibility = false) {
+  const closed = s.closeMs != null;
+  const recorded = <T,>(v: T) => (!visibility || closed ? v : null);
   return {
     execution: { workflowId: s.workflowId, runId: s.runId },
     type: { name: s.type },
@@ -21,14 +27,16 @@ export function executionInfo(engine: Engine, s: RunState) {
     closeTime: s.closeMs ? ts(s.closeMs) : null,
     executionTime: ts(s.executionMs),
     status: s.status,
-    historyLength: s.nextEventId - 1,
-    historySizeBytes: s.historySize,
+    historyLength: recorded(s.nextEventId - 1),
+    historySizeBytes: recorded(s.historySize),
     memo: unb64(api.common.v1.Memo, s.memo) ?? { fields: {} },
     searchAttributes: engine.sa.present(s.namespace, s.searchAttributes) ?? { indexedFields: {} },
     taskQueue: s.taskQueue,
     firstRunId: s.firstRunId,
     parentExecution: s.parent ? { workflowId: s.parent.workflowId, runId: s.parent.runId } : null,
-    rootExecution: { workflowId: s.workflowId, runId: s.runId },
+    rootExecution: s.root ?? { workflowId: s.workflowId, runId: s.runId },
+    stateTransitionCount: recorded(s.stateTransitions ?? 0),
+    executionDuration: visibility && closed ? dur(s.closeMs! - s.executionMs) : null,
   };
 }
 
@@ -181,7 +189,7 @@ export function clientHandlers(engine: Engine, assertNs: (ns: string) => void): 
       }
       const rows = listRuns(engine, n, req.query ?? '', pageSize + 1, offset);
       const more = rows.length > pageSize;
-      const executions = rows.slice(0, pageSize).map((row) => executionInfo(engine, JSON.parse(row.state) as RunState));
+      const executions = rows.slice(0, pageSize).map((row) => executionInfo(engine, JSON.parse(row.state) as RunState, true));
       return { executions, nextPageToken: more ? Buffer.from(JSON.stringify({ offset: offset + pageSize })) : null };
     },
 

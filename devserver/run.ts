@@ -90,6 +90,10 @@ export interface RunState {
   children?: Record<string, ChildState>;
   /** Set on child runs: where to report the close. */
   parent?: { namespace: string; workflowId: string; runId: string; initiatedEventId: number };
+  /** Set on child runs: the run at the top of the parent chain (RootWorkflowId/RootRunId); unset = this run. */
+  root?: { workflowId: string; runId: string };
+  /** Committed updates of this run's state (StateTransitionCount). */
+  stateTransitions?: number;
   stickyQueue?: string;
 }
 

@@ -45,6 +45,11 @@ export interface DevServer {
 }
 
 const RETENTION_DAYS = 1;
+/**
+ * The Temporal server release whose behaviour this server follows, reported by GetSystemInfo and GetClusterInfo
+ * as a plain semver (clients and the Web UI parse it to gate features); the capabilities say what is implemented.
+ */
+export const SERVER_VERSION = '1.24.0';
 /** Temporal's default gRPC message limit; larger requests get RESOURCE_EXHAUSTED as from a real frontend. */
 const MAX_RECEIVE_BYTES = 4 * 1024 * 1024;
 
@@ -72,6 +77,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   for (const name of new Set(['default', opts.namespace ?? 'default'])) insertNs.run(name, randomUUID(), '', RETENTION_DAYS, clock.now());
   for (const [name, type] of Object.entries(opts.searchAttributes ?? {})) engine.sa.register(opts.namespace ?? 'default', name, type);
   const assertNs = (ns: string) => {
+    if (!ns) throw new ServiceError(grpc.status.INVALID_ARGUMENT, 'Namespace is empty.');
     if (!getNs.get(ns)) {
       const detail = api.errordetails.v1.NamespaceNotFoundFailure.encode({ namespace: ns }).finish();
       const msg = `Namespace ${ns} is not found.`;
@@ -79,7 +85,8 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     }
   };
   const describeNs = (row: any) => ({
-    namespaceInfo: { name: row.name, state: 1, description: row.description, id: row.id, capabilities: {} },
+    // Of the namespace capabilities, only updates (sync and async) are implemented.
+    namespaceInfo: { name: row.name, state: 1, description: row.description, id: row.id, capabilities: { syncUpdate: true, asyncUpdate: true } },
     config: { workflowExecutionRetentionTtl: dur(row.retention_days * 86_400_000) },
     isGlobalNamespace: false,
   });
@@ -109,11 +116,13 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   const typeEnum = (t: string) => SA_TYPES.indexOf(t as (typeof SA_TYPES)[number]) + 1;
   const info: Record<string, Handler> = {
     GetSystemInfo: () => ({
-      serverVersion: '1.24.0-finetune-devserver',
+      serverVersion: SERVER_VERSION,
+      // Only what this server implements: no eager workflow start, worker versioning, Nexus or deployments.
       capabilities: {
         signalAndQueryHeader: true, internalErrorDifferentiation: true, activityFailureIncludeHeartbeat: true,
         supportsSchedules: true, encodedFailureAttributes: true, upsertMemo: true, sdkMetadata: true,
         countGroupByExecutionStatus: true, eagerWorkflowStart: false, buildIdBasedVersioning: false,
+        nexus: false, serverScaledDeployments: false,
       },
     }),
     DescribeNamespace: (req: T.api.workflowservice.v1.IDescribeNamespaceRequest) => {
@@ -129,12 +138,12 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     ListNamespaces: () => ({ namespaces: store.db.prepare('SELECT * FROM namespaces ORDER BY name').all().map(describeNs) }),
     RegisterNamespace: (req: T.api.workflowservice.v1.IRegisterNamespaceRequest) => {
       if (!req.namespace) throw new ServiceError(grpc.status.INVALID_ARGUMENT, 'Namespace is not set on request.');
-      if (getNs.get(req.namespace)) throw new ServiceError(grpc.status.ALREADY_EXISTS, 'Namespace already exists.');
+      if (getNs.get(req.namespace)) throw new ServiceError(grpc.status.ALREADY_EXISTS, `Namespace "${req.namespace}" already exists`);
       const days = Math.max(1, Math.round(((req.workflowExecutionRetentionPeriod?.seconds as any)?.toNumber?.() ?? 86_400) / 86_400));
       insertNs.run(req.namespace, randomUUID(), req.description ?? '', days, clock.now());
       return {};
     },
-    GetClusterInfo: () => ({ serverVersion: '1.24.0-finetune-devserver', clusterName: 'finetune-devserver', clusterId: 'finetune-devserver', historyShardCount: 1, persistenceStore: 'sqlite', visibilityStore: 'sqlite', supportedClients: {} }),
+    GetClusterInfo: () => ({ serverVersion: SERVER_VERSION, clusterName: 'finetune-devserver', clusterId: 'finetune-devserver', historyShardCount: 1, persistenceStore: 'sqlite', visibilityStore: 'sqlite', supportedClients: {} }),
     GetSearchAttributes: () => {
       const keys: Record<string, number> = {};
       for (const [n, t] of Object.entries(PREDEFINED)) keys[n] = typeEnum(t);
@@ -150,8 +159,9 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
         for (const [name, t] of Object.entries(req.searchAttributes ?? {})) {
           const type = SA_TYPES[(t as number) - 1];
           if (!type) throw new ServiceError(grpc.status.INVALID_ARGUMENT, `Unknown search attribute type ${t} for ${name}.`);
-          const existing = engine.sa.typeOf(ns, name);
-          if (existing && existing !== type) throw new ServiceError(grpc.status.ALREADY_EXISTS, `Search attribute ${name} already exists with type ${existing}.`);
+          if (PREDEFINED[name]) throw new ServiceError(grpc.status.INVALID_ARGUMENT, `Search attribute ${name} is reserved by system.`);
+          // As on Temporal, a name that is already registered is left as it is, whatever type is asked for.
+          if (engine.sa.typeOf(ns, name)) continue;
           engine.sa.register(ns, name, type);
         }
       });

@@ -1,9 +1,13 @@
-// A subset of Temporal's SQL-like visibility query language, compiled to a parameterised SQLite WHERE clause
-// over the executions table: comparisons, IN, BETWEEN, STARTS_WITH, IS [NOT] NULL, AND/OR/NOT, parentheses,
-// ORDER BY and (for counts) GROUP BY ExecutionStatus. System attributes map to columns; custom search
-// attributes are read from the run's JSON (KeywordList matches any element).
+// Temporal's SQL-like visibility query language as its SQL visibility store (the one `temporal server start-dev`
+// uses) accepts it, compiled to a parameterised SQLite WHERE clause over the executions table: comparisons, IN,
+// BETWEEN, STARTS_WITH, IS [NOT] NULL, AND/OR/NOT, parentheses and (for counts) GROUP BY ExecutionStatus; ORDER BY
+// is refused, as there. System attributes map to columns or to the run's state; custom search attributes are read
+// from the run's JSON (KeywordList matches any element). Error messages follow the real server's.
 import { invalid } from './proto.js';
 import { SYSTEM, type SaType } from './attributes.js';
+
+// Syntax errors read "invalid query: malformed SQL query: <what>", as on Temporal (which names a position in its
+// own rewritten SQL instead of what was expected).
 
 export const STATUS_NAMES: Record<string, number> = {
   Running: 1, Completed: 2, Failed: 3, Canceled: 4, Terminated: 5, ContinuedAsNew: 6, TimedOut: 7,
@@ -11,9 +15,29 @@ export const STATUS_NAMES: Record<string, number> = {
 const COLUMNS: Record<string, string> = {
   WorkflowId: 'workflow_id', RunId: 'run_id', WorkflowType: 'workflow_type', ExecutionStatus: 'status',
   StartTime: 'start_ms', CloseTime: 'close_ms', ExecutionTime: 'execution_ms', TaskQueue: 'task_queue',
-  HistoryLength: 'history_length',
+  // Recorded only when the run closes (NULL while it runs), as in Temporal's SQL visibility.
+  HistoryLength: 'CASE WHEN close_ms IS NOT NULL THEN history_length END',
+  ParentWorkflowId: "json_extract(state, '$.parent.workflowId')",
+  ParentRunId: "json_extract(state, '$.parent.runId')",
+  RootWorkflowId: "COALESCE(json_extract(state, '$.root.workflowId'), workflow_id)",
+  RootRunId: "COALESCE(json_extract(state, '$.root.runId'), run_id)",
+  // Nanoseconds from execution time to close, as Temporal stores it; NULL while the run is open.
+  ExecutionDuration: '(close_ms - execution_ms) * 1000000',
+  StateTransitionCount: "CASE WHEN close_ms IS NOT NULL THEN json_extract(state, '$.stateTransitions') END",
+  HistorySizeBytes: "CASE WHEN close_ms IS NOT NULL THEN json_extract(state, '$.historySize') END",
 };
 const TIME_COLUMNS = new Set(['StartTime', 'CloseTime', 'ExecutionTime']);
+const DURATION_UNITS_NS: Record<string, number> = { ns: 1, us: 1e3, µs: 1e3, ms: 1e6, s: 1e9, m: 60e9, h: 3600e9 };
+
+/** ExecutionDuration values: Go duration strings (`90s`, `1h30m`, `1.5h`) or `hh:mm:ss`, as nanoseconds. */
+function parseDurationNs(v: string): number | undefined {
+  const clock = /^(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)$/.exec(v);
+  if (clock) return ((Number(clock[1]) * 60 + Number(clock[2])) * 60 + Number(clock[3])) * 1e9;
+  if (!/^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/.test(v)) return undefined;
+  let total = 0;
+  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) total += Number(m[1]) * DURATION_UNITS_NS[m[2]!]!;
+  return Math.round(total);
+}
 
 type Tok = { k: 'id' | 'str' | 'num' | 'op' | 'punct'; v: string };
 
@@ -25,7 +49,7 @@ function tokenize(q: string): Tok[] {
     if (/^\s*$/.test(q.slice(pos))) break;
     re.lastIndex = pos;
     const m = re.exec(q);
-    if (!m) throw invalid(`invalid query: unexpected text at position ${pos}: '${q.slice(pos, pos + 20)}'`);
+    if (!m) throw invalid(`invalid query: malformed SQL query: unexpected text at position ${pos}: '${q.slice(pos, pos + 20)}'`);
     pos = re.lastIndex;
     if (m[1]) out.push({ k: 'id', v: m[1].slice(1, -1) });
     else if (m[2]) out.push({ k: 'str', v: m[2].slice(1, -1).replace(/\\(.)/g, '$1') });
@@ -52,32 +76,37 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
   const peek = () => toks[i];
   const isKw = (kw: string) => peek()?.k === 'id' && peek()!.v.toUpperCase() === kw;
   const expectKw = (kw: string) => {
-    if (!isKw(kw)) throw invalid(`invalid query: expected ${kw} near '${peek()?.v ?? 'end of query'}'`);
+    if (!isKw(kw)) throw invalid(`invalid query: malformed SQL query: expected ${kw} near '${peek()?.v ?? 'end of query'}'`);
     i++;
   };
   const punct = (p: string) => peek()?.k === 'punct' && peek()!.v === p;
 
   const field = (): { sql: string; name: string; list: boolean } => {
     const t = toks[i++];
-    if (!t || t.k !== 'id') throw invalid(`invalid query: expected a search attribute name near '${t?.v ?? 'end of query'}'`);
+    if (!t || t.k !== 'id') throw invalid(`invalid query: malformed SQL query: expected a search attribute name near '${t?.v ?? 'end of query'}'`);
     const col = COLUMNS[t.v];
     if (col) return { sql: col, name: t.v, list: false };
     const type = typeOf(t.v);
-    if (!type || SYSTEM.has(t.v)) throw invalid(`invalid query: unknown search attribute ${t.v}`);
+    if (!type || SYSTEM.has(t.v)) throw invalid(`invalid query: invalid search attribute: ${t.v}`);
     return { sql: `json_extract(search_json, '$."${t.v.replace(/"/g, '')}"')`, name: t.v, list: type === 'KeywordList' };
   };
   const value = (name: string): unknown => {
     const t = toks[i++];
-    if (!t) throw invalid('invalid query: expected a value at end of query');
+    if (!t) throw invalid('invalid query: malformed SQL query: expected a value at end of query');
     let v: unknown;
     if (t.k === 'str') v = t.v;
     else if (t.k === 'num') v = Number(t.v);
     else if (t.k === 'id' && /^(true|false)$/i.test(t.v)) v = t.v.toLowerCase() === 'true' ? 1 : 0;
-    else throw invalid(`invalid query: expected a value near '${t.v}'`);
+    else throw invalid(`invalid query: malformed SQL query: expected a value near '${t.v}'`);
     if (name === 'ExecutionStatus' && typeof v === 'string') {
       const code = STATUS_NAMES[v];
-      if (code === undefined) throw invalid(`invalid query: unknown ExecutionStatus '${v}' (use ${Object.keys(STATUS_NAMES).join(', ')})`);
+      if (code === undefined) throw invalid(`invalid query: invalid expression: invalid ExecutionStatus value '${v}' (one of ${Object.keys(STATUS_NAMES).join(', ')})`);
       return code;
+    }
+    if (name === 'ExecutionDuration' && typeof v === 'string') {
+      const ns = parseDurationNs(v);
+      if (ns === undefined) throw invalid(`invalid query: invalid expression: invalid ExecutionDuration value '${v}' (a duration such as '90s', '1h30m' or '01:30:00')`);
+      return ns;
     }
     if (TIME_COLUMNS.has(name) && typeof v === 'string') {
       const t2 = Date.parse(v);
@@ -103,12 +132,12 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
     const not = isKw('NOT') ? (i++, true) : false;
     if (isKw('IN')) {
       i++;
-      if (!punct('(')) throw invalid('invalid query: expected ( after IN');
+      if (!punct('(')) throw invalid('invalid query: malformed SQL query: expected ( after IN');
       i++;
       const vals: string[] = [];
       do vals.push(param(value(f.name)));
       while (punct(',') && ++i);
-      if (!punct(')')) throw invalid('invalid query: expected ) closing IN (...)');
+      if (!punct(')')) throw invalid('invalid query: malformed SQL query: expected ) closing IN (...)');
       i++;
       return `${not ? 'NOT ' : ''}${anyOf(`$V IN (${vals.join(', ')})`)}`;
     }
@@ -125,9 +154,13 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
       if (typeof v !== 'string') throw invalid('invalid query: STARTS_WITH needs a string');
       return `${not ? 'NOT ' : ''}${anyOf(`substr($V, 1, ${v.length}) = ${param(v)}`)}`;
     }
-    if (not) throw invalid('invalid query: NOT must be followed by IN, BETWEEN or STARTS_WITH here');
+    if (not) throw invalid('invalid query: malformed SQL query: NOT must be followed by IN, BETWEEN or STARTS_WITH here');
     const op = toks[i++];
-    if (!op || op.k !== 'op') throw invalid(`invalid query: expected an operator after ${f.name}`);
+    if (op?.k === 'id') {
+      const type = f.name in COLUMNS ? (TIME_COLUMNS.has(f.name) ? 'Datetime' : /Length|Count|Bytes|Duration/.test(f.name) ? 'Int' : 'Keyword') : typeOf(f.name);
+      throw invalid(`invalid query: operation is not supported: operator '${op.v.toUpperCase()}' not supported for ${type} type search attribute '${f.name}'`);
+    }
+    if (!op || op.k !== 'op') throw invalid(`invalid query: malformed SQL query: expected an operator after ${f.name}`);
     const sqlOp = op.v === '<>' ? '!=' : op.v;
     const v = param(value(f.name));
     if (sqlOp === '!=') return f.list ? `NOT ${anyOf(`$V = ${v}`)}` : `(${f.sql} IS NULL OR ${f.sql} != ${v})`;
@@ -137,7 +170,7 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
     if (punct('(')) {
       i++;
       const e = expr();
-      if (!punct(')')) throw invalid('invalid query: missing )');
+      if (!punct(')')) throw invalid('invalid query: malformed SQL query: missing )');
       i++;
       return `(${e})`;
     }
@@ -166,26 +199,17 @@ export function compileQuery(query: string, typeOf: (name: string) => SaType | u
 
   let where = '1';
   if (i < toks.length && !isKw('ORDER') && !isKw('GROUP')) where = expr();
-  let orderBy = 'COALESCE(close_ms, 9e15) DESC, start_ms DESC, run_id';
+  const orderBy = 'COALESCE(close_ms, 9e15) DESC, start_ms DESC, run_id';
   let groupByStatus = false;
   if (isKw('GROUP')) {
     i++;
     expectKw('BY');
     const t = toks[i++];
-    if (t?.v !== 'ExecutionStatus') throw invalid('invalid query: only GROUP BY ExecutionStatus is supported');
+    if (t?.v !== 'ExecutionStatus') throw invalid(`invalid query: operation is not supported: 'GROUP BY' clause is not supported for search attribute ${t?.v ?? ''}`);
     groupByStatus = true;
   }
-  if (isKw('ORDER')) {
-    i++;
-    expectKw('BY');
-    const parts: string[] = [];
-    do {
-      const f = field();
-      const dir = isKw('DESC') ? (i++, 'DESC') : isKw('ASC') ? (i++, 'ASC') : 'ASC';
-      parts.push(`${f.sql} ${dir}`);
-    } while (punct(',') && ++i);
-    orderBy = `${parts.join(', ')}, run_id`;
-  }
-  if (i < toks.length) throw invalid(`invalid query: unexpected '${toks[i]!.v}'`);
+  // Temporal's SQL visibility lists newest first (open runs, then by close time) and cannot sort otherwise.
+  if (isKw('ORDER')) throw invalid("invalid query: operation is not supported: 'ORDER BY' clause");
+  if (i < toks.length) throw invalid(`invalid query: malformed SQL query: unexpected '${toks[i]!.v}'`);
   return { where, params, orderBy, groupByStatus };
 }

@@ -94,12 +94,14 @@ export function completeWorkflowTask(engine: Engine, req: CompleteRequest): obje
       for (const k of Object.keys(s)) delete (s as any)[k];
       Object.assign(s, JSON.parse(snapshot));
       r.deferWake = false;
-      engine.failWorkflowTask(r, { cause: e.cause, failure: { message: e.message, source: 'Server' }, identity });
-      // "BadStartTimerAttributes: ...", as the real server words it (Go's shorthand enum names).
+      // "BadStartTimerAttributes: ...", as the real server words it (Go's shorthand enum names), in the
+      // answer and in the WorkflowTaskFailed event's failure alike.
       const enumName = Object.entries(WftFailedCause).find(([, v]) => v === e.cause)?.[0]?.replace('WORKFLOW_TASK_FAILED_CAUSE_', '') ?? 'UNSPECIFIED';
       const causeName = enumName.toLowerCase().replace(/(^|_)([a-z])/g, (_, __, c: string) => c.toUpperCase());
-      engine.log(`workflow task failed: ${s.workflowId}/${s.runId}: ${causeName}: ${e.message}`);
-      return invalid(`${causeName}: ${e.message}`);
+      const message = `${causeName}: ${e.message}`;
+      engine.failWorkflowTask(r, { cause: e.cause, failure: { message, source: 'Server' }, identity });
+      engine.log(`workflow task failed: ${s.workflowId}/${s.runId}: ${message}`);
+      return invalid(message);
     }
     r.deferWake = false;
     if (r.open) {
@@ -172,7 +174,7 @@ export function queryWorkflow(engine: Engine, ns: string, req: T.api.workflowser
     throw new ServiceError(status.FAILED_PRECONDITION, 'Cannot query workflow due to Workflow Task in failed state.');
   }
   if (closed && s.lastCompletedStartedEventId === 0) {
-    throw new ServiceError(status.FAILED_PRECONDITION, 'Cannot query workflow: it closed before its first workflow task completed.');
+    throw new ServiceError(status.FAILED_PRECONDITION, 'Workflow execution closed before WorkflowTaskStarted event');
   }
   return new Promise((resolve, reject) => {
     const q: PendingQuery = { id: randomUUID(), ns, runId, queue: s.taskQueue, query: req.query!, dispatched: false, resolve, reject };

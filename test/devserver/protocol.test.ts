@@ -97,9 +97,13 @@ describe('server protocol', () => {
   it('does not lose a task when the poll that waited for it was cancelled', async () => {
     const queue = `cancel-${randomUUID()}`;
     const ctrl = new AbortController();
+    // A long poll needs a deadline (a real server refuses one without: "Context timeout is not set.").
     const poll = connection.withAbortSignal(ctrl.signal, () =>
-      connection.workflowService.pollWorkflowTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, identity: 'test' }),
+      connection.withDeadline(Date.now() + 30_000, () =>
+        connection.workflowService.pollWorkflowTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, identity: 'test' }),
+      ),
     );
+    poll.catch(() => {}); // awaited below, after the abort
     await new Promise((r) => setTimeout(r, 100));
     ctrl.abort();
     await expect(poll).rejects.toBeTruthy();
@@ -163,12 +167,14 @@ describe('server protocol', () => {
 
   it('fails the workflow task for an invalid command and schedules the next attempt', async () => {
     const { h, poll, task } = await firstTask();
-    const err = await complete(task.taskToken!, [{ commandType: 3, startTimerCommandAttributes: { timerId: '1' } }]).catch((e) => e);
+    // A negative duration is invalid (a zero or unset one is a timer that fires at once).
+    const err = await complete(task.taskToken!, [{ commandType: 3, startTimerCommandAttributes: { timerId: '1', startToFireTimeout: { seconds: -5 } } }]).catch((e) => e);
     expect(err.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(err.details).toMatch(/^BadStartTimerAttributes: /);
     const next = await poll();
     expect(next.attempt).toBe(2);
     expect(next.history!.events![3]!.eventType).toBe(ET.EVENT_TYPE_WORKFLOW_TASK_FAILED);
+    expect(next.history!.events![3]!.workflowTaskFailedEventAttributes?.failure?.message).toBe(err.details);
     await h.terminate();
   });
 
@@ -195,10 +201,17 @@ describe('server protocol', () => {
     const queue = task.workflowExecutionTaskQueue!.name!;
     const d = await connection.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: queue, kind: 1 }, taskQueueType: 1 });
     expect(d.pollers?.map((p) => p.identity)).toContain('test');
-    const rev = await connection.workflowService.getWorkflowExecutionHistoryReverse({ namespace: 'default', execution: { workflowId: h.workflowId }, maximumPageSize: 2 });
-    expect(rev.history?.events?.map((e) => Number(e.eventId))).toEqual([3, 2]);
-    const rest = await connection.workflowService.getWorkflowExecutionHistoryReverse({ namespace: 'default', execution: { workflowId: h.workflowId }, maximumPageSize: 2, nextPageToken: rev.nextPageToken });
-    expect(rest.history?.events?.map((e) => Number(e.eventId))).toEqual([1]);
+    // Pages hold whole batches of events on a real server, so a page may exceed the page size: check the order
+    // and that every event comes exactly once.
+    const ids: number[] = [];
+    let token: Uint8Array | undefined;
+    do {
+      const page = await connection.workflowService.getWorkflowExecutionHistoryReverse({ namespace: 'default', execution: { workflowId: h.workflowId }, maximumPageSize: 2, nextPageToken: token });
+      expect(page.history?.events?.length).toBeGreaterThan(0);
+      ids.push(...page.history!.events!.map((e) => Number(e.eventId)));
+      token = page.nextPageToken?.length ? page.nextPageToken : undefined;
+    } while (token);
+    expect(ids).toEqual([3, 2, 1]);
     await h.terminate();
   });
 
