@@ -2,13 +2,13 @@
 // server (`temporal server start-dev`, the official CLI). Each suite runs once per server; every difference between
 // the two is a bug of the embedded server. Without the CLI the Temporal half is skipped with a note, unless
 // FINETUNE_REQUIRE_TEMPORAL_CLI=1 (CI installs the CLI and sets it), which makes a missing CLI an error.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { answers, findTemporalCli, INSTALL_CLI_HINT } from '../cli/lib/server.js';
+import { findTemporalCli, INSTALL_CLI_HINT } from '../cli/lib/server.js';
 import { startDevServer, type DevServer } from '../devserver/index.js';
 import { freePort, spawnFinetune, type Proc } from './e2e/procs.js';
+import { startTemporalDevServer } from './servers/temporal-cli.js';
 
 export type ServerName = 'embedded' | 'temporal';
 
@@ -70,6 +70,8 @@ export interface ServerOptions {
   ui?: boolean;
   /** Extra namespaces to register. */
   namespaces?: string[];
+  /** Custom search attributes to register, name → type (Keyword, Int, ...). */
+  searchAttributes?: Record<string, string>;
 }
 
 export async function startServer(name: ServerName, o: ServerOptions = {}): Promise<TestServer> {
@@ -88,45 +90,20 @@ export async function startServer(name: ServerName, o: ServerOptions = {}): Prom
       },
     };
   }
+  if (name === 'temporal') {
+    const real = await startTemporalDevServer({ dbFile, port, headless: !o.ui, namespace: o.namespaces?.[0], searchAttributes: o.searchAttributes });
+    return { name, address: real.address, uiUrl: o.ui ? real.uiUrl : undefined, dbFile, output: () => '', kill: real.kill, restart: real.restart, close: real.close };
+  }
   const address = `127.0.0.1:${port}`;
-  const uiPort = o.ui ? await freePort() : 0;
-  let proc: { kill(signal?: NodeJS.Signals): Promise<void>; output(): string } | null = null;
+  let proc: Proc | null = null;
   const launch = async () => {
-    if (name === 'embedded') {
-      const p: Proc = spawnFinetune(['devserver', '--port', String(port), '--db', dbFile, ...(o.namespaces ?? []).flatMap((n) => ['--namespace', n])]);
-      proc = p;
-      await p.waitFor(/listening on 127\.0\.0\.1:\d+/, 120_000);
-      return;
-    }
-    const args = ['server', 'start-dev', '--db-filename', dbFile, '--ip', '127.0.0.1', '--port', String(port), '--log-level', 'error',
-      ...(o.ui ? ['--ui-port', String(uiPort)] : ['--headless']), ...(o.namespaces ?? []).flatMap((n) => ['--namespace', n])];
-    const child: ChildProcess = spawn(cli!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    const onData = (d: Buffer) => {
-      out = (out + d.toString()).slice(-100_000);
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    proc = {
-      output: () => out,
-      async kill(signal = 'SIGKILL') {
-        if (child.exitCode === null && child.signalCode === null) {
-          child.kill(signal);
-          await exited;
-        }
-      },
-    };
-    const ok = await Promise.race([answers(address, 120_000), exited.then(() => false)]);
-    if (!ok) {
-      await proc.kill();
-      throw new Error(`temporal ${args.join(' ')} did not start:\n${out.slice(-3000)}`);
-    }
+    proc = spawnFinetune(['devserver', '--port', String(port), '--db', dbFile, ...(o.namespaces ?? []).flatMap((n) => ['--namespace', n]),
+      ...Object.entries(o.searchAttributes ?? {}).flatMap(([k, v]) => ['--search-attribute', `${k}=${v}`])]);
+    await proc.waitFor(/listening on 127\.0\.0\.1:\d+/, 120_000);
   };
   await launch();
   return {
     name, address, dbFile,
-    uiUrl: o.ui ? `http://127.0.0.1:${uiPort}` : undefined,
     output: () => proc?.output() ?? '',
     kill: async (signal) => proc?.kill(signal),
     restart: launch,

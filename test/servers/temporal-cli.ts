@@ -11,11 +11,12 @@
 // Without `dbFile` the server gets a SQLite file in a fresh temporary directory, kept across kill() and restart()
 // and removed by close() (or when this process exits normally); a `dbFile` you pass is never removed.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { findTemporalCli } from '../../cli/lib/server.js';
 
 export interface TemporalDevServerOptions {
   /** SQLite file for the server's state (default: a new file in a temporary directory). */
@@ -51,32 +52,8 @@ export interface TemporalDevServer {
   close(): Promise<void>;
 }
 
-function isExecutable(path: string): boolean {
-  try {
-    accessSync(path, constants.X_OK);
-    return statSync(path).isFile();
-  } catch {
-    return false;
-  }
-}
-
-/**
- * The Temporal CLI binary: `FINETUNE_TEMPORAL_CLI` when set (an error if it does not name an executable file),
- * else `temporal` on PATH, else null.
- */
-export function findTemporalCli(): string | null {
-  const fromEnv = process.env.FINETUNE_TEMPORAL_CLI;
-  if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`FINETUNE_TEMPORAL_CLI=${fromEnv} is not an executable file`);
-    return fromEnv;
-  }
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue;
-    const candidate = join(dir, process.platform === 'win32' ? 'temporal.exe' : 'temporal');
-    if (isExecutable(candidate)) return candidate;
-  }
-  return null;
-}
+/** The Temporal CLI binary: FINETUNE_TEMPORAL_CLI, else a working `temporal` on PATH, else null (as `finetune run`). */
+export { findTemporalCli };
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */
 export function freePort(): Promise<number> {
