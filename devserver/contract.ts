@@ -5,7 +5,7 @@ import type Database from 'better-sqlite3';
 import type { status as GrpcStatus } from '@grpc/grpc-js';
 import type { temporal } from '@temporalio/proto';
 
-/** An RPC failure with the gRPC status a real Temporal server would return (see the reference's §1.3). */
+/** An RPC failure with the gRPC status a real Temporal server would return. */
 export class ServiceError extends Error {
   constructor(
     readonly code: GrpcStatus,

@@ -111,7 +111,7 @@ export function workerHandlers(engine: Engine, assertNs: (ns: string) => void): 
       const ns = req.namespace ?? '';
       assertNs(ns);
       const queue = req.taskQueue?.name ?? '';
-      // Sticky queues are not used: every task goes to the normal queue with full history (reference §4.6).
+      // Sticky queues are not used: every task goes to the normal queue with full history.
       if (req.taskQueue?.kind === 2 || !queue) return engine.matching.poll(ns, 'wf', `\u0000sticky:${queue}`, ctx, () => null, {});
       return engine.matching.poll(ns, 'wf', queue, ctx, () => takeWorkflowTask(engine, ns, queue, req.identity ?? ''), {}, req.identity ?? '');
     },

@@ -116,7 +116,7 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
     defer(() => {
       const scheduleId = running ? store.findRun(e.namespace, e) : undefined;
       if (scheduleId === undefined) return;
-      // result/failure are optional extensions of the closed event (see /tmp/team/contract-changes.md).
+      // result/failure are optional extensions of the closed event: the core sets them when it has them.
       const extra = e as typeof e & Pick<ClosedRun, 'result' | 'failure'>;
       const run: ClosedRun = { workflowId: e.workflowId, runId: e.runId, status: e.status, result: extra.result, failure: extra.failure };
       step(e.namespace, scheduleId, (row, now) => engine.runClosed(row, run, now));

@@ -7,7 +7,7 @@ import { loadTokenizer } from '../../datasets/index.js';
 import { Engine, listCheckpoints, verifyCheckpoint, checkpointDirName, type StepProgress } from '../../native/index.js';
 import { mobyDickText, patternTokens, shardsFromTokens, tinyConfig, tmp } from './helpers.js';
 
-const SHAKESPEARE = '/work/shared/data/tinyshakespeare.txt';
+import { SHAKESPEARE } from '../datasets/helpers.js';
 
 // GPT-2 tokens of real text, renumbered densely (the ~4k distinct ids become 0..V-1) so a CPU step is ~12x
 // cheaper than with the full 50257-row head while the learning problem stays the same.
