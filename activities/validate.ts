@@ -100,7 +100,7 @@ const KEYWORD: temporal.api.enums.v1.IndexedValueType = 2;
 
 /**
  * Whether the run's namespace has FinetuneStage registered as a Keyword, asked through the worker's client. False
- * outside an activity (a direct call) and when the server does not say (no operator permission, an old server).
+ * without one (a direct call, a mock activity environment) and when the server does not say (no operator permission).
  */
 async function stageAttributeRegistered(namespace: string): Promise<boolean> {
   let client;

@@ -7,7 +7,8 @@
 //    query in the Queries tab, the memo and search attributes;
 //  - stopping it with the `stop` signal sent from the UI: it checkpoints, exports, evaluates and completes;
 //  - the Schedules page with the schedule and its action;
-//  - no console error and no uncaught exception on any page.
+//  - no console error and no uncaught exception on any page;
+// and both histories replay through the current workflow code.
 // Screenshots of each view go to test/artifacts/webui/ (or $FINETUNE_TEST_ARTIFACTS/webui/). Needs `temporal` on
 // PATH and Chromium at /usr/bin/chromium ($FINETUNE_CHROMIUM); without them the suite is skipped, unless
 // FINETUNE_REQUIRE_TEMPORAL_CLI=1, which turns a missing one into a failure that names it.
@@ -22,6 +23,7 @@ import { main as schedule } from '../../cli/schedule.js';
 import { startOrAttach } from '../../cli/run.js';
 import { parseConfig, runDetails, runSummary, type FinetuneConfig } from '../../configs/index.js';
 import { progressQuery, type FinetuneReport, type Progress } from '../../workflows/messages.js';
+import { replay } from '../workflows/helpers.js';
 import { freePort, spawnFinetune, until, type Proc } from './procs.js';
 
 const CHROMIUM = process.env.FINETUNE_CHROMIUM ?? '/usr/bin/chromium';
@@ -211,7 +213,8 @@ describe.skipIf(skip)('Temporal Web UI', () => {
     // FinetuneStage is a registered search attribute: a user adds it as a column (the UI keeps the choice).
     await page.getByRole('button', { name: 'Configure Columns' }).click();
     await page.getByRole('button', { name: 'Add FinetuneStage column' }).click();
-    await page.getByRole('button', { name: 'Remove Run ID column' }).click(); // room for it in view
+    await page.getByRole('button', { name: 'Remove Run ID column' }).click();
+    for (let i = 0; i < 4; i++) await page.getByRole('button', { name: 'Move FinetuneStage column up' }).click(); // next to Status
     await page.getByRole('button', { name: 'Close Workflows Table configuration' }).click();
     await page.getByRole('columnheader', { name: 'FinetuneStage' }).waitFor();
     expect(await cells(live.workflowId)).toContain('train');
@@ -310,11 +313,18 @@ describe.skipIf(skip)('Temporal Web UI', () => {
 
   it('the Schedules page lists the schedule and what it starts', async () => {
     await page.goto(`${ui}/namespaces/default/schedules`, { waitUntil: 'load' });
+    const row = page.getByRole('row', { name: /finetune-nightly/ });
+    expect((await text(row, /finetune-nightly/)).toLowerCase()).toContain('paused');
+    await shot('schedules');
     await page.getByRole('link', { name: 'finetune-nightly' }).click();
     const t = await text(page.locator('main'), /paused\s+finetune-nightly[\s\S]*Notes/i);
     await shot('schedule');
     expect(t).toMatch(/retrain nightly every 24h/);
     expect(t).toMatch(/\bfinetune\b/);
+  });
+
+  it('the histories (stage upserts, the signal from the UI) replay through the workflow code', async () => {
+    await replay(await Promise.all([live, done].map(async (h) => ({ workflowId: h.workflowId, history: await h.fetchHistory() }))));
   });
 
   it('no page logged a console error or threw', () => {
