@@ -10,8 +10,8 @@
 //  - no console error and no uncaught exception on any page;
 // and both histories replay through the current workflow code.
 // Screenshots of each view go to test/artifacts/webui/ (or $FINETUNE_TEST_ARTIFACTS/webui/). Needs `temporal` on
-// PATH and Chromium at /usr/bin/chromium ($FINETUNE_CHROMIUM); without them the suite is skipped, unless
-// FINETUNE_REQUIRE_TEMPORAL_CLI=1, which turns a missing one into a failure that names it.
+// PATH, Chromium at /usr/bin/chromium ($FINETUNE_CHROMIUM) and the npm package playwright-core; without them the
+// suite is skipped, unless FINETUNE_REQUIRE_TEMPORAL_CLI=1, which turns a missing one into a failure naming it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,8 +29,12 @@ import { freePort, spawnFinetune, until, type Proc } from './procs.js';
 const CHROMIUM = process.env.FINETUNE_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(process.env.FINETUNE_TEST_ARTIFACTS ?? join(__dirname, '../artifacts'), 'webui');
 
+// Loaded up front so that a checkout without it (an npm install from before it was a devDependency) says so.
+const playwright = await import('playwright-core').catch(() => null);
+
 function missingTools(): string[] {
   const missing: string[] = [];
+  if (!playwright) missing.push('the npm package playwright-core (npm install)');
   const cli = spawnSync('temporal', ['--version'], { encoding: 'utf8' });
   if (cli.error || cli.status !== 0) missing.push('the Temporal CLI (`temporal` on PATH)');
   if (!existsSync(CHROMIUM)) missing.push(`Chromium at ${CHROMIUM} (apt-get install chromium, or set FINETUNE_CHROMIUM)`);
@@ -39,9 +43,9 @@ function missingTools(): string[] {
 const missing = missingTools();
 const required = process.env.FINETUNE_REQUIRE_TEMPORAL_CLI === '1';
 const skip = missing.length > 0 && !required;
-if (skip) console.warn(`webui.test.ts skipped: ${missing.join(' and ')} missing (FINETUNE_REQUIRE_TEMPORAL_CLI=1 makes this a failure)`);
+if (skip) console.warn(`webui.test.ts skipped: ${missing.join('; ')} missing (FINETUNE_REQUIRE_TEMPORAL_CLI=1 makes this a failure)`);
 
-const root = mkdtempSync(join(tmpdir(), 'ft-webui-'));
+let root = '';
 
 /** A tiny GPT-2 on Moby Dick (seconds per 50 steps on CPU); `steps` long, a checkpoint every 25 steps. */
 function config(name: string, steps: number): FinetuneConfig {
@@ -57,9 +61,8 @@ function config(name: string, steps: number): FinetuneConfig {
     temporal: { heartbeatTimeoutSeconds: 30 },
   });
 }
-const doneCfg = config('webui-done', 50);
-// Far more steps than the test waits for: the run trains until the UI's `stop` signal ends it.
-const liveCfg = config('webui-live', 100_000);
+let doneCfg: FinetuneConfig;
+let liveCfg: FinetuneConfig;
 
 let server: ChildProcess | null = null;
 let serverLog = '';
@@ -162,9 +165,13 @@ async function openRun(workflowId: string, tab?: string): Promise<void> {
 
 describe.skipIf(skip)('Temporal Web UI', () => {
   beforeAll(async () => {
-    if (missing.length) throw new Error(`FINETUNE_REQUIRE_TEMPORAL_CLI=1 but ${missing.join(' and ')} missing`);
+    if (missing.length) throw new Error(`FINETUNE_REQUIRE_TEMPORAL_CLI=1 but ${missing.join('; ')} missing`);
     rmSync(ARTIFACTS, { recursive: true, force: true });
     mkdirSync(ARTIFACTS, { recursive: true });
+    root = mkdtempSync(join(tmpdir(), 'ft-webui-'));
+    doneCfg = config('webui-done', 50);
+    // Far more steps than the test waits for: the run trains until the UI's `stop` signal ends it.
+    liveCfg = config('webui-live', 100_000);
     await startTemporal();
     worker = spawnFinetune(['worker', '--address', address, '--progress-interval-ms', '1000']);
     // tsx compiling the sources and bundling the workflow take seconds on an idle host, minutes on a loaded one.
@@ -178,14 +185,15 @@ describe.skipIf(skip)('Temporal Web UI', () => {
     await until(async () => {
       const p = await live.query(progressQuery).catch(() => null);
       return p && p.stage === 'train' && p.step > 0 && p.lastCheckpoint ? p : null;
-    }, 180_000, 'the live run to train past its first checkpoint');
+    }, 180_000, 'the live run to train past its first checkpoint').catch((e: Error) => {
+      throw new Error(`${e.message}; the worker's last output:\n${worker!.output().slice(-3000)}`);
+    });
     // A paused nightly schedule of finetune runs, created through `finetune schedule create`.
     const cfgFile = join(root, 'nightly.json');
     writeFileSync(cfgFile, JSON.stringify(config('nightly', 50)));
     expect(await schedule(['create', cfgFile, '--every', '24h', '--paused', '--address', address])).toBe(0);
 
-    const { chromium } = await import('playwright-core');
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-background-networking'] });
+    browser = await playwright!.chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-background-networking'] });
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     page.setDefaultTimeout(30_000);
     page.on('console', (m) => {
@@ -199,7 +207,7 @@ describe.skipIf(skip)('Temporal Web UI', () => {
     await worker?.kill('SIGKILL');
     await client?.connection.close();
     await stopTemporal();
-    rmSync(root, { recursive: true, force: true });
+    if (root) rmSync(root, { recursive: true, force: true });
   });
 
   it('the workflow list shows both runs with their status and, as a column, their stage', async () => {
