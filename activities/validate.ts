@@ -4,7 +4,10 @@
 // so a re-run of the same id and config resumes its checkpoints while a changed config starts clean.
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
+import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
+import { STAGE_SEARCH_ATTRIBUTE } from '../workflows/messages.js';
 import { ConfigError, describeParallelism, fingerprintOf, parseConfig, resolvePaths, stripComments, worldSizeOf, type FinetuneConfig } from '../configs/index.js';
 import { exists, safeName } from './lib/fsutil.js';
 
@@ -23,6 +26,11 @@ export interface ValidatedRun {
   baseModel: string | null;
   /** A few readable fields for the Web UI's memo. */
   memo: Record<string, string | number>;
+  /**
+   * The namespace has the FinetuneStage search attribute registered as a Keyword: the workflow keeps it at the
+   * current stage. Absent in histories from before it existed (then the workflow upserts nothing, as then).
+   */
+  stageSearchAttribute?: boolean;
 }
 
 /** The series pointer written by finalizeRun after each successful run. */
@@ -83,7 +91,33 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
       ...(await memoryMemo(cfg)),
       fingerprint: fingerprint.slice(0, 16),
     },
+    stageSearchAttribute: await stageAttributeRegistered(),
   };
+}
+
+// IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD (a type-only import: @temporalio/proto is CommonJS without named exports).
+const KEYWORD: temporal.api.enums.v1.IndexedValueType = 2;
+
+/**
+ * Whether the run's namespace has FinetuneStage registered as a Keyword, asked through the worker's client. False
+ * without one (a direct call, a mock activity environment) and when the server does not say (no operator permission).
+ */
+async function stageAttributeRegistered(): Promise<boolean> {
+  let client, namespace;
+  try {
+    const ctx = Context.current();
+    client = ctx.client;
+    namespace = ctx.info.workflowNamespace;
+  } catch {
+    return false;
+  }
+  try {
+    const { customAttributes } = await client.connection.operatorService.listSearchAttributes({ namespace });
+    return customAttributes?.[STAGE_SEARCH_ATTRIBUTE.name] === KEYWORD;
+  } catch (e) {
+    log.warn(`cannot list the search attributes of namespace ${namespace} (${(e as Error).message}): the run will not set ${STAGE_SEARCH_ATTRIBUTE.name}`);
+    return false;
+  }
 }
 
 /**

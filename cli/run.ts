@@ -8,7 +8,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
-import { describeParallelism, loadConfig, rankQueuesOf, usesRankPath, type FinetuneConfig } from '../configs/index.js';
+import { loadConfig, rankQueuesOf, runDetails, runSummary, usesRankPath, type FinetuneConfig } from '../configs/index.js';
 import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
 import { planLines } from './lib/estimate.js';
@@ -42,7 +42,10 @@ export async function startOrAttach(client: import('@temporalio/client').Client,
     taskQueue: cfg.temporal.taskQueue,
     workflowId,
     args: [cfg],
-    memo: { summary: `${cfg.name}: ${cfg.model.init === 'pretrained' ? `pretrained ${cfg.model.path}` : `${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}`}, ${cfg.training.maxSteps ? `${cfg.training.maxSteps} steps` : `${cfg.training.epochs} epochs`}, ${describeParallelism(cfg)}` },
+    memo: { summary: runSummary(cfg) },
+    // Shown by the Web UI (run header, User Metadata) and `temporal workflow describe` from the start.
+    staticSummary: runSummary(cfg),
+    staticDetails: runDetails(cfg),
   });
 }
 

@@ -2,7 +2,7 @@
 // `finetune` runs with model.continueSeries on, so each run continues from the newest model of the series (or the
 // configured base for the first one); overlapping runs are skipped, never stacked.
 import { ScheduleOverlapPolicy, type Client } from '@temporalio/client';
-import { loadConfig, type FinetuneConfig } from '../configs/index.js';
+import { loadConfig, runDetails, runSummary, type FinetuneConfig } from '../configs/index.js';
 import { parse } from './lib/args.js';
 import { connectClient, resolveTarget, TARGET_OPTIONS } from './lib/connection.js';
 
@@ -98,10 +98,13 @@ async function create(
       taskQueue: cfg.temporal.taskQueue,
       // The schedule appends the fire time, so each run has its own id (and its own run directory).
       workflowId: cfg.temporal.workflowId ?? `finetune-${cfg.name}`,
+      // Each scheduled run carries the config's summary and details into the Web UI, as `finetune start` does.
+      staticSummary: runSummary(cfg),
+      staticDetails: runDetails(cfg),
     },
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1h' },
     state: { paused: values.paused ?? false, note: `retrain ${cfg.name} ${values.every ? `every ${values.every}` : `on cron "${values.cron}"`}` },
-    memo: { config: `${cfg.name}: ${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}` },
+    memo: { config: runSummary(cfg) },
   });
   out(`created schedule ${handle.scheduleId} (${values.every ? `every ${values.every}` : `cron ${values.cron}`}, overlap: skip)`, { scheduleId: handle.scheduleId });
   return 0;

@@ -5,6 +5,7 @@ import * as wf from '@temporalio/workflow';
 import type { Activities, ValidatedRun } from '../activities/index.js';
 import {
   STAGES,
+  STAGE_SEARCH_ATTRIBUTE,
   checkpointNowSignal,
   progressQuery,
   stopSignal,
@@ -18,6 +19,7 @@ import {
   type TrainProgress,
   type TrainSummary,
 } from './messages.js';
+import { trainDetails } from './details.js';
 import { bookkeepingOptions, gpuOptions, prepareOptions, trainOptions, validateOptions } from './options.js';
 import { trainRanks, type RankLoop } from './ranks.js';
 import { usesRankPath } from '../configs/parallel.js';
@@ -56,8 +58,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   wf.setHandler(trainProgressSignal, (p) => {
     if (stage !== 'train' || p.step < (live?.step ?? 0)) return;
     live = p;
-    wf.setCurrentDetails(`**train**: step ${p.step}/${p.totalSteps}, loss ${p.loss.toFixed(3)}, ${Math.round(p.tokensPerSec)} tok/s` +
-      (p.lastCheckpoint ? `, checkpoint @${p.lastCheckpoint.step}` : ''));
+    wf.setCurrentDetails(trainDetails(p.step, p.totalSteps, p.loss, p.tokensPerSec, p.lastCheckpoint, p.stepsPerSec));
   });
   wf.setHandler(checkpointNowSignal, () => {
     if (stage === 'train' && rankPath) {
@@ -75,10 +76,11 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     segmentScope?.cancel();
   });
 
-  const enter = (s: Stage, detail: string) => {
+  const enter = (s: Stage | 'done', detail: string) => {
     stage = s;
-    stages[s] = { status: 'running' };
+    if (s !== 'done') stages[s] = { status: 'running' };
     wf.setCurrentDetails(`**${s}**: ${detail}`);
+    if (run?.stageSearchAttribute) wf.upsertSearchAttributes([{ key: STAGE_SEARCH_ATTRIBUTE, value: s }]);
   };
   const leave = (s: Stage, t0: number, status: StageStatus = 'done') => {
     stageMs[s] = (stageMs[s] ?? 0) + (Date.now() - t0);
@@ -182,7 +184,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
       summary.steps = step;
       summary.lastCheckpoint = lastCheckpoint;
       live = null;
-      wf.setCurrentDetails(`**train**: ${step}/${data.totalSteps} steps, loss ${summary.lastLoss?.toFixed(3) ?? '?'}`);
+      wf.setCurrentDetails(trainDetails(step, data.totalSteps, summary.lastLoss, summary.tokensPerSec, lastCheckpoint));
       if (step < data.totalSteps && !stopRequested && (wf.workflowInfo().continueAsNewSuggested || wf.workflowInfo().historyLength > cfg.temporal.continueAsNewAfterEvents)) {
         leave('train', t0, 'running');
         await wf.condition(wf.allHandlersFinished);
@@ -232,8 +234,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     baseModel: run.baseModel, train: summary, eval: metrics, samples, stageMs, notes,
   };
   await cpu('write the report').finalizeRun({ report, seriesDir: run.seriesDir, totalMs: Date.now() - startedAt });
-  stage = 'done';
-  wf.setCurrentDetails(`**done**: eval loss ${metrics?.loss.toFixed(3) ?? '-'}, model in ${exported.modelDir}`);
+  enter('done', `eval loss ${metrics?.loss.toFixed(3) ?? '-'}, model in ${exported.modelDir}`);
   return report;
 }
 

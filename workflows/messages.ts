@@ -1,6 +1,7 @@
 // Everything the `finetune` workflow and its clients (CLI, activities, tests) share: task-queue names, the
 // signal/query definitions and the small JSON shapes that cross Temporal. Only references, hashes and summaries
 // travel; never tensors or token arrays.
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 
 /** Default queue of the workflow and the CPU activities (cfg.temporal.taskQueue). */
@@ -9,6 +10,14 @@ export const TASK_QUEUE = 'finetune';
 export const GPU_TASK_QUEUE = 'finetune-gpu';
 /** The workflow type, as `temporal workflow start --type finetune` names it. */
 export const WORKFLOW_TYPE = 'finetune';
+
+/**
+ * The stage of a run as a Keyword search attribute, for listing and filtering runs by stage (Web UI, `temporal
+ * workflow list --query 'FinetuneStage="train"'`). Only set where the namespace has it registered
+ * (`temporal server start-dev --search-attribute FinetuneStage=Keyword`, or `temporal operator search-attribute
+ * create --name FinetuneStage --type Keyword`): a real server fails the workflow task that upserts an unknown one.
+ */
+export const STAGE_SEARCH_ATTRIBUTE = defineSearchAttributeKey('FinetuneStage', SearchAttributeType.KEYWORD);
 
 export const STAGES = ['validate', 'prepare', 'train', 'export', 'evaluate', 'generate'] as const;
 export type Stage = (typeof STAGES)[number];

@@ -10,6 +10,7 @@ import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSyn
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { Connection } from '@temporalio/client';
+import { STAGE_SEARCH_ATTRIBUTE } from '../../workflows/messages.js';
 import { cloudUiBase, type TemporalTarget } from './connection.js';
 
 export const SERVER_KINDS = ['cluster', 'temporal', 'embedded'] as const;
@@ -85,7 +86,7 @@ export async function chooseServer(o: ChooseOptions): Promise<RunServer> {
   }
   const dbFile = join(o.seriesDir, 'temporal.db');
   const { startDevServer } = await import('../../devserver/index.js');
-  const server = await startDevServer({ port: 0, dbFile, namespace: o.target.namespace });
+  const server = await startDevServer({ port: 0, dbFile, namespace: o.target.namespace, searchAttributes: { [STAGE_SEARCH_ATTRIBUTE.name]: 'Keyword' } });
   return {
     kind, target: { ...o.target, address: server.address, connectionOptions: { address: server.address }, addressSource: 'the embedded dev server', tls: false },
     description: `embedded Temporal dev server on ${server.address} (state in ${dbFile}; no Web UI: with Temporal's CLI on PATH \`finetune run\` uses its dev server and UI)`,
@@ -121,7 +122,9 @@ async function startTemporalDevServer(cli: string, o: ChooseOptions): Promise<Ru
   const port = (await isFree(7233)) ? 7233 : await freePort();
   const uiPort = port === 7233 && (await isFree(8233)) ? 8233 : await freePort();
   const args = ['server', 'start-dev', '--db-filename', dbFile, '--ip', '127.0.0.1', '--port', String(port), '--ui-port', String(uiPort),
-    '--log-level', 'warn', ...(namespace !== 'default' ? ['--namespace', namespace] : [])];
+    '--log-level', 'warn', '--ui-disable-news-fetch', ...(namespace !== 'default' ? ['--namespace', namespace] : []),
+    // The run's stage as a list column and filter in the Web UI (FinetuneStage="train").
+    '--search-attribute', `${STAGE_SEARCH_ATTRIBUTE.name}=Keyword`];
   const fd = openSync(logFile, 'a');
   // Detached in its own process group: a Ctrl-C or a kill of `finetune run` leaves it serving the UI and the run.
   const child = spawn(cli, args, { detached: true, stdio: ['ignore', fd, fd] });
