@@ -5,7 +5,7 @@
 // segment checkpoints) and leaves the run in the server: the same command continues it.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { describeParallelism, loadConfig, rankQueuesOf, usesRankPath, type FinetuneConfig } from '../configs/index.js';
 import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
@@ -34,12 +34,19 @@ export async function startOrAttach(client: import('@temporalio/client').Client,
   } catch (e) {
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
-  return client.workflow.start('finetune', {
-    taskQueue: cfg.temporal.taskQueue,
-    workflowId,
-    args: [cfg],
-    memo: { summary: `${cfg.name}: ${cfg.model.init === 'pretrained' ? `pretrained ${cfg.model.path}` : `${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}`}, ${cfg.training.maxSteps ? `${cfg.training.maxSteps} steps` : `${cfg.training.epochs} epochs`}, ${describeParallelism(cfg)}` },
-  });
+  try {
+    return await client.workflow.start('finetune', {
+      taskQueue: cfg.temporal.taskQueue,
+      workflowId,
+      args: [cfg],
+      memo: { summary: `${cfg.name}: ${cfg.model.init === 'pretrained' ? `pretrained ${cfg.model.path}` : `${cfg.model.family} ${cfg.model.nLayer}L×${cfg.model.nEmbd}`}, ${cfg.training.maxSteps ? `${cfg.training.maxSteps} steps` : `${cfg.training.epochs} epochs`}, ${describeParallelism(cfg)}` },
+    });
+  } catch (e) {
+    // Another start of the same run won the race between our describe and our start: attach to it.
+    if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+    log(`attaching to ${workflowId} (started at the same moment by another client)`);
+    return client.workflow.getHandle(workflowId);
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
