@@ -10,6 +10,8 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type Activities, type PreparedData, type TrainSegmentInput } from '../../activities/index.js';
 import { checkpointNowSignal, progressQuery, stopSignal, type FinetuneReport } from '../../workflows/messages.js';
+import { startOrAttach } from '../../cli/run.js';
+import { parseConfig } from '../../configs/index.js';
 import { replay, runWorkers, startHarness, type Harness } from './helpers.js';
 
 const real = createActivities();
@@ -145,6 +147,53 @@ describe('finetune workflow', () => {
     } finally {
       await stop();
     }
+  });
+
+  it('stop during prepare ends the run with a report of what was done, not NO_CHECKPOINT', async () => {
+    const { acts, calls } = mocks(50);
+    let preparing = false;
+    const stop = await runWorkers(h, {
+      ...acts,
+      prepareData: async () => {
+        const ctx = Context.current();
+        preparing = true;
+        for (;;) {
+          ctx.heartbeat({ kind: 'prepare', stage: 'tokenize', bytes: 0, totalBytes: null, sequences: 0 });
+          if (ctx.cancellationSignal.aborted) throw new CancelledFailure('prepare cancelled');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      },
+    });
+    try {
+      const handle = await h.client.workflow.start('finetune', { taskQueue: 'finetune', workflowId: 'wf-stop-prepare', args: [config('stop-prepare')] });
+      await until(() => preparing);
+      await handle.signal(stopSignal, { reason: 'enough' });
+      const report = (await handle.result()) as FinetuneReport;
+      expect(calls).toEqual([]);
+      expect(report.modelDir).toBeNull();
+      expect(report.eval).toBeNull();
+      expect(report.samples).toEqual([]);
+      expect(report.train).toMatchObject({ steps: 0, stoppedEarly: true, lastCheckpoint: null });
+      expect(report.notes.join('\n')).toMatch(/stop requested during prepare \(enough\)/);
+      expect(report.notes.join('\n')).toMatch(/stopped before the data was prepared: nothing was trained/);
+      expect((await handle.describe()).status.name).toBe('COMPLETED');
+      const p = await handle.query(progressQuery);
+      expect([p.stages.prepare.status, p.stages.train.status, p.stages.export.status]).toEqual(['skipped', 'skipped', 'skipped']);
+      await keep('wf-stop-prepare');
+    } finally {
+      await stop();
+    }
+  });
+
+  it('three concurrent starts of the same run attach to one execution', async () => {
+    const cfg = parseConfig(config('race'));
+    const logs: string[] = [];
+    const handles = await Promise.all([0, 1, 2].map(() => startOrAttach(h.client, cfg, (s) => logs.push(s))));
+    const runIds = await Promise.all(handles.map(async (x) => (await x.describe()).runId));
+    expect(new Set(runIds).size).toBe(1);
+    expect(handles.every((x) => x.workflowId === 'finetune-race')).toBe(true);
+    expect(logs.filter((l) => /attaching to finetune-race/.test(l)).length).toBeGreaterThanOrEqual(2);
+    await h.client.workflow.getHandle('finetune-race').terminate('test done');
   });
 
   it('"checkpoint now" commits mid-segment and training goes on from there', async () => {
