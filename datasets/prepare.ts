@@ -92,7 +92,7 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
   const inputs = listInputs(cfg);
   const bytes = inputs.reduce((a, i) => a + i.bytes, 0);
   const threads = cfg.preprocess.workers === 0 && bytes < SMALL_CORPUS_BYTES ? -1 : cfg.preprocess.workers;
-  const pool = new EncodePool(tok.json, threads);
+  const pool = new EncodePool(tok.json, threads, tok.tokenizerJsonPath);
   try {
     return await prepareWith(cfg, tok, pool, inputs, opts);
   } finally {
