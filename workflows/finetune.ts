@@ -135,6 +135,8 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   if (!carry) {
     leave('prepare', t0);
     notes.push(`data ${data.reused ? 'reused' : 'prepared'}: ${data.train.sequences} train / ${data.validation.sequences} validation sequences of ${data.blockSize} tokens`);
+    if (data.validation.heldOutFromTrain)
+      notes.push(`validation: no document of the corpus was drawn for it (one document?), so the last ${data.validation.heldOutFromTrain} sequences of the train split were held out (data.validationFraction ${cfg.data.validationFraction})`);
   }
   summary.totalSteps = data.totalSteps;
 
@@ -246,7 +248,10 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   enter('evaluate', 'validation split');
   const metrics = await gpu('evaluate on the validation split').evaluateModel({ cfg, checkpoint: lastCheckpoint, dataDir: data.dataDir });
   leave('evaluate', t0);
-  if (!metrics) notes.push('no validation split (data.validationFraction is 0 and no data.validation): evaluation skipped');
+  if (!metrics)
+    notes.push(cfg.data.validationFraction === 0 && !cfg.data.validation
+      ? 'no validation split (data.validationFraction is 0 and no data.validation): evaluation skipped'
+      : `no validation sequences (data.validationFraction ${cfg.data.validationFraction}${cfg.data.validation ? ', data.validation given' : ''}): too little data was held out for one sequence of ${data.blockSize} tokens; evaluation skipped`);
 
   t0 = Date.now();
   enter('generate', `${cfg.generation.prompts.length} prompts`);

@@ -9,12 +9,15 @@
 // the checkpoint that covers it is committed, so every committed step has its record. A process killed mid-append
 // leaves at most one partial last line: readers skip it, and the next writer ends it with a newline first.
 //
-// Deduplicated on resume: an attempt starts from a committed checkpoint, and its `start` record at that step
-// replaces every step (and eval point) past it that an earlier attempt logged (a killed attempt's steps past its
-// last checkpoint, a stale attempt's steps). When an attempt loaded its state from disk it also rewrites the file
-// with that replacement applied (private file, then rename), so the log does not keep dead records. Overlapping
-// attempts of one segment write the same steps with the same values (training is deterministic): the last
-// record of a step wins. summarize() derives the report's numbers from the result.
+// Deduplicated on resume: an attempt starts from a committed checkpoint and logs the steps after it again, each
+// replacing the record an earlier attempt left for that step (a killed attempt's steps past its last checkpoint,
+// a stale attempt's steps): the last record of a step wins. Training is deterministic, so the replacement holds
+// the same numbers whoever wrote it; what differs (time, tokens/s) is the attempt that produced the model. Steps
+// past the checkpoint a run finally exported (a killed attempt's, when the run then stopped earlier) are not
+// counted: summarize() takes the steps up to that checkpoint. A start record never deletes steps by itself: a
+// later segment may continue from a newer checkpoint (of a cancelled earlier run of the id) whose steps are only
+// in the log. When an attempt loaded its state from disk it rewrites the file deduplicated (private file, then
+// rename), so the log does not keep dead records.
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -85,11 +88,8 @@ export function parseMetrics(text: string): MetricsView {
       skippedLines++;
       continue;
     }
-    if (r.kind === 'start') {
-      for (const s of [...steps.keys()]) if (s > r.step) steps.delete(s);
-      for (const s of [...evals.keys()]) if (s > r.step) evals.delete(s);
-      starts.push(r);
-    } else if (r.kind === 'step') steps.set(r.step, r);
+    if (r.kind === 'start') starts.push(r);
+    else if (r.kind === 'step') steps.set(r.step, r);
     else if (r.kind === 'eval') evals.set(r.step, r);
   }
   const byStep = <T extends { step: number }>(m: Map<number, T>) => [...m.values()].sort((a, b) => a.step - b.step);
@@ -132,7 +132,7 @@ export async function appendMetrics(runDir: string, records: MetricsRecord[]): P
 
 /**
  * Record the start of an attempt at `start.step`. With `compact` (the attempt loaded its state from disk: a retry,
- * another worker, a re-run) the file is first rewritten without the records the start replaces.
+ * another worker, a re-run) the file is first rewritten with one record per step.
  */
 export async function startMetrics(runDir: string, start: StartRecord, compact: boolean): Promise<void> {
   const file = metricsFile(runDir);
@@ -145,8 +145,7 @@ export async function startMetrics(runDir: string, start: StartRecord, compact: 
     }
     if (text !== null) {
       const v = parseMetrics(text + '\n' + JSON.stringify(start));
-      // The earlier start records first (they replace nothing when read back before the steps), then the steps and
-      // eval points that survive, then this start.
+      // The start records, then one record per step and eval point, then this start.
       const kept: MetricsRecord[] = [...v.starts.slice(0, -1), ...v.steps, ...v.evals];
       const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
       try {

@@ -34,15 +34,17 @@ describe('metrics log', () => {
     await startMetrics(dir, start(10, 2, true), true); // the retry loads step 10 and compacts the log
     const compacted = readFileSync(metricsFile(dir), 'utf8');
     expect(compacted).not.toContain('"step":16,"lo');
-    expect(parseMetrics(compacted).steps.map((s) => s.step)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    for (let s = 10; s < 30; s += 5) await appendMetrics(dir, group(s, s + 5, loss));
+    expect(parseMetrics(compacted).steps.map((s) => s.step)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+    // The killed attempt's steps 11-15 are replaced as the retry logs them again (here with other timings).
+    for (let s = 10; s < 30; s += 5) await appendMetrics(dir, stepRecords(s, { step: s + 5, losses: [1, 2, 3, 4, 5].map((i) => loss(s + i)), tokens: 5 * 128 }, new Map(), 999));
     // A later partial line is ended before the next append, so that record is not glued to it.
     appendFileSync(metricsFile(dir), '{"kind":"st');
     await appendMetrics(dir, [{ kind: 'eval', step: 30, loss: 6.5, perplexity: Math.exp(6.5), accuracy: 0.2, time: new Date().toISOString() }]);
     const v = (await readMetrics(dir))!;
     expect(v.evals.map((e) => e.step)).toEqual([30]);
     const got = summarize(v, 30);
-    expect({ ...got, resumes: [] }).toEqual({ ...ref, resumes: [] });
+    expect({ ...got, resumes: [], tokensPerSec: 0 }).toEqual({ ...ref, resumes: [], tokensPerSec: 0 });
+    expect(v.steps.filter((x) => x.step > 10).every((x) => x.ms === 999 / 5)).toBe(true);
     expect(got.resumes).toEqual([expect.objectContaining({ atStep: 10, attempt: 2, cause: 'retry' })]);
     // Up to an earlier exported step (a stop): only the steps that produced it.
     expect(summarize(v, 20)).toMatchObject({ steps: 20, tokens: 20 * 128, lastLoss: 8 });
@@ -55,11 +57,14 @@ describe('metrics log', () => {
     expect(svg.match(/class="eval"/g)).toHaveLength(1);
   });
 
-  it('a start without compaction (append-only) gives the same view as a compacted one', () => {
-    const lines = [start(0, 1), ...group(0, 10, (s) => s), start(5, 2, true), ...group(5, 10, (s) => s + 100)].map((r) => JSON.stringify(r)).join('\n');
+  it('the last record of a step wins; a start deletes nothing (a later segment may continue from a newer checkpoint)', () => {
+    // A re-run resumes at 20 from a cancelled run that reached 40; its next segment continues from checkpoint 40.
+    const lines = [start(0, 1), ...group(0, 40, (s) => s), start(20, 1, true), start(40, 1, true), ...group(40, 60, (s) => s)].map((r) => JSON.stringify(r)).join('\n');
     const v = parseMetrics(lines);
-    expect(v.steps.map((s) => s.loss)).toEqual([1, 2, 3, 4, 5, 106, 107, 108, 109, 110]);
-    expect(v.starts).toHaveLength(2);
+    expect(v.steps.map((s) => s.step)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(v.starts).toHaveLength(3);
+    const w = parseMetrics([start(0, 1), ...group(0, 10, (s) => s), start(5, 2, true), ...group(5, 10, (s) => s + 100)].map((r) => JSON.stringify(r)).join('\n'));
+    expect(w.steps.map((s) => s.loss)).toEqual([1, 2, 3, 4, 5, 106, 107, 108, 109, 110]);
   });
 
   it('per-step tokens sum exactly to the engine call\'s tokens', () => {

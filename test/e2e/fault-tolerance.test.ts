@@ -174,7 +174,10 @@ describe('fault tolerance (CPU backend, dev server, workers as processes)', { ti
   it('SIGKILL the worker mid-training: a new worker resumes from the last checkpoint, same final weights', async () => {
     const w1 = await readyWorker();
     await start('ref', 'ft-kill');
-    await until(async () => (await checkpoints('ref', 'ft-kill'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+    // Killed while a segment runs (not between segments, when no activity is pending), so the server retries it.
+    await until(async () => (await checkpoints('ref', 'ft-kill'))[0]?.step! >= 20 &&
+      ((await client.workflow.getHandle('ft-kill').describe()).raw.pendingActivities ?? []).some((a) => a.activityType?.name === 'trainSegment' && Number(a.state) === 2),
+    120_000, 'a checkpoint at step >= 20 and a running segment');
     await w1.kill('SIGKILL');
     // The server retries the segment once the heartbeat times out; `finetune status` shows it from the server's
     // pending-activity details (no workflow worker is left to answer the progress query).
