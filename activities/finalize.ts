@@ -23,11 +23,13 @@ export async function reportFromMetrics(report: FinetuneReport): Promise<Finetun
   }
   const view = await readMetrics(report.runDir);
   if (!view) return { ...report, metricsLog: undefined, lossCurve: null };
-  const notes = report.notes.filter((n) => !/^resumed (from|at) /.test(n));
   const logged = summarize(view, upTo);
   const covered = view.steps.filter((s) => s.step <= upTo).length;
   let train: TrainSummary = report.train;
+  let notes = report.notes;
   if (covered === upTo) {
+    // The workflow noted the resumes of the segments it saw complete; the log has every one, with its cause.
+    notes = notes.filter((n) => !/^resumed (from|at) /.test(n));
     train = {
       ...report.train, steps: upTo, firstLoss: logged.firstLoss, lastLoss: logged.lastLoss, tokens: logged.tokens,
       tokensPerSec: logged.tokensPerSec || report.train.tokensPerSec, resumes: logged.resumes,
