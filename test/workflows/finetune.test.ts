@@ -10,7 +10,10 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type Activities, type PreparedData, type TrainSegmentInput } from '../../activities/index.js';
 import { checkpointNowSignal, progressQuery, stopSignal, type FinetuneReport } from '../../workflows/messages.js';
+import { writeFile } from 'node:fs/promises';
+import { classify } from '../../activities/lib/failures.js';
 import { startOrAttach } from '../../cli/run.js';
+import { pendingAttempts } from '../../cli/status.js';
 import { parseConfig } from '../../configs/index.js';
 import { replay, runWorkers, startHarness, type Harness } from './helpers.js';
 
@@ -180,6 +183,43 @@ describe('finetune workflow', () => {
       const p = await handle.query(progressQuery);
       expect([p.stages.prepare.status, p.stages.train.status, p.stages.export.status]).toEqual(['skipped', 'skipped', 'skipped']);
       await keep('wf-stop-prepare');
+    } finally {
+      await stop();
+    }
+  });
+
+  it('a segment failing with a full disk is retried, and status shows its attempt, last failure and next retry', async () => {
+    const { acts } = mocks(20);
+    let failures = 0;
+    const stop = await runWorkers(h, {
+      ...acts,
+      trainSegment: async (i: TrainSegmentInput) => {
+        if (i.fromStep === 10 && failures < 3) {
+          failures++;
+          // A real ENOSPC (/dev/full), classified as the train activity does.
+          const e = await writeFile('/dev/full', 'x'.repeat(1 << 16)).catch((x: Error) => x);
+          throw classify(e, `train steps ${i.fromStep}→${i.toStep}`);
+        }
+        return acts.trainSegment(i);
+      },
+    });
+    try {
+      const handle = await h.client.workflow.start('finetune', { taskQueue: 'finetune', workflowId: 'wf-enospc', args: [config('enospc')] });
+      let lines: string[] = [];
+      const t = Date.now();
+      while (!lines.some((l) => /next retry in/.test(l)) && Date.now() - t < 30_000) {
+        const d = await handle.describe();
+        lines = pendingAttempts(d.raw.pendingActivities ?? [], d.status.name).flatMap((a) => a.lines);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const text = lines.join('\n');
+      expect(text).toMatch(/activity   trainSegment \(id \d+\): attempt [2-4] of 20/);
+      expect(text).toMatch(/last failure train steps 10→20: ENOSPC: no space left on device.*free space under storage\.root/);
+      expect(text).toMatch(/next retry in \d+ s/);
+      const report = (await handle.result()) as FinetuneReport;
+      expect(report.train.steps).toBe(20);
+      expect(failures).toBe(3);
+      await keep('wf-enospc');
     } finally {
       await stop();
     }
