@@ -4,6 +4,8 @@
 // checkpoint → prune. A retry after a dead worker resumes from the newest checkpoint that verifies (on whichever
 // GPU worker picks it up); a cancelled segment ("checkpoint now", "stop", workflow cancellation, worker
 // shutdown) commits a checkpoint before it reports the cancellation.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { CancelledFailure } from '@temporalio/common';
 import type { FinetuneConfig } from '../configs/index.js';
@@ -17,8 +19,6 @@ import { classify } from './lib/failures.js';
 import { previousDetails, TrainHeartbeat } from './lib/heartbeat.js';
 import { LossLog, nextGroup, progressSender } from './lib/loop.js';
 import { appendMetrics, startMetrics, stepRecords } from './lib/metrics.js';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 
 export interface TrainSegmentInput {
   cfg: FinetuneConfig;
@@ -157,7 +157,8 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
       const dir = checkpointDir(checkpointRoot, at);
       // An overlapping attempt (or the attempt before a retry) may have committed this very step already, or be
       // committing it right now: the engine's commit is atomic (first commit wins), and commitCheckpoint rewrites a
-      // committed step that does not verify. `extra` names nothing attempt-specific: both write the same bytes.
+      // committed step that does not verify. `extra` names nothing attempt-specific (the engine build is the same for
+      // attempts on one build): both write the same bytes.
       await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps, engine: build }, (m) => ctx.log.warn(m));
       committed = { dir, step: at };
       beat();
