@@ -43,7 +43,7 @@ export function lossCurveSvg(v: MetricsView, opts: { title: string; upToStep?: n
   for (const t of ticks(x0, x1, 8))
     out.push(`<line x1="${f(px(t))}" y1="${T}" x2="${f(px(t))}" y2="${H - B}" stroke="#eee"/>`,
       `<text x="${f(px(t))}" y="${H - B + 16}" text-anchor="middle">${t}</text>`);
-  for (const t of ticks(y0, y1, 6))
+  for (const t of ticks(y0, y1, 8))
     out.push(`<line x1="${L}" y1="${f(py(t))}" x2="${W - R}" y2="${f(py(t))}" stroke="#eee"/>`,
       `<text x="${L - 6}" y="${f(py(t) + 4)}" text-anchor="end">${t}</text>`);
   out.push(`<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="none" stroke="#888"/>`,
