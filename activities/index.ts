@@ -25,6 +25,8 @@ export interface ActivityDeps {
   signalProgress?: (workflowId: string, p: TrainProgress) => Promise<void>;
   /** Minimum interval between progress signals (each is a history event). Default 3 s. */
   progressIntervalMs?: number;
+  /** The server's record of an activity's last failure (for the cause of a resume in the metrics log). */
+  lastFailure?: (workflowId: string, activityId: string) => Promise<string | null>;
 }
 
 export function createActivities(deps: ActivityDeps = {}) {
@@ -36,7 +38,7 @@ export function createActivities(deps: ActivityDeps = {}) {
     prepareData,
     /** The newest committed checkpoint that verifies (after a cancelled segment, or on cancellation). */
     latestCheckpoint: (root: string) => findResumePoint(root),
-    trainSegment: (input: TrainSegmentInput) => trainSegment({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs }, input),
+    trainSegment: (input: TrainSegmentInput) => trainSegment({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs, lastFailure: deps.lastFailure }, input),
     /** Multi-worker training (activities/ranks.ts): on rank 0's queue, then one trainRank per worker queue. */
     rendezvous,
     trainRank: (input: TrainRankInput) => trainRank({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs }, input),

@@ -13,6 +13,8 @@ export interface SplitSummary {
   sequences: number;
   tokens: number;
   shards: number;
+  /** Validation only: sequences held out from the end of the train split (no document was drawn for validation). */
+  heldOutFromTrain?: number;
 }
 
 export interface PreparedData {
@@ -62,7 +64,8 @@ export async function prepareData(cfg: FinetuneConfig): Promise<PreparedData> {
     const r = await prepare(cfg, { outRoot: dataRoot(cfg), onProgress, signal: ctx.cancellationSignal });
     if (stage) stageMs[stage] = (stageMs[stage] ?? 0) + Date.now() - since;
     const m = r.manifest;
-    const split = (s: (typeof m.splits)['train']): SplitSummary => ({ sequences: s.sequences, tokens: s.tokens, shards: s.shards.length });
+    const split = (s: (typeof m.splits)['train']): SplitSummary =>
+      ({ sequences: s.sequences, tokens: s.tokens, shards: s.shards.length, ...(s.heldOutFromTrain ? { heldOutFromTrain: s.heldOutFromTrain } : {}) });
     const train = split(m.splits.train);
     if (train.sequences === 0)
       throw classify(Object.assign(new Error(`the train split is empty after preprocessing (${r.dir}); check data.train and preprocess.blockSize`), { name: 'DataError', code: 'BAD_INPUT' }), 'prepare');

@@ -6,16 +6,18 @@
 // A rank never retries alone (a lone rank cannot rejoin a communicator): the workflow cancels every rank when one
 // fails and restarts the whole group, with a new id, from the checkpoint IT chose (so all ranks load the same one).
 import { hostname } from 'node:os';
+import { dirname } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { devicesPerWorker, localDevices, type FinetuneConfig } from '../configs/index.js';
 import type { Engine, ParallelOptions } from '../native/index.js';
-import type { CheckpointRef, TrainProgress } from '../workflows/messages.js';
+import type { CheckpointRef, ResumeRecord, TrainProgress } from '../workflows/messages.js';
 import { checkpointDir, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';
 import { classify } from './lib/failures.js';
 import { LossLog, nextGroup, progressSender } from './lib/loop.js';
+import { appendMetrics, startMetrics, stepRecords } from './lib/metrics.js';
 import { native } from './lib/native.js';
 import type { SegmentResult } from './train.js';
 
@@ -136,6 +138,13 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
     if (input.resumeFrom && step !== input.resumeFrom.step)
       throw ApplicationFailure.create({ message: `${where}: checkpoint ${input.resumeFrom.dir} holds step ${step}, the workflow expected ${input.resumeFrom.step}`, type: 'BAD_CHECKPOINT' });
     if (s.dataDir !== input.dataDir) engine.setTrainData(await loadSplit(input.dataDir, 'train', signal));
+    // Rank 0 keeps the run's metrics log (every rank sees the same global loss); runDir holds checkpoints/.
+    const runDir = dirname(checkpointRoot);
+    const build = (await native()).engineBuild();
+    const resume: ResumeRecord | null = s.loaded && input.resumeFrom
+      ? { atStep: input.resumeFrom.step, attempt: input.group.generation, from: input.resumeFrom, skipped: [], cause: `the group (generation ${input.group.generation}) started from the committed checkpoint` }
+      : null;
+    if (rank === 0) await startMetrics(runDir, { kind: 'start', step, attempt: input.group.generation, time: new Date().toISOString(), workflowId, resume, build }, s.loaded);
     beat();
 
     // Checkpoints are collective (every rank writes its shard, then one manifest commits them), so ranks must
@@ -144,7 +153,7 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
       const dir = checkpointDir(checkpointRoot, step);
       // Nothing generation-specific in `extra`: a stale rank of the previous generation that commits the same step
       // before its cancellation lands writes the same bytes (workflows/README.md, "Exact resume").
-      await engine!.saveCheckpoint(dir, { workflowId, totalSteps });
+      await engine!.saveCheckpoint(dir, { workflowId, totalSteps, engine: build });
       committed = { dir, step };
       beat();
       if (rank === 0) await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);
@@ -160,10 +169,13 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
     while (step < toStep) {
       if (signal.aborted) break;
       const { end, checkpointAt } = nextGroup(cfg, step, toStep);
+      const from = step;
+      const g0 = Date.now();
       const r = await boundedByCancel(engine.train(end - step, { totalSteps, signal, onProgress }), signal, where, (m) => ctx.log.error(m));
       step = r.step;
       tokens += r.tokens;
       losses.add(step, r.losses);
+      if (rank === 0) await appendMetrics(runDir, stepRecords(from, r, new Map(), Date.now() - g0));
       loss = losses.last;
       if (r.aborted) break;
       if (step === checkpointAt && step < toStep) await save();
@@ -178,7 +190,7 @@ export async function trainRank(deps: RankDeps, input: TrainRankInput): Promise<
     return {
       step, checkpoint: committed!, firstLoss: losses.first, lastLoss: loss, tokens,
       tokensPerSec: elapsed > 0 ? Math.round(tokens / elapsed) : 0,
-      resume: s.loaded && input.resumeFrom ? { atStep: input.resumeFrom.step, attempt: input.group.generation, from: input.resumeFrom, skipped: [] } : null,
+      resume,
     };
   } catch (e) {
     throw classify(e, where);

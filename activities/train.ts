@@ -4,18 +4,21 @@
 // checkpoint → prune. A retry after a dead worker resumes from the newest checkpoint that verifies (on whichever
 // GPU worker picks it up); a cancelled segment ("checkpoint now", "stop", workflow cancellation, worker
 // shutdown) commits a checkpoint before it reports the cancellation.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { CancelledFailure } from '@temporalio/common';
 import type { FinetuneConfig } from '../configs/index.js';
 import type { Engine } from '../native/index.js';
 import { native } from './lib/native.js';
-import type { CheckpointRef, ResumeRecord, TrainProgress } from '../workflows/messages.js';
+import type { CheckpointRef, EngineBuild, ResumeRecord, TrainProgress } from '../workflows/messages.js';
 import { checkpointDir, commitCheckpoint, pruneCheckpoints, quarantine } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';
 import { classify } from './lib/failures.js';
 import { previousDetails, TrainHeartbeat } from './lib/heartbeat.js';
 import { LossLog, nextGroup, progressSender } from './lib/loop.js';
+import { appendMetrics, startMetrics, stepRecords } from './lib/metrics.js';
 
 export interface TrainSegmentInput {
   cfg: FinetuneConfig;
@@ -46,6 +49,36 @@ export interface TrainDeps {
   /** Sends live progress to the workflow (an internal signal); absent in unit tests. */
   signalProgress?: (workflowId: string, p: TrainProgress) => Promise<void>;
   progressIntervalMs: number;
+  /** The last failure of this activity's previous attempt, as the server recorded it (the worker asks it); optional. */
+  lastFailure?: (workflowId: string, activityId: string) => Promise<string | null>;
+}
+
+/** The engine build recorded in a checkpoint's meta.json (`extra.engine`), or null for checkpoints without it. */
+export async function checkpointBuild(dir: string): Promise<EngineBuild | null> {
+  for (const f of ['meta.json', 'manifest.json']) {
+    try {
+      const m = JSON.parse(await readFile(join(dir, f), 'utf8')) as { extra?: { engine?: EngineBuild } };
+      return m.extra?.engine?.id ? m.extra.engine : null;
+    } catch {
+      /* try the next one */
+    }
+  }
+  return null;
+}
+
+/** Why an attempt loaded its state from disk instead of continuing the worker's live model. */
+async function resumeCause(deps: TrainDeps, input: TrainSegmentInput, attempt: number, workflowId: string, activityId: string, lastStep: number | null): Promise<string> {
+  if (attempt > 1) {
+    let failure: string | null = null;
+    try {
+      failure = (await Promise.race([deps.lastFailure?.(workflowId, activityId) ?? null, new Promise<null>((r) => setTimeout(() => r(null), 5000).unref())])) ?? null;
+    } catch {
+      /* advisory only */
+    }
+    return `retry (attempt ${attempt}) after attempt ${attempt - 1} ended${lastStep !== null ? ` at step ${lastStep}` : ''}: ${failure ?? 'it failed, timed out or its worker was lost'}`;
+  }
+  if (!input.resumeFrom) return 'an earlier run of this workflow id left committed checkpoints (it was cancelled, failed or terminated)';
+  return "the model was not in this worker's memory (another worker took the segment, or the worker restarted)";
 }
 
 /** A model to train: from the cache, from the newest good checkpoint, or fresh from the config. */
@@ -96,7 +129,19 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     engine = s.engine;
     committed = s.start;
     step = engine.step;
-    if (s.resume) ctx.log.warn(`resuming at step ${step}` + s.resume.skipped.map((k) => `; skipped ${k.dir}: ${k.reason}`).join(''));
+    // A re-run of the workflow id whose first segment finds this worker's live model at a committed step.
+    const resume: ResumeRecord | null = s.resume ?? (step !== input.fromStep && s.start ? { atStep: step, attempt: ctx.info.attempt, from: s.start, skipped: [] } : null);
+    const build = (await native()).engineBuild();
+    if (resume) {
+      resume.cause = await resumeCause(deps, input, ctx.info.attempt, workflowId, ctx.info.activityId, prev?.step ?? null);
+      const written = resume.from ? await checkpointBuild(resume.from.dir) : null;
+      if (written && written.id !== build.id) {
+        resume.checkpointBuild = written;
+        ctx.log.warn(`checkpoint ${resume.from!.dir} was written by engine build ${written.id}; resuming on ${build.id}: the result may differ from an uninterrupted run`);
+      }
+      ctx.log.warn(`resuming at step ${step}: ${resume.cause}` + resume.skipped.map((k) => `; skipped ${k.dir}: ${k.reason}`).join(''));
+    }
+    await startMetrics(input.runDir, { kind: 'start', step, attempt: ctx.info.attempt, time: new Date().toISOString(), workflowId, resume, build }, s.resume !== null);
     // Where each attempt started and ended is what an exact-resume failure needs to be diagnosed from the logs.
     ctx.log.info(`train ${input.fromStep}→${toStep} attempt ${ctx.info.attempt}: starts at step ${step} from ${s.resume ? (s.start?.dir ?? 'the initial model') : s.start ? `the cached engine (= ${s.start.dir})` : 'the initial model'}`);
     let dataDir = s.dataDir;
@@ -112,8 +157,9 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
       const dir = checkpointDir(checkpointRoot, at);
       // An overlapping attempt (or the attempt before a retry) may have committed this very step already, or be
       // committing it right now: the engine's commit is atomic (first commit wins), and commitCheckpoint rewrites a
-      // committed step that does not verify. `extra` names nothing attempt-specific: both write the same bytes.
-      await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps }, (m) => ctx.log.warn(m));
+      // committed step that does not verify. `extra` names nothing attempt-specific (the engine build is the same for
+      // attempts on one build): both write the same bytes.
+      await commitCheckpoint(engine!, dir, at, { workflowId, totalSteps, engine: build }, (m) => ctx.log.warn(m));
       committed = { dir, step: at };
       beat();
       await pruneCheckpoints(checkpointRoot, cfg.checkpoint.keepLast);
@@ -124,16 +170,26 @@ export async function trainSegment(deps: TrainDeps, input: TrainSegmentInput): P
     const losses = new LossLog(cfg.training.divergenceLoss);
     let tokens = 0;
     const t0 = Date.now();
-    const onProgress = progressSender({
+    const perStep = new Map<number, { lr: number; gradNorm: number }>();
+    const sendProgress = progressSender({
       workflowId, totalSteps, startStep: step, intervalMs: deps.progressIntervalMs, send: deps.signalProgress,
       committed: () => committed, onStep: (at, l) => ((step = at), (loss = l), beat()), log: (m) => ctx.log.debug(m),
     });
+    const onProgress = (p: { step: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number }) => {
+      perStep.set(p.step, { lr: p.lr, gradNorm: p.gradNorm });
+      sendProgress(p);
+    };
     while (step < toStep && !signal.aborted) {
       const { end, checkpointAt } = nextGroup(cfg, step, toStep);
+      const from = step;
+      const g0 = Date.now();
+      perStep.clear();
       const r = await engine.train(end - step, { totalSteps, signal, onProgress });
       step = r.step;
       tokens += r.tokens;
       losses.add(step, r.losses);
+      // Logged before any checkpoint that covers these steps is committed (metrics.ts: crash safety).
+      await appendMetrics(input.runDir, stepRecords(from, r, perStep, Date.now() - g0));
       loss = losses.last;
       if (r.aborted) break;
       if ((step === checkpointAt && step < toStep) || (everyMs > 0 && Date.now() - lastSave >= everyMs)) await save();

@@ -2,13 +2,15 @@
 // once, non-retryable, with the readable message of configs/), checks that the files it names exist, resolves the
 // base model of a scheduled series, and names the run's directories by the workflow id and a config fingerprint,
 // so a re-run of the same id and config resumes its checkpoints while a changed config starts clean.
-import { readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { STAGE_SEARCH_ATTRIBUTE } from '../workflows/messages.js';
 import { ConfigError, describeParallelism, fingerprintOf, parseConfig, resolvePaths, stripComments, worldSizeOf, type FinetuneConfig } from '../configs/index.js';
+import { STORAGE_NON_RETRYABLE } from './lib/failures.js';
 import { exists, safeName } from './lib/fsutil.js';
 
 /** The validated run: the config with every default applied and the directories it owns. */
@@ -53,6 +55,7 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
     throw ApplicationFailure.create({ message: err.message, type: 'BAD_CONFIG', nonRetryable: true, details: [err.issues ?? []] });
   }
   await checkFiles(cfg);
+  await checkWritable('storage.root', cfg.storage.root);
 
   const seriesDir = join(cfg.storage.root, cfg.name);
   let baseModel: string | null = null;
@@ -170,6 +173,30 @@ async function checkFiles(cfg: FinetuneConfig): Promise<void> {
   if (cfg.model.init === 'pretrained' && cfg.model.path) await check('model.path', join(cfg.model.path, 'config.json'));
   if (missing.length)
     throw ApplicationFailure.create({ message: `invalid workflow input:\n${missing.join('\n')}`, type: 'BAD_CONFIG', nonRetryable: true });
+}
+
+/**
+ * storage.root must be a directory this worker can write (checkpoints, prepared data, the model and report go
+ * there). Checked now by creating it and a probe file in it, so a read-only or forbidden root fails at once with
+ * its real cause (EROFS, EACCES, EPERM, ENOTDIR: non-retryable) instead of in a retry loop an hour later.
+ */
+export async function checkWritable(field: string, dir: string): Promise<void> {
+  const probe = join(dir, `.finetune-write-probe-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    await mkdir(dir, { recursive: true });
+    await writeFile(probe, '');
+    await rm(probe, { force: true });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const code = err.code ?? 'EIO';
+    const advice = STORAGE_NON_RETRYABLE[code];
+    throw ApplicationFailure.create({
+      message: `${field}: ${dir} is not writable: ${err.message}${advice ? `. What to do: ${advice}` : ''}`,
+      type: code,
+      nonRetryable: code in STORAGE_NON_RETRYABLE,
+      cause: err,
+    });
+  }
 }
 
 export async function readSeriesPointer(seriesDir: string): Promise<SeriesPointer | null> {

@@ -7,7 +7,7 @@
 // continues it.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { loadConfig, rankQueuesOf, runDetails, runSummary, usesRankPath, type FinetuneConfig } from '../configs/index.js';
 import { progressQuery, type FinetuneReport } from '../workflows/messages.js';
 import { parse } from './lib/args.js';
@@ -38,15 +38,22 @@ export async function startOrAttach(client: import('@temporalio/client').Client,
   } catch (e) {
     if (!(e instanceof WorkflowNotFoundError)) throw e;
   }
-  return client.workflow.start('finetune', {
-    taskQueue: cfg.temporal.taskQueue,
-    workflowId,
-    args: [cfg],
-    memo: { summary: runSummary(cfg) },
-    // Shown by the Web UI (run header, User Metadata) and `temporal workflow describe` from the start.
-    staticSummary: runSummary(cfg),
-    staticDetails: runDetails(cfg),
-  });
+  try {
+    return await client.workflow.start('finetune', {
+      taskQueue: cfg.temporal.taskQueue,
+      workflowId,
+      args: [cfg],
+      memo: { summary: runSummary(cfg) },
+      // Shown by the Web UI (run header, User Metadata) and `temporal workflow describe` from the start.
+      staticSummary: runSummary(cfg),
+      staticDetails: runDetails(cfg),
+    });
+  } catch (e) {
+    // Another start of the same run won the race between our describe and our start: attach to it.
+    if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+    log(`attaching to ${workflowId} (started at the same moment by another client)`);
+    return client.workflow.getHandle(workflowId);
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {

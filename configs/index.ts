@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { jsonSyntaxMessage } from './json.js';
 import { FinetuneConfig, type FinetuneConfigInput } from './schemas/index.js';
 
 export * from './schemas/index.js';
@@ -129,7 +130,7 @@ export function loadConfig(file: string, sets: string[] = []): FinetuneConfig {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError(`config ${file} is not valid JSON: ${(e as Error).message}`);
+    throw new ConfigError(`config ${jsonSyntaxMessage(file, text, e)}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
     throw new ConfigError(`config ${file}: expected a JSON object at the top level`);

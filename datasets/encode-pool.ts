@@ -22,13 +22,13 @@ interface Pending {
 // data sets parses each tokenizer once. Its encodeBatch holds no per-call state, so sharing is safe.
 const shared = new Map<string, Tokenizer>();
 
-function sharedTokenizer(json: string): Tokenizer {
+function sharedTokenizer(json: string, source: string): Tokenizer {
   let tok = shared.get(json);
   if (!tok) {
     try {
       tok = Tokenizer.fromString(json);
     } catch (e) {
-      throw new DataError('BAD_INPUT', `cannot load tokenizer.json: ${(e as Error).message}`);
+      throw new DataError('BAD_INPUT', `${source}: cannot load the tokenizer: ${(e as Error).message}`);
     }
     if (shared.size >= 4) shared.delete(shared.keys().next().value!);
     shared.set(json, tok);
@@ -50,24 +50,25 @@ export class EncodePool {
    * encodeBatch still runs off the event loop on all cores (rayon). For small corpora that saves the workers'
    * start-up (an isolate and a tokenizer parse each), which costs more than it wins below a few MB.
    */
-  constructor(tokenizerJson: string, threads = 0) {
+  /** `source`: the tokenizer.json file, named by every load error. */
+  constructor(tokenizerJson: string, threads = 0, source = 'tokenizer.json') {
     if (threads < 0) {
-      this.inProcess = sharedTokenizer(tokenizerJson);
+      this.inProcess = sharedTokenizer(tokenizerJson, source);
       return;
     }
     const n = threads > 0 ? threads : availableParallelism();
     for (let w = 0; w < n; w++) {
       // A worker holds one batch at a time: cap its heap so GC slack stays constant however long the corpus is.
       const worker = new Worker(new URL('./encode-worker.mjs', import.meta.url), {
-        workerData: { json: tokenizerJson },
+        workerData: { json: tokenizerJson, source },
         resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
       });
-      worker.on('message', (m: { id: number; ids?: Int32Array; offsets?: Int32Array; error?: string }) => {
+      worker.on('message', (m: { id: number; ids?: Int32Array; offsets?: Int32Array; error?: string; load?: boolean }) => {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
         this.load[w]!--;
-        if (m.error !== undefined) p.reject(new DataError('BAD_INPUT', `tokenizer failed: ${m.error}`));
+        if (m.error !== undefined) p.reject(new DataError('BAD_INPUT', m.load ? m.error : `tokenizer failed: ${m.error}`));
         else p.resolve({ ids: m.ids!, offsets: m.offsets! });
       });
       worker.on('error', (e) => this.fail(new DataError('IO', `tokenizer worker crashed: ${e.message}`, undefined, { cause: e })));

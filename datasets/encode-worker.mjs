@@ -9,11 +9,11 @@ let loadError;
 try {
   tok = tokenizers.Tokenizer.fromString(workerData.json);
 } catch (e) {
-  loadError = `cannot load tokenizer.json: ${e?.message ?? e}`;
+  loadError = `${workerData.source ?? 'tokenizer.json'}: cannot load the tokenizer: ${e?.message ?? e}`;
 }
 
 parentPort.on('message', async ({ id, texts }) => {
-  if (loadError) return parentPort.postMessage({ id, error: loadError });
+  if (loadError) return parentPort.postMessage({ id, error: loadError, load: true });
   try {
     const encs = await tok.encodeBatch(texts, { addSpecialTokens: false });
     const lists = encs.map((e) => e.getIds());

@@ -36,6 +36,8 @@ export const SplitStats = z
     droppedTokens: z.number().int().nonnegative(),
     /** Every token the tokenizer produced for this split, EOS tokens added by the pipeline included. = tokens + droppedTokens. */
     sourceTokens: z.number().int().nonnegative(),
+    /** Validation only: sequences taken from the end of the train split (a corpus with no document drawn for validation). */
+    heldOutFromTrain: z.number().int().positive().optional(),
     shards: z.array(ShardEntry),
   })
   .strict();

@@ -92,7 +92,7 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
   const inputs = listInputs(cfg);
   const bytes = inputs.reduce((a, i) => a + i.bytes, 0);
   const threads = cfg.preprocess.workers === 0 && bytes < SMALL_CORPUS_BYTES ? -1 : cfg.preprocess.workers;
-  const pool = new EncodePool(tok.json, threads);
+  const pool = new EncodePool(tok.json, threads, tok.tokenizerJsonPath);
   try {
     return await prepareWith(cfg, tok, pool, inputs, opts);
   } finally {
@@ -358,7 +358,16 @@ async function build(
   while (window.length) await drainOne();
   report(true);
 
-  const [train, validation] = [writers[0].finish(), writers[1].finish()];
+  // A corpus of one document (one paragraph, one giant line) puts that document in one split: with no document
+  // drawn for validation, the tail of the train split's sequences is held out instead, as much as
+  // data.validationFraction asks (at least one sequence, never the last train one). Said in the manifest.
+  let heldOut = 0;
+  const f = cfg.data.validationFraction;
+  if (!cfg.data.validation && f > 0 && writers[1].stats.sequences === 0) {
+    const n = writers[0].stats.sequences;
+    heldOut = writers[0].moveTailTo(writers[1], Math.min(Math.max(1, Math.round(f * n)), n - 1));
+  }
+  const [train, validation] = [writers[0].finish(), { ...writers[1].finish(), ...(heldOut ? { heldOutFromTrain: heldOut } : {}) }];
   if (train.sequences === 0)
     throw badInput(
       sources.map((s) => ('path' in s.src ? String(s.src.path) : s.src.type)).join(', '),

@@ -49,6 +49,7 @@ export class SplitWriter {
 
   /** Make room for row `this.row` (called whenever a row is started). */
   private ensureRow(): void {
+    if (this.row === this.perShard) this.flushShard(); // a full shard is written when the next row begins
     if (this.row < this.cap) return;
     this.cap = Math.min(this.perShard, this.cap * 2);
     const grow = <A extends Int32Array | Int8Array>(a: A, C: { new (n: number): A }): A => {
@@ -132,7 +133,6 @@ export class SplitWriter {
     this.row++;
     this.col = 0;
     this.onSequences(1);
-    if (this.row === this.perShard) this.flushShard();
   }
 
   private flushShard(): void {
@@ -163,8 +163,8 @@ export class SplitWriter {
     this.row = 0;
   }
 
-  /** Close the split: concat drops its partial tail; packed layouts pad their last sequence. Names the shards. */
-  finish(): SplitStats {
+  /** Close the last sequence: concat drops its partial tail; packed layouts pad it. */
+  private closeTail(): void {
     if (this.col > 0) {
       if (this.mask) this.padRow();
       else {
@@ -172,6 +172,46 @@ export class SplitWriter {
         this.col = 0;
       }
     }
+  }
+
+  /**
+   * Move the last `n` complete sequences of this split to `to` (a validation split that got no document: a
+   * one-document corpus). Only sequences still in memory (the last shard's, up to sequencesPerShard) can move;
+   * returns how many did. Token accounting moves with them.
+   */
+  moveTailTo(to: SplitWriter, n: number): number {
+    this.closeTail();
+    const k = Math.max(0, Math.min(n, this.row));
+    for (let r = this.row - k; r < this.row; r++) {
+      const base = r * this.T;
+      const ids = this.ids.subarray(base, base + this.T);
+      const labels = this.labels.subarray(base, base + this.T);
+      const mask = this.mask?.subarray(base, base + this.T);
+      let real = this.T, loss = 0;
+      if (mask) real = mask.reduce((a, m) => a + m, 0);
+      for (let t = 0; t < this.T; t++) if (labels[t] !== IGNORE_INDEX) loss++;
+      this.stats.sequences--;
+      this.stats.lossTokens -= loss;
+      this.stats.paddingTokens -= this.T - real;
+      this.stats.sourceTokens -= real;
+      to.ensureRow();
+      const dst = to.row * this.T;
+      to.ids.set(ids, dst);
+      to.labels.set(labels, dst);
+      if (mask) to.mask?.set(mask, dst);
+      to.stats.paddingTokens += this.T - real;
+      to.stats.sourceTokens += real;
+      to.col = this.T;
+      to.endRow();
+    }
+    this.row -= k;
+    this.onSequences(-k); // counted again by `to`
+    return k;
+  }
+
+  /** Close the split: concat drops its partial tail; packed layouts pad their last sequence. Names the shards. */
+  finish(): SplitStats {
+    this.closeTail();
     this.flushShard();
     const total = this.shards.length;
     const shards = this.shards.map((s, i) => {

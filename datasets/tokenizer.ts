@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Tokenizer as JsTokenizer } from '@huggingface/tokenizers';
 import type { TokenizerConfig } from '../configs/index.js';
+import { jsonErrorPosition } from '../configs/json.js';
 import { badInput } from './errors.js';
 import { safePieces } from './pieces.js';
 
@@ -183,7 +184,8 @@ async function loadTokenizerUncached(cfg: TokenizerConfig): Promise<LoadedTokeni
   try {
     parsed = JSON.parse(json) as TokenizerJson;
   } catch (e) {
-    throw badInput(path, `not valid JSON: ${(e as Error).message}`);
+    const at = jsonErrorPosition(json, e);
+    throw badInput(at ? `${path}:${at.line}:${at.column}` : path, `not valid JSON: ${(e as Error).message.replace(/\s*(in JSON )?at position \d+( \(line \d+ column \d+\))?/, '')}`);
   }
   if (!parsed.model) throw badInput(path, 'not a tokenizer.json (no "model" section)');
   const eosId = findToken(parsed, EOS_NAMES);

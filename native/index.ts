@@ -8,7 +8,7 @@ import { join, resolve } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
 import { localDevices } from '../configs/parallel.js';
 import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeFamilyFields, NativeMemoryEstimate, NativeShard } from './addon-types.js';
-import { loadAddon, tryLoadAddon } from './loader.js';
+import { addonBuild, loadAddon, tryLoadAddon } from './loader.js';
 
 export type EngineErrorCode =
   | 'OUT_OF_MEMORY' | 'NON_FINITE_LOSS' | 'BAD_SHAPE' | 'IO' | 'BAD_CHECKPOINT' | 'BAD_CONFIG' | 'ABORTED' | 'DEVICE' | 'INTERNAL';
@@ -512,6 +512,12 @@ export function ncclUniqueId(): string {
 }
 
 /** Whether the addon loads, and which backends it was built with. */
+let build: ReturnType<typeof addonBuild> | undefined;
+/** The engine build this process runs (cached): recorded in checkpoints, the metrics log and the report. */
+export function engineBuild(): ReturnType<typeof addonBuild> {
+  return (build ??= addonBuild());
+}
+
 export function engineAvailable(): { ok: boolean; backends: ('cpu' | 'cuda')[]; error?: string; blas?: string; cudaDevices?: number } {
   const r = tryLoadAddon();
   if (!r.addon) return { ok: false, backends: [], error: r.error };

@@ -2,6 +2,7 @@
 // A candidate is first loaded in a child process, so a broken binary (missing libcudart, ABI mismatch) fails
 // with a message instead of crashing this process; a failure lists possible solutions (after lovell/sharp).
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -78,4 +79,25 @@ export function loadAddon(): NativeAddon {
   const r = tryLoadAddon();
   if (!r.addon) throw new Error(r.error);
   return r.addon;
+}
+
+/**
+ * The loaded addon's build: its folder name (platform, arch, backend and an options hash), a hash of the binary
+ * itself, and the backends and BLAS it was built with (build-info.json of native/scripts/build.mjs). Checkpoints
+ * and reports record it, because bit-identical resumes hold only within one build.
+ */
+export function addonBuild(): { id: string; backends: string; blas: string; node: string } {
+  const r = tryLoadAddon();
+  if (!r.addon || !r.file) throw new Error(r.error ?? 'no engine addon');
+  const dir = dirname(r.file);
+  let info: { name?: string; blas?: string; node?: string } = {};
+  try {
+    info = JSON.parse(readFileSync(join(dir, 'build-info.json'), 'utf8')) as typeof info;
+  } catch {
+    /* an addon given by FINETUNE_ENGINE_ADDON may have no build-info.json */
+  }
+  const b = r.addon.buildInfo();
+  const hash = createHash('sha256').update(readFileSync(r.file)).digest('hex').slice(0, 12);
+  const blas = b.blas && b.blas !== 'unknown' ? b.blas : info.blas ?? b.blas ?? 'unknown';
+  return { id: `${info.name ?? dirname(r.file).split('/').pop()}@${hash}`, backends: b.backends, blas, node: info.node ?? process.versions.node };
 }

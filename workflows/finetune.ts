@@ -40,6 +40,8 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   let stopRequested = carry?.stopRequested ?? false;
   let checkpointRequested = false;
   let segmentScope: wf.CancellationScope | null = null;
+  let prepareScope: wf.CancellationScope | null = null;
+  let runDir: string | undefined = carry?.run.runDir;
   let rankPath = false; // multi-worker training: ranks stop only at segment ends (workflows/ranks.ts)
 
   // ---- messages ----
@@ -52,7 +54,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
       loss: live?.loss ?? summary.lastLoss, tokensPerSec: live?.tokensPerSec ?? (summary.tokensPerSec || null),
       etaSeconds: stage === 'train' && sps > 0 && total > step ? Math.round((total - step) / sps) : null,
       lastCheckpoint: newer(live?.lastCheckpoint ?? null, summary.lastCheckpoint),
-      stopRequested, checkpointRequested, notes,
+      stopRequested, checkpointRequested, notes, runDir,
     };
   });
   wf.setHandler(trainProgressSignal, (p) => {
@@ -72,7 +74,13 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   wf.setHandler(stopSignal, (arg) => {
     if (stopRequested) return;
     stopRequested = true;
-    notes.push(`stop requested${arg?.reason ? ` (${arg.reason})` : ''}: training ends at the next checkpoint`);
+    const why = arg?.reason ? ` (${arg.reason})` : '';
+    if (stage === 'validate' || stage === 'prepare') {
+      notes.push(`stop requested during ${stage}${why}: no training; the run ends with a report of what was done`);
+      // Preparing is content-addressed and committed atomically: a cancelled one leaves nothing half-written.
+      if (prepareScope && wf.patched(STOP_BEFORE_TRAINING)) prepareScope.cancel();
+    } else if (stage === 'train') notes.push(`stop requested${why}: training ends at the next checkpoint`);
+    else notes.push(`stop requested during ${stage}${why}: training had ended; the remaining stages run on its last checkpoint`);
     segmentScope?.cancel();
   });
 
@@ -99,6 +107,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     if (run.baseModel) notes.push(`continuing the series from ${run.baseModel}`);
     wf.upsertMemo({ config: run.memo });
   }
+  runDir = run.runDir;
   const { cfg } = run;
   const q = cfg.temporal;
   const cpu = (summary_: string) => wf.proxyActivities<Activities>({ ...bookkeepingOptions(q), summary: summary_ });
@@ -106,11 +115,30 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
 
   // ---- prepare: load corpus → tokenize into blockSize sequences → shard (content-addressed, reused) ----
   let t0 = Date.now();
+  // A stop before training ends the run with a report of what was done (no model); older histories failed with
+  // NO_CHECKPOINT there, and replay them unchanged.
+  if (!carry && stopRequested && wf.patched(STOP_BEFORE_TRAINING)) return await stoppedBeforeTraining(null);
   if (!carry) enter('prepare', 'load → tokenize → shard');
-  const data = await wf.proxyActivities<Activities>({ ...prepareOptions(q), summary: 'load, tokenize, shard' }).prepareData(cfg);
+  let data: Awaited<ReturnType<Activities['prepareData']>>;
+  prepareScope = new wf.CancellationScope();
+  try {
+    data = await prepareScope.run(() => wf.proxyActivities<Activities>({ ...prepareOptions(q), summary: 'load, tokenize, shard' }).prepareData(cfg));
+  } catch (err) {
+    if (!wf.isCancellation(err) || !stopRequested || wf.CancellationScope.current().consideredCancelled) throw err;
+    leave('prepare', t0, 'skipped');
+    return await stoppedBeforeTraining(null);
+  } finally {
+    prepareScope = null;
+  }
+  if (!carry && stopRequested && wf.patched(STOP_BEFORE_TRAINING)) {
+    leave('prepare', t0);
+    return await stoppedBeforeTraining(data);
+  }
   if (!carry) {
     leave('prepare', t0);
     notes.push(`data ${data.reused ? 'reused' : 'prepared'}: ${data.train.sequences} train / ${data.validation.sequences} validation sequences of ${data.blockSize} tokens`);
+    if (data.validation.heldOutFromTrain)
+      notes.push(`validation: no document of the corpus was drawn for it (one document?), so the last ${data.validation.heldOutFromTrain} sequences of the train split were held out (data.validationFraction ${cfg.data.validationFraction})`);
   }
   summary.totalSteps = data.totalSteps;
 
@@ -167,7 +195,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
           summary.resumes.push(seg.resume);
           summary.resumedFromSteps.push(seg.resume.atStep);
           for (const s of seg.resume.skipped) notes.push(`fell back past ${s.dir}: ${s.reason}`);
-          notes.push(`resumed from ${seg.resume.from ? `checkpoint step ${seg.resume.from.step}` : 'the initial model'} (attempt ${seg.resume.attempt})`);
+          notes.push(`resumed at step ${seg.resume.atStep} (attempt ${seg.resume.attempt})${seg.resume.cause ? `: ${seg.resume.cause}` : ''}`);
         }
       } catch (err) {
         // A segment cancelled by "checkpoint now" or "stop" has committed a checkpoint; the workflow goes on.
@@ -222,7 +250,10 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   enter('evaluate', 'validation split');
   const metrics = await gpu('evaluate on the validation split').evaluateModel({ cfg, checkpoint: lastCheckpoint, dataDir: data.dataDir });
   leave('evaluate', t0);
-  if (!metrics) notes.push('no validation split (data.validationFraction is 0 and no data.validation): evaluation skipped');
+  if (!metrics)
+    notes.push(cfg.data.validationFraction === 0 && !cfg.data.validation
+      ? 'no validation split (data.validationFraction is 0 and no data.validation): evaluation skipped'
+      : `no validation sequences (data.validationFraction ${cfg.data.validationFraction}${cfg.data.validation ? ', data.validation given' : ''}): too little data was held out for one sequence of ${data.blockSize} tokens; evaluation skipped`);
 
   t0 = Date.now();
   enter('generate', `${cfg.generation.prompts.length} prompts`);
@@ -233,10 +264,32 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     workflowId: info.workflowId, name: cfg.name, runDir: run.runDir, modelDir: exported.modelDir, dataDir: data.dataDir,
     baseModel: run.baseModel, train: summary, eval: metrics, samples, stageMs, notes,
   };
-  await cpu('write the report').finalizeRun({ report, seriesDir: run.seriesDir, totalMs: Date.now() - startedAt });
+  // The report's training numbers come back from the run's metrics log (activities/finalize.ts); histories from
+  // before it recorded a result without `report`.
+  const fin = await cpu('write the report').finalizeRun({ report, seriesDir: run.seriesDir, totalMs: Date.now() - startedAt });
   enter('done', `eval loss ${metrics?.loss.toFixed(3) ?? '-'}, model in ${exported.modelDir}`);
-  return report;
+  return fin.report ?? report;
+
+  /** Stopped before any training step: a report of what was done, no model (export/evaluate/generate skipped). */
+  async function stoppedBeforeTraining(prepared: { dataDir: string; train: { sequences: number }; validation: { sequences: number } } | null): Promise<FinetuneReport> {
+    for (const s of ['train', 'export', 'evaluate', 'generate'] as const) stages[s] = { status: 'skipped' };
+    if (!prepared) stages.prepare = { status: 'skipped', ms: stageMs.prepare };
+    summary.stoppedEarly = true;
+    notes.push(prepared
+      ? `stopped after preparing the data (${prepared.train.sequences} train / ${prepared.validation.sequences} validation sequences in ${prepared.dataDir}): no training step ran, so there is no model to export, evaluate or generate from`
+      : 'stopped before the data was prepared: nothing was trained, exported, evaluated or generated');
+    const report: FinetuneReport = {
+      workflowId: info.workflowId, name: cfg.name, runDir: run.runDir, modelDir: null, dataDir: prepared?.dataDir ?? '',
+      baseModel: run.baseModel, train: summary, eval: null, samples: [], stageMs, notes,
+    };
+    const fin = await cpu('write the report').finalizeRun({ report, seriesDir: run.seriesDir, totalMs: Date.now() - startedAt });
+    enter('done', 'stopped before training: no model');
+    return fin.report ?? report;
+  }
 }
+
+/** wf.patched id: a stop before training ends with a report instead of failing with NO_CHECKPOINT. */
+const STOP_BEFORE_TRAINING = 'stop-before-training-ends-with-a-report';
 
 function newer(a: CheckpointRef | null, b: CheckpointRef | null): CheckpointRef | null {
   if (!a) return b;

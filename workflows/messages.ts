@@ -55,6 +55,8 @@ export interface Progress {
   checkpointRequested: boolean;
   /** Things the user should know: fallbacks to older checkpoints, resumes, graceful stops. */
   notes: string[];
+  /** The run directory (metrics.jsonl, loss.svg, report.json), once validated. */
+  runDir?: string;
 }
 
 /** A resume from disk: after a retry, on another worker, or after falling back past a corrupt checkpoint. */
@@ -63,6 +65,19 @@ export interface ResumeRecord {
   attempt: number;
   from: CheckpointRef | null;
   skipped: { dir: string; reason: string }[];
+  /** Why the attempt did not continue in memory (a retry after a failure, a lost worker, a re-run of the id). */
+  cause?: string;
+  /** The engine build that wrote the checkpoint it loaded, when that differs from the one that resumed. */
+  checkpointBuild?: EngineBuild | null;
+}
+
+/** Which compiled engine ran (native/loader.ts addonBuild): checkpoints and the report record it. */
+export interface EngineBuild {
+  /** Build folder name and a hash of the addon binary: equal ids, same machine code. */
+  id: string;
+  backends: string;
+  blas: string;
+  node: string;
 }
 
 export interface TrainSummary {
@@ -77,6 +92,8 @@ export interface TrainSummary {
   tokensPerSec: number;
   stoppedEarly: boolean;
   lastCheckpoint: CheckpointRef | null;
+  /** The engine builds that trained this run (from the metrics log); more than one voids bit-identical resumes. */
+  engineBuilds?: EngineBuild[];
 }
 
 export interface EvalMetrics {
@@ -105,6 +122,9 @@ export interface FinetuneReport {
   samples: Sample[];
   stageMs: Partial<Record<Stage, number>>;
   notes: string[];
+  /** `<runDir>/metrics.jsonl` (every step, eval point and resume) and the loss curve drawn from it. */
+  metricsLog?: string;
+  lossCurve?: string | null;
 }
 
 /** What continue-as-new carries: the validated config stays the input; the rest is the last committed state. */

@@ -8,7 +8,7 @@
 import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
 
 /** Error types (ApplicationFailure.type) that no retry can fix. */
-export const NON_RETRYABLE = ['BAD_CONFIG', 'OUT_OF_MEMORY', 'DIVERGED', 'NON_FINITE_LOSS', 'BAD_SHAPE', 'BAD_DATA'];
+export const NON_RETRYABLE = ['BAD_CONFIG', 'OUT_OF_MEMORY', 'DIVERGED', 'NON_FINITE_LOSS', 'BAD_SHAPE', 'BAD_DATA', 'EROFS', 'EACCES', 'EPERM', 'ENOTDIR'];
 
 interface Queues {
   taskQueue: string;

@@ -21,6 +21,29 @@ const DATA_NON_RETRYABLE: Record<string, string> = {
 interface CodedError extends Error {
   code?: unknown;
   hint?: unknown;
+  path?: unknown;
+  syscall?: unknown;
+}
+
+/**
+ * File-system errors by cause (errno codes of Node's fs, or named in an engine IO error's message). A read-only
+ * or forbidden path, or a file where a directory must be, fails every attempt the same way: non-retryable, with
+ * the real cause. A full disk may be freed meanwhile: retryable, but its message says what to free.
+ */
+export const STORAGE_NON_RETRYABLE: Record<string, string> = {
+  EROFS: 'the file system is read-only: point storage.root (and the data paths) at a writable, shared directory',
+  EACCES: 'permission denied: give the worker user write access, or point storage.root at a directory it may write',
+  EPERM: 'operation not permitted: point storage.root at a directory the worker may write',
+  ENOTDIR: 'a file stands where a directory must be: check storage.root and the paths under it',
+};
+const ENOSPC_ADVICE = 'no space left on the device: free space under storage.root (old checkpoints, prepared data) or lower checkpoint.keepLast; the activity is retried';
+
+/** The errno code of a file-system error: Node's `code`, or one named in an engine error's message. */
+export function errnoOf(e: CodedError): string | undefined {
+  if (typeof e.code === 'string' && /^E[A-Z]+$/.test(e.code) && e.code !== 'EngineError') return e.code;
+  const m = /\b(EROFS|EACCES|EPERM|ENOTDIR|ENOSPC)\b|(Read-only file system|Permission denied|Not a directory|No space left on device|Operation not permitted)/.exec(e.message ?? '');
+  if (!m) return undefined;
+  return m[1] ?? { 'Read-only file system': 'EROFS', 'Permission denied': 'EACCES', 'Not a directory': 'ENOTDIR', 'No space left on device': 'ENOSPC', 'Operation not permitted': 'EPERM' }[m[2]!];
 }
 
 /** Turn any error from the engine, the data layer or the config into what Temporal should do with it. */
@@ -28,10 +51,16 @@ export function classify(err: unknown, where: string): Error {
   if (err instanceof ApplicationFailure || err instanceof CancelledFailure) return err;
   const e: CodedError = err instanceof Error ? err : new Error(String(err));
   const code = typeof e.code === 'string' ? e.code : undefined;
-  const hint = typeof e.hint === 'string' && e.hint ? ` (${e.hint})` : '';
+  // Engine errors already end their message with the hint (native/index.ts): name it once.
+  const hint = typeof e.hint === 'string' && e.hint && !e.message.includes(e.hint) ? ` (${e.hint})` : '';
   if (e.name === 'ConfigError' || code === 'BAD_CONFIG')
     return ApplicationFailure.create({ message: `${where}: ${e.message}${hint}`, type: 'BAD_CONFIG', nonRetryable: true, cause: e });
   if (code === 'ABORTED' || code === 'CANCELLED') return new CancelledFailure(`${where}: ${e.message}`);
+  const errno = errnoOf(e);
+  if (errno && errno in STORAGE_NON_RETRYABLE)
+    return ApplicationFailure.create({ message: `${where}: ${e.message}${hint}. What to do: ${STORAGE_NON_RETRYABLE[errno]}`, type: errno, nonRetryable: true, cause: e });
+  if (errno === 'ENOSPC')
+    return ApplicationFailure.create({ message: `${where}: ${e.message}${hint}. What to do: ${ENOSPC_ADVICE}`, type: 'ENOSPC', nonRetryable: false, cause: e });
   if (e.name === 'DataError' && code && code in DATA_NON_RETRYABLE)
     return ApplicationFailure.create({
       message: `${where}: ${e.message}. What to do: ${DATA_NON_RETRYABLE[code]}`,

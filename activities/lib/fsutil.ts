@@ -5,10 +5,15 @@ import { dirname } from 'node:path';
 
 /** Write JSON to `file` atomically: a private temp file in the same directory, then rename. */
 export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  await writeTextAtomic(file, JSON.stringify(value, null, 2) + '\n');
+}
+
+/** Write text to `file` atomically: a private temp file in the same directory, then rename. */
+export async function writeTextAtomic(file: string, text: string): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
   const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   try {
-    await writeFile(tmp, JSON.stringify(value, null, 2) + '\n');
+    await writeFile(tmp, text);
     await rename(tmp, file);
   } catch (e) {
     await rm(tmp, { force: true });

@@ -75,6 +75,7 @@ export function formatReport(r: import('../../workflows/messages.js').FinetuneRe
     `  resumed    ${t.resumedFromSteps.length ? t.resumedFromSteps.map((s) => `step ${s}`).join(', ') : 'never'}`,
     `  run dir    ${r.runDir}`,
     `  model      ${r.modelDir ?? '-'}`,
+    ...(r.lossCurve ? [`  loss curve ${r.lossCurve}  (open in a browser)`] : []),
     `  stages     ${Object.entries(r.stageMs).map(([s, ms]) => `${s} ${((ms ?? 0) / 1000).toFixed(1)}s`).join(', ')}`,
     ...r.notes.map((n) => `  note       ${n}`),
     '',

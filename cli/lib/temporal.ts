@@ -55,6 +55,11 @@ export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
     backend: o.backend,
     progressIntervalMs: o.progressIntervalMs,
     signalProgress: (workflowId, p) => client.workflow.getHandle(workflowId).signal(trainProgressSignal, p),
+    lastFailure: async (workflowId, activityId) => {
+      const d = await client.workflow.getHandle(workflowId).describe();
+      const f = d.raw.pendingActivities?.find((a) => a.activityId === activityId)?.lastFailure;
+      return f ? failureText(f) : null;
+    },
   });
   const workers = await Promise.all(
     queues.map((taskQueue) =>
@@ -83,4 +88,11 @@ export async function startWorkers(o: WorkerOptions): Promise<WorkerSet> {
       await done.catch(() => undefined);
     },
   };
+}
+
+/** A Temporal Failure as one line: its message and its causes' (`a: b: c`), without repeats. */
+export function failureText(f: { message?: string | null; cause?: unknown } | null | undefined): string {
+  const parts: string[] = [];
+  for (let c = f; c; c = c.cause as typeof f) if (c.message && !parts.some((p) => p.includes(c!.message!))) parts.push(c.message);
+  return parts.join(': ');
 }

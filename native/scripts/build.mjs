@@ -5,12 +5,17 @@
 // the options (build/native/linux-x64-cpu-<hash>, ...-cuda-sm90a-<hash>), so CPU-only and CUDA builds never
 // overwrite each other; build/native/current.json points the TypeScript loader at the latest one.
 //
+// `--if-missing` (the root `install` hook): keep a build of these options that exists and loads, so `npm install`,
+// `npm ci` and `npx <checkout>` (which runs the install hook of a local package in place) never rebuild the addon
+// under running workers; `npm run build:native` always builds. A build folder copied or moved with its checkout
+// has a CMake cache that names the old paths: it is dropped (CMakeCache.txt, CMakeFiles/) and configured again.
+//
 // Environment: ENGINE_CUDA=0|1 (default: 1 when nvcc is found and native/engine/cuda has sources),
 //              ENGINE_BLAS=auto|openblas|builtin (default auto), ENGINE_BUILD_TYPE=Release|Debug,
 //              ENGINE_JOBS=N (parallel compile jobs), FINETUNE_SKIP_NATIVE_BUILD=1 (skip, e.g. docs-only installs)
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
@@ -96,7 +101,31 @@ const options = { platform: process.platform, arch: process.arch, cuda, cudaArch
 const hash = createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 8);
 const name = `${process.platform}-${process.arch}-${cuda ? 'cuda-sm90a' : 'cpu'}-${hash}`;
 const buildDir = join(root, 'build/native', name);
+const addonFile = join(buildDir, 'finetune_engine.node');
+
+if (process.argv.includes('--if-missing') && existsSync(addonFile)) {
+  const probe = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(addonFile)})`], { encoding: 'utf8', timeout: 30_000 });
+  if (probe.status === 0) {
+    writeFileSync(join(root, 'build/native/current.json'), JSON.stringify({ name }, null, 2) + '\n');
+    console.log(`[build:native] ${name} exists and loads: not rebuilt (npm run build:native rebuilds it)`);
+    process.exit(0);
+  }
+  console.warn(`[build:native] ${addonFile} does not load (${(probe.stderr || `exit ${probe.status}`).trim().split('\n')[0]}): rebuilding`);
+}
 mkdirSync(buildDir, { recursive: true });
+
+// A cache made for another source or build folder (the checkout was moved or copied): configure from scratch.
+const cacheFile = join(buildDir, 'CMakeCache.txt');
+if (existsSync(cacheFile)) {
+  const cache = readFileSync(cacheFile, 'utf8');
+  const home = /^CMAKE_HOME_DIRECTORY:INTERNAL=(.*)$/m.exec(cache)?.[1];
+  const cacheDir = /^CMAKE_CACHEFILE_DIR:INTERNAL=(.*)$/m.exec(cache)?.[1];
+  if ((home && resolve(home) !== nativeDir) || (cacheDir && resolve(cacheDir) !== buildDir)) {
+    console.log(`[build:native] the CMake cache in ${buildDir} was made for ${cacheDir ?? home}: configuring again`);
+    rmSync(cacheFile, { force: true });
+    rmSync(join(buildDir, 'CMakeFiles'), { recursive: true, force: true });
+  }
+}
 
 const napiInclude = dirname(require.resolve('node-addon-api/package.json'));
 const args = [

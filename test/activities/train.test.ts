@@ -1,7 +1,7 @@
 // trainSegment and the stages after it, on the CPU backend in a mock activity environment (no server): checkpoint
 // schedule, the per-worker engine cache, resume on a new worker, fallback past a corrupt checkpoint,
 // cancellation that commits before it reports, non-retryable divergence, export/evaluate/generate.
-import { existsSync, mkdtempSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
@@ -9,6 +9,8 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type PreparedData, type TrainSegmentInput } from '../../activities/index.js';
 import { quarantineRoot } from '../../activities/checkpoints.js';
+import { reportFromMetrics } from '../../activities/finalize.js';
+import { readMetrics } from '../../activities/lib/metrics.js';
 import { parseConfig, type FinetuneConfig } from '../../configs/index.js';
 import { listCheckpoints } from '../../native/index.js';
 
@@ -94,6 +96,34 @@ describe('trainSegment', () => {
     const newest = (await listCheckpoints(ckroot()))[0]!;
     expect(newest.step).toBeGreaterThanOrEqual(14);
     expect(err.message).toContain(newest.dir);
+  });
+
+  it('checkpoints record the engine build; a resume from another build\'s checkpoint is logged and noted in the report', async () => {
+    const { Engine, engineBuild } = await import('../../native/index.js');
+    const runA = join(root, 'buildA'), runB = join(root, 'buildB');
+    const segIn = (runDir: string, fromStep: number, toStep: number): TrainSegmentInput => ({ ...seg(fromStep, toStep), runDir, checkpointRoot: join(runDir, 'checkpoints') });
+    await run(new MockActivityEnvironment(), createActivities().trainSegment, segIn(runA, 0, 3));
+    const metaA = JSON.parse(readFileSync(join(runA, 'checkpoints/step-00000003/meta.json'), 'utf8'));
+    expect(metaA.extra.engine).toEqual(engineBuild());
+    // The same state, committed by the engine with metadata naming another build (another BLAS).
+    const other = { id: 'linux-x64-cpu-00000000@000000000000', backends: 'cpu', blas: 'openblas', node: '20.0.0' };
+    const e = await Engine.fromCheckpoint(join(runA, 'checkpoints/step-00000003'), cfg, { backend: 'cpu' });
+    try {
+      await e.saveCheckpoint(join(runB, 'checkpoints/step-00000003'), { ...metaA.extra, engine: other });
+    } finally {
+      e.dispose();
+    }
+    const r = await run(new MockActivityEnvironment({ attempt: 2 }), createActivities().trainSegment, segIn(runB, 3, 6));
+    expect(r.resume).toMatchObject({ atStep: 3, attempt: 2, checkpointBuild: other });
+    expect(r.resume!.cause).toMatch(/^retry \(attempt 2\) after attempt 1 ended/);
+    const log = (await readMetrics(runB))!;
+    expect(log.starts.map((x) => [x.step, x.build?.id, x.resume?.checkpointBuild?.id])).toEqual([[3, engineBuild().id, other.id]]);
+    const report = await reportFromMetrics({
+      workflowId: 'w', name: 'unit', runDir: runB, modelDir: null, dataDir: data.dataDir, baseModel: null, eval: null, samples: [], stageMs: {}, notes: [],
+      train: { steps: 6, totalSteps: 15, firstLoss: null, lastLoss: null, resumedFromSteps: [], resumes: [], tokens: 0, tokensPerSec: 0, stoppedEarly: false, lastCheckpoint: r.checkpoint },
+    });
+    expect(report.notes.join('\n')).toContain(`step 3 resumed on another engine build than the one that wrote its checkpoint (${other.id}, BLAS openblas)`);
+    expect(existsSync(report.lossCurve!)).toBe(true);
   });
 
   it('divergence is non-retryable, with advice', async () => {

@@ -43,6 +43,21 @@ describe('validateConfig', () => {
     expect(e2.message).toMatch(/data\.train\.path: no such file/);
   });
 
+  it('a storage.root that cannot be written fails at validate, non-retryably, with its real cause', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ft-val-'));
+    writeFileSync(join(dir, 'file'), 'x');
+    const env = new MockActivityEnvironment();
+    const e1 = await run(env, acts.validateConfig, { storage: { root: join(dir, 'file', 'runs') } }, 'wf').catch((e: any) => e as any);
+    expect(e1).toBeInstanceOf(ApplicationFailure);
+    expect([e1.type, e1.nonRetryable]).toEqual(['ENOTDIR', true]);
+    expect(e1.message).toMatch(/^storage\.root: .*file\/runs is not writable: ENOTDIR: not a directory/);
+    // sysfs is read-only (EPERM or EROFS by kernel): the probe file is refused even for root.
+    const e2 = await run(env, acts.validateConfig, { storage: { root: '/sys/finetune-runs' } }, 'wf').catch((e: any) => e as any);
+    expect(['EPERM', 'EROFS', 'EACCES']).toContain(e2.type);
+    expect(e2.nonRetryable).toBe(true);
+    expect(e2.message).toMatch(/^storage\.root: \/sys\/finetune-runs is not writable: E(PERM|ROFS|ACCES)/);
+  });
+
   it('names the run directory by workflow id and fingerprint, and continues a series from latest.json', async () => {
     const root = mkdtempSync(join(tmpdir(), 'ft-validate-'));
     const env = new MockActivityEnvironment();

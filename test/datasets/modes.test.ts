@@ -2,7 +2,9 @@
 // GPT-2 ids used: "Hello" 15496, " world" 995, "<|endoftext|>" 50256 (also the pad id).
 import { describe, expect, it } from 'vitest';
 import { alpacaPrompt, loadTokenizer, prepareData } from '../../datasets/index.js';
-import { config, FIXTURES, readSplit } from './helpers.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { config, FIXTURES, readSplit, tmp } from './helpers.js';
 
 const H = 15496, W = 995, EOS = 50256, X = -100;
 
@@ -18,6 +20,33 @@ describe('preprocessing modes', () => {
     expect(m.columns).toEqual(['input_ids', 'labels']);
     expect(m.splits.train).toMatchObject({ examples: 2, sequences: 1, tokens: 4, droppedTokens: 2, sourceTokens: 6, paddingTokens: 0, lossTokens: 4 });
     expect(m.splits.validation.sequences).toBe(0);
+  });
+
+  it('a one-document corpus: the tail of its sequences is held out for validation, and the manifest says so', async () => {
+    // One paragraph of text, and one JSONL record (one long line): no document can be drawn for validation.
+    const dir0 = tmp();
+    const text = Array.from({ length: 200 }, (_, i) => `word${i % 17} and the sea`).join(' ');
+    writeFileSync(join(dir0, 'one.txt'), text);
+    writeFileSync(join(dir0, 'one.jsonl'), JSON.stringify({ text }) + '\n');
+    for (const train of [{ type: 'text', path: join(dir0, 'one.txt') }, { type: 'jsonl', path: join(dir0, 'one.jsonl') }] as const) {
+      const cfg = config({ data: { train, validationFraction: 0.1 }, preprocess: { mode: 'concat', blockSize: 16 } });
+      const whole = await prepareData(config({ ...cfg, storage: { root: tmp() }, data: { ...cfg.data, validationFraction: 0 } }));
+      const { dir, manifest: m } = await prepareData(cfg);
+      const n = whole.manifest.splits.train.sequences;
+      const held = Math.round(0.1 * n);
+      expect(held).toBeGreaterThan(0);
+      expect(m.splits.validation).toMatchObject({ sequences: held, heldOutFromTrain: held, examples: 0 });
+      expect(m.splits.train.sequences).toBe(n - held);
+      // The same sequences, split at the tail: train + validation = the whole train split, in order.
+      const all = await readSplit(whole.dir, whole.manifest, 'train');
+      const tr = await readSplit(dir, m, 'train');
+      const va = await readSplit(dir, m, 'validation');
+      expect([...tr.ids, ...va.ids]).toEqual(all.ids);
+      expect([...tr.labels, ...va.labels]).toEqual(all.labels);
+      expect(m.splits.train.tokens + m.splits.validation.tokens).toBe(whole.manifest.splits.train.tokens);
+      expect(m.splits.train.lossTokens + m.splits.validation.lossTokens).toBe(whole.manifest.splits.train.lossTokens);
+      expect(m.splits.train.sourceTokens + m.splits.validation.sourceTokens).toBe(whole.manifest.splits.train.sourceTokens);
+    }
   });
 
   it('concat reads JSONL and CSV rows as documents', async () => {

@@ -74,7 +74,10 @@ it(`run on the ${server} server: interrupt, SIGKILL, run again: attaches and res
   expect(stdout).toHaveLength(1);
   const report = JSON.parse(stdout[0]!) as FinetuneReport;
   expect(report.train.steps).toBe(60);
+  // Both interruptions are in the report (its numbers come from the run's metrics log, whatever ended a segment).
+  expect(report.train.resumedFromSteps[0]).toBe(interrupted);
   expect(report.train.resumedFromSteps.at(-1)).toBeGreaterThanOrEqual(killedAt);
+  expect(report.train.tokens).toBe(60 * 4 * 32);
   expect(report.eval!.loss).toBeLessThan(report.train.firstLoss!);
 
   const fourth = run();

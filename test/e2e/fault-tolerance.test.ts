@@ -5,7 +5,10 @@
 //  - corrupt the newest checkpoint before the resume: the run falls back to the one before and says so;
 //  - SIGKILL the worker during tokenization: the retry reuses or redoes the work, never a half-written output;
 //  - SIGKILL the dev server mid-run and restart it: the run completes;
-// then every history these runs produced replays through the current workflow code.
+//  - "stop", two "checkpoint now", cancel then re-run, continue-as-new;
+// after every interruption the report's steps, tokens, first and last loss equal the uninterrupted run's (up to
+// the step a stopped run reached: its metrics log), and the loss curve exists; `finetune status` shows a retrying
+// segment's attempt and last failure; then every history these runs produced replays through the current workflow code.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +16,8 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../configs/index.js';
 import { readManifest, verifyShards } from '../../datasets/index.js';
-import type { FinetuneReport } from '../../workflows/messages.js';
+import { parseMetrics, summarize } from '../../activities/lib/metrics.js';
+import { checkpointNowSignal, stopSignal, type FinetuneReport } from '../../workflows/messages.js';
 import { replay } from '../workflows/helpers.js';
 import { startServer, suiteServer, type TestServer } from '../servers.js';
 import { diffSafetensors, spawnFinetune, trainAttempts, until, type Proc } from './procs.js';
@@ -25,7 +29,7 @@ const procs: Proc[] = [];
 let testWorkers: Proc[] = [];
 
 /** A tiny GPT-2 on Moby Dick: 60 steps in segments of 20, a checkpoint every 10 steps. */
-function config(name: string, over: { blockSize?: number } = {}) {
+function config(name: string, over: { blockSize?: number; continueAsNewAfterEvents?: number } = {}) {
   return parseConfig({
     name, storage: { root },
     data: { train: { type: 'builtin', name: 'moby-dick' }, validationFraction: 0.05 },
@@ -35,7 +39,7 @@ function config(name: string, over: { blockSize?: number } = {}) {
     checkpoint: { everySteps: 10, everyMinutes: 0, keepLast: 3 },
     evaluation: { maxBatches: 4, batchSize: 4 },
     generation: { prompts: ['The whale'], maxNewTokens: 8, temperature: 0 },
-    temporal: { heartbeatTimeoutSeconds: 3 },
+    temporal: { heartbeatTimeoutSeconds: 3, ...(over.continueAsNewAfterEvents ? { continueAsNewAfterEvents: over.continueAsNewAfterEvents } : {}) },
   });
 }
 
@@ -81,7 +85,7 @@ async function result(workflowId: string): Promise<FinetuneReport> {
   }
 }
 
-const start = (name: string, workflowId: string, over?: { blockSize?: number }) =>
+const start = (name: string, workflowId: string, over?: { blockSize?: number; continueAsNewAfterEvents?: number }) =>
   client.workflow.start('finetune', { taskQueue: 'finetune', workflowId, args: [config(name, over)] });
 
 /**
@@ -99,6 +103,22 @@ function expectSameWeights(r: FinetuneReport, ref: FinetuneReport | undefined, w
   expect.fail([`${r.workflowId}: final weights differ from the uninterrupted run's:`, diff,
     'train attempts:', ...(history ? trainAttempts(history) : ['(no history)']),
     `resumes: ${JSON.stringify(r.train.resumes)}`, 'notes:', ...r.notes, 'worker logs:', ...logs].join('\n'));
+}
+
+/**
+ * The report's training numbers after an interruption equal the uninterrupted run's: its whole run, or (a stopped
+ * run) the reference's metrics log up to the step it reached. And the loss curve was drawn.
+ */
+function expectSameTraining(r: FinetuneReport, ref: FinetuneReport | undefined) {
+  if (!ref) expect.fail('no reference: the uninterrupted run (the first test) did not complete');
+  const pick = (t: { steps: number; tokens: number; firstLoss: number | null; lastLoss: number | null }) =>
+    ({ steps: t.steps, tokens: t.tokens, firstLoss: t.firstLoss, lastLoss: t.lastLoss });
+  const want = r.train.steps === ref.train.steps ? pick(ref.train) : pick(summarize(parseMetrics(readFileSync(ref.metricsLog!, 'utf8')), r.train.steps));
+  expect(pick(r.train), `${r.workflowId}: resumes ${JSON.stringify(r.train.resumes)}\nnotes:\n${r.notes.join('\n')}`).toEqual(want);
+  expect(r.lossCurve).toBe(join(r.runDir, 'loss.svg'));
+  const svg = readFileSync(r.lossCurve!, 'utf8');
+  expect(svg).toMatch(/^<svg /);
+  expect(svg.match(/<polyline class="train"[^>]*points="([^"]*)"/)![1]!.split(' ')).toHaveLength(r.train.steps);
 }
 
 beforeAll(async () => {
@@ -133,6 +153,13 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
       expect(reference.train.resumedFromSteps).toEqual([]);
       expect(reference.eval!.loss).toBeLessThan(reference.train.firstLoss!);
       expect(reference.samples[0]!.text.length).toBeGreaterThan(0);
+      // The metrics log has every step once; tokens are 60 steps of 4 sequences of 32 tokens.
+      expect(reference.train.tokens).toBe(60 * 4 * 32);
+      const log = parseMetrics(readFileSync(reference.metricsLog!, 'utf8'));
+      expect(log.steps.map((x) => x.step)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+      expect(log.evals).toEqual([expect.objectContaining({ step: 60, loss: reference.eval!.loss })]);
+      expect(reference.train.engineBuilds).toHaveLength(1);
+      expectSameTraining(reference, reference);
     } finally {
       await w.kill('SIGTERM');
     }
@@ -141,14 +168,31 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
   it('SIGKILL the worker mid-training: a new worker resumes from the last checkpoint, same final weights', async () => {
     const w1 = await readyWorker();
     await start('ref', 'ft-kill');
-    await until(async () => (await checkpoints('ref', 'ft-kill'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+    // Killed while a segment runs (not between segments, when no activity is pending), so the server retries it.
+    await until(async () => (await checkpoints('ref', 'ft-kill'))[0]?.step! >= 20 &&
+      ((await client.workflow.getHandle('ft-kill').describe()).raw.pendingActivities ?? []).some((a) => a.activityType?.name === 'trainSegment' && Number(a.state) === 2),
+    120_000, 'a checkpoint at step >= 20 and a running segment');
     await w1.kill('SIGKILL');
+    // The server retries the segment once the heartbeat times out; `finetune status` shows it from the server's
+    // pending-activity details (no workflow worker is left to answer the progress query).
+    await until(async () => {
+      const d = await client.workflow.getHandle('ft-kill').describe();
+      return (d.raw.pendingActivities ?? []).some((a) => a.activityType?.name === 'trainSegment' && (a.attempt ?? 1) >= 2);
+    }, 60_000, 'the segment to be retried');
+    const status = spawnFinetune(['status', 'ft-kill', '--address', server.address]);
+    procs.push(status);
+    const statusExit = new Promise<number | null>((r) => status.child.once('exit', (c) => r(c)));
     const w2 = await readyWorker();
     try {
+      await statusExit;
+      expect(status.output()).toMatch(/trainSegment \(id \d+\): attempt [2-9] of 20/);
+      expect(status.output()).toMatch(/last failure activity Heartbeat timeout/);
       const r = await result('ft-kill');
       expect(r.train.steps).toBe(60);
       expect(r.train.resumedFromSteps.length).toBeGreaterThan(0);
       expect(r.train.resumedFromSteps[0]).toBeGreaterThanOrEqual(20);
+      expect(r.train.resumes[0]!.cause).toMatch(/retry \(attempt [2-9]\) after attempt \d+ ended.*: activity Heartbeat timeout/);
+      expectSameTraining(r, reference);
       expectSameWeights(r, reference, [w1, w2]);
       expect(r.eval).toEqual(reference?.eval);
       expect(r.samples).toEqual(reference?.samples);
@@ -214,14 +258,62 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
       await server.restart(); // same database, same port
       const r = await result('ft-server');
       expect(r.train.steps).toBe(60);
+      expectSameTraining(r, reference);
       expectSameWeights(r, reference, [w]);
     } finally {
       await w.kill('SIGTERM');
     }
   });
 
+  it('stop, two "checkpoint now", cancel then re-run, continue-as-new: the report\'s numbers are the uninterrupted run\'s', async () => {
+    const w = await readyWorker();
+    try {
+      // stop: training ends at the step the segment reached; the numbers are the reference's up to that step.
+      const stopped = await start('ref', 'ft-stop');
+      await until(async () => (await checkpoints('ref', 'ft-stop'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+      await stopped.signal(stopSignal, { reason: 'test' });
+      const rs = await result('ft-stop');
+      expect(rs.train.stoppedEarly).toBe(true);
+      expect(rs.train.steps).toBeGreaterThanOrEqual(20);
+      expect(rs.train.tokens).toBe(rs.train.steps * 4 * 32);
+      expectSameTraining(rs, reference);
+
+      // two "checkpoint now": each cancels a running segment, which commits; training goes on to the end.
+      const ck = await start('ref', 'ft-ckptnow');
+      await until(async () => (await checkpoints('ref', 'ft-ckptnow'))[0]?.step! >= 10, 120_000, 'a checkpoint at step >= 10');
+      await ck.signal(checkpointNowSignal);
+      await until(async () => (await checkpoints('ref', 'ft-ckptnow'))[0]?.step! >= 30, 120_000, 'a checkpoint at step >= 30');
+      await ck.signal(checkpointNowSignal);
+      const rc = await result('ft-ckptnow');
+      expectSameTraining(rc, reference);
+      expectSameWeights(rc, reference, [w]);
+
+      // cancel, then start the same id again: it resumes from the cancelled run's checkpoints.
+      const cancelled = await start('ref', 'ft-cancel');
+      await until(async () => (await checkpoints('ref', 'ft-cancel'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+      await cancelled.cancel();
+      await expect(cancelled.result()).rejects.toThrow();
+      histories.push({ workflowId: 'ft-cancel (cancelled)', history: await cancelled.fetchHistory() });
+      await start('ref', 'ft-cancel');
+      const rr = await result('ft-cancel');
+      expect(rr.train.resumedFromSteps.length).toBeGreaterThan(0);
+      expect(rr.train.resumes[0]!.cause).toMatch(/earlier run of this workflow id/);
+      expectSameTraining(rr, reference);
+      expectSameWeights(rr, reference, [w]);
+
+      // continue-as-new after a segment (a small history limit): the carried summary is not what the report uses.
+      const can = await start('ref', 'ft-can', { continueAsNewAfterEvents: 50 });
+      const rn = await result('ft-can');
+      expect((await client.workflow.getHandle('ft-can', can.firstExecutionRunId).describe()).status.name).toBe('CONTINUED_AS_NEW');
+      expectSameTraining(rn, reference);
+      expectSameWeights(rn, reference, [w]);
+    } finally {
+      await w.kill('SIGTERM');
+    }
+  });
+
   it('replays every history these runs produced', async () => {
-    expect(histories.length).toBe(5);
+    expect(histories.length).toBe(10);
     await replay(histories);
     writeFileSync(join(root, 'histories.json'), JSON.stringify(histories.map((h) => h.workflowId)));
   });

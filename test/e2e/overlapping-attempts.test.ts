@@ -139,6 +139,11 @@ it('two attempts of a segment training at once (one stale) end with the weights 
   const diff = diffSafetensors(join(overlapped.modelDir!, 'model.safetensors'), join(reference.modelDir!, 'model.safetensors'));
   expect(diff, `${diff}\n${context}`).toBeNull();
   expect(overlapped.eval, context).toEqual(reference.eval);
+  // The stale attempts logged the same steps into the same metrics log: the report's numbers are still the
+  // uninterrupted run's.
+  const pick = (r: FinetuneReport) => ({ steps: r.train.steps, tokens: r.train.tokens, firstLoss: r.train.firstLoss, lastLoss: r.train.lastLoss });
+  expect(pick(overlapped), context).toEqual(pick(reference));
+  expect(overlapped.train.tokens).toBe(18 * 2 * 16);
   await replay([{ workflowId: 'overlap-run', history }]);
 });
 

@@ -117,6 +117,32 @@ describe('FinetuneConfig', () => {
   });
 });
 
+describe('config and tokenizer files that are not valid JSON', () => {
+  it('name the file and line:column', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
+    const f = join(dir, 'config.json');
+    writeFileSync(f, '{\n  "name": "x",\n  "training": { "maxSteps": 10, }\n}\n');
+    expect(() => loadConfig(f)).toThrow(`config ${f}:3:33: not valid JSON: Expected double-quoted property name`);
+    writeFileSync(f, '{\n  "name": "x"\n');
+    expect(() => loadConfig(f)).toThrow(new RegExp(`^config ${f}:3:1: not valid JSON: `));
+    const { loadTokenizer } = await import('../../datasets/index.js');
+    const t = join(dir, 'tokenizer.json');
+    writeFileSync(t, '{\n "model": {"type": "BPE",\n  "vocab": {"a": 0}\n  "merges": []}}');
+    await expect(loadTokenizer({ type: 'huggingface', path: t } as never)).rejects.toThrow(`${t}:4:3`);
+  });
+
+  it('a tokenizer.json the tokenizer cannot load is named in the error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tok-'));
+    const t = join(dir, 'tokenizer.json');
+    // Valid JSON with an end-of-sequence token, but not a tokenizer the Rust library accepts (no decoder etc.).
+    writeFileSync(t, JSON.stringify({ model: { type: 'BPE', vocab: { a: 0 }, merges: [] }, added_tokens: [{ id: 1, content: '<|endoftext|>', special: true }] }));
+    writeFileSync(join(dir, 'c.txt'), 'a a a a a a a a a a a a\n\na a a a a a a a\n');
+    const { prepareData } = await import('../../datasets/index.js');
+    const cfg = parseConfig({ storage: { root: dir }, data: { train: { type: 'text', path: join(dir, 'c.txt') } }, tokenizer: { type: 'huggingface', path: t }, preprocess: { blockSize: 4 }, model: { vocabSize: 2 } });
+    await expect(prepareData(cfg)).rejects.toThrow(new RegExp(`${t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}.*cannot load the tokenizer`));
+  });
+});
+
 describe('canonical fingerprints', () => {
   it('ignores key order, not values', () => {
     expect(canonicalJson({ b: 1, a: [1, { d: 2, c: 3 }] })).toBe('{"a":[1,{"c":3,"d":2}],"b":1}');

@@ -45,6 +45,8 @@ describe('finetune estimate', () => {
 
   it('rejects sizes it cannot read, naming the flag', async () => {
     await expect(estimate('configs/presets/default.json', '--device-memory', 'lots')).rejects.toThrow(/--device-memory: expected a size like 16GiB/);
+    // A value starting with '-' reaches the flag's own check, not the argument parser's "ambiguous" message.
+    await expect(estimate('configs/presets/default.json', '--device-memory', '-5GB')).rejects.toThrow(/^--device-memory: expected a size like 16GiB, 80GB or 24000MiB, got "-5GB"$/);
     expect(parseBytes('16GiB', 'x')).toBe(16 * 2 ** 30);
     expect(parseBytes('80 GB', 'x')).toBe(80e9);
     expect(parseBytes('24000MiB', 'x')).toBe(24000 * 2 ** 20);

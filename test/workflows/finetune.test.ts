@@ -10,6 +10,11 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities, type Activities, type PreparedData, type TrainSegmentInput } from '../../activities/index.js';
 import { checkpointNowSignal, progressQuery, stopSignal, type FinetuneReport } from '../../workflows/messages.js';
+import { writeFile } from 'node:fs/promises';
+import { classify } from '../../activities/lib/failures.js';
+import { startOrAttach } from '../../cli/run.js';
+import { pendingAttempts } from '../../cli/status.js';
+import { parseConfig } from '../../configs/index.js';
 import { replay, runWorkers, startHarness, type Harness } from './helpers.js';
 import { suiteServer } from '../servers.js';
 
@@ -146,6 +151,90 @@ describe(`finetune workflow (${suiteServer()} server)`, () => {
     } finally {
       await stop();
     }
+  });
+
+  it('stop during prepare ends the run with a report of what was done, not NO_CHECKPOINT', async () => {
+    const { acts, calls } = mocks(50);
+    let preparing = false;
+    const stop = await runWorkers(h, {
+      ...acts,
+      prepareData: async () => {
+        const ctx = Context.current();
+        preparing = true;
+        for (;;) {
+          ctx.heartbeat({ kind: 'prepare', stage: 'tokenize', bytes: 0, totalBytes: null, sequences: 0 });
+          if (ctx.cancellationSignal.aborted) throw new CancelledFailure('prepare cancelled');
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      },
+    });
+    try {
+      const handle = await h.client.workflow.start('finetune', { taskQueue: 'finetune', workflowId: 'wf-stop-prepare', args: [config('stop-prepare')] });
+      await until(() => preparing);
+      await handle.signal(stopSignal, { reason: 'enough' });
+      const report = (await handle.result()) as FinetuneReport;
+      expect(calls).toEqual([]);
+      expect(report.modelDir).toBeNull();
+      expect(report.eval).toBeNull();
+      expect(report.samples).toEqual([]);
+      expect(report.train).toMatchObject({ steps: 0, stoppedEarly: true, lastCheckpoint: null });
+      expect(report.notes.join('\n')).toMatch(/stop requested during prepare \(enough\)/);
+      expect(report.notes.join('\n')).toMatch(/stopped before the data was prepared: nothing was trained/);
+      expect((await handle.describe()).status.name).toBe('COMPLETED');
+      const p = await handle.query(progressQuery);
+      expect([p.stages.prepare.status, p.stages.train.status, p.stages.export.status]).toEqual(['skipped', 'skipped', 'skipped']);
+      await keep('wf-stop-prepare');
+    } finally {
+      await stop();
+    }
+  });
+
+  it('a segment failing with a full disk is retried, and status shows its attempt, last failure and next retry', async () => {
+    const { acts } = mocks(20);
+    let failures = 0;
+    const stop = await runWorkers(h, {
+      ...acts,
+      trainSegment: async (i: TrainSegmentInput) => {
+        if (i.fromStep === 10 && failures < 3) {
+          failures++;
+          // A real ENOSPC (/dev/full), classified as the train activity does.
+          const e = await writeFile('/dev/full', 'x'.repeat(1 << 16)).catch((x: Error) => x);
+          throw classify(e, `train steps ${i.fromStep}→${i.toStep}`);
+        }
+        return acts.trainSegment(i);
+      },
+    });
+    try {
+      const handle = await h.client.workflow.start('finetune', { taskQueue: 'finetune', workflowId: 'wf-enospc', args: [config('enospc')] });
+      let lines: string[] = [];
+      const t = Date.now();
+      while (!lines.some((l) => /next retry in/.test(l)) && Date.now() - t < 30_000) {
+        const d = await handle.describe();
+        lines = pendingAttempts(d.raw.pendingActivities ?? [], d.status.name).flatMap((a) => a.lines);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const text = lines.join('\n');
+      expect(text).toMatch(/activity   trainSegment \(id \d+\): attempt [2-4] of 20/);
+      expect(text).toMatch(/last failure train steps 10→20: ENOSPC: no space left on device.*free space under storage\.root/);
+      expect(text).toMatch(/next retry in \d+ s/);
+      const report = (await handle.result()) as FinetuneReport;
+      expect(report.train.steps).toBe(20);
+      expect(failures).toBe(3);
+      await keep('wf-enospc');
+    } finally {
+      await stop();
+    }
+  });
+
+  it('three concurrent starts of the same run attach to one execution', async () => {
+    const cfg = parseConfig(config('race'));
+    const logs: string[] = [];
+    const handles = await Promise.all([0, 1, 2].map(() => startOrAttach(h.client, cfg, (s) => logs.push(s))));
+    const runIds = await Promise.all(handles.map(async (x) => (await x.describe()).runId));
+    expect(new Set(runIds).size).toBe(1);
+    expect(handles.every((x) => x.workflowId === 'finetune-race')).toBe(true);
+    expect(logs.filter((l) => /attaching to finetune-race/.test(l)).length).toBeGreaterThanOrEqual(2);
+    await h.client.workflow.getHandle('finetune-race').terminate('test done');
   });
 
   it('"checkpoint now" commits mid-segment and training goes on from there', async () => {
