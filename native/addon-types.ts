@@ -49,7 +49,7 @@ export interface NativeEngine {
     Promise<{ loss: number; perplexity: number; accuracy: number; tokens: number; sequences: number; aborted: boolean }>;
   generate(prompts: Int32Array[], opts: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; eosId: number }): Promise<Int32Array[]>;
   saveCheckpoint(dir: string, extraJson: string): Promise<{ dir: string; step: number; sha256: string; bytes: number; existed: boolean }>;
-  exportHuggingFace(dir: string, tokenizerJson: string, eosId: number): Promise<void>;
+  exportHuggingFace(dir: string, tokenizerJson: string, eosId: number, bosId?: number): Promise<void>;
   forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array>;
   gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }>;
   getParams(): Promise<Float32Array>;
@@ -63,8 +63,8 @@ export interface NativeEngine {
 export interface NativeAddon {
   createEngine(o: NativeCreateOptions): Promise<NativeEngine>;
   verifyCheckpoint(dir: string): Promise<number>;
-  /** Hugging Face export from a checkpoint's files (engine::export_checkpoint_hf); eosId -1: the model's own. */
-  exportCheckpoint(checkpointDir: string, dir: string, tokenizerJson: string, eosId: number): Promise<void>;
+  /** Hugging Face export from a checkpoint's files (engine::export_checkpoint_hf); eosId -1: the model's own; bosId -1: the tokenizer adds none. */
+  exportCheckpoint(checkpointDir: string, dir: string, tokenizerJson: string, eosId: number, bosId?: number): Promise<void>;
   buildInfo(): { backends: string; blas: string; cudaDevices: number };
   estimateMemory(o: NativeCreateOptions, blockSize: number, deviceBytes: number, hostBytes: number): NativeMemoryEstimate;
   /** 256 hex digits (engine::nccl_unique_id); builds without CUDA throw BAD_CONFIG. Absent in older addons. */

@@ -366,12 +366,13 @@ export class Engine {
   }
 
   /** Hugging Face directory: config.json, model.safetensors, generation_config.json (+ tokenizer.json copied). */
-  async exportHuggingFace(dir: string, opts: { tokenizerJson?: string; eosId?: number } = {}): Promise<void> {
+  /** `eosId`/`bosId`: the tokenizer's, written to config.json and generation_config.json (bosId absent: it adds none). */
+  async exportHuggingFace(dir: string, opts: { tokenizerJson?: string; eosId?: number; bosId?: number } = {}): Promise<void> {
     const n = this.#n();
     const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
     if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
     // generation_config.json's eos: the caller's, else the model's own (HF config.json), else GPT-2's 50256
-    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? this.info.eosTokenId ?? 50256));
+    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? this.info.eosTokenId ?? 50256, opts.bosId ?? -1));
   }
 
   /** Host memory held by the engine (cpu) or device memory (cuda), as of the last completed call. */
@@ -468,10 +469,10 @@ export async function verifyCheckpoint(dir: string): Promise<{ ok: true; step: n
  * from a checkpoint's files, single-file or sharded: no engine and no GPU; only the weights are read (4 bytes per
  * parameter of host memory), verified as they stream in. The same files as Engine.exportHuggingFace of that state.
  */
-export async function exportCheckpoint(checkpointDir: string, dir: string, opts: { tokenizerJson?: string; eosId?: number } = {}): Promise<void> {
+export async function exportCheckpoint(checkpointDir: string, dir: string, opts: { tokenizerJson?: string; eosId?: number; bosId?: number } = {}): Promise<void> {
   const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
   if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
-  await call(() => addon().exportCheckpoint(resolve(checkpointDir), resolve(dir), tok, opts.eosId ?? -1));
+  await call(() => addon().exportCheckpoint(resolve(checkpointDir), resolve(dir), tok, opts.eosId ?? -1, opts.bosId ?? -1));
 }
 
 /** Checkpoint directory name for a step (step-00000150). */

@@ -261,13 +261,13 @@ class SaveWorker : public AddonWorker {
 
 class ExportWorker : public AddonWorker {
  public:
-  ExportWorker(Napi::Env env, std::shared_ptr<AddonHandle> h, std::string dir, std::string tok, int eos)
-      : AddonWorker(env, h, "engine.exportHuggingFace"), dir_(std::move(dir)), tok_(std::move(tok)), eos_(eos) {}
-  void Run() override { eng().export_hf(dir_, tok_, eos_); }
+  ExportWorker(Napi::Env env, std::shared_ptr<AddonHandle> h, std::string dir, std::string tok, int eos, int bos)
+      : AddonWorker(env, h, "engine.exportHuggingFace"), dir_(std::move(dir)), tok_(std::move(tok)), eos_(eos), bos_(bos) {}
+  void Run() override { eng().export_hf(dir_, tok_, eos_, bos_); }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
  private:
   std::string dir_, tok_;
-  int eos_;
+  int eos_, bos_;
 };
 
 // Test/parity helper: logits (B, T, V) for given inputs, or loss + flat gradients for given inputs and labels.
@@ -339,17 +339,17 @@ class VerifyWorker : public AddonWorker {
   uint64_t step_ = 0;
 };
 
-// exportCheckpoint(checkpointDir, dir, tokenizerJson, eosId): engine::export_checkpoint_hf, no engine needed.
+// exportCheckpoint(checkpointDir, dir, tokenizerJson, eosId, bosId): engine::export_checkpoint_hf, no engine needed.
 class ExportCheckpointWorker : public AddonWorker {
  public:
-  ExportCheckpointWorker(Napi::Env env, std::string ckpt, std::string dir, std::string tok, int eos)
+  ExportCheckpointWorker(Napi::Env env, std::string ckpt, std::string dir, std::string tok, int eos, int bos)
       : AddonWorker(env, nullptr, "engine.exportCheckpoint"), ckpt_(std::move(ckpt)), dir_(std::move(dir)),
-        tok_(std::move(tok)), eos_(eos) {}
-  void Run() override { engine::export_checkpoint_hf(ckpt_, dir_, tok_, eos_); }
+        tok_(std::move(tok)), eos_(eos), bos_(bos) {}
+  void Run() override { engine::export_checkpoint_hf(ckpt_, dir_, tok_, eos_, bos_); }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
  private:
   std::string ckpt_, dir_, tok_;
-  int eos_;
+  int eos_, bos_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -511,7 +511,8 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     std::string dir = addon::get_string(info.Env(), info[0], "dir");
     std::string tok = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     int eos = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 50256;
-    auto* w = new ExportWorker(info.Env(), h, dir, tok, eos);
+    int bos = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+    auto* w = new ExportWorker(info.Env(), h, dir, tok, eos, bos);
     w->Queue();
     return w->Promise();
   }
@@ -603,8 +604,9 @@ Napi::Value ExportCheckpoint(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string tok = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
   int eos = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+  int bos = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : -1;
   auto* w = new ExportCheckpointWorker(env, addon::get_string(env, info[0], "checkpointDir"),
-                                       addon::get_string(env, info[1], "dir"), tok, eos);
+                                       addon::get_string(env, info[1], "dir"), tok, eos, bos);
   w->Queue();
   return w->Promise();
 }

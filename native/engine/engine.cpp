@@ -113,7 +113,9 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
     }
     if (n_targets == 0) {
       loader_.cursor = before;
-      ENGINE_THROW(BadShape, "every label of these sequences is -100; check preprocess (instruct mode masks prompts)",
+      ENGINE_THROW(BadShape,
+                   "every label of these sequences is -100: data prepared before zero-loss examples were dropped; "
+                   "re-run prepare (it drops examples whose answer preprocess.blockSize cuts off) or raise preprocess.blockSize",
                    "step %llu: its %zu x %zu sequences have no unmasked labels", (unsigned long long)step_, A, B);
     }
     try {
@@ -326,21 +328,21 @@ CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string
   return checkpoint_save(dir, st, layout);
 }
 
-void Engine::export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id) {
+void Engine::export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id, int bos_id) {
   const ParamLayout& layout = backend_->layout();
   std::vector<float> params(layout.total);
   backend_->get_params(params.data());
-  hf_export(dir, model(), layout, params.data(), tokenizer_json, eos_id);
+  hf_export(dir, model(), layout, params.data(), tokenizer_json, eos_id, bos_id);
 }
 
 void export_checkpoint_hf(const std::string& checkpoint_dir, const std::string& dir, const std::string& tokenizer_json,
-                          int eos_id) {
+                          int eos_id, int bos_id) {
   const ModelConfig model = checkpoint_model(checkpoint_dir);
   const ParamLayout layout = param_layout(model);
   std::vector<float> params(layout.total);
   checkpoint_load_params(checkpoint_dir, params.data());
   if (eos_id < 0) eos_id = model.eos_token_id >= 0 ? (int)model.eos_token_id : 50256;
-  hf_export(dir, model, layout, params.data(), tokenizer_json, eos_id);
+  hf_export(dir, model, layout, params.data(), tokenizer_json, eos_id, bos_id);
 }
 
 }  // namespace engine
