@@ -30,9 +30,16 @@ export const SplitStats = z
     paddingTokens: z.number().int().nonnegative(),
     /** Positions whose label is not -100 (the loss is averaged over these). */
     lossTokens: z.number().int().nonnegative(),
-    /** Examples longer than blockSize that were cut (lines, instruct). */
+    /** Examples longer than blockSize that were cut (lines, instruct, chat). */
     truncatedExamples: z.number().int().nonnegative(),
-    /** Tokens that reached no sequence: the concat tail shorter than blockSize, plus truncated-away tokens. */
+    /** Tokens cut from those examples (part of droppedTokens). */
+    truncatedTokens: z.number().int().nonnegative().default(0),
+    /**
+     * Examples dropped because no token of theirs would carry loss (an answer that blockSize cuts off, a
+     * conversation without an assistant turn); their tokens are in droppedTokens. Counted in `examples`.
+     */
+    droppedExamples: z.number().int().nonnegative().default(0),
+    /** Tokens that reached no sequence: the concat tail shorter than blockSize, truncated-away tokens, dropped examples. */
     droppedTokens: z.number().int().nonnegative(),
     /** Every token the tokenizer produced for this split, EOS tokens added by the pipeline included. = tokens + droppedTokens. */
     sourceTokens: z.number().int().nonnegative(),
@@ -48,7 +55,7 @@ export const Manifest = z
     fingerprint: z.string().regex(/^[0-9a-f]{64}$/),
     codeVersion: z.string(),
     createdAt: z.string(),
-    mode: z.enum(['lines', 'concat', 'instruct']),
+    mode: z.enum(['lines', 'concat', 'instruct', 'chat']),
     blockSize: z.number().int().min(2),
     /** Whether sequences were padded per example (lines/instruct with pad) or packed. */
     padded: z.boolean(),
@@ -68,6 +75,8 @@ export const Manifest = z
     /** The fingerprinted inputs: sources with their files' sha256, the settings, the split. */
     inputs: z.record(z.unknown()),
     splits: z.object({ train: SplitStats, validation: SplitStats }).strict(),
+    /** What a person should look at before training on this data: heavy truncation, dropped examples. */
+    warnings: z.array(z.string()).default([]),
   })
   .strict();
 export type Manifest = z.infer<typeof Manifest>;

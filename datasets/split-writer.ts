@@ -1,9 +1,13 @@
 // Turns one split's token stream into blockSize sequences and writes them as Parquet shards while they fill,
 // so memory holds one shard, never the split. Three ways in:
 //   stream(ids)          concat mode: ids run on across sequence boundaries; the final partial block is dropped
-//   padded(ids, nPrompt) one example per sequence, truncated or right-padded
-//   packed(ids, nPrompt) whole examples packed greedily, the rest of a sequence padded when the next won't fit
+//   padded(ids, loss)    one example per sequence, truncated or right-padded
+//   packed(ids, loss)    whole examples packed greedily, the rest of a sequence padded when the next won't fit
 // labels[t] is the target AT position t (not shifted): == input_ids[t], or -100 on padding and prompt tokens.
+// `loss` says which tokens of an example carry loss: a count of leading prompt tokens that do not (lines,
+// instruct), or a 0/1 mask (chat: the assistant turns). An example left with no loss token once truncated to
+// the room it gets (an answer cut off by blockSize, a conversation without an assistant turn) is dropped and
+// counted in droppedExamples: it would train on nothing, and a batch of nothing but such examples has no loss.
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,6 +28,8 @@ export class SplitWriter {
     paddingTokens: 0,
     lossTokens: 0,
     truncatedExamples: 0,
+    truncatedTokens: 0,
+    droppedExamples: 0,
     droppedTokens: 0,
     sourceTokens: 0,
   };
@@ -77,35 +83,55 @@ export class SplitWriter {
     }
   }
 
-  /** One example in its own sequence; `nPrompt` leading tokens carry no loss. */
-  padded(ids: Int32Array, nPrompt: number): void {
+  /** One example in its own sequence (`loss`: see the top of this file). */
+  padded(ids: Int32Array, loss: number | Uint8Array): void {
     this.stats.examples++;
-    this.place(ids, nPrompt);
+    if (this.dropIfNoLoss(ids, loss, this.T)) return;
+    this.place(ids, loss);
     this.padRow();
   }
 
   /** Pack whole examples; start a new sequence when this one does not fit in what is left. */
-  packed(ids: Int32Array, nPrompt: number): void {
+  packed(ids: Int32Array, loss: number | Uint8Array): void {
     this.stats.examples++;
-    if (this.col > 0 && Math.min(ids.length, this.T) > this.T - this.col) this.padRow();
-    this.place(ids, nPrompt);
+    const fits = Math.min(ids.length, this.T) <= this.T - this.col;
+    if (this.dropIfNoLoss(ids, loss, fits ? this.T - this.col : this.T)) return;
+    if (this.col > 0 && !fits) this.padRow();
+    this.place(ids, loss);
     if (this.col === this.T) this.endRow();
   }
 
-  private place(ids: Int32Array, nPrompt: number): void {
+  /** Drop (and count) an example whose first `room` tokens carry no loss. */
+  private dropIfNoLoss(ids: Int32Array, loss: number | Uint8Array, room: number): boolean {
+    const n = Math.min(ids.length, room);
+    const any = typeof loss === 'number' ? loss < n : loss.subarray(0, n).includes(1);
+    if (any) return false;
+    this.stats.droppedExamples++;
+    this.stats.sourceTokens += ids.length;
+    this.stats.droppedTokens += ids.length;
+    return true;
+  }
+
+  private place(ids: Int32Array, loss: number | Uint8Array): void {
     this.ensureRow();
     this.stats.sourceTokens += ids.length;
     let n = ids.length;
     if (n > this.T - this.col) {
+      const cut = n - (this.T - this.col);
       this.stats.truncatedExamples++;
-      this.stats.droppedTokens += n - (this.T - this.col);
+      this.stats.truncatedTokens += cut;
+      this.stats.droppedTokens += cut;
       n = this.T - this.col;
     }
     const base = this.row * this.T + this.col;
     this.ids.set(ids.subarray(0, n), base);
-    const p = Math.min(nPrompt, n);
-    this.labels.fill(IGNORE_INDEX, base, base + p);
-    this.labels.set(ids.subarray(p, n), base + p);
+    if (typeof loss === 'number') {
+      const p = Math.min(loss, n);
+      this.labels.fill(IGNORE_INDEX, base, base + p);
+      this.labels.set(ids.subarray(p, n), base + p);
+    } else {
+      for (let k = 0; k < n; k++) this.labels[base + k] = loss[k] ? ids[k]! : IGNORE_INDEX;
+    }
     this.mask?.fill(1, base, base + n);
     this.col += n;
   }
