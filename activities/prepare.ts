@@ -27,6 +27,8 @@ export interface PreparedData {
   tokensPerStep: number;
   /** Milliseconds per stage as the data layer reported them (load, tokenize, shard, ...). */
   stageMs: Record<string, number>;
+  /** The manifest's warnings: heavy truncation, examples dropped for having no loss token. */
+  warnings?: string[];
 }
 
 /** Where prepared data lives: content-addressed under the storage root, shared by every run that matches. */
@@ -68,7 +70,7 @@ export async function prepareData(cfg: FinetuneConfig): Promise<PreparedData> {
       throw classify(Object.assign(new Error(`the train split is empty after preprocessing (${r.dir}); check data.train and preprocess.blockSize`), { name: 'DataError', code: 'BAD_INPUT' }), 'prepare');
     return {
       dataDir: r.dir, fingerprint: m.fingerprint, reused: r.reused, blockSize: m.blockSize,
-      train, validation: split(m.splits.validation), ...planSteps(cfg, train.sequences), stageMs,
+      train, validation: split(m.splits.validation), ...planSteps(cfg, train.sequences), stageMs, warnings: m.warnings,
     };
   } catch (e) {
     throw classify(e, 'prepare data');

@@ -19,7 +19,7 @@ import { Template } from '@huggingface/jinja';
 import type { FinetuneConfig, TokenizerConfig } from '../configs/index.js';
 import { badInput } from './errors.js';
 import { readChatTemplate, readTokenizerConfig, tokenizerFolder, tokenText } from './model-folder.js';
-import type { LoadedTokenizer } from './tokenizer.js';
+import { addedTokenText, type LoadedTokenizer } from './tokenizer.js';
 
 export type ChatSettings = FinetuneConfig['preprocess']['chat'];
 
@@ -75,8 +75,7 @@ export function loadChatTemplate(settings: ChatSettings, tokCfg: TokenizerConfig
   const folder = tokCfg.type === 'huggingface' ? tokenizerFolder(tokCfg.path) : undefined;
   const tc = folder ? readTokenizerConfig(folder) : undefined;
   const specials: Record<string, string> = {};
-  const added = (JSON.parse(tok.json) as { added_tokens?: { id: number; content: string }[] }).added_tokens ?? [];
-  const contentOf = (id: number | undefined) => (id === undefined ? undefined : added.find((a) => a.id === id)?.content);
+  const contentOf = (id: number | undefined) => addedTokenText(tok, id);
   for (const k of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
     const v = tokenText(tc?.[k]);
     if (v !== undefined) specials[k] = v;

@@ -2,7 +2,7 @@
 // vocabulary size and context length (config.json), and the tokenizer's side files (tokenizer_config.json with
 // its special tokens and chat template, special_tokens_map.json, chat_template.jinja) that an export carries over
 // so that AutoTokenizer on the exported folder has the same bos/eos and apply_chat_template works.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { badInput } from './errors.js';
 
@@ -99,4 +99,54 @@ export function tokenText(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
   if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
   return undefined;
+}
+
+/**
+ * Completes an exported model folder `out` (config.json, weights and tokenizer.json already written) with what
+ * AutoTokenizer and generation need from the model it was trained from:
+ *   - the tokenizer's side files (tokenizer_config.json with bos/eos/pad and chat template, special_tokens_map.json,
+ *     chat_template.jinja) from the tokenizer's folder; a tokenizer without a tokenizer_config.json (GPT-2's
+ *     built-in, a bare tokenizer.json) gets one naming its special tokens and the model's context length;
+ *   - `chatTemplate` (the built-in template chat mode trained with) when the tokenizer has none of its own;
+ *   - the source model's generation_config.json (sampling defaults, every end-of-turn id) in place of the minimal
+ *     one the engine writes.
+ */
+export function carryModelFiles(
+  out: string,
+  o: { tokenizerFolder?: string; specialTokens: { bos?: string; eos: string; pad?: string }; chatTemplate?: string; sourceModel?: string },
+): void {
+  let hasConfig = false;
+  if (o.tokenizerFolder)
+    for (const f of TOKENIZER_SIDE_FILES) {
+      const src = join(o.tokenizerFolder, f);
+      if (!existsSync(src)) continue;
+      copyFileSync(src, join(out, f));
+      hasConfig ||= f === 'tokenizer_config.json';
+    }
+  const file = join(out, 'tokenizer_config.json');
+  let tc: Record<string, unknown>;
+  if (hasConfig) tc = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  else {
+    const s = o.specialTokens;
+    let maxLen: number | undefined;
+    try {
+      maxLen = readModelShape(out).nPositions;
+    } catch {
+      maxLen = undefined;
+    }
+    tc = {
+      tokenizer_class: 'PreTrainedTokenizerFast',
+      bos_token: s.bos ?? s.eos,
+      eos_token: s.eos,
+      ...(s.pad !== undefined && s.pad !== s.eos ? { pad_token: s.pad } : {}),
+      ...(maxLen ? { model_max_length: maxLen } : {}),
+      clean_up_tokenization_spaces: false,
+    };
+  }
+  const hasTemplate = existsSync(join(out, 'chat_template.jinja')) || existsSync(join(out, 'chat_template.json')) || tc.chat_template !== undefined;
+  const changed = !hasConfig || (o.chatTemplate !== undefined && !hasTemplate);
+  if (o.chatTemplate !== undefined && !hasTemplate) tc.chat_template = o.chatTemplate;
+  if (changed) writeFileSync(file, JSON.stringify(tc, null, 2) + '\n');
+  const gen = o.sourceModel && join(o.sourceModel, 'generation_config.json');
+  if (gen && existsSync(gen)) copyFileSync(gen, join(out, 'generation_config.json'));
 }

@@ -394,7 +394,9 @@ async function build(
       sources.map((s) => ('path' in s.src ? String(s.src.path) : s.src.type)).join(', '),
       train.examples === 0
         ? 'empty corpus: no training examples were found'
-        : `empty corpus: ${train.examples} examples, ${train.sourceTokens} tokens, not enough for one sequence of ${T}`,
+        : train.droppedExamples === train.examples
+          ? `no training sequences: all ${train.examples} examples were dropped: no token of theirs would carry loss within blockSize ${T}; raise preprocess.blockSize`
+          : `empty corpus: ${train.examples} examples, ${train.sourceTokens} tokens, not enough for one sequence of ${T}`,
     );
   return Manifest.parse({
     format: MANIFEST_FORMAT,

@@ -94,7 +94,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     run = await wf.proxyActivities<Activities>({ ...validateOptions({ taskQueue: info.taskQueue, gpuTaskQueue: info.taskQueue, heartbeatTimeoutSeconds: 60 }), summary: 'validate config' })
       .validateConfig(input, info.workflowId);
     leave('validate', t0);
-    if (run.baseModel) notes.push(`continuing the series from ${run.baseModel}`);
+    if (run.continuedFrom) notes.push(`continuing the series from ${run.continuedFrom}`);
     wf.upsertMemo({ config: run.memo });
   }
   const { cfg } = run;
@@ -109,6 +109,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   if (!carry) {
     leave('prepare', t0);
     notes.push(`data ${data.reused ? 'reused' : 'prepared'}: ${data.train.sequences} train / ${data.validation.sequences} validation sequences of ${data.blockSize} tokens`);
+    for (const w of data.warnings ?? []) notes.push(`data warning: ${w}`);
   }
   summary.totalSteps = data.totalSteps;
 
