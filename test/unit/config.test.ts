@@ -89,7 +89,7 @@ describe('FinetuneConfig', () => {
     } catch (e) {
       const err = e as ConfigError;
       expect(err).toBeInstanceOf(ConfigError);
-      expect(err.message).toMatch(/preprocess\.mode: one of "lines", "concat", "instruct"; given "words"/);
+      expect(err.message).toMatch(/preprocess\.mode: one of "lines", "concat", "instruct", "chat"; given "words"/);
       expect(err.message).toMatch(/training\.learningRate: .*given -1/);
     }
   });
