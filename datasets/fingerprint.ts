@@ -8,7 +8,7 @@ import { fingerprintOf, type FinetuneConfig, type Source } from '../configs/inde
 import { badInput, checkAborted } from './errors.js';
 import { sourceFiles } from './readers/index.js';
 
-export const PREPARE_VERSION = 'prepare@3'; // 2: Snappy instead of ZSTD; 3: examples without loss tokens dropped
+export const PREPARE_VERSION = 'prepare@3'; // 2: Snappy instead of ZSTD; 3: examples without loss tokens dropped, packed position_ids
 
 export interface SourceDigest {
   type: Source['type'];

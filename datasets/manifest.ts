@@ -43,6 +43,11 @@ export const SplitStats = z
     droppedTokens: z.number().int().nonnegative(),
     /** Every token the tokenizer produced for this split, EOS tokens added by the pipeline included. = tokens + droppedTokens. */
     sourceTokens: z.number().int().nonnegative(),
+    /**
+     * Packed layouts only: examples per sequence and the fraction of positions holding real tokens
+     * (tokens / (sequences * blockSize)); the rest is padding at the end of a sequence the next example did not fit.
+     */
+    packing: z.object({ examplesPerSequence: z.number().nonnegative(), efficiency: z.number().min(0).max(1) }).strict().optional(),
     shards: z.array(ShardEntry),
   })
   .strict();
@@ -60,7 +65,7 @@ export const Manifest = z
     /** Whether sequences were padded per example (lines/instruct with pad) or packed. */
     padded: z.boolean(),
     sequencesPerShard: z.number().int().min(1),
-    columns: z.array(z.enum(['input_ids', 'labels', 'attention_mask'])),
+    columns: z.array(z.enum(['input_ids', 'labels', 'attention_mask', 'position_ids'])),
     tokenizer: z
       .object({
         name: z.string(),

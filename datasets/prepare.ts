@@ -269,9 +269,11 @@ async function build(
     opts.onProgress?.({ stage: 'tokenize', bytes, totalBytes, sequences });
   };
   const onSeq = (n: number) => void (sequences += n);
+  // Packed layouts (lines, instruct and chat with pad false) keep attention and loss within each example.
+  const packedLayout = padded && !p.pad;
   const writers = [
-    new SplitWriter('train', tmp, T, perShard, tok.padId, padded, onSeq),
-    new SplitWriter('validation', tmp, T, perShard, tok.padId, padded, onSeq),
+    new SplitWriter('train', tmp, T, perShard, tok.padId, padded, onSeq, packedLayout),
+    new SplitWriter('validation', tmp, T, perShard, tok.padId, padded, onSeq, packedLayout),
   ] as const;
   const eos = Int32Array.of(tok.eosId);
   // BOS (tokenizers whose template adds one, e.g. Llama's <s>) opens every document, line and example, as
@@ -407,7 +409,7 @@ async function build(
     blockSize: T,
     padded,
     sequencesPerShard: perShard,
-    columns: padded ? ['input_ids', 'labels', 'attention_mask'] : ['input_ids', 'labels'],
+    columns: padded ? ['input_ids', 'labels', 'attention_mask', ...(packedLayout ? (['position_ids'] as const) : [])] : ['input_ids', 'labels'],
     tokenizer: { name: tok.name, sha256: tok.sha256, file: 'tokenizer.json', vocabSize: tok.vocabSize },
     eosId: tok.eosId,
     padId: tok.padId,

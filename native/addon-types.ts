@@ -31,7 +31,7 @@ export interface NativeFamilyFields {
   hiddenAct?: string; bosTokenId?: number; eosTokenId?: number;
 }
 
-export interface NativeShard { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
+export interface NativeShard { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array; positionIds?: Int32Array }
 
 export interface NativeEngine {
   info(): { backend: 'cpu' | 'cuda'; device: string; blas: string; precision: 'fp32' | 'bf16'; threads: number; nParams: number;
@@ -50,8 +50,8 @@ export interface NativeEngine {
   generate(prompts: Int32Array[], opts: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; eosId: number }): Promise<Int32Array[]>;
   saveCheckpoint(dir: string, extraJson: string): Promise<{ dir: string; step: number; sha256: string; bytes: number; existed: boolean }>;
   exportHuggingFace(dir: string, tokenizerJson: string, eosId: number, bosId?: number): Promise<void>;
-  forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array>;
-  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }>;
+  forwardLogits(inputIds: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<Float32Array>;
+  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<{ loss: number; grads: Float32Array }>;
   getParams(): Promise<Float32Array>;
   layout(): { name: string; shape: number[]; offset: number; numel: number }[];
   memoryReport(): { paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number;

@@ -28,7 +28,8 @@ export class EngineError extends Error {
   }
 }
 
-export interface ShardData { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
+/** positionIds: packed shards (several examples per sequence), each token's position within its example. */
+export interface ShardData { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array; positionIds?: Int32Array }
 export interface DataCursor { epoch: number; shard: number; offset: number; shuffleSeed: number }
 export interface StepProgress { step: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; elapsedMs: number }
 
@@ -229,7 +230,7 @@ export function withEstimate(e: unknown, cfg: FinetuneConfig, backend: 'cpu' | '
 }
 
 function shardsToNative(shards: ShardData[]): NativeShard[] {
-  return shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels }));
+  return shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels, ...(s.positionIds ? { positionIds: s.positionIds } : {}) }));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -382,15 +383,15 @@ export class Engine {
   }
 
   // ---- parity/test helpers (not part of the workflow API) ----
-  /** Logits (B, T, V) for inputIds (B*T). */
-  forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array> {
+  /** Logits (B, T, V) for inputIds (B*T); positionIds (B*T): packed rows (attention within each example). */
+  forwardLogits(inputIds: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<Float32Array> {
     const n = this.#n();
-    return call(() => n.forwardLogits(inputIds, B, T));
+    return call(() => n.forwardLogits(inputIds, B, T, positionIds));
   }
   /** Mean loss and flat fp32 gradients (layout order) for one batch; does not change the weights. */
-  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }> {
+  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<{ loss: number; grads: Float32Array }> {
     const n = this.#n();
-    return call(() => n.gradients(inputIds, labels, B, T));
+    return call(() => n.gradients(inputIds, labels, B, T, positionIds));
   }
   /** Flat fp32 weights in layout order. */
   getParams(): Promise<Float32Array> {

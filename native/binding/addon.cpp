@@ -274,13 +274,21 @@ class ExportWorker : public AddonWorker {
 class ProbeWorker : public AddonWorker {
  public:
   ProbeWorker(Napi::Env env, std::shared_ptr<AddonHandle> h, std::vector<int32_t> in, std::vector<int32_t> labels,
-              size_t B, size_t T, bool grads)
-      : AddonWorker(env, h, "engine.probe"), in_(std::move(in)), labels_(std::move(labels)), B_(B), T_(T), grads_(grads) {}
+              size_t B, size_t T, bool grads, std::vector<int32_t> pos)
+      : AddonWorker(env, h, "engine.probe"), in_(std::move(in)), labels_(std::move(labels)), B_(B), T_(T), grads_(grads),
+        pos_(std::move(pos)) {}
   void Run() override {
     engine::Backend& be = eng().backend();
     std::vector<int32_t> tg(B_ * T_);
     for (size_t b = 0; b < B_; b++) engine::shift_labels(labels_.data() + b * T_, T_, tg.data() + b * T_);
     engine::Batch batch{in_.data(), tg.data(), B_, T_};
+    if (!pos_.empty()) {
+      engine::ShardView sv;
+      sv.n_seq = B_; sv.block_size = T_; sv.input_ids = in_.data(); sv.labels = labels_.data(); sv.position_ids = pos_.data();
+      engine::check_position_ids(sv, 0);
+      ENGINE_CHECK(be.supports_packed(), BadConfig, "", "the %s backend does not take packed position ids", be.info().name.c_str());
+      batch.positions = pos_.data();
+    }
     if (grads_) {
       size_t n = 0;
       for (int32_t t : tg) n += t != engine::IGNORE_INDEX;
@@ -308,6 +316,7 @@ class ProbeWorker : public AddonWorker {
   std::vector<int32_t> in_, labels_;
   size_t B_, T_;
   bool grads_;
+  std::vector<int32_t> pos_;  // packed position ids (B, T), or empty
   double loss_ = 0;
   std::vector<float> out_;
 };
@@ -525,7 +534,13 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     std::vector<int32_t> labels = grads ? addon::read_int32(info.Env(), info[1], "labels") : std::vector<int32_t>(B * T, engine::IGNORE_INDEX);
     if (in.size() != B * T || labels.size() != B * T)
       throw Napi::TypeError::New(info.Env(), "inputIds/labels must hold B*T = " + std::to_string(B * T) + " ids");
-    auto* w = new ProbeWorker(info.Env(), h, std::move(in), std::move(labels), B, T, grads);
+    const size_t at = grads ? 4 : 3;  // optional trailing positionIds (packed rows)
+    std::vector<int32_t> pos;
+    if (info.Length() > at && !info[at].IsUndefined() && !info[at].IsNull()) {
+      pos = addon::read_int32(info.Env(), info[at], "positionIds");
+      if (pos.size() != B * T) throw Napi::TypeError::New(info.Env(), "positionIds must hold B*T = " + std::to_string(B * T) + " ids");
+    }
+    auto* w = new ProbeWorker(info.Env(), h, std::move(in), std::move(labels), B, T, grads, std::move(pos));
     w->Queue();
     return w->Promise();
   }

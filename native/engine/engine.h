@@ -89,6 +89,7 @@ class Engine {
   DataSignature resume_sig_;   // from the checkpoint: the first set_train_data must match it
   std::string config_json_ = "{}";
   std::vector<int32_t> inputs_, targets_;  // (accum, B, T) host staging for one step
+  std::vector<int32_t> positions_;         // (accum, B, T) position ids of packed shards (else empty)
   std::vector<Batch> batches_;             // (accum) views into the staging buffers
 };
 
