@@ -429,11 +429,15 @@ export function dataWarnings(cfg: FinetuneConfig, splits: Record<'train' | 'vali
         `${name}: truncation to blockSize ${T} cut away ${((100 * s.truncatedTokens) / s.sourceTokens).toFixed(1)}% of the tokens ` +
           `(${s.truncatedTokens} of ${s.sourceTokens}, ${s.truncatedExamples} of ${s.examples} examples cut); raise preprocess.blockSize`,
       );
-    if (s.droppedExamples > 0)
-      out.push(
-        `${name}: ${s.droppedExamples} of ${s.examples} examples dropped: no token of theirs would carry loss ` +
-          `(${cfg.preprocess.mode === 'chat' ? 'no assistant turn, or ' : ''}the answer starts after the first ${T} tokens); raise preprocess.blockSize to keep them`,
-      );
+    if (s.droppedExamples > 0) {
+      const why =
+        cfg.preprocess.mode === 'lines'
+          ? 'lines of one token: nothing to predict'
+          : cfg.preprocess.mode === 'chat'
+            ? `no assistant turn, or the assistant turns start after the first ${T} tokens); raise preprocess.blockSize to keep the latter`
+            : `the response starts after the first ${T} tokens); raise preprocess.blockSize to keep them`;
+      out.push(`${name}: ${s.droppedExamples} of ${s.examples} examples dropped: no token of theirs would carry loss (${why}${cfg.preprocess.mode === 'lines' ? ')' : ''}`);
+    }
   }
   return out;
 }

@@ -97,7 +97,7 @@ describe('instruct examples whose answer blockSize cuts off', () => {
     const cfg = cfgAt(64);
     const data: PreparedData = await run(new MockActivityEnvironment(), acts.prepareData, cfg);
     expect(data.warnings).toEqual([
-      'train: 1 of 3 examples dropped: no token of theirs would carry loss (the answer starts after the first 64 tokens); raise preprocess.blockSize to keep them',
+      'train: 1 of 3 examples dropped: no token of theirs would carry loss (the response starts after the first 64 tokens); raise preprocess.blockSize to keep them',
     ]);
     expect(data.train.sequences).toBe(2);
     const runDir = join(root, 'alpaca', 'run');

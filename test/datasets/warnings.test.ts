@@ -25,6 +25,14 @@ describe('truncation warnings', () => {
       ]);
     });
 
+  it('a one-token line (GPT-2, no BOS) has nothing to predict: dropped and reported, never an all-masked sequence', async () => {
+    const f = join(d, 'short.txt');
+    writeFileSync(f, ['Hello world, this is a line.', 'Yes', 'Another line with words.'].join('\n'));
+    const { manifest: m } = await prepareData(config({ data: { train: { type: 'text', path: f }, validationFraction: 0 }, preprocess: { mode: 'lines', blockSize: 16 } }));
+    expect(m.splits.train).toMatchObject({ examples: 3, droppedExamples: 1, sequences: 2 });
+    expect(m.warnings).toEqual(['train: 1 of 3 examples dropped: no token of theirs would carry loss (lines of one token: nothing to predict)']);
+  });
+
   it(`no warning at or below ${TRUNCATION_WARN_FRACTION * 100}%, and none for concat's tail`, async () => {
     const a = await prepareData(config({ data: { train: { type: 'text', path: file }, validationFraction: 0 }, preprocess: { mode: 'lines', blockSize: 256 } }));
     expect(a.manifest.splits.train.truncatedTokens).toBe(0);
