@@ -29,6 +29,8 @@ export interface PreparedData {
   stageMs: Record<string, number>;
   /** The manifest's warnings: heavy truncation, examples dropped for having no loss token. */
   warnings?: string[];
+  /** Packed layouts: the train split's examples per sequence and fraction of positions holding real tokens. */
+  packing?: { examplesPerSequence: number; efficiency: number };
 }
 
 /** Where prepared data lives: content-addressed under the storage root, shared by every run that matches. */
@@ -71,6 +73,7 @@ export async function prepareData(cfg: FinetuneConfig): Promise<PreparedData> {
     return {
       dataDir: r.dir, fingerprint: m.fingerprint, reused: r.reused, blockSize: m.blockSize,
       train, validation: split(m.splits.validation), ...planSteps(cfg, train.sequences), stageMs, warnings: m.warnings,
+      ...(m.splits.train.packing ? { packing: m.splits.train.packing } : {}),
     };
   } catch (e) {
     throw classify(e, 'prepare data');

@@ -109,6 +109,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   if (!carry) {
     leave('prepare', t0);
     notes.push(`data ${data.reused ? 'reused' : 'prepared'}: ${data.train.sequences} train / ${data.validation.sequences} validation sequences of ${data.blockSize} tokens`);
+    if (data.packing) notes.push(`packed: ${data.packing.examplesPerSequence} examples per sequence, ${(100 * data.packing.efficiency).toFixed(1)}% of positions real tokens`);
     for (const w of data.warnings ?? []) notes.push(`data warning: ${w}`);
   }
   summary.totalSteps = data.totalSteps;

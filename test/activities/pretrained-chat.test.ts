@@ -138,6 +138,18 @@ describe('chat fine-tuning of a Llama-family folder, export', () => {
     expect(readFileSync(join(modelDir, 'generation_config.json'), 'utf8')).toBe(readFileSync(join(model, 'generation_config.json'), 'utf8'));
   });
 
+  it('packed chat data (pad false) reports its packing and trains on the cpu backend', async () => {
+    const acts = createActivities();
+    const env = () => new MockActivityEnvironment();
+    const v = await run(env(), acts.validateConfig, { ...base(), name: 'packed', data: { train: { type: 'jsonl', path: join(root, 'chat.jsonl') }, validationFraction: 0 }, preprocess: { mode: 'chat', blockSize: 32, pad: false } }, 'wf-packed');
+    const data: PreparedData = await run(env(), acts.prepareData, v.cfg);
+    expect(data.packing!.examplesPerSequence).toBeGreaterThanOrEqual(1);
+    expect(data.packing!.efficiency).toBeGreaterThan(0);
+    expect(data.packing!.efficiency).toBeLessThanOrEqual(1);
+    const r = await run(env(), acts.trainSegment, { cfg: v.cfg, runDir: v.runDir, checkpointRoot: v.checkpointRoot, dataDir: data.dataDir, fromStep: 0, toStep: 2, totalSteps: 2, resumeFrom: null });
+    expect(r.checkpoint.step).toBe(2);
+  });
+
   it.skipIf(!process.env.TRANSFORMERS_PYTHON)('loads with AutoTokenizer: eos/bos, the chat template gives the source’s ids', () => {
     const r = spawnSync(process.env.TRANSFORMERS_PYTHON!, [join(FIX, 'chat/check_export.py'), modelDir, model], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
