@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
-import { loadTokenizer } from '../datasets/index.js';
+import { addedTokenText, BUILTIN_CHAT_TEMPLATES, carryModelFiles, loadTokenizer, tokenizerFolder, type LoadedTokenizer } from '../datasets/index.js';
 import type { Engine } from '../native/index.js';
 import { native } from './lib/native.js';
 import type { CheckpointRef, EvalMetrics, Sample } from '../workflows/messages.js';
@@ -89,7 +89,7 @@ export async function exportModel(deps: ModelDeps, a: { cfg: FinetuneConfig; che
       if (m.checkpoint?.dir === a.checkpoint.dir && m.checkpoint.step === a.checkpoint.step) return { modelDir: a.modelDir, step: a.checkpoint.step, reused: true };
     }
     const tok = await loadTokenizer(a.cfg.tokenizer);
-    const opts = { tokenizerJson: tok.tokenizerJsonPath, eosId: tok.eosId };
+    const opts = { tokenizerJson: tok.tokenizerJsonPath, eosId: tok.eosId, ...(tok.bosId === undefined ? {} : { bosId: tok.bosId }) };
     const root = dirname(a.checkpoint.dir);
     const live = deps.engines.peek(root);
     if (live && live.dir === a.checkpoint.dir && live.step === a.checkpoint.step)
@@ -117,11 +117,31 @@ export async function exportModel(deps: ModelDeps, a: { cfg: FinetuneConfig; che
   }
 }
 
+/**
+ * What an export carries besides the weights (datasets/model-folder.ts carryModelFiles): the tokenizer's own
+ * files (special tokens, chat template), the built-in chat template a chat run trained with when the tokenizer has
+ * none, and the source model's generation_config.json (a pretrained model, or the series model it continues).
+ */
+export function carryFor(cfg: FinetuneConfig, tok: LoadedTokenizer) {
+  const p = cfg.preprocess;
+  return {
+    ...(cfg.tokenizer.type === 'huggingface' ? { tokenizerFolder: tokenizerFolder(cfg.tokenizer.path) } : {}),
+    specialTokens: {
+      eos: addedTokenText(tok, tok.eosId) ?? '',
+      ...(tok.bosId === undefined ? {} : { bos: addedTokenText(tok, tok.bosId) }),
+      ...(tok.padId === tok.eosId ? {} : { pad: addedTokenText(tok, tok.padId) }),
+    },
+    ...(p.mode === 'chat' && p.chat.template !== 'model' ? { chatTemplate: BUILTIN_CHAT_TEMPLATES[p.chat.template] } : {}),
+    ...(cfg.model.init === 'pretrained' && cfg.model.path ? { sourceModel: cfg.model.path } : {}),
+  };
+}
+
 /** Write the export privately (`write` into a temp dir, plus its marker), then swap it in for any older one. */
 async function publishExport(a: { cfg: FinetuneConfig; modelDir: string }, used: UsedCheckpoint, write: (tmp: string) => Promise<void>) {
   const tmp = `${a.modelDir}.tmp-${randomBytes(4).toString('hex')}`;
   try {
     await write(tmp);
+    carryModelFiles(tmp, carryFor(a.cfg, await loadTokenizer(a.cfg.tokenizer)));
     await writeJsonAtomic(join(tmp, EXPORT_MARKER), { checkpoint: used.checkpoint, skipped: used.skipped, name: a.cfg.name, exportedAt: new Date().toISOString() });
     // Replace any older export: move it aside, move the new one in, then delete the old one.
     const old = `${a.modelDir}.old-${randomBytes(4).toString('hex')}`;

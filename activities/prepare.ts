@@ -29,6 +29,10 @@ export interface PreparedData {
   tokensPerStep: number;
   /** Milliseconds per stage as the data layer reported them (load, tokenize, shard, ...). */
   stageMs: Record<string, number>;
+  /** The manifest's warnings: heavy truncation, examples dropped for having no loss token. */
+  warnings?: string[];
+  /** Packed layouts: the train split's examples per sequence and fraction of positions holding real tokens. */
+  packing?: { examplesPerSequence: number; efficiency: number };
 }
 
 /** Where prepared data lives: content-addressed under the storage root, shared by every run that matches. */
@@ -71,7 +75,8 @@ export async function prepareData(cfg: FinetuneConfig): Promise<PreparedData> {
       throw classify(Object.assign(new Error(`the train split is empty after preprocessing (${r.dir}); check data.train and preprocess.blockSize`), { name: 'DataError', code: 'BAD_INPUT' }), 'prepare');
     return {
       dataDir: r.dir, fingerprint: m.fingerprint, reused: r.reused, blockSize: m.blockSize,
-      train, validation: split(m.splits.validation), ...planSteps(cfg, train.sequences), stageMs,
+      train, validation: split(m.splits.validation), ...planSteps(cfg, train.sequences), stageMs, warnings: m.warnings,
+      ...(m.splits.train.packing ? { packing: m.splits.train.packing } : {}),
     };
   } catch (e) {
     throw classify(e, 'prepare data');

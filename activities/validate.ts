@@ -3,13 +3,14 @@
 // base model of a scheduled series, and names the run's directories by the workflow id and a config fingerprint,
 // so a re-run of the same id and config resumes its checkpoints while a changed config starts clean.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { STAGE_SEARCH_ATTRIBUTE } from '../workflows/messages.js';
 import { ConfigError, describeParallelism, fingerprintOf, parseConfig, resolvePaths, stripComments, worldSizeOf, type FinetuneConfig } from '../configs/index.js';
+import { loadTokenizer, readModelShape, shapeMismatches } from '../datasets/index.js';
 import { STORAGE_NON_RETRYABLE } from './lib/failures.js';
 import { exists, safeName } from './lib/fsutil.js';
 
@@ -24,8 +25,10 @@ export interface ValidatedRun {
   modelDir: string;
   /** `<storage.root>/<name>`: the series (latest.json points at its newest model; temporal.db of `finetune run`). */
   seriesDir: string;
-  /** The model this run starts from when it continues a series, else null. */
+  /** The model this run starts from: the series' latest export when it continues one, a pretrained folder, or null. */
   baseModel: string | null;
+  /** The series model this run continues (model.continueSeries and an earlier run exported one), else null. */
+  continuedFrom?: string | null;
   /** A few readable fields for the Web UI's memo. */
   memo: Record<string, string | number>;
   /**
@@ -59,13 +62,15 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
 
   const seriesDir = join(cfg.storage.root, cfg.name);
   let baseModel: string | null = null;
+  let continuedFrom: string | null = null;
   if (cfg.model.continueSeries) {
     const latest = await readSeriesPointer(seriesDir);
     if (latest && (await exists(join(latest.modelDir, 'config.json')))) {
-      baseModel = latest.modelDir;
+      baseModel = continuedFrom = latest.modelDir;
       cfg = { ...cfg, model: { ...cfg.model, init: 'pretrained', path: latest.modelDir } };
     } else if (cfg.model.init === 'pretrained') baseModel = cfg.model.path ?? null;
   } else if (cfg.model.init === 'pretrained') baseModel = cfg.model.path ?? null;
+  if (cfg.model.init === 'pretrained' && cfg.model.path) await checkPretrained(cfg, cfg.model.path);
 
   // The GPU layout (devices, nodes, ZeRO stage, where the optimizer runs) does not change the math: gradAccumSteps
   // counts micro-batches over all GPUs, so a run may resume on another number of GPUs from the same checkpoints
@@ -81,7 +86,7 @@ export async function validateConfig(input: unknown, workflowId: string): Promis
     ? `${await describePretrained(baseModel)}, from ${baseModel}`
     : `${m.family} ${m.nLayer}L×${m.nEmbd} (${m.nHead} heads, vocab ${m.vocabSize}), ${m.init}`;
   return {
-    cfg, fingerprint, runDir, seriesDir, baseModel,
+    cfg, fingerprint, runDir, seriesDir, baseModel, continuedFrom,
     checkpointRoot: join(runDir, 'checkpoints'),
     modelDir: join(runDir, 'model'),
     memo: {
@@ -169,7 +174,16 @@ async function checkFiles(cfg: FinetuneConfig): Promise<void> {
     const paths = Array.isArray(src.path) ? src.path : [src.path];
     for (const p of paths) await check(`${field}.path`, p);
   }
-  if (cfg.tokenizer.type === 'huggingface') await check('tokenizer.path', cfg.tokenizer.path);
+  if (cfg.tokenizer.type === 'huggingface') {
+    const p = cfg.tokenizer.path;
+    const file = (await isDirectory(p)) ? join(p, 'tokenizer.json') : p;
+    if (!(await exists(file)))
+      missing.push(
+        p === cfg.model.path
+          ? `  tokenizer: the model folder ${p} has no tokenizer.json (the tokenizer defaults to the model's own); set tokenizer, e.g. {"type": "gpt2"} for GPT-2's`
+          : `  tokenizer.path: no tokenizer.json at ${p}`,
+      );
+  }
   if (cfg.model.init === 'pretrained' && cfg.model.path) await check('model.path', join(cfg.model.path, 'config.json'));
   if (missing.length)
     throw ApplicationFailure.create({ message: `invalid workflow input:\n${missing.join('\n')}`, type: 'BAD_CONFIG', nonRetryable: true });
@@ -197,6 +211,31 @@ export async function checkWritable(field: string, dir: string): Promise<void> {
       cause: err,
     });
   }
+}
+
+async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A pretrained model must fit its data: every token id below its vocab_size, blockSize within its context. Caught
+ * here, with the numbers, instead of at the first training step.
+ */
+async function checkPretrained(cfg: FinetuneConfig, dir: string): Promise<void> {
+  let problems: string[];
+  try {
+    const tok = await loadTokenizer(cfg.tokenizer);
+    problems = shapeMismatches(readModelShape(dir), dir, tok.vocabSize, tok.name, cfg.preprocess.blockSize);
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'BAD_INPUT') throw e;
+    problems = [(e as Error).message];
+  }
+  if (problems.length)
+    throw ApplicationFailure.create({ message: `invalid workflow input:\n${problems.map((p) => `  ${p}`).join('\n')}`, type: 'BAD_CONFIG', nonRetryable: true });
 }
 
 export async function readSeriesPointer(seriesDir: string): Promise<SeriesPointer | null> {

@@ -11,6 +11,8 @@ export interface Encoded {
   ids: Int32Array;
   /** (n + 1) offsets: text i is ids[offsets[i] .. offsets[i+1]). */
   offsets: Int32Array;
+  /** When asked for: each token's first character in its text (Unicode code points), parallel to ids. */
+  starts?: Int32Array;
 }
 
 interface Pending {
@@ -63,13 +65,13 @@ export class EncodePool {
         workerData: { json: tokenizerJson, source },
         resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
       });
-      worker.on('message', (m: { id: number; ids?: Int32Array; offsets?: Int32Array; error?: string; load?: boolean }) => {
+      worker.on('message', (m: { id: number; ids?: Int32Array; offsets?: Int32Array; starts?: Int32Array; error?: string; load?: boolean }) => {
         const p = this.pending.get(m.id);
         if (!p) return;
         this.pending.delete(m.id);
         this.load[w]!--;
         if (m.error !== undefined) p.reject(new DataError('BAD_INPUT', m.load ? m.error : `tokenizer failed: ${m.error}`));
-        else p.resolve({ ids: m.ids!, offsets: m.offsets! });
+        else p.resolve({ ids: m.ids!, offsets: m.offsets!, ...(m.starts ? { starts: m.starts } : {}) });
       });
       worker.on('error', (e) => this.fail(new DataError('IO', `tokenizer worker crashed: ${e.message}`, undefined, { cause: e })));
       this.workers.push(worker);
@@ -87,11 +89,11 @@ export class EncodePool {
     this.pending.clear();
   }
 
-  /** Tokenize `texts` on the least-loaded worker. */
-  encode(texts: string[]): Promise<Encoded> {
+  /** Tokenize `texts` on the least-loaded worker; `withStarts`: also each token's start offset (chat loss masks). */
+  encode(texts: string[], withStarts = false): Promise<Encoded> {
     if (this.failed) return Promise.reject(this.failed);
     if (this.inProcess) {
-      const p = this.encodeHere(this.inProcess, texts);
+      const p = this.encodeHere(this.inProcess, texts, withStarts);
       p.catch(() => {}); // see below
       return p;
     }
@@ -105,7 +107,7 @@ export class EncodePool {
         resolve: (e) => (this.owner.delete(id), resolve(e)),
         reject: (e) => (this.owner.delete(id), reject(e)),
       });
-      this.workers[w]!.postMessage({ id, texts });
+      this.workers[w]!.postMessage({ id, texts, starts: withStarts });
     });
     // A caller that stops early (cancellation, a bad row) leaves batches in flight; close() rejects them, and
     // nobody awaits those: mark them handled so they cannot crash the process as unhandled rejections.
@@ -113,7 +115,7 @@ export class EncodePool {
     return p;
   }
 
-  private async encodeHere(tok: Tokenizer, texts: string[]): Promise<Encoded> {
+  private async encodeHere(tok: Tokenizer, texts: string[], withStarts: boolean): Promise<Encoded> {
     let encs;
     try {
       encs = await tok.encodeBatch(texts, { addSpecialTokens: false });
@@ -125,7 +127,10 @@ export class EncodePool {
     for (let i = 0; i < lists.length; i++) offsets[i + 1] = offsets[i]! + lists[i]!.length;
     const ids = new Int32Array(offsets[lists.length]!);
     for (let i = 0; i < lists.length; i++) ids.set(lists[i]!, offsets[i]!);
-    return { ids, offsets };
+    if (!withStarts) return { ids, offsets };
+    const starts = new Int32Array(ids.length);
+    encs.forEach((e, i) => e.getOffsets().forEach((o, k) => (starts[offsets[i]! + k] = o[0]!)));
+    return { ids, offsets, starts };
   }
 
   async close(): Promise<void> {

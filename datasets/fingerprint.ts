@@ -8,7 +8,7 @@ import { fingerprintOf, type FinetuneConfig, type Source } from '../configs/inde
 import { badInput, checkAborted } from './errors.js';
 import { sourceFiles } from './readers/index.js';
 
-export const PREPARE_VERSION = 'prepare@2'; // 2: Snappy instead of ZSTD
+export const PREPARE_VERSION = 'prepare@3'; // 2: Snappy instead of ZSTD; 3: examples without loss tokens dropped, packed position_ids
 
 export interface SourceDigest {
   type: Source['type'];
@@ -75,6 +75,7 @@ export function semanticSettings(cfg: FinetuneConfig) {
     sequencesPerShard: effectiveSequencesPerShard(p.sequencesPerShard),
     ...(p.mode === 'lines' ? { dropSpeakerLines: p.dropSpeakerLines, pad: p.pad } : {}),
     ...(p.mode === 'instruct' ? { pad: p.pad, instructFields: p.instructFields } : {}),
+    ...(p.mode === 'chat' ? { pad: p.pad, chat: p.chat } : {}),
     split: cfg.data.validation ? 'validation-source' : { fraction: cfg.data.validationFraction, seed: cfg.data.splitSeed },
   };
 }

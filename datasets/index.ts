@@ -6,7 +6,9 @@
 export { prepareData, isValidation, type PrepareOptions, type PrepareProgress, type PrepareResult } from './prepare.js';
 export { readManifest, verifyShards, Manifest, SplitStats, ShardEntry, DONE_MARKER, MANIFEST_FORMAT } from './manifest.js';
 export { readShard, decodeShard, encodeShard, IGNORE_INDEX, type ShardArrays } from './shards.js';
-export { loadTokenizer, gpt2TokenizerJson, type LoadedTokenizer } from './tokenizer.js';
+export { loadTokenizer, gpt2TokenizerJson, addedTokenText, type LoadedTokenizer } from './tokenizer.js';
+export { carryModelFiles, readModelShape, shapeMismatches, tokenizerFolder } from './model-folder.js';
+export { BUILTIN_CHAT_TEMPLATES } from './chat.js';
 export { DataError, type DataErrorCode } from './errors.js';
 export { PREPARE_VERSION } from './fingerprint.js';
 export { alpacaPrompt, ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT } from './alpaca.js';

@@ -30,14 +30,26 @@ export const SplitStats = z
     paddingTokens: z.number().int().nonnegative(),
     /** Positions whose label is not -100 (the loss is averaged over these). */
     lossTokens: z.number().int().nonnegative(),
-    /** Examples longer than blockSize that were cut (lines, instruct). */
+    /** Examples longer than blockSize that were cut (lines, instruct, chat). */
     truncatedExamples: z.number().int().nonnegative(),
-    /** Tokens that reached no sequence: the concat tail shorter than blockSize, plus truncated-away tokens. */
+    /** Tokens cut from those examples (part of droppedTokens). */
+    truncatedTokens: z.number().int().nonnegative().default(0),
+    /**
+     * Examples dropped because no token of theirs would carry loss (an answer that blockSize cuts off, a
+     * conversation without an assistant turn); their tokens are in droppedTokens. Counted in `examples`.
+     */
+    droppedExamples: z.number().int().nonnegative().default(0),
+    /** Tokens that reached no sequence: the concat tail shorter than blockSize, truncated-away tokens, dropped examples. */
     droppedTokens: z.number().int().nonnegative(),
     /** Every token the tokenizer produced for this split, EOS tokens added by the pipeline included. = tokens + droppedTokens. */
     sourceTokens: z.number().int().nonnegative(),
     /** Validation only: sequences taken from the end of the train split (a corpus with no document drawn for validation). */
     heldOutFromTrain: z.number().int().positive().optional(),
+    /**
+     * Packed layouts only: examples per sequence and the fraction of positions holding real tokens
+     * (tokens / (sequences * blockSize)); the rest is padding at the end of a sequence the next example did not fit.
+     */
+    packing: z.object({ examplesPerSequence: z.number().nonnegative(), efficiency: z.number().min(0).max(1) }).strict().optional(),
     shards: z.array(ShardEntry),
   })
   .strict();
@@ -50,12 +62,12 @@ export const Manifest = z
     fingerprint: z.string().regex(/^[0-9a-f]{64}$/),
     codeVersion: z.string(),
     createdAt: z.string(),
-    mode: z.enum(['lines', 'concat', 'instruct']),
+    mode: z.enum(['lines', 'concat', 'instruct', 'chat']),
     blockSize: z.number().int().min(2),
     /** Whether sequences were padded per example (lines/instruct with pad) or packed. */
     padded: z.boolean(),
     sequencesPerShard: z.number().int().min(1),
-    columns: z.array(z.enum(['input_ids', 'labels', 'attention_mask'])),
+    columns: z.array(z.enum(['input_ids', 'labels', 'attention_mask', 'position_ids'])),
     tokenizer: z
       .object({
         name: z.string(),
@@ -70,6 +82,8 @@ export const Manifest = z
     /** The fingerprinted inputs: sources with their files' sha256, the settings, the split. */
     inputs: z.record(z.unknown()),
     splits: z.object({ train: SplitStats, validation: SplitStats }).strict(),
+    /** What a person should look at before training on this data: heavy truncation, dropped examples. */
+    warnings: z.array(z.string()).default([]),
   })
   .strict();
 export type Manifest = z.infer<typeof Manifest>;

@@ -20,6 +20,12 @@ import { where, readSource, type Item, type Unit } from './readers/index.js';
 import { SplitWriter } from './split-writer.js';
 import { loadTokenizer, type LoadedTokenizer } from './tokenizer.js';
 import { alpacaPrompt } from './alpaca.js';
+import { chatLossMask, loadChatTemplate, messagesOf, renderChat, type ChatTemplate } from './chat.js';
+import { readModelShape, shapeMismatches } from './model-folder.js';
+import { createHash } from 'node:crypto';
+
+/** A split whose truncation cuts away more than this fraction of its tokens gets a warning in the manifest. */
+export const TRUNCATION_WARN_FRACTION = 0.05;
 
 /** Below this many input bytes (and with `workers` 0 = auto), tokenize without worker threads. */
 export const SMALL_CORPUS_BYTES = 32 << 20;
@@ -62,7 +68,7 @@ export function isValidation(seed: number, index: number, fraction: number): boo
 function unitFor(cfg: FinetuneConfig, type: string): Unit {
   const mode = cfg.preprocess.mode;
   if (mode === 'lines') return 'line';
-  if (mode === 'instruct') return 'record';
+  if (mode === 'instruct' || mode === 'chat') return 'record';
   return type === 'text' ? 'paragraph' : type === 'builtin' ? 'file' : 'row';
 }
 
@@ -70,8 +76,11 @@ function unitFor(cfg: FinetuneConfig, type: string): Unit {
 interface Job {
   texts: string[];
   chars: number;
-  /** Per example: split (0 train, 1 validation), number of texts (1, or 2 for instruct), document continues. */
-  ex: { split: 0 | 1; n: number; more: boolean }[];
+  /**
+   * Per example: split (0 train, 1 validation), number of texts (1, or 2 for instruct), document continues, and
+   * in chat mode the loss spans of its text (code points).
+   */
+  ex: { split: 0 | 1; n: number; more: boolean; spans?: number[] }[];
 }
 
 export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = {}): Promise<PrepareResult> {
@@ -84,8 +93,10 @@ export async function prepareData(cfgIn: FinetuneConfig, opts: PrepareOptions = 
   const tok = await loadTokenizer(cfg.tokenizer);
   if (cfg.model.init === 'random' && tok.vocabSize > cfg.model.vocabSize)
     throw badInput('model.vocabSize', `${cfg.model.vocabSize} is smaller than the tokenizer's ${tok.vocabSize} tokens`);
-  if (cfg.preprocess.mode === 'instruct' && cfg.data.validation && !['json', 'jsonl'].includes(cfg.data.validation.type))
-    throw badInput('data.validation.type', `instruct mode reads records: 'json' or 'jsonl', not '${cfg.data.validation.type}'`);
+  if (cfg.model.init === 'pretrained' && cfg.model.path) {
+    const problems = shapeMismatches(readModelShape(cfg.model.path), cfg.model.path, tok.vocabSize, tok.name, cfg.preprocess.blockSize);
+    if (problems.length) throw badInput(cfg.model.path, problems.join('; '));
+  }
 
   // Start the tokenizer workers now: they load while the inputs are hashed. Small corpora skip worker threads
   // (their start-up costs more than they win; bench/tokenize.ts measures both sides of SMALL_CORPUS_BYTES).
@@ -120,8 +131,14 @@ async function prepareWith(
     onProgress?.({ stage: 'hash', bytes: hashed, totalBytes, sequences: 0 });
   });
   const settings = semanticSettings(cfg);
-  // A tokenizer that adds BOS (Llama) changes the ids written: part of the fingerprint (others keep theirs).
-  const fingerprint = dataFingerprint(digests, tok.bosId === undefined ? settings : { ...settings, bos: tok.bosId }, tok.sha256);
+  // A tokenizer that adds BOS (Llama) changes the ids written: part of the fingerprint (others keep theirs); so
+  // do the chat template's text and the special tokens it is rendered with.
+  const chat = cfg.preprocess.mode === 'chat' ? loadChatTemplate(cfg.preprocess.chat, cfg.tokenizer, tok) : undefined;
+  const extra = {
+    ...(tok.bosId === undefined ? {} : { bos: tok.bosId }),
+    ...(chat ? { chatTemplate: createHash('sha256').update(JSON.stringify([chat.source, chat.specialTokens])).digest('hex') } : {}),
+  };
+  const fingerprint = dataFingerprint(digests, { ...settings, ...extra }, tok.sha256);
   const dir = resolve(opts.outDir ?? join(opts.outRoot ?? join(cfg.storage.root, 'data'), fingerprint));
 
   // 2. Reuse a complete result.
@@ -137,7 +154,7 @@ async function prepareWith(
   const tmp = `${dir}.tmp-${hostname()}-${process.pid}-${randomBytes(4).toString('hex')}`;
   mkdirSync(tmp);
   try {
-    const manifest = await build(cfg, tok, pool, tmp, fingerprint, digests, settings, totalBytes, opts);
+    const manifest = await build(cfg, tok, pool, tmp, fingerprint, digests, settings, totalBytes, opts, chat);
     // 4. Commit: DONE is the last file written; the rename publishes everything at once.
     writeDurable(join(tmp, 'tokenizer.json'), tok.json);
     writeDurable(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
@@ -236,6 +253,7 @@ async function build(
   settings: object,
   totalBytes: number,
   opts: PrepareOptions,
+  chat?: ChatTemplate,
 ): Promise<Manifest> {
   const p = cfg.preprocess;
   const T = p.blockSize;
@@ -251,9 +269,11 @@ async function build(
     opts.onProgress?.({ stage: 'tokenize', bytes, totalBytes, sequences });
   };
   const onSeq = (n: number) => void (sequences += n);
+  // Packed layouts (lines, instruct and chat with pad false) keep attention and loss within each example.
+  const packedLayout = padded && !p.pad;
   const writers = [
-    new SplitWriter('train', tmp, T, perShard, tok.padId, padded, onSeq),
-    new SplitWriter('validation', tmp, T, perShard, tok.padId, padded, onSeq),
+    new SplitWriter('train', tmp, T, perShard, tok.padId, padded, onSeq, packedLayout),
+    new SplitWriter('validation', tmp, T, perShard, tok.padId, padded, onSeq, packedLayout),
   ] as const;
   const eos = Int32Array.of(tok.eosId);
   // BOS (tokenizers whose template adds one, e.g. Llama's <s>) opens every document, line and example, as
@@ -278,6 +298,12 @@ async function build(
         const ids = p.pad ? concatIds(bos, seg(t)) : concatIds(bos, seg(t), eos); // packed lines are separated by EOS
         if (p.pad) w.padded(ids, 0);
         else w.packed(ids, 0);
+      } else if (p.mode === 'chat') {
+        // The template writes BOS and the end-of-turn tokens itself: the ids are the rendered text's, as is.
+        const ids = seg(t);
+        const mask = chatLossMask(r.starts!.subarray(r.offsets[t]!, r.offsets[t + 1]!), ex.spans!);
+        if (p.pad) w.padded(ids, mask);
+        else w.packed(ids, mask);
       } else {
         const prompt = concatIds(bos, seg(t)); // BOS belongs to the prompt: no loss
         const ids = concatIds(prompt, seg(t + 1), eos); // EOS after the response: the model learns to stop
@@ -293,7 +319,7 @@ async function build(
   const maxInFlight = 4 * pool.size;
   const dispatch = async (job: Job) => {
     if (job.texts.length === 0) return;
-    window.push({ job, done: pool.encode(job.texts) });
+    window.push({ job, done: pool.encode(job.texts, p.mode === 'chat') });
     while (window.length >= maxInFlight) await drainOne();
   };
   const drainOne = async () => {
@@ -339,6 +365,12 @@ async function build(
           job.texts.push(line);
           job.chars += line.length;
           job.ex.push({ split: splitOf(), n: 1, more: false });
+        } else if (p.mode === 'chat') {
+          const at = where(it);
+          const { text, spans } = renderChat(chat!, messagesOf(it.record!, p.chat, at), p.chat.lossOn, at);
+          job.texts.push(text);
+          job.chars += text.length;
+          job.ex.push({ split: splitOf(), n: 1, more: false, spans });
         } else {
           const [prompt, output] = instructTexts(it, p.instructFields);
           job.texts.push(prompt, output);
@@ -373,7 +405,9 @@ async function build(
       sources.map((s) => ('path' in s.src ? String(s.src.path) : s.src.type)).join(', '),
       train.examples === 0
         ? 'empty corpus: no training examples were found'
-        : `empty corpus: ${train.examples} examples, ${train.sourceTokens} tokens, not enough for one sequence of ${T}`,
+        : train.droppedExamples === train.examples
+          ? `no training sequences: all ${train.examples} examples were dropped: no token of theirs would carry loss within blockSize ${T}; raise preprocess.blockSize`
+          : `empty corpus: ${train.examples} examples, ${train.sourceTokens} tokens, not enough for one sequence of ${T}`,
     );
   return Manifest.parse({
     format: MANIFEST_FORMAT,
@@ -384,13 +418,37 @@ async function build(
     blockSize: T,
     padded,
     sequencesPerShard: perShard,
-    columns: padded ? ['input_ids', 'labels', 'attention_mask'] : ['input_ids', 'labels'],
+    columns: padded ? ['input_ids', 'labels', 'attention_mask', ...(packedLayout ? (['position_ids'] as const) : [])] : ['input_ids', 'labels'],
     tokenizer: { name: tok.name, sha256: tok.sha256, file: 'tokenizer.json', vocabSize: tok.vocabSize },
     eosId: tok.eosId,
     padId: tok.padId,
     inputs: { sources: digests, settings },
     splits: { train, validation },
+    warnings: dataWarnings(cfg, { train, validation }),
   });
+}
+
+/** Heavy truncation and dropped examples, per split, with the setting that changes them. */
+export function dataWarnings(cfg: FinetuneConfig, splits: Record<'train' | 'validation', Omit<Manifest['splits']['train'], 'shards'>>): string[] {
+  const out: string[] = [];
+  const T = cfg.preprocess.blockSize;
+  for (const [name, s] of Object.entries(splits)) {
+    if (s.sourceTokens > 0 && s.truncatedTokens / s.sourceTokens > TRUNCATION_WARN_FRACTION)
+      out.push(
+        `${name}: truncation to blockSize ${T} cut away ${((100 * s.truncatedTokens) / s.sourceTokens).toFixed(1)}% of the tokens ` +
+          `(${s.truncatedTokens} of ${s.sourceTokens}, ${s.truncatedExamples} of ${s.examples} examples cut); raise preprocess.blockSize`,
+      );
+    if (s.droppedExamples > 0) {
+      const why =
+        cfg.preprocess.mode === 'lines'
+          ? 'lines of one token: nothing to predict'
+          : cfg.preprocess.mode === 'chat'
+            ? `no assistant turn, or the assistant turns start after the first ${T} tokens); raise preprocess.blockSize to keep the latter`
+            : `the response starts after the first ${T} tokens); raise preprocess.blockSize to keep them`;
+      out.push(`${name}: ${s.droppedExamples} of ${s.examples} examples dropped: no token of theirs would carry loss (${why}${cfg.preprocess.mode === 'lines' ? ')' : ''}`);
+    }
+  }
+  return out;
 }
 
 function concatIds(...parts: Int32Array[]): Int32Array {

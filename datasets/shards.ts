@@ -4,6 +4,9 @@
 //   input_ids       list<int32>   (nSeq, T) token ids
 //   labels          list<int32>   (nSeq, T) == input_ids except -100 where no loss (padding, prompts); NOT shifted
 //   attention_mask  list<int8>    (nSeq, T) 1 = real token, 0 = padding; only in shards of padded modes
+//   position_ids    list<int32>   (nSeq, T) position of each token within its example, 0 at an example's first
+//                                 token; only in packed shards (several examples per sequence, attention within
+//                                 each), as transformers' DataCollatorWithFlattening marks example boundaries
 // Written with parquet-wasm (arrow-rs's Parquet writer compiled to WebAssembly) from Arrow arrays built by
 // apache-arrow, Snappy-compressed (pyarrow's default; ZSTD compresses token ids ~2x better but cost ~9% of the
 // pipeline's CPU in bench/tokenize.ts), one row group per shard, so pyarrow / Hugging Face datasets read them as-is
@@ -24,6 +27,8 @@ export interface ShardArrays {
   labels: Int32Array;
   /** (nSeq * blockSize) 1/0, present only when the shard has padding. */
   attentionMask?: Int8Array;
+  /** (nSeq * blockSize) position within the example, present only in packed shards. */
+  positionIds?: Int32Array;
 }
 
 function listColumn<T extends Int32 | Int8>(type: T, values: T['TArray'], nSeq: number, blockSize: number): Data<List<T>> {
@@ -43,6 +48,7 @@ export function encodeShard(s: ShardArrays): Uint8Array {
     labels: makeVector(listColumn(new Int32(), s.labels, nSeq, T)),
   };
   if (s.attentionMask) cols.attention_mask = makeVector(listColumn(new Int8(), s.attentionMask, nSeq, T));
+  if (s.positionIds) cols.position_ids = makeVector(listColumn(new Int32(), s.positionIds, nSeq, T));
   const ipc = tableToIPC(new Table(cols), 'stream');
   const wasmTable = pq.Table.fromIPCStream(ipc);
   const props = new pq.WriterPropertiesBuilder()
@@ -108,7 +114,8 @@ export function decodeShard(bytes: Uint8Array, file = 'shard'): ShardArrays {
   const labels = flatList(table, 'labels', blockSize, Int32Array, file);
   if (!labels) throw new DataError('CORRUPT', 'no labels column', file);
   const attentionMask = flatList(table, 'attention_mask', blockSize, Int8Array, file);
-  return { nSeq, blockSize, inputIds, labels, ...(attentionMask ? { attentionMask } : {}) };
+  const positionIds = flatList(table, 'position_ids', blockSize, Int32Array, file);
+  return { nSeq, blockSize, inputIds, labels, ...(attentionMask ? { attentionMask } : {}), ...(positionIds ? { positionIds } : {}) };
 }
 
 /** Read a shard file: (nSeq * blockSize) contiguous Int32Arrays, zero-copy from the Arrow buffers when possible. */

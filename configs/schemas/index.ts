@@ -52,7 +52,8 @@ export const FinetuneConfig = z
     name: z.string().regex(/^[A-Za-z0-9._-]+$/, 'letters, digits, . _ - only').default('finetune'),
     data: DataConfig.default({}),
     preprocess: PreprocessConfig.default({}),
-    tokenizer: TokenizerConfig.default({ type: 'gpt2' }),
+    /** Default: the model folder's own tokenizer (model.init 'pretrained'), else GPT-2's. */
+    tokenizer: TokenizerConfig.optional(),
     model: ModelConfig.default({}),
     training: TrainingConfig.default({}),
     parallelism: ParallelismConfig.default({}),
@@ -64,7 +65,8 @@ export const FinetuneConfig = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.preprocess.blockSize > c.model.nPositions)
+    // A pretrained model's context is its config.json's, checked against blockSize at validate and prepare.
+    if (c.model.init === 'random' && c.preprocess.blockSize > c.model.nPositions)
       ctx.addIssue({
         code: 'custom',
         path: ['preprocess', 'blockSize'],
@@ -94,13 +96,25 @@ export const FinetuneConfig = z
         path: ['parallelism', p.nodes > 1 ? 'nodes' : 'devices'],
         message: `the cpu backend trains in one process on one device; nodes ${p.nodes} x devices ${JSON.stringify(p.devices)} needs training.backend 'cuda' (or 'auto' on GPU hosts)`,
       });
-    if (c.preprocess.mode === 'instruct' && c.data.train.type !== 'jsonl' && c.data.train.type !== 'json')
-      ctx.addIssue({
-        code: 'custom',
-        path: ['data', 'train', 'type'],
-        message: `instruct mode reads records: data.train.type must be 'jsonl' or 'json', not '${c.data.train.type}'`,
-      });
-  });
+    for (const split of ['train', 'validation'] as const) {
+      const src = c.data[split];
+      if ((c.preprocess.mode === 'instruct' || c.preprocess.mode === 'chat') && src && !RECORD_SOURCES.includes(src.type))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['data', split, 'type'],
+          message: `${c.preprocess.mode} mode reads records: data.${split}.type must be 'jsonl', 'json' or 'parquet', not '${src.type}'`,
+        });
+    }
+  })
+  .transform((c) => ({
+    ...c,
+    tokenizer:
+      c.tokenizer ??
+      (c.model.init === 'pretrained' && c.model.path ? { type: 'huggingface' as const, path: c.model.path } : { type: 'gpt2' as const }),
+  }));
+
+/** Sources whose rows are whole records (instruct and chat modes). */
+export const RECORD_SOURCES: readonly string[] = ['jsonl', 'json', 'parquet'];
 
 /** The validated config: every default applied. */
 export type FinetuneConfig = z.infer<typeof FinetuneConfig>;

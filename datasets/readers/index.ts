@@ -5,14 +5,14 @@
 //   paragraph  a block of lines between blank lines (text files; how a single-file corpus gets documents)
 //   file       a whole file (moby-dick: one document per chapter)
 //   row        one record's text field (jsonl/json/csv/parquet/arrow: one document per record)
-//   record     the whole record (instruct mode)
+//   record     the whole record (instruct and chat modes; a Parquet row with all its columns)
 // A document longer than MAX_DOC_CHARS arrives in pieces with `more` set on all but the last.
 import { openAsBlob, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import { RecordBatchReader, tableFromIPC, type Table } from 'apache-arrow';
+import { RecordBatchReader, tableFromIPC, Vector, type Table } from 'apache-arrow';
 import { parse as parseCsv } from 'csv-parse';
 import * as pq from 'parquet-wasm';
 import { globSync } from 'tinyglobby';
@@ -238,6 +238,17 @@ async function* readParquetFile(file: string, column: string, unit: Unit, signal
   let row = 0;
   for (let g = 0; g < meta.numRowGroups(); g++) {
     checkAborted(signal);
+    if (unit === 'record') {
+      // Whole rows (every column): nested lists and structs (a `messages` column) become plain arrays and objects.
+      const t = tableFromIPC((await pf.read({ rowGroups: [g] })).intoIPCStream());
+      const out: Item[] = [];
+      for (let i = 0; i < t.numRows; i++) {
+        row++;
+        out.push({ text: '', record: toPlain(t.get(i)) as Record<string, unknown>, file, pos: row, posKind: 'row' });
+      }
+      yield { items: out, bytes: Math.round(statSync(file).size / meta.numRowGroups()) };
+      continue;
+    }
     // One row group at a time keeps memory bounded by the largest row group, not the file.
     const t = tableFromIPC((await pf.read({ rowGroups: [g], columns: [column] })).intoIPCStream());
     const col = columnTexts(t, column, file, names);
@@ -250,6 +261,21 @@ async function* readParquetFile(file: string, column: string, unit: Unit, signal
     }
     yield { items: out, bytes: Math.round(statSync(file).size / meta.numRowGroups()) };
   }
+}
+
+/** An Arrow value (struct row, list vector, bigint) as plain JSON-like JavaScript. */
+function toPlain(v: unknown): unknown {
+  if (v === null || v === undefined || typeof v !== 'object') return typeof v === 'bigint' ? Number(v) : v;
+  if (v instanceof Uint8Array) return v;
+  if (Array.isArray(v)) return v.map(toPlain);
+  if (v instanceof Vector) return Array.from(v as Iterable<unknown>, toPlain); // a list
+  const o = v as { toJSON?: () => unknown };
+  if (typeof o.toJSON === 'function') {
+    // a struct (or a whole row): its fields
+    const j = o.toJSON() as Record<string, unknown>;
+    return Object.fromEntries(Object.entries(j).map(([k, x]) => [k, toPlain(x)]));
+  }
+  return v;
 }
 
 async function* readArrowFile(file: string, column: string, unit: Unit, signal?: AbortSignal): AsyncGenerator<ItemBatch> {

@@ -261,26 +261,34 @@ class SaveWorker : public AddonWorker {
 
 class ExportWorker : public AddonWorker {
  public:
-  ExportWorker(Napi::Env env, std::shared_ptr<AddonHandle> h, std::string dir, std::string tok, int eos)
-      : AddonWorker(env, h, "engine.exportHuggingFace"), dir_(std::move(dir)), tok_(std::move(tok)), eos_(eos) {}
-  void Run() override { eng().export_hf(dir_, tok_, eos_); }
+  ExportWorker(Napi::Env env, std::shared_ptr<AddonHandle> h, std::string dir, std::string tok, int eos, int bos)
+      : AddonWorker(env, h, "engine.exportHuggingFace"), dir_(std::move(dir)), tok_(std::move(tok)), eos_(eos), bos_(bos) {}
+  void Run() override { eng().export_hf(dir_, tok_, eos_, bos_); }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
  private:
   std::string dir_, tok_;
-  int eos_;
+  int eos_, bos_;
 };
 
 // Test/parity helper: logits (B, T, V) for given inputs, or loss + flat gradients for given inputs and labels.
 class ProbeWorker : public AddonWorker {
  public:
   ProbeWorker(Napi::Env env, std::shared_ptr<AddonHandle> h, std::vector<int32_t> in, std::vector<int32_t> labels,
-              size_t B, size_t T, bool grads)
-      : AddonWorker(env, h, "engine.probe"), in_(std::move(in)), labels_(std::move(labels)), B_(B), T_(T), grads_(grads) {}
+              size_t B, size_t T, bool grads, std::vector<int32_t> pos)
+      : AddonWorker(env, h, "engine.probe"), in_(std::move(in)), labels_(std::move(labels)), B_(B), T_(T), grads_(grads),
+        pos_(std::move(pos)) {}
   void Run() override {
     engine::Backend& be = eng().backend();
     std::vector<int32_t> tg(B_ * T_);
     for (size_t b = 0; b < B_; b++) engine::shift_labels(labels_.data() + b * T_, T_, tg.data() + b * T_);
     engine::Batch batch{in_.data(), tg.data(), B_, T_};
+    if (!pos_.empty()) {
+      engine::ShardView sv;
+      sv.n_seq = B_; sv.block_size = T_; sv.input_ids = in_.data(); sv.labels = labels_.data(); sv.position_ids = pos_.data();
+      engine::check_position_ids(sv, 0);
+      ENGINE_CHECK(be.supports_packed(), BadConfig, "", "the %s backend does not take packed position ids", be.info().name.c_str());
+      batch.positions = pos_.data();
+    }
     if (grads_) {
       size_t n = 0;
       for (int32_t t : tg) n += t != engine::IGNORE_INDEX;
@@ -308,6 +316,7 @@ class ProbeWorker : public AddonWorker {
   std::vector<int32_t> in_, labels_;
   size_t B_, T_;
   bool grads_;
+  std::vector<int32_t> pos_;  // packed position ids (B, T), or empty
   double loss_ = 0;
   std::vector<float> out_;
 };
@@ -339,17 +348,17 @@ class VerifyWorker : public AddonWorker {
   uint64_t step_ = 0;
 };
 
-// exportCheckpoint(checkpointDir, dir, tokenizerJson, eosId): engine::export_checkpoint_hf, no engine needed.
+// exportCheckpoint(checkpointDir, dir, tokenizerJson, eosId, bosId): engine::export_checkpoint_hf, no engine needed.
 class ExportCheckpointWorker : public AddonWorker {
  public:
-  ExportCheckpointWorker(Napi::Env env, std::string ckpt, std::string dir, std::string tok, int eos)
+  ExportCheckpointWorker(Napi::Env env, std::string ckpt, std::string dir, std::string tok, int eos, int bos)
       : AddonWorker(env, nullptr, "engine.exportCheckpoint"), ckpt_(std::move(ckpt)), dir_(std::move(dir)),
-        tok_(std::move(tok)), eos_(eos) {}
-  void Run() override { engine::export_checkpoint_hf(ckpt_, dir_, tok_, eos_); }
+        tok_(std::move(tok)), eos_(eos), bos_(bos) {}
+  void Run() override { engine::export_checkpoint_hf(ckpt_, dir_, tok_, eos_, bos_); }
   Napi::Value Result(Napi::Env env) override { return env.Undefined(); }
  private:
   std::string ckpt_, dir_, tok_;
-  int eos_;
+  int eos_, bos_;
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -511,7 +520,8 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     std::string dir = addon::get_string(info.Env(), info[0], "dir");
     std::string tok = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     int eos = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 50256;
-    auto* w = new ExportWorker(info.Env(), h, dir, tok, eos);
+    int bos = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+    auto* w = new ExportWorker(info.Env(), h, dir, tok, eos, bos);
     w->Queue();
     return w->Promise();
   }
@@ -524,7 +534,13 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
     std::vector<int32_t> labels = grads ? addon::read_int32(info.Env(), info[1], "labels") : std::vector<int32_t>(B * T, engine::IGNORE_INDEX);
     if (in.size() != B * T || labels.size() != B * T)
       throw Napi::TypeError::New(info.Env(), "inputIds/labels must hold B*T = " + std::to_string(B * T) + " ids");
-    auto* w = new ProbeWorker(info.Env(), h, std::move(in), std::move(labels), B, T, grads);
+    const size_t at = grads ? 4 : 3;  // optional trailing positionIds (packed rows)
+    std::vector<int32_t> pos;
+    if (info.Length() > at && !info[at].IsUndefined() && !info[at].IsNull()) {
+      pos = addon::read_int32(info.Env(), info[at], "positionIds");
+      if (pos.size() != B * T) throw Napi::TypeError::New(info.Env(), "positionIds must hold B*T = " + std::to_string(B * T) + " ids");
+    }
+    auto* w = new ProbeWorker(info.Env(), h, std::move(in), std::move(labels), B, T, grads, std::move(pos));
     w->Queue();
     return w->Promise();
   }
@@ -603,8 +619,9 @@ Napi::Value ExportCheckpoint(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string tok = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
   int eos = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1;
+  int bos = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().Int32Value() : -1;
   auto* w = new ExportCheckpointWorker(env, addon::get_string(env, info[0], "checkpointDir"),
-                                       addon::get_string(env, info[1], "dir"), tok, eos);
+                                       addon::get_string(env, info[1], "dir"), tok, eos, bos);
   w->Queue();
   return w->Promise();
 }

@@ -211,6 +211,14 @@ std::vector<engine::ShardView> read_shards(Napi::Env env, Napi::Value v, std::ve
     sv.labels = labels.Data();
     refs.push_back(Napi::Persistent(ids.As<Napi::Object>()));
     refs.push_back(Napi::Persistent(labels.As<Napi::Object>()));
+    if (!s.Get("positionIds").IsUndefined() && !s.Get("positionIds").IsNull()) {  // packed shards
+      Napi::Int32Array pos = int32_field(env, s, "positionIds", p);
+      if (pos.ElementLength() != sv.n_seq * sv.block_size)
+        bad(env, p + "positionIds", "holds " + std::to_string(pos.ElementLength()) + " ids; nSeq x blockSize = " +
+                                        std::to_string(sv.n_seq * sv.block_size));
+      sv.position_ids = pos.Data();
+      refs.push_back(Napi::Persistent(pos.As<Napi::Object>()));
+    }
     out.push_back(sv);
   }
   return out;

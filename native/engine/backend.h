@@ -38,6 +38,11 @@ struct Batch {
   const int32_t* inputs = nullptr;   // (B, T) token ids in [0, V)
   const int32_t* targets = nullptr;  // (B, T) shifted targets, IGNORE_INDEX where masked
   size_t B = 0, T = 0;
+  // Packed sequences (several examples per row): positions[t] (B, T) is the token's position within its own
+  // example, 0 at each example's first token. Position embeddings and rotary angles use it, and query t attends only
+  // to keys t - positions[t] .. t (its own example): the varlen / segment form of causal attention, so an example
+  // packed with others computes exactly what it computes alone. Null: one sequence per row, positions 0..T-1.
+  const int32_t* positions = nullptr;
   // Dropout (model.dropout > 0, training only): masks are a pure function of (dropout_seed, stream, element
   // index) — dropout_keep() in layers of the reference — so a backend can recompute them in the backward and
   // resume stays exact (the engine draws one seed per micro-batch from its checkpointed RNG).
@@ -102,6 +107,9 @@ class Backend {
   virtual const BackendInfo& info() const = 0;
   virtual const ModelConfig& config() const = 0;
   virtual const ParamLayout& layout() const = 0;
+  // Whether batches may carry Batch::positions (packed sequences with per-example attention). A backend that
+  // cannot honour them says so, and the engine refuses packed data on it instead of attending across examples.
+  virtual bool supports_packed() const { return false; }
 
   // --- host fp32 state in ParamLayout order (checkpoints, HF import/export, tests) ---
   virtual void get_params(float* dst) const = 0;  // (layout().total)

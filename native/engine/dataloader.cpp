@@ -42,6 +42,10 @@ void dataloader_init(DataLoader& dl, std::vector<ShardView> shards, const DataCu
     ENGINE_CHECK(s.block_size == T, BadShape, "all shards of a split must use one preprocess.blockSize",
                  "shard %zu has block size %zu, shard 0 has %zu", i, s.block_size, T);
     ENGINE_CHECK(s.n_seq > 0 && s.input_ids && s.labels, BadShape, "re-run the shard step", "shard %zu is empty", i);
+    ENGINE_CHECK((s.position_ids != nullptr) == (shards[0].position_ids != nullptr), BadShape,
+                 "all shards of a split are packed or none are", "shard %zu %s position ids, shard 0 %s", i,
+                 s.position_ids ? "has" : "has no", shards[0].position_ids ? "has" : "has none");
+    if (s.position_ids) check_position_ids(s, i);
     total += s.n_seq;
   }
   ENGINE_CHECK(cursor.shard < shards.size() && cursor.offset <= shards[cursor.shard].n_seq, BadCheckpoint,
@@ -73,13 +77,24 @@ DataSignature data_signature(const std::vector<ShardView>& shards) {
   return s;
 }
 
+void check_position_ids(const ShardView& s, size_t index) {
+  const size_t T = s.block_size;
+  for (size_t r = 0; r < s.n_seq; r++)
+    for (size_t t = 0; t < T; t++) {
+      const int32_t p = s.position_ids[r * T + t];
+      const bool ok = t == 0 ? p == 0 : (p == 0 || p == s.position_ids[r * T + t - 1] + 1);
+      ENGINE_CHECK(ok, BadShape, "position ids restart at 0 for each packed example and count up by one",
+                   "shard %zu, sequence %zu, position %zu: position id %d", index, r, t, (int)p);
+    }
+}
+
 void shift_labels(const int32_t* labels, size_t T, int32_t* targets) {
   for (size_t t = 0; t + 1 < T; t++) targets[t] = labels[t + 1];
   targets[T - 1] = IGNORE_INDEX;
 }
 
 // Position of the next sequence: advances past exhausted shards/epochs; returns (shard view, row index).
-static const int32_t* next_row_(DataLoader& dl, const int32_t** labels) {
+static const int32_t* next_row_(DataLoader& dl, const int32_t** labels, const int32_t** positions = nullptr) {
   DataCursor& c = dl.cursor;
   for (;;) {
     sync_perm_(dl);
@@ -87,6 +102,7 @@ static const int32_t* next_row_(DataLoader& dl, const int32_t** labels) {
     if (c.offset < s.n_seq) {
       size_t row = dl.seq_order[c.offset++];
       *labels = s.labels + row * dl.T;
+      if (positions) *positions = s.position_ids ? s.position_ids + row * dl.T : nullptr;
       return s.input_ids + row * dl.T;
     }
     c.offset = 0;
@@ -97,13 +113,15 @@ static const int32_t* next_row_(DataLoader& dl, const int32_t** labels) {
   }
 }
 
-void dataloader_next_batch(DataLoader& dl, size_t B, int32_t* inputs, int32_t* targets) {
+void dataloader_next_batch(DataLoader& dl, size_t B, int32_t* inputs, int32_t* targets, int32_t* positions) {
   ENGINE_CHECK(!dl.shards.empty(), BadConfig, "call setTrainData() before train()", "no train data");
   for (size_t b = 0; b < B; b++) {
     const int32_t* labels = nullptr;
-    const int32_t* ids = next_row_(dl, &labels);
+    const int32_t* pos = nullptr;
+    const int32_t* ids = next_row_(dl, &labels, &pos);
     std::memcpy(inputs + b * dl.T, ids, dl.T * sizeof(int32_t));
     shift_labels(labels, dl.T, targets + b * dl.T);
+    if (positions && pos) std::memcpy(positions + b * dl.T, pos, dl.T * sizeof(int32_t));
   }
 }
 

@@ -14,7 +14,13 @@ struct ShardView {
   size_t n_seq = 0, block_size = 0;  // (n_seq, block_size) each
   const int32_t* input_ids = nullptr;
   const int32_t* labels = nullptr;   // NOT shifted: labels[t] is the token at t, -100 where masked
+  // Packed shards (several examples per sequence): each token's position within its example, 0 at an example's
+  // first token (Batch::positions); null for one sequence per row.
+  const int32_t* position_ids = nullptr;
 };
+
+// Checks a packed shard's position ids: pos[0] == 0 in every row and each pos[t] is 0 or pos[t-1] + 1.
+void check_position_ids(const ShardView& s, size_t index);
 
 struct DataCursor {
   uint64_t epoch = 0;
@@ -46,9 +52,12 @@ struct DataLoader {
 
 // Validates the shards (same block size, non-empty) and keeps the cursor (which must point inside them).
 void dataloader_init(DataLoader& dl, std::vector<ShardView> shards, const DataCursor& cursor);
-// Fills inputs and shifted targets (B, T): targets[t] = labels[t + 1], targets[T - 1] = -100. Advances the cursor,
-// moving to the next shard / epoch as needed.
-void dataloader_next_batch(DataLoader& dl, size_t B, int32_t* inputs, int32_t* targets);
+// Fills inputs and shifted targets (B, T): targets[t] = labels[t + 1], targets[T - 1] = -100, and for packed
+// shards the position ids (positions may be null otherwise). Advances the cursor, moving to the next shard / epoch
+// as needed.
+void dataloader_next_batch(DataLoader& dl, size_t B, int32_t* inputs, int32_t* targets, int32_t* positions = nullptr);
+// Whether the loader's shards are packed (they carry position ids; all or none do).
+inline bool dataloader_packed(const DataLoader& dl) { return !dl.shards.empty() && dl.shards[0].position_ids; }
 // Counts the non-ignored shifted targets of the next B sequences without moving the cursor.
 size_t dataloader_peek_targets(DataLoader& dl, size_t B);
 

@@ -73,6 +73,10 @@ void Engine::set_train_data(std::vector<ShardView> shards) {
   ENGINE_CHECK(!shards.empty() && shards[0].block_size <= model().n_positions, BadShape,
                "preprocess.blockSize must be <= model.nPositions", "train shards with block size %zu, nPositions %zu",
                shards.empty() ? 0 : shards[0].block_size, model().n_positions);
+  ENGINE_CHECK(!shards[0].position_ids || backend_->supports_packed(), BadConfig,
+               "train packed data on the cpu backend, or prepare with preprocess.pad true",
+               "the shards are packed (several examples per sequence, position_ids) and the %s backend cannot keep "
+               "its attention within each example", backend_->info().name.c_str());
   const DataSignature sig = data_signature(shards);
   ENGINE_CHECK(resume_sig_.empty() || sig == resume_sig_, BadCheckpoint,
                "resume with the train shards the checkpoint was trained on (same prepared data fingerprint)",
@@ -96,6 +100,8 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
   ENGINE_CHECK(B >= 1 && A >= 1, BadConfig, "", "microBatchSize %zu, gradAccumSteps %zu", B, A);
   inputs_.resize(A * B * T);
   targets_.resize(A * B * T);
+  const bool packed = dataloader_packed(loader_);
+  positions_.resize(packed ? A * B * T : 0);
   TrainResult res;
   const double t0 = now_ms();
   for (size_t s = 0; s < n_steps; s++) {
@@ -108,12 +114,14 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
     for (size_t a = 0; a < A; a++) {
       int32_t* in = inputs_.data() + a * B * T;
       int32_t* tg = targets_.data() + a * B * T;
-      dataloader_next_batch(loader_, B, in, tg);
+      dataloader_next_batch(loader_, B, in, tg, packed ? positions_.data() + a * B * T : nullptr);
       for (size_t i = 0; i < B * T; i++) n_targets += tg[i] != IGNORE_INDEX;
     }
     if (n_targets == 0) {
       loader_.cursor = before;
-      ENGINE_THROW(BadShape, "every label of these sequences is -100; check preprocess (instruct mode masks prompts)",
+      ENGINE_THROW(BadShape,
+                   "every label of these sequences is -100: data prepared before zero-loss examples were dropped; "
+                   "re-run prepare (it drops examples whose answer preprocess.blockSize cuts off) or raise preprocess.blockSize",
                    "step %llu: its %zu x %zu sequences have no unmasked labels", (unsigned long long)step_, A, B);
     }
     try {
@@ -127,6 +135,7 @@ TrainResult Engine::train(size_t n_steps, size_t total_steps, const std::atomic<
       batches_.clear();
       for (size_t a = 0; a < A; a++) {
         batches_.push_back(Batch{inputs_.data() + a * B * T, targets_.data() + a * B * T, B, T});
+        if (packed) batches_.back().positions = positions_.data() + a * B * T;
         if (model().dropout > 0) batches_.back().dropout_seed = rng_u64(rng_);  // RNG is checkpointed: exact resume
       }
       const float dloss = 1.0f / (float)n_targets;
@@ -175,13 +184,25 @@ EvalResult Engine::evaluate(const std::vector<ShardView>& shards, size_t max_bat
   size_t total_seq = 0;
   for (const auto& s : shards) total_seq += s.n_seq;
   batch_size = std::min(batch_size, total_seq);  // a batch is never larger than the data
-  std::vector<int32_t> in(batch_size * T), tg(batch_size * T);
+  const bool packed = shards[0].position_ids != nullptr;
+  for (size_t i = 0; i < shards.size(); i++) {
+    ENGINE_CHECK((shards[i].position_ids != nullptr) == packed, BadShape, "all shards of a split are packed or none are",
+                 "evaluation shard %zu %s position ids", i, packed ? "has no" : "has");
+    if (packed) check_position_ids(shards[i], i);
+  }
+  ENGINE_CHECK(!packed || backend_->supports_packed(), BadConfig,
+               "evaluate packed data on the cpu backend, or prepare with preprocess.pad true",
+               "the evaluation shards are packed and the %s backend cannot keep its attention within each example",
+               backend_->info().name.c_str());
+  std::vector<int32_t> in(batch_size * T), tg(batch_size * T), pos(packed ? batch_size * T : 0);
   EvalStats tot;
   EvalResult r;
   size_t batches = 0, filled = 0;
   auto flush = [&] {
     if (!filled) return;
-    EvalStats s = backend_->forward_eval(Batch{in.data(), tg.data(), filled, T});
+    Batch batch{in.data(), tg.data(), filled, T};
+    if (packed) batch.positions = pos.data();
+    EvalStats s = backend_->forward_eval(batch);
     tot.loss_sum += s.loss_sum;
     tot.n_targets += s.n_targets;
     tot.n_correct += s.n_correct;
@@ -195,6 +216,7 @@ EvalResult Engine::evaluate(const std::vector<ShardView>& shards, size_t max_bat
       if (abort && abort->load()) { r.aborted = true; break; }
       std::memcpy(in.data() + filled * T, s.input_ids + i * T, T * sizeof(int32_t));
       shift_labels(s.labels + i * T, T, tg.data() + filled * T);
+      if (packed) std::memcpy(pos.data() + filled * T, s.position_ids + i * T, T * sizeof(int32_t));
       if (++filled == batch_size) flush();
     }
   }
@@ -326,21 +348,21 @@ CheckpointInfo Engine::save_checkpoint(const std::string& dir, const std::string
   return checkpoint_save(dir, st, layout);
 }
 
-void Engine::export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id) {
+void Engine::export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id, int bos_id) {
   const ParamLayout& layout = backend_->layout();
   std::vector<float> params(layout.total);
   backend_->get_params(params.data());
-  hf_export(dir, model(), layout, params.data(), tokenizer_json, eos_id);
+  hf_export(dir, model(), layout, params.data(), tokenizer_json, eos_id, bos_id);
 }
 
 void export_checkpoint_hf(const std::string& checkpoint_dir, const std::string& dir, const std::string& tokenizer_json,
-                          int eos_id) {
+                          int eos_id, int bos_id) {
   const ModelConfig model = checkpoint_model(checkpoint_dir);
   const ParamLayout layout = param_layout(model);
   std::vector<float> params(layout.total);
   checkpoint_load_params(checkpoint_dir, params.data());
   if (eos_id < 0) eos_id = model.eos_token_id >= 0 ? (int)model.eos_token_id : 50256;
-  hf_export(dir, model, layout, params.data(), tokenizer_json, eos_id);
+  hf_export(dir, model, layout, params.data(), tokenizer_json, eos_id, bos_id);
 }
 
 }  // namespace engine

@@ -75,7 +75,7 @@ class Engine {
   std::vector<std::vector<int32_t>> generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& o);
 
   CheckpointInfo save_checkpoint(const std::string& dir, const std::string& extra_json);
-  void export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id);
+  void export_hf(const std::string& dir, const std::string& tokenizer_json, int eos_id, int bos_id = -1);
 
  private:
   Engine() = default;
@@ -89,14 +89,15 @@ class Engine {
   DataSignature resume_sig_;   // from the checkpoint: the first set_train_data must match it
   std::string config_json_ = "{}";
   std::vector<int32_t> inputs_, targets_;  // (accum, B, T) host staging for one step
+  std::vector<int32_t> positions_;         // (accum, B, T) position ids of packed shards (else empty)
   std::vector<Batch> batches_;             // (accum) views into the staging buffers
 };
 
 // Hugging Face export straight from a checkpoint's files (single-file or sharded), without a backend: only the
 // fp32 weights are read (4 bytes per parameter of host memory, verified as they stream in), so a model trained
 // with ZeRO-3 over GPUs it does not fit one of exports on any host that holds its weights, and no GPU is taken.
-// eos_id < 0: the model's own (HF config), else 50256. Same files as Engine::export_hf of that checkpoint.
+// eos_id < 0: the model's own (HF config), else 50256; bos_id as in hf_export. Same files as Engine::export_hf of that checkpoint.
 void export_checkpoint_hf(const std::string& checkpoint_dir, const std::string& dir, const std::string& tokenizer_json,
-                          int eos_id);
+                          int eos_id, int bos_id = -1);
 
 }  // namespace engine

@@ -333,7 +333,7 @@ std::string hf_config_json(const ModelConfig& c0) {
   if (c.family == "gpt2") return hf_gpt2_config_json(c);
   Json j = Json::object();
   Json arch = Json::array();
-  auto num = [](double v) { return Json::number(v); };
+  auto num = [](double v) { return Json::number(float_decimal(v)); };  // fp32 settings as written: 1e-05
   const char* cls = c.family == "llama" ? "LlamaForCausalLM" : c.family == "gpt_neox" ? "GPTNeoXForCausalLM" : "GPTJForCausalLM";
   arch.arr.push_back(Json::string(cls));
   j.set("architectures", arch);

@@ -170,7 +170,11 @@ void dump_(const Json& j, std::string& out, int indent, int level) {
         snprintf(buf, sizeof buf, "%lld", (long long)j.num);
         out += buf;
       } else {
-        snprintf(buf, sizeof buf, "%.17g", j.num);
+        // The shortest form that reads back as the same double (1e-05, not 1.0000000000000001e-05).
+        for (int prec = 1; prec <= 17; prec++) {
+          snprintf(buf, sizeof buf, "%.*g", prec, j.num);
+          if (std::strtod(buf, nullptr) == j.num) break;
+        }
         out += buf;
       }
       break;
@@ -237,6 +241,17 @@ std::string json_string(const Json& obj, const char* key, const std::string& wha
   const Json* v = obj.get(key);
   ENGINE_CHECK(v && v->type == Json::String, BadConfig, "", "%s: field '%s' missing or not a string", what.c_str(), key);
   return v->str;
+}
+
+double float_decimal(double v) {
+  const float f = (float)v;
+  if ((double)f != v || !std::isfinite(v) || v == std::floor(v)) return v;
+  char buf[32];
+  for (int prec = 1; prec <= 9; prec++) {
+    snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (std::strtof(buf, nullptr) == f) return std::strtod(buf, nullptr);
+  }
+  return v;
 }
 
 }  // namespace engine

@@ -29,6 +29,11 @@ struct Json {
 Json json_parse(const std::string& text, const std::string& what, bool checkpoint = false);
 std::string json_dump(const Json& j, int indent = 0);
 
+// A float widened to double, as the shortest decimal that reads back as that float (1e-5f -> 1e-05, not
+// 9.9999997473787516e-06): what Hugging Face config.json files hold for epsilons and rope settings. Values that
+// are not exactly a float, and integers, come back unchanged.
+double float_decimal(double v);
+
 // Typed accessors that name the field and the file when it is missing or has the wrong type.
 double json_number(const Json& obj, const char* key, const std::string& what);
 std::string json_string(const Json& obj, const char* key, const std::string& what);

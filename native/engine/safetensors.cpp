@@ -186,13 +186,14 @@ std::string hf_gpt2_config_json(const ModelConfig& c) {
   j.set("n_head", Json::number((double)c.n_head));
   j.set("n_inner", Json());
   j.set("activation_function", Json::string("gelu_new"));
-  j.set("layer_norm_epsilon", Json::number(c.layer_norm_eps));
-  for (const char* k : {"resid_pdrop", "embd_pdrop", "attn_pdrop"}) j.set(k, Json::number(c.dropout));
+  j.set("layer_norm_epsilon", Json::number(float_decimal(c.layer_norm_eps)));
+  for (const char* k : {"resid_pdrop", "embd_pdrop", "attn_pdrop"}) j.set(k, Json::number(float_decimal(c.dropout)));
   j.set("initializer_range", Json::number(0.02));
   j.set("scale_attn_weights", Json::boolean(true));
   j.set("tie_word_embeddings", Json::boolean(true));
-  j.set("bos_token_id", Json::number(50256));
-  j.set("eos_token_id", Json::number(50256));
+  // GPT-2's own ids unless the export names the tokenizer's (hf_export always does).
+  j.set("bos_token_id", Json::number(c.bos_token_id >= 0 ? (double)c.bos_token_id : 50256));
+  j.set("eos_token_id", Json::number(c.eos_token_id >= 0 ? (double)c.eos_token_id : 50256));
   j.set("torch_dtype", Json::string("float32"));
   return json_dump(j, 2) + "\n";
 }
@@ -240,7 +241,7 @@ void hf_load_weights(const std::string& dir, const ParamLayout& layout, float* p
 }
 
 void hf_export(const std::string& dir, const ModelConfig& c, const ParamLayout& layout, const float* params,
-               const std::string& tokenizer_json, int eos_id) {
+               const std::string& tokenizer_json, int eos_id, int bos_id) {
   const std::string tmp = parent_dir(dir) + "/." + base_name(dir) + ".tmp-" + unique_suffix();
   make_dirs(parent_dir(dir));
   make_dirs(tmp);
@@ -248,13 +249,17 @@ void hf_export(const std::string& dir, const ModelConfig& c, const ParamLayout& 
     std::vector<StTensorOut> ts;
     for (const auto& t : layout.tensors) ts.push_back({t.name, t.shape, params + t.offset});
     safetensors_write(tmp + "/model.safetensors", ts);
-    ModelConfig cc = c;  // families' configs default bos/eos to ids of their own (GPT-J: 50256): write ours
-    if (cc.family != "gpt2" && cc.eos_token_id < 0 && eos_id >= 0) cc.eos_token_id = eos_id;
-    if (cc.family != "gpt2" && cc.bos_token_id < 0) cc.bos_token_id = cc.eos_token_id;
+    // bos/eos of the tokenizer the model was trained with (eos_id, bos_id), never a family's default (GPT-J's and
+    // GPT-2's 50256 may lie outside another tokenizer's vocabulary). A tokenizer without a BOS of its own keeps the
+    // model's (HF config) bos, else uses its EOS, as GPT-2 does.
+    ModelConfig cc = c;
+    if (eos_id >= 0) cc.eos_token_id = eos_id;
+    if (bos_id >= 0) cc.bos_token_id = bos_id;
+    else if (cc.bos_token_id < 0 || cc.family == "gpt2") cc.bos_token_id = cc.eos_token_id;
     write_file_atomic(tmp + "/config.json", hf_config_json(cc));
     Json g = Json::object();
-    g.set("bos_token_id", Json::number(cc.bos_token_id >= 0 ? (double)cc.bos_token_id : eos_id));
-    g.set("eos_token_id", Json::number(eos_id));
+    if (cc.bos_token_id >= 0) g.set("bos_token_id", Json::number((double)cc.bos_token_id));
+    if (cc.eos_token_id >= 0) g.set("eos_token_id", Json::number((double)cc.eos_token_id));
     write_file_atomic(tmp + "/generation_config.json", json_dump(g, 2) + "\n");
     if (!tokenizer_json.empty()) copy_file(tokenizer_json, tmp + "/tokenizer.json");
     fsync_dir(tmp);

@@ -52,8 +52,10 @@ std::string hf_gpt2_config_json(const ModelConfig& c);
 void hf_load_weights(const std::string& dir, const ParamLayout& layout, float* params);
 
 // Writes a HF directory atomically (temp dir + rename): config.json, model.safetensors, generation_config.json
-// and, when tokenizer_json is not empty, a copy of it as tokenizer.json.
+// and, when tokenizer_json is not empty, a copy of it as tokenizer.json. eos_id/bos_id are the tokenizer's (written
+// to config.json and generation_config.json); eos_id < 0 keeps the model's, bos_id < 0 (a tokenizer that adds no
+// BOS) keeps the model's bos, else uses the EOS (GPT-2's convention).
 void hf_export(const std::string& dir, const ModelConfig& c, const ParamLayout& layout, const float* params,
-               const std::string& tokenizer_json, int eos_id);
+               const std::string& tokenizer_json, int eos_id, int bos_id = -1);
 
 }  // namespace engine

@@ -164,7 +164,7 @@ class CpuBackend final : public CpuStateBackend {
     const size_t N = B * T;
     ensure_acts_(B, T, false);
     Activations& a = acts_;
-    encoder_forward(a.encoded.data(), batch.inputs, p_(wte_index()), p_(wpe_index()), B, T, C);
+    encoder_forward(a.encoded.data(), batch.inputs, p_(wte_index()), p_(wpe_index()), B, T, C, batch.positions);
     dropout_apply(a.encoded.data(), N * C, drop, stream_(L, 3));
     for (size_t l = 0; l < L; l++) {
       const float* residual = l == 0 ? a.encoded.data() : a.residual3.data() + (l - 1) * N * C;
@@ -183,7 +183,7 @@ class CpuBackend final : public CpuStateBackend {
       layernorm_forward(ln1, a.ln1_mean.data() + l * N, a.ln1_rstd.data() + l * N, residual, p_(block_index(l, LN1_W)),
                         p_(block_index(l, LN1_B)), N, C, cfg_.layer_norm_eps);
       matmul_forward(qkv, ln1, p_(block_index(l, ATTN_W)), p_(block_index(l, ATTN_B)), N, C, 3 * C);
-      attention_forward(atty, preatt, att, qkv, B, T, C, NH, drop, stream_(l, 0));
+      attention_forward(atty, preatt, att, qkv, B, T, C, NH, drop, stream_(l, 0), batch.positions);
       matmul_forward(attproj, atty, p_(block_index(l, ATTNPROJ_W)), p_(block_index(l, ATTNPROJ_B)), N, C, C);
       dropout_apply(attproj, N * C, drop, stream_(l, 1));  // HF resid_dropout, before the residual add
       residual_forward(res2, residual, attproj, N * C);
@@ -246,7 +246,7 @@ class CpuBackend final : public CpuStateBackend {
       float* dqkv = d.qkv.data() + l * N * 3 * C;
       attention_backward(dqkv, d.preatt.data() + l * B * NH * T * T, d.att.data() + l * B * NH * T * T, datty,
                          a.qkv.data() + l * N * 3 * C, a.att.data() + l * B * NH * T * T, B, T, C, NH, drop,
-                         stream_(l, 0));
+                         stream_(l, 0), batch.positions);
       float* dln1 = d.ln1.data() + l * N * C;
       matmul_backward(dln1, g_(block_index(l, ATTN_W)), g_(block_index(l, ATTN_B)), dqkv, a.ln1.data() + l * N * C,
                       p_(block_index(l, ATTN_W)), N, C, 3 * C);
@@ -254,7 +254,7 @@ class CpuBackend final : public CpuStateBackend {
                          p_(block_index(l, LN1_W)), a.ln1_mean.data() + l * N, a.ln1_rstd.data() + l * N, N, C);
     }
     dropout_apply(d.encoded.data(), N * C, drop, stream_(L, 3));
-    encoder_backward(g_(wte_index()), g_(wpe_index()), d.encoded.data(), batch.inputs, B, T, C);
+    encoder_backward(g_(wte_index()), g_(wpe_index()), d.encoded.data(), batch.inputs, B, T, C, batch.positions);
   }
 
   void kv_rows_(const size_t* slots, const size_t* pos, const int32_t* tokens, size_t n, size_t logits_from,

@@ -24,6 +24,7 @@ class CpuStateBackend : public Backend {
   const BackendInfo& info() const override { return info_; }
   const ModelConfig& config() const override { return cfg_; }
   const ParamLayout& layout() const override { return layout_; }
+  bool supports_packed() const override { return true; }  // both reference attentions take Batch::positions
 
   void get_params(float* dst) const override { std::memcpy(dst, params_.data(), layout_.total * sizeof(float)); }
   void set_params(const float* src) override { std::memcpy(params_.data(), src, layout_.total * sizeof(float)); }

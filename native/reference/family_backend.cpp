@@ -200,6 +200,8 @@ class FamilyCpuBackend final : public CpuStateBackend {
     const size_t B = batch.B, T = batch.T, C = cfg_.n_embd, NH = cfg_.n_head, KVH = cfg_.n_kv_head;
     const size_t HD = cfg_.head_dim, N = B * T, L = cfg_.n_layer;
     ensure_acts_(B, T);
+    // rotary angles by position within the example (packed rows restart at each example)
+    for (size_t i = 0; i < N; i++) pos_[i] = batch.positions ? (size_t)batch.positions[i] : i % T;
     const float* E = p_(ft_.embed);
     for (size_t n = 0; n < N; n++) std::memcpy(acts_[0].x.data() + n * C, E + (size_t)batch.inputs[n] * C, C * 4);
     Vec ao(N * C), mo(N * C);
@@ -211,7 +213,7 @@ class FamilyCpuBackend final : public CpuStateBackend {
       qkv_fwd_(bl, a.n1.data(), N, a.q.data(), a.k.data(), a.v.data(), fused_);
       rope_apply(a.q.data(), pos_.data(), N, NH, HD, rope_, false);
       rope_apply(a.k.data(), pos_.data(), N, KVH, HD, rope_, false);
-      gqa_attention_forward(a.y.data(), a.att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, KVH, HD);
+      gqa_attention_forward(a.y.data(), a.att.data(), a.q.data(), a.k.data(), a.v.data(), B, T, NH, KVH, HD, batch.positions);
       linear_forward(ao.data(), a.y.data(), p_(bl.o_w), p_(bl.o_b), N, NH * HD, C);
       if (sequential_()) {
         for (size_t i = 0; i < N * C; i++) a.h1[i] = a.x[i] + ao[i];
@@ -245,7 +247,7 @@ class FamilyCpuBackend final : public CpuStateBackend {
     dv_.assign(N * KVH * HD, 0);
     datt_.resize(B * NH * T * T);
     gqa_attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), dy_.data(), a.q.data(), a.k.data(),
-                           a.v.data(), a.att.data(), B, T, NH, KVH, HD);
+                           a.v.data(), a.att.data(), B, T, NH, KVH, HD, batch.positions);
     rope_apply(dq_.data(), pos_.data(), N, NH, HD, rope_, true);
     rope_apply(dk_.data(), pos_.data(), N, KVH, HD, rope_, true);
     if (bl.qkv_w >= 0) {

@@ -117,7 +117,7 @@ void rope_apply(float* x, const size_t* pos, size_t N, size_t H, size_t HD, cons
 }
 
 void gqa_attention_forward(float* out, float* att, const float* q, const float* k, const float* v, size_t B, size_t T,
-                           size_t NH, size_t KVH, size_t HD) {
+                           size_t NH, size_t KVH, size_t HD, const int32_t* pos) {
   const size_t G = NH / KVH;
   const float scale = 1.0f / std::sqrt((float)HD);
 #pragma omp parallel for collapse(3) schedule(static)
@@ -127,8 +127,9 @@ void gqa_attention_forward(float* out, float* att, const float* q, const float* 
         const size_t kh = (size_t)h / G;
         const float* qv = q + (((size_t)b * T + (size_t)t) * NH + (size_t)h) * HD;
         float* a = att + (((size_t)b * NH + (size_t)h) * T + (size_t)t) * T;
+        const size_t lo = pos ? (size_t)t - (size_t)pos[(size_t)b * T + (size_t)t] : 0;  // packed: own example only
         float maxv = -INFINITY;
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) {
           const float* kv = k + (((size_t)b * T + t2) * KVH + kh) * HD;
           float s = 0;
           for (size_t i = 0; i < HD; i++) s += qv[i] * kv[i];
@@ -136,12 +137,12 @@ void gqa_attention_forward(float* out, float* att, const float* q, const float* 
           maxv = std::max(maxv, a[t2]);
         }
         float sum = 0;
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) { a[t2] = std::exp(a[t2] - maxv); sum += a[t2]; }
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) { a[t2] = std::exp(a[t2] - maxv); sum += a[t2]; }
         const float inv = 1.0f / sum;
-        for (size_t t2 = 0; t2 < T; t2++) a[t2] = t2 <= (size_t)t ? a[t2] * inv : 0.0f;
+        for (size_t t2 = 0; t2 < T; t2++) a[t2] = t2 >= lo && t2 <= (size_t)t ? a[t2] * inv : 0.0f;
         float* o = out + (((size_t)b * T + (size_t)t) * NH + (size_t)h) * HD;
         for (size_t i = 0; i < HD; i++) o[i] = 0;
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) {
           const float* vv = v + (((size_t)b * T + t2) * KVH + kh) * HD;
           for (size_t i = 0; i < HD; i++) o[i] += a[t2] * vv[i];
         }
@@ -150,7 +151,7 @@ void gqa_attention_forward(float* out, float* att, const float* q, const float* 
 
 void gqa_attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout, const float* q,
                             const float* k, const float* v, const float* att, size_t B, size_t T, size_t NH, size_t KVH,
-                            size_t HD) {
+                            size_t HD, const int32_t* pos) {
   const size_t G = NH / KVH;
   const float scale = 1.0f / std::sqrt((float)HD);
   // pass 1, per query row: d(scores) (scaled) into datt, and dq
@@ -162,8 +163,9 @@ void gqa_attention_backward(float* dq, float* dk, float* dv, float* datt, const 
         const float* dy = dout + (((size_t)b * T + (size_t)t) * NH + (size_t)h) * HD;
         const float* a = att + (((size_t)b * NH + (size_t)h) * T + (size_t)t) * T;
         float* da = datt + (((size_t)b * NH + (size_t)h) * T + (size_t)t) * T;
+        const size_t lo = pos ? (size_t)t - (size_t)pos[(size_t)b * T + (size_t)t] : 0;
         float dot = 0;
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) {
           const float* vv = v + (((size_t)b * T + t2) * KVH + kh) * HD;
           float s = 0;
           for (size_t i = 0; i < HD; i++) s += dy[i] * vv[i];
@@ -172,7 +174,7 @@ void gqa_attention_backward(float* dq, float* dk, float* dv, float* datt, const 
         }
         float* dqv = dq + (((size_t)b * T + (size_t)t) * NH + (size_t)h) * HD;
         for (size_t t2 = 0; t2 < T; t2++) {
-          if (t2 > (size_t)t) { da[t2] = 0; continue; }
+          if (t2 > (size_t)t || t2 < lo) { da[t2] = 0; continue; }
           da[t2] = a[t2] * (da[t2] - dot) * scale;
           const float* kv = k + (((size_t)b * T + t2) * KVH + kh) * HD;
           for (size_t i = 0; i < HD; i++) dqv[i] += da[t2] * kv[i];

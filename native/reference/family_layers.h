@@ -34,13 +34,14 @@ struct Rope {
 void rope_apply(float* x, const size_t* pos, size_t N, size_t H, size_t HD, const Rope& r, bool inverse);
 
 // Causal attention with grouped-query heads: q (B, T, NH, HD), k/v (B, T, KVH, HD), out (B, T, NH, HD),
-// att (B, NH, T, T) softmax probabilities kept for backward. Head h reads kv head h / (NH / KVH).
+// att (B, NH, T, T) softmax probabilities kept for backward. Head h reads kv head h / (NH / KVH). pos (B, T, may be
+// null): packed rows, query t sees keys t - pos[t] .. t only (see Batch::positions).
 void gqa_attention_forward(float* out, float* att, const float* q, const float* k, const float* v, size_t B, size_t T,
-                           size_t NH, size_t KVH, size_t HD);
+                           size_t NH, size_t KVH, size_t HD, const int32_t* pos = nullptr);
 // dq, dk, dv accumulate; datt scratch (B, NH, T, T).
 void gqa_attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout, const float* q,
                             const float* k, const float* v, const float* att, size_t B, size_t T, size_t NH, size_t KVH,
-                            size_t HD);
+                            size_t HD, const int32_t* pos = nullptr);
 
 // GELU with erf (HF "gelu", GPT-NeoX).
 void gelu_erf_forward(float* out, const float* inp, size_t N);

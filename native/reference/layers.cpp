@@ -12,23 +12,23 @@ namespace engine {
 // embeddings
 
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, size_t B, size_t T,
-                     size_t C) {
+                     size_t C, const int32_t* pos) {
 #pragma omp parallel for schedule(static)
   for (long n = 0; n < (long)(B * T); n++) {
     const float* wte_ix = wte + (size_t)inp[n] * C;
-    const float* wpe_t = wpe + (size_t)(n % T) * C;
+    const float* wpe_t = wpe + (pos ? (size_t)pos[n] : (size_t)(n % T)) * C;
     float* o = out + (size_t)n * C;
     for (size_t i = 0; i < C; i++) o[i] = wte_ix[i] + wpe_t[i];
   }
 }
 
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, size_t B, size_t T,
-                      size_t C) {
+                      size_t C, const int32_t* pos) {
   // Serial: several rows can hit the same token row of dwte, and the order of those adds must be fixed.
   for (size_t n = 0; n < B * T; n++) {
     const float* d = dout + n * C;
     float* dwte_ix = dwte + (size_t)inp[n] * C;
-    float* dwpe_t = dwpe + (n % T) * C;
+    float* dwpe_t = dwpe + (pos ? (size_t)pos[n] : n % T) * C;
     for (size_t i = 0; i < C; i++) {
       dwte_ix[i] += d[i];
       dwpe_t[i] += d[i];
@@ -137,7 +137,7 @@ void dropout_apply(float* x, size_t N, const Dropout& d, uint64_t stream) {
 // causal self-attention
 
 void attention_forward(float* out, float* preatt, float* att, const float* qkv, size_t B, size_t T, size_t C,
-                       size_t NH, const Dropout& drop, uint64_t stream) {
+                       size_t NH, const Dropout& drop, uint64_t stream, const int32_t* pos) {
   const size_t C3 = 3 * C, hs = C / NH;
   const float scale = 1.0f / std::sqrt((float)hs);
 #pragma omp parallel for collapse(3) schedule(static)
@@ -147,9 +147,10 @@ void attention_forward(float* out, float* preatt, float* att, const float* qkv, 
         const float* q = qkv + (size_t)b * T * C3 + (size_t)t * C3 + (size_t)h * hs;
         float* pre = preatt + (((size_t)b * NH + h) * T + t) * T;
         float* a = att + (((size_t)b * NH + h) * T + t) * T;
-        // scores q.k / sqrt(hs) for t2 <= t, and their max
+        // scores q.k / sqrt(hs) for lo <= t2 <= t (lo: the start of t's example when packed), and their max
+        const size_t lo = attention_start(pos, (size_t)b, T, (size_t)t);
         float maxv = -INFINITY;
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) {
           const float* k = qkv + (size_t)b * T * C3 + t2 * C3 + C + (size_t)h * hs;
           float s = 0;
           for (size_t i = 0; i < hs; i++) s += q[i] * k[i];
@@ -158,19 +159,19 @@ void attention_forward(float* out, float* preatt, float* att, const float* qkv, 
           if (s > maxv) maxv = s;
         }
         float sum = 0;
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) {
           a[t2] = std::exp(pre[t2] - maxv);
           sum += a[t2];
         }
         float inv = 1.0f / sum;
         for (size_t t2 = 0; t2 < T; t2++) {
-          if (t2 <= (size_t)t) a[t2] *= inv;
+          if (t2 >= lo && t2 <= (size_t)t) a[t2] *= inv;
           else { a[t2] = 0; pre[t2] = 0; }  // masked: keeps buffers deterministic
         }
         float* o = out + (size_t)b * T * C + (size_t)t * C + (size_t)h * hs;
         for (size_t i = 0; i < hs; i++) o[i] = 0;
         const uint64_t row = (((uint64_t)b * NH + h) * T + t) * T;  // element index base of this row of att
-        for (size_t t2 = 0; t2 <= (size_t)t; t2++) {
+        for (size_t t2 = lo; t2 <= (size_t)t; t2++) {
           const float* v = qkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
           const float w = drop.active() ? a[t2] * dropout_scale(drop, stream, row + t2) : a[t2];
           for (size_t i = 0; i < hs; i++) o[i] += w * v[i];
@@ -180,7 +181,7 @@ void attention_forward(float* out, float* preatt, float* att, const float* qkv, 
 
 void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
                         const float* att, size_t B, size_t T, size_t C, size_t NH, const Dropout& drop,
-                        uint64_t stream) {
+                        uint64_t stream, const int32_t* pos) {
   const size_t C3 = 3 * C, hs = C / NH;
   const float scale = 1.0f / std::sqrt((float)hs);
   // Parallel over (b, h) only: every t writes the dk/dv rows of all t2 <= t of the same head.
@@ -194,9 +195,10 @@ void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* d
         const float* d = dout + (size_t)b * T * C + t * C + (size_t)h * hs;
         const float* q = qkv + (size_t)b * T * C3 + t * C3 + (size_t)h * hs;
         float* dq = dqkv + (size_t)b * T * C3 + t * C3 + (size_t)h * hs;
-        // out = dropout(att) @ v
+        // out = dropout(att) @ v, over the keys query t attends to
+        const size_t lo = attention_start(pos, (size_t)b, T, t);
         const uint64_t row = (((uint64_t)b * NH + h) * T + t) * T;
-        for (size_t t2 = 0; t2 <= t; t2++) {
+        for (size_t t2 = lo; t2 <= t; t2++) {
           const float* v = qkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
           float* dv = dqkv + (size_t)b * T * C3 + t2 * C3 + 2 * C + (size_t)h * hs;
           const float m = drop.active() ? dropout_scale(drop, stream, row + t2) : 1.0f;
@@ -209,10 +211,10 @@ void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* d
         }
         // softmax: dpre = att * (datt - sum(att * datt))
         float dot = 0;
-        for (size_t t2 = 0; t2 <= t; t2++) dot += a[t2] * da[t2];
-        for (size_t t2 = 0; t2 <= t; t2++) dpre[t2] = a[t2] * (da[t2] - dot);
+        for (size_t t2 = lo; t2 <= t; t2++) dot += a[t2] * da[t2];
+        for (size_t t2 = lo; t2 <= t; t2++) dpre[t2] = a[t2] * (da[t2] - dot);
         // pre = q.k * scale
-        for (size_t t2 = 0; t2 <= t; t2++) {
+        for (size_t t2 = lo; t2 <= t; t2++) {
           const float* k = qkv + (size_t)b * T * C3 + t2 * C3 + C + (size_t)h * hs;
           float* dk = dqkv + (size_t)b * T * C3 + t2 * C3 + C + (size_t)h * hs;
           float g = dpre[t2] * scale;

@@ -9,9 +9,11 @@
 
 namespace engine {
 
-// out (N, C) = wte[inp] + wpe[pos]; pos[n] = n % T when pos == nullptr.
-void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, size_t B, size_t T, size_t C);
-void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, size_t B, size_t T, size_t C);
+// out (N, C) = wte[inp] + wpe[pos]; pos[n] = n % T when pos == nullptr (packed rows: Batch::positions).
+void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, size_t B, size_t T, size_t C,
+                     const int32_t* pos = nullptr);
+void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, size_t B, size_t T, size_t C,
+                      const int32_t* pos = nullptr);
 
 // out (N, C) = (x - mean) * rstd * w + b; mean, rstd (N) kept for backward.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w, const float* b,
@@ -37,12 +39,18 @@ void dropout_apply(float* x, size_t N, const Dropout& d, uint64_t stream);
 
 // Causal self-attention over qkv (B, T, 3C) = [q | k | v]; out (B, T, C); preatt, att (B, NH, T, T) (att before
 // dropout). With drop active, the probabilities are dropped out (stream `stream`) before weighting v, as HF's
-// attn_dropout; the backward recomputes the mask.
+// attn_dropout; the backward recomputes the mask. pos (B, T, may be null): packed rows, query t sees keys
+// t - pos[t] .. t only (see Batch::positions).
 void attention_forward(float* out, float* preatt, float* att, const float* qkv, size_t B, size_t T, size_t C,
-                       size_t NH, const Dropout& drop = Dropout(), uint64_t stream = 0);
+                       size_t NH, const Dropout& drop = Dropout(), uint64_t stream = 0, const int32_t* pos = nullptr);
 void attention_backward(float* dqkv, float* dpreatt, float* datt, const float* dout, const float* qkv,
                         const float* att, size_t B, size_t T, size_t C, size_t NH, const Dropout& drop = Dropout(),
-                        uint64_t stream = 0);
+                        uint64_t stream = 0, const int32_t* pos = nullptr);
+
+// First key that query t of row b attends to: 0, or the start of its own example in a packed row.
+inline size_t attention_start(const int32_t* pos, size_t b, size_t T, size_t t) {
+  return pos ? t - (size_t)pos[b * T + t] : 0;
+}
 
 // GELU, tanh approximation (HF "gelu_new").
 void gelu_forward(float* out, const float* inp, size_t N);

@@ -187,6 +187,33 @@ TEST(checkpoint_concurrent_commits_of_one_step) {
 
 // Export straight from checkpoint files (no backend): the same bytes as the engine's export of that state, from a
 // single-file and from a sharded (ZeRO, 3 ranks) checkpoint; a corrupt checkpoint is refused, nothing written.
+// config.json holds the tokenizer's bos/eos (not GPT-2's 50256) and fp32 settings as Hugging Face writes them
+// (1e-05, not 9.9999997473787516e-06); any double is written in its shortest round-trip form.
+TEST(hf_export_tokenizer_ids_and_clean_floats) {
+  CHECK(json_dump(Json::number(0.1)) == "0.1");
+  CHECK(json_dump(Json::number(1e-5)) == "1e-05");
+  CHECK(json_dump(Json::number(float_decimal(1e-5f))) == "1e-05");
+  CHECK(json_dump(Json::number(float_decimal(1e-6f))) == "1e-06");
+  CHECK(json_dump(Json::number(float_decimal(500000.0f))) == "500000");
+  CHECK(json_dump(Json::number(float_decimal(0.02))) == "0.02");  // not a float: unchanged
+  CHECK(json_parse(json_dump(Json::number(0.1 + 0.2)), "x").num == 0.1 + 0.2);
+  const std::string dir = "/tmp/engine_tests_ids_" + unique_suffix();
+  TrainConfig tc;
+  BackendOptions opts;
+  Engine a(small(), tc, opts);
+  a.export_hf(dir + "/with-bos", "", 7, 3);
+  const std::string c1 = read_text_file(dir + "/with-bos/config.json");
+  CHECK(c1.find("\"bos_token_id\": 3,") != std::string::npos && c1.find("\"eos_token_id\": 7,") != std::string::npos);
+  CHECK(c1.find("\"layer_norm_epsilon\": 1e-05,") != std::string::npos);
+  CHECK(c1.find("50256") == std::string::npos);
+  const std::string g1 = read_text_file(dir + "/with-bos/generation_config.json");
+  CHECK(g1.find("\"bos_token_id\": 3") != std::string::npos && g1.find("\"eos_token_id\": 7") != std::string::npos);
+  a.export_hf(dir + "/no-bos", "", 9);  // a tokenizer without BOS: GPT-2's convention, bos = eos
+  const std::string c2 = read_text_file(dir + "/no-bos/config.json");
+  CHECK(c2.find("\"bos_token_id\": 9,") != std::string::npos && c2.find("\"eos_token_id\": 9,") != std::string::npos);
+  remove_tree(dir);
+}
+
 TEST(export_from_checkpoint_files_equals_engine_export) {
   const std::string root = "/tmp/engine_tests_export_" + unique_suffix();
   TrainConfig tc;

@@ -76,10 +76,13 @@ describe('validateConfig', () => {
     expect(a.baseModel).toBeNull();
     const modelDir = join(root, 'series', 'some-run', 'model');
     mkdirSync(modelDir, { recursive: true });
-    writeFileSync(join(modelDir, 'config.json'), '{}');
+    // validate checks the series model's shape against the data (an export always writes these)
+    writeFileSync(join(modelDir, 'config.json'), JSON.stringify({ model_type: 'gpt2', vocab_size: 50257, n_positions: 1024 }));
     writeFileSync(join(root, 'series', 'latest.json'), JSON.stringify({ modelDir, workflowId: 'x', step: 3, evalLoss: 1, finishedAt: '' }));
     const c = await run(env, acts.validateConfig, input, 'finetune-series');
     expect(c.baseModel).toBe(modelDir);
+    expect(a.continuedFrom).toBeNull();
+    expect(c.continuedFrom).toBe(modelDir);
     expect(c.cfg.model.init).toBe('pretrained');
     expect(c.cfg.model.path).toBe(modelDir);
   });

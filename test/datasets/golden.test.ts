@@ -45,6 +45,8 @@ const GOLDEN: Record<keyof typeof CASES, unknown> = {
       paddingTokens: 0,
       lossTokens: 26752,
       truncatedExamples: 0,
+      truncatedTokens: 0,
+      droppedExamples: 0,
       droppedTokens: 92,
       sourceTokens: 26844,
       ids: '12bf5732144d3e93',
@@ -64,6 +66,8 @@ const GOLDEN: Record<keyof typeof CASES, unknown> = {
       paddingTokens: 0,
       lossTokens: 2944,
       truncatedExamples: 0,
+      truncatedTokens: 0,
+      droppedExamples: 0,
       droppedTokens: 68,
       sourceTokens: 3012,
       ids: '59278d3241385059',
@@ -77,22 +81,24 @@ const GOLDEN: Record<keyof typeof CASES, unknown> = {
   lines: {
     train: {
       examples: 2146,
-      sequences: 2146,
-      tokens: 20403,
-      paddingTokens: 48269,
-      lossTokens: 20403,
+      sequences: 2143,
+      tokens: 20400,
+      paddingTokens: 48176,
+      lossTokens: 20400,
       truncatedExamples: 0,
-      droppedTokens: 0,
+      truncatedTokens: 0,
+      droppedExamples: 3,
+      droppedTokens: 3,
       sourceTokens: 20403,
-      ids: 'e49a0b7eb343bb9f',
-      labels: '8f518339b757633e',
-      mask: 'b8a20aa6180e2fbb',
+      ids: '8b9cbb27af15e5b9',
+      labels: '1da68e626818635a',
+      mask: 'fecfe3f47de3ea32',
       shards: [
         '50759f1df5d5a2e7',
         '4081ac1b92429531',
-        'c5c2ae61715cfd3e',
-        'a7fc84a694a8c961',
-        '1a5f96cdaaeadd4c'
+        '3ba3e12165cd93ef',
+        '269cfe389f8850e6',
+        '02d8efb403c3f5b8'
       ]
     },
     validation: {
@@ -102,6 +108,8 @@ const GOLDEN: Record<keyof typeof CASES, unknown> = {
       paddingTokens: 4843,
       lossTokens: 2069,
       truncatedExamples: 0,
+      truncatedTokens: 0,
+      droppedExamples: 0,
       droppedTokens: 0,
       sourceTokens: 2069,
       ids: '08a999a37cc83b5d',
@@ -111,5 +119,5 @@ const GOLDEN: Record<keyof typeof CASES, unknown> = {
         '02baa4be46b2fbb7'
       ]
     }
-  }
+  },
 };

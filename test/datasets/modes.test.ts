@@ -1,9 +1,9 @@
 // Exact token ids, labels and masks in every preprocessing mode, on fixtures small enough to check by hand.
 // GPT-2 ids used: "Hello" 15496, " world" 995, "<|endoftext|>" 50256 (also the pad id).
 import { describe, expect, it } from 'vitest';
-import { alpacaPrompt, loadTokenizer, prepareData } from '../../datasets/index.js';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { alpacaPrompt, loadTokenizer, prepareData, readShard } from '../../datasets/index.js';
 import { config, FIXTURES, readSplit, tmp } from './helpers.js';
 
 const H = 15496, W = 995, EOS = 50256, X = -100;
@@ -89,10 +89,14 @@ describe('preprocessing modes', () => {
     const cfg = config({ data: { train: { type: 'text', path: `${FIXTURES}/lines.txt` }, validationFraction: 0 }, preprocess: { mode: 'lines', blockSize: 4, pad: false } });
     const { dir, manifest: m } = await prepareData(cfg);
     const s = await readSplit(dir, m, 'train');
-    // "H W EOS" fits; the second "H W EOS" does not fit in the 1 slot left: pad, new block
+    // "H W EOS" fits; the second "H W EOS" does not fit in the 1 slot left: pad, new block. Each example's first
+    // label is -100 (never a target within its example) and position ids restart per example.
     expect(s.ids).toEqual([H, W, EOS, EOS, H, W, EOS, EOS]);
-    expect(s.labels).toEqual([H, W, EOS, X, H, W, EOS, X]);
+    expect(s.labels).toEqual([X, W, EOS, X, X, W, EOS, X]);
     expect(s.mask).toEqual([1, 1, 1, 0, 1, 1, 1, 0]);
+    const sh = await readShard(join(dir, m.splits.train.shards[0]!.path));
+    expect(Array.from(sh.positionIds!)).toEqual([0, 1, 2, 0, 0, 1, 2, 0]);
+    expect(m.splits.train.packing).toEqual({ examplesPerSequence: 1, efficiency: 0.75 });
   });
 
   it('instruct: Alpaca prompt, loss only on the response and its EOS', async () => {

@@ -24,7 +24,7 @@ describe('FinetuneConfig', () => {
   });
 
   it('loads every preset', () => {
-    for (const p of ['default', 'shakespeare-gptj-ray', 'gpt2-xl-16gb', 'dolly-pythia-instruct', 'smollm-instruct']) {
+    for (const p of ['default', 'shakespeare-gptj-ray', 'gpt2-xl-16gb', 'dolly-pythia-instruct', 'smollm-instruct', 'alpaca-llama-instruct', 'llama-chat']) {
       const c = loadConfig(`configs/presets/${p}.json`);
       expect(c.name.length).toBeGreaterThan(0);
     }
@@ -47,6 +47,14 @@ describe('FinetuneConfig', () => {
     }
     const dolly = loadConfig('configs/presets/dolly-pythia-instruct.json');
     expect(dolly.preprocess.instructFields).toEqual({ instruction: 'instruction', input: 'context', output: 'response' });
+    // Stanford Alpaca's recipe: 128 sequences per step over 4 GPUs; the tokenizer is the model folder's own
+    const alpaca = loadConfig('configs/presets/alpaca-llama-instruct.json');
+    expect(alpaca.preprocess).toMatchObject({ mode: 'instruct', blockSize: 512 });
+    expect(alpaca.training.microBatchSize * alpaca.training.gradAccumSteps).toBe(128);
+    expect(alpaca.tokenizer).toEqual({ type: 'huggingface', path: alpaca.model.path });
+    const chat = loadConfig('configs/presets/llama-chat.json');
+    expect(chat.preprocess).toMatchObject({ mode: 'chat', chat: { format: 'auto', template: 'model', lossOn: 'assistant' } });
+    expect(chat.tokenizer).toEqual({ type: 'huggingface', path: chat.model.path });
   });
 
   it('validates the parallel layout and names the field', () => {
@@ -89,7 +97,7 @@ describe('FinetuneConfig', () => {
     } catch (e) {
       const err = e as ConfigError;
       expect(err).toBeInstanceOf(ConfigError);
-      expect(err.message).toMatch(/preprocess\.mode: one of "lines", "concat", "instruct"; given "words"/);
+      expect(err.message).toMatch(/preprocess\.mode: one of "lines", "concat", "instruct", "chat"; given "words"/);
       expect(err.message).toMatch(/training\.learningRate: .*given -1/);
     }
   });
