@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 #include "config.h"
+#include "rope.h"  // Rope: the rotary tables (shared with the cuda backend)
 
 namespace engine {
 
@@ -22,13 +23,6 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, 
 void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w, const float* rstd,
                       size_t N, size_t C);
 
-// Rotary tables: cos/sin (max_pos, rotary_dim / 2) for frequency i = theta^(-2i/rotary_dim), scaled as configured.
-struct Rope {
-  size_t rot = 0, half = 0, max_pos = 0;
-  bool interleaved = false;   // gptj: pairs (2i, 2i+1); llama/neox: pairs (i, i + rot/2)
-  std::vector<float> cos, sin;  // (max_pos, half)
-  void init(const ModelConfig& c);
-};
 // x (N, H, HD): rotate the first rot dims of every head of row n by position pos[n]. inverse = true applies the
 // transpose (the backward of the forward rotation).
 void rope_apply(float* x, const size_t* pos, size_t N, size_t H, size_t HD, const Rope& r, bool inverse);

@@ -51,13 +51,9 @@ struct Run {
 };
 
 static std::unique_ptr<Backend> make(const char* prec, const char* offload, int stage = 0, bool delayed = false) {
-  if (delayed) setenv("ENGINE_OFFLOAD_DELAYED", "1", 1);
-  else unsetenv("ENGINE_OFFLOAD_DELAYED");
   BackendOptions o;
-  o.name = "cuda"; o.precision = prec; o.offload = offload; o.zero_stage = stage;
-  auto be = create_backend(small(), o);
-  unsetenv("ENGINE_OFFLOAD_DELAYED");
-  return be;
+  o.name = "cuda"; o.precision = prec; o.offload = offload; o.zero_stage = stage; o.offload_delayed = delayed;
+  return create_backend(small(), o);
 }
 static std::vector<float> init_params(const ParamLayout& lay) {
   std::vector<float> w(lay.total);
