@@ -1,4 +1,4 @@
-// The training engine's typed API (contract: /tmp/team/native-api.md; changes are listed in native/README.md).
+// The training engine's typed API (changes are listed in native/README.md).
 // Every slow call runs on a native worker thread and returns a promise, so the event loop (and Temporal
 // heartbeats) stay free during training. Errors are EngineErrors with a code, the native file:line and a hint,
 // on top of the JavaScript stack of the call that failed.

@@ -193,6 +193,17 @@ FamilyTensors family_tensors(const ModelConfig& c, const ParamLayout& l) {
   return f;
 }
 
+ModelDims model_dims(const ModelConfig& c) {
+  ModelDims d;
+  const bool gpt2 = c.family == "gpt2";
+  d.L = c.n_layer; d.C = c.n_embd; d.NH = c.n_head;
+  d.KVH = gpt2 ? c.n_head : c.n_kv_head;
+  d.HD = gpt2 ? c.n_embd / c.n_head : c.head_dim;
+  d.I = gpt2 ? 4 * c.n_embd : c.intermediate_size;
+  d.QD = d.NH * d.HD; d.KD = d.KVH * d.HD;
+  return d;
+}
+
 void init_params(const ModelConfig& c, const ParamLayout& layout, float* params) {
   if (c.family == "gpt2") return gpt2_init_params(c, layout, params);
   for (size_t i = 0; i < layout.tensors.size(); i++) {

@@ -49,4 +49,11 @@ struct FamilyTensors {
 };
 FamilyTensors family_tensors(const ModelConfig& c, const ParamLayout& layout);
 
+// The dimensions a backend works with, for every family (GPT-2's config carries no derived fields): layers L,
+// width C, query heads NH, key/value heads KVH, head size HD, QD = NH*HD, KD = KVH*HD, MLP width I. c resolved.
+struct ModelDims {
+  size_t L, C, NH, KVH, HD, QD, KD, I;
+};
+ModelDims model_dims(const ModelConfig& c);
+
 }  // namespace engine

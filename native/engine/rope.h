@@ -1,4 +1,4 @@
-// rope.h — rotary position embedding tables, shared by the cpu reference (reference/family_layers.cpp) and the
+// rope.h — rotary position embedding tables, shared by the cpu reference (reference/layers.cpp rope_apply) and the
 // cuda backend (cuda/rope.cuh uploads them), so both rotate by the same numbers.
 #pragma once
 #include <cstddef>

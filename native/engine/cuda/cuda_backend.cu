@@ -121,12 +121,10 @@ class CudaBackend final : public Backend {
                  "use 'none', 'gelu' or 'gelu-layernorm'", "unknown training.recompute '%s'", o.recompute.c_str());
     keep_norm = o.recompute != "gelu-layernorm";
     keep_act = o.recompute == "none";  // else the MLP activation is recomputed from its pre-activation
-    L = cfg.n_layer; C = cfg.n_embd; NH = cfg.n_head; V = cfg.vocab_size; maxT = cfg.n_positions;
-    // GPT-2's config carries no derived fields (family_resolve leaves it as HF writes it)
-    KVH = gpt2 ? NH : cfg.n_kv_head;
-    HD = gpt2 ? C / NH : cfg.head_dim;
-    I = gpt2 ? 4 * C : cfg.intermediate_size;
-    QD = NH * HD; KD = KVH * HD; RAW = QD + 2 * KD; MLPW = swiglu ? 2 * I : I;
+    const ModelDims d = model_dims(cfg);
+    L = d.L; C = d.C; NH = d.NH; KVH = d.KVH; HD = d.HD; QD = d.QD; KD = d.KD; I = d.I;
+    V = cfg.vocab_size; maxT = cfg.n_positions;
+    RAW = QD + 2 * KD; MLPW = swiglu ? 2 * I : I;
     ENGINE_CHECK(C % 8 == 0 && HD % 8 == 0 && I % 8 == 0, BadConfig,
                  "choose nEmbd, the head size and intermediateSize as multiples of 8",
                  "the cuda backend needs 16-byte aligned rows: nEmbd %zu, head size %zu, intermediate size %zu", C, HD, I);
@@ -255,7 +253,7 @@ class CudaBackend final : public Backend {
     const size_t PT = flash ? 0 : B * NH * Tt * Tt;
     const size_t partial = std::max({bias_grad_scratch_floats(N, std::max(MLPW, RAW)),
                                      ft.head_b >= 0 ? bias_grad_scratch_floats(a.Rc, Vp) : 0,
-                                     layernorm_scratch_floats(N, C), rmsnorm_scratch_floats(N, C)});
+                                     rms ? rmsnorm_scratch_floats(N, C) : layernorm_scratch_floats(N, C)});
     auto carve = [&]() {
       a.layers.assign(nl, Layer{});
       a.xs.assign(training ? L + 1 : 2, nullptr);
