@@ -1,5 +1,5 @@
 // offload_engine_test.cpp — the cuda backend with parallelism.offload.optimizer = 'cpu' against the same backend
-// without offload (GPU host only; test/gpu/offload_run.sh builds and runs it). A 4-layer GPT-2 on tinyshakespeare,
+// without offload (GPU host only; test/gpu/run.sh, stage offload). A 4-layer GPT-2 on tinyshakespeare,
 // 2 micro-batches per step:
 //   curve      16 steps: offload's losses equal the GPU optimizer's within bf16 tolerance (fp32: 1e-5), and the
 //              final weights agree (the two AdamW differ only in FMA contraction / sqrt rounding)

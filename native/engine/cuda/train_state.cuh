@@ -482,8 +482,7 @@ class TrainState {
   }
 
   // ------------------------------------------------------------------------------------------ offload hooks
-  // Owned by the offload engineer (offload.cuh: pinned host master/m/v of this rank's shard, CPU AdamW). With
-  // parallelism.offload.optimizer = 'cpu' the state never allocates master/adam_m/adam_v on the device and calls:
+  // offload.cuh: pinned host master/m/v of this rank's shard, CPU AdamW. With parallelism.offload.optimizer = 'cpu' the state never allocates master/adam_m/adam_v on the device and calls:
   //   offload_init()           from the constructor, before the device buffers: allocate the pinned host shard
   //                            (shard() gives its range, opt_n_ its padded length)
   //   offload_grads_ready(u)   stage 2/3: after unit u's reduction into gshard_ was queued on comm_s_ (stream the
@@ -494,7 +493,7 @@ class TrainState {
   //   offload_get(p, m, v)     this rank's shard (shard().size() floats each, any may be nullptr) to host
   //   offload_set(p, m, v)     the same from host (p also writes pshard_); any may be nullptr
   bool offload_enabled() const { return c_.offload == "cpu"; }
-  std::unique_ptr<CpuOffload<T>> offload_;  // (offload engineer) the pinned host shard + CPU AdamW worker
+  std::unique_ptr<CpuOffload<T>> offload_;  // the pinned host shard + CPU AdamW worker
   // delayedUpdate: TrainStateConfig::offload_delayed (parallelism.offload.delayedUpdate)
   void offload_init() {
     const ShardRange r = shard();

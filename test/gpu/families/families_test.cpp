@@ -1,5 +1,5 @@
 // families_test.cpp — the cuda backend's Llama / GPT-NeoX / GPT-J against the cpu reference backend, on models
-// that transformers made (test/gpu/families/torch_families.py make). GPU host only; run by test/gpu/families/run.sh,
+// that transformers made (test/gpu/families/torch_families.py make). GPU host only; run by test/gpu/run.sh (stage families),
 // which then checks the dumps written here against transformers (torch_families.py check).
 //
 // Per variant directory W/<variant>/ (model/ = a HF directory, batch.i32 = inputs | shifted targets, meta.json):
