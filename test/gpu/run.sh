@@ -6,7 +6,8 @@
 #
 #   test/gpu/run.sh OUTDIR [--only a,b] [--skip a,b] [--budget SECONDS] [--list]
 #
-# Stages (budget in seconds, cut to what is left of the whole run's; a stage starts only with 30 s left). Phases
+# Stages (budget in seconds, STAGE_BUDGET_<stage> to change one; cut to what is left of the whole run's; a stage
+# starts only with 30 s left). Phases
 # run one after the other; inside a phase the lanes (space-separated) run at once on the GPU, the stages of a lane
 # (comma-separated) one after the other. The correctness suites share the GPU; the benchmarks run alone.
 #   phase 1   build
@@ -66,7 +67,7 @@ stages=(
 )
 phases=("build" "gpt2,torch families kernels,offload" "bench" "zero")
 stage_build() {
-  local gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+  local gen=(); command -v ninja >/dev/null && [ ! -f "$build/CMakeCache.txt" ] && gen=(-G Ninja)
   cmake -S native -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON -DENGINE_GPU_TESTS=ON \
     -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90a} ${CMAKE_ARGS:-} && cmake --build "$build" -j "$(nproc)"
 }
@@ -87,7 +88,7 @@ stage_offload() {
   return $rc
 }
 stage_zero() {
-  [ "$ngpu" -ge 2 ] || { echo "skip: zero_test needs 2 or more GPUs ($ngpu visible)"; return 0; }
+  [ "$ngpu" -ge 2 ] || { echo "zero_test needs 2 or more GPUs ($ngpu visible)"; return 77; }
   mkdir -p "$work/zero"; $bin/zero_test "$data" "$work/zero"
 }
 export -f stage_build stage_families stage_torch stage_offload stage_zero
@@ -104,12 +105,12 @@ exec > >(tee "$out/run.log") 2>&1
 t0=$(date +%s)
 left() { echo $((budget - ($(date +%s) - t0))); }
 sum=$out/summary.json
+[ -s "$data" ] || { data=$work/tokens.i32; python3 test/gpu/make_data.py "$data"; }
 python3 test/gpu/summary.py init "$sum" "$(hostname)" "$ngpu" \
-  "{\"commit\": \"$(git rev-parse --short HEAD 2>/dev/null)\", \"gpu\": \"$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)\", \"budget_s\": $budget, \"data\": \"$data\", \"peer\": \"$PEER_TORCH\"}"
+  "{\"commit\": \"$(git rev-parse --short HEAD 2>/dev/null)\", \"gpu\": \"$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)\", \"budget_s\": $budget, \"data\": \"$data\", \"peer\": \"$PEER_TORCH\"}"
 echo "== $ngpu GPU(s), budget ${budget}s, data $data"
 
-# inputs that need no build, made while the build runs (CPU only): token data, the family models
-[ -s "$data" ] || { data=$work/tokens.i32; python3 test/gpu/make_data.py "$data"; }
+# inputs that need no build, made while the build runs (CPU only): the family models
 make_pid=0
 if wanted families; then
   rm -rf "$work/families"
@@ -123,9 +124,10 @@ export data make_pid
 run_stage() {
   local name=$1 s B cmd L note="" ts st status
   for s in "${stages[@]}"; do [[ $s == "$name "* ]] && read -r _ B cmd <<< "$s"; done
+  s=STAGE_BUDGET_$name; B=${!s:-$B}  # STAGE_BUDGET_<stage>=SECONDS overrides a stage's budget
   L=$out/logs/$name; mkdir -p "$L"
   if [ "$(left)" -lt 30 ]; then
-    flock "$sum.lock" python3 test/gpu/summary.py stage "$sum" "$name" skip 0 "$L" "no time left in the ${budget}s budget"
+    flock "$work/summary.lock" python3 test/gpu/summary.py stage "$sum" "$name" skip 0 "$L" "no time left in the ${budget}s budget"
     return 1
   fi
   [ "$(left)" -lt "$B" ] && { B=$(left); note="budget cut to ${B}s"; }
@@ -133,10 +135,15 @@ run_stage() {
   ts=$(date +%s)
   B=$B L=$L timeout -k 5 "$B" bash -c "$cmd" > "$L/stdout.log" 2>&1
   st=$?
-  case $st in 0) status=pass ;; 124|137) status=timeout; note="${note:+$note; }killed at ${B}s" ;; *) status=fail ;; esac
+  case $st in
+    0) status=pass ;;
+    77) status=skip; note=$(tail -n 1 "$L/stdout.log") ;;  # not applicable on this host (says why)
+    124|137) status=timeout; note="${note:+$note; }killed at ${B}s" ;;
+    *) status=fail ;;
+  esac
   echo "== $name: $status after $(( $(date +%s) - ts ))s"; tail -n 15 "$L/stdout.log" | sed "s/^/   [$name] /"
-  flock "$sum.lock" python3 test/gpu/summary.py stage "$sum" "$name" "$status" $(( $(date +%s) - ts )) "$L" "$note"
-  [ "$status" = pass ]
+  flock "$work/summary.lock" python3 test/gpu/summary.py stage "$sum" "$name" "$status" $(( $(date +%s) - ts )) "$L" "$note"
+  [ "$status" = pass ] || [ "$status" = skip ]
 }
 # run_lane "a,b": its wanted stages in order; a failed stage does not stop the next (torch reads what gpt2 wrote)
 run_lane() {
