@@ -11,7 +11,7 @@
 # run one after the other; inside a phase the lanes (space-separated) run at once on the GPU, the stages of a lane
 # (comma-separated) one after the other. The correctness suites share the GPU; the benchmarks run alone.
 #   phase 1   build
-#   phase 2   gpt2,torch | families | kernels,offload
+#   phase 2   gpt2,torch | families | kernels,offload,zero1
 #   phase 3   bench
 #   phase 4   zero
 #   build     cmake -DENGINE_CUDA=ON -DENGINE_GPU_TESTS=ON, then every program (native/CMakeLists.txt)
@@ -25,7 +25,8 @@
 #   offload   offload_test (the offload protocol, bit for bit) and offload_engine_test (the backend with offload)
 #   bench     ours vs the PyTorch peer in the same run (bench/train_gpu.sh): GPT-2 124M 16x1024, Llama-1B shape
 #             4x2048, GPT-2 1.5B 8x1024; the summary checks the speed gates (>= 1.45x, >= 1.0x, >= 1.2x)
-#   zero      zero_test over several GPUs and processes (skipped with one GPU)
+#   zero1     zero_test on one GPU: GPT-2 cuda fp32 vs the cpu backend at ZeRO stages 0 and 3, bf16 stages 1-3 vs 0
+#   zero      zero_test over several GPUs and processes, memory against the formulas (skipped with one GPU)
 #
 # Inputs: token data GPU_TEST_DATA (int32 GPT-2 token ids; default .gpu-data/tinyshakespeare.i32, made by
 # `npm run test:gpu` with Node; without it, test/gpu/make_data.py writes the UTF-8 bytes of the repository's
@@ -62,10 +63,11 @@ stages=(
   "families 220 stage_families"
   "kernels 90 \$bin/kernels_check"
   "offload 120 stage_offload"
+  "zero1 120 mkdir -p \$work/zero1 && \$bin/zero_test \$data \$work/zero1 'parity losses'"
   "bench 330 bench/train_gpu.sh \$L gpt2:16:1024,llama-1b:4:2048,gpt2-xl:8:1024"
   "zero 150 stage_zero"
 )
-phases=("build" "gpt2,torch families kernels,offload" "bench" "zero")
+phases=("build" "gpt2,torch families kernels,offload,zero1" "bench" "zero")
 stage_build() {
   local gen=(); command -v ninja >/dev/null && [ ! -f "$build/CMakeCache.txt" ] && gen=(-G Ninja)
   cmake -S native -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DENGINE_CUDA=ON -DENGINE_GPU_TESTS=ON \
