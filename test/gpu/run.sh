@@ -53,6 +53,8 @@ work=${GPU_TEST_WORK:-/tmp/gpu-test-work}; mkdir -p "$work"
 data=${GPU_TEST_DATA:-.gpu-data/tinyshakespeare.i32}
 export PEER_TORCH=${PEER_TORCH:-bench/peer/peer_torch.py}
 export NCCL_NVLS_ENABLE=0  # never NVLink multicast (it can take a shared host's GPUs out of service)
+export PATH=$PATH:${CUDA_HOME:-/usr/local/cuda}/bin  # nvcc for CMake when the toolkit is not on PATH
+command -v flock >/dev/null || flock() { shift; "$@"; }  # lanes then write the summary unguarded
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
 
 # name budget command (run from the repository root by bash -c; $B = the stage's budget, $L = its log folder)
