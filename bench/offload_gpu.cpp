@@ -55,10 +55,8 @@ int main(int argc, char** argv) {
   else if (model == "gpt2-xl") { m.n_layer = 48; m.n_head = 25; m.n_embd = 1600; }
   else if (model == "gptj-size") { m.n_layer = 28; m.n_head = 16; m.n_embd = 4096; m.n_positions = 2048; m.vocab_size = 50400; }
   else { fprintf(stderr, "unknown model %s\n", model.c_str()); return 2; }
-  // the delayed mode is read from the environment until BackendOptions carries parallelism.offload.delayedUpdate
-  if (delayed) setenv("ENGINE_OFFLOAD_DELAYED", "1", 1);
   BackendOptions o;
-  o.name = "cuda"; o.precision = "bf16"; o.recompute = recompute; o.offload = offload;
+  o.name = "cuda"; o.precision = "bf16"; o.recompute = recompute; o.offload = offload; o.offload_delayed = delayed;
   const char* tag = offload == "none" ? "none" : delayed ? "cpu-delayed" : "cpu";
   try {
     auto t_init = std::chrono::steady_clock::now();

@@ -9,20 +9,21 @@
 #      configs/presets/shakespeare-gptj-ray.json)
 #   4. CPU AdamW vs torch.optim.AdamW(fused=True) on the same cores (bench/cpu_adam.sh)
 #   5. GPT-2 1.5B at 32k tokens per step with the one-step-delayed update
-# Usage: bench/offload_gpu.sh [OUTDIR]   (build/gpu/offload_gpu from test/gpu/offload_build.sh; data .gpu-data/)
+# Usage: bench/offload_gpu.sh [OUTDIR]   (BUILD_DIR/bin/offload_gpu, default build/gpu: test/gpu/run.sh OUT --only
+# build; data .gpu-data/)
 # SKIP=list of 1..5 to leave out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-build/gpu/offload-bench}; mkdir -p "$out"
 skip=${SKIP:-}
-bin=build/gpu/offload_gpu
-[ -x $bin ] || test/gpu/offload_build.sh > "$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+bin=${BUILD_DIR:-build/gpu}/bin/offload_gpu
+[ -x $bin ] || { echo "$bin missing: build it with test/gpu/run.sh OUTDIR --only build"; exit 1; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "# host: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 ours() {
   local t=$1; shift
-  echo "# $*" >> "$out/ours.err"  # + the offload worker's profile per step (ENGINE_OFFLOAD_PROFILE=1)
-  ENGINE_OFFLOAD_PROFILE=${ENGINE_OFFLOAD_PROFILE:-1} timeout "$t" $bin "$@" 2>>"$out/ours.err" | tail -1 | tee -a "$out/ours.jsonl"
+  echo "# $*" >> "$out/ours.err"
+  timeout "$t" $bin "$@" 2>>"$out/ours.err" | tail -1 | tee -a "$out/ours.jsonl"
 }
 # most important first: a run cut short by its time limit still leaves the earlier lines
 if [[ $skip != *1* ]]; then

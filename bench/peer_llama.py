@@ -1,11 +1,11 @@
-"""Peer baseline for the model-family benchmark (bench/families_gpu.sh): Hugging Face LlamaForCausalLM (or
+"""Peer baseline for the model-family benchmark (bench/train_gpu.sh): Hugging Face LlamaForCausalLM (or
 GPTNeoXForCausalLM) + torch.compile on one GPU, fp32 master weights + bf16 autocast (mixed precision as in the HF
 Trainer / DeepSpeed), fused AdamW, gradient clipping at 1.0, SDPA attention. Same shapes as bench/families_gpu.cpp.
 Random init (no hub access); the compute is the same as for pretrained weights.
 
 Prints one JSON line: tokens/s, ms/step (median), MFU (6N + 12*L*d*T flops per token, 989 TFLOP/s bf16 dense
 peak), peak GPU memory (torch.cuda.max_memory_allocated).
-Style and conventions of /work/shared/bench/peer_torch.py (which has no Llama).
+Style and conventions of the GPT-2 peer, bench/peer/peer_torch.py (which has no Llama).
 """
 import argparse
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Nsight Compute profile of our training step (build/gpu/train_gpu), one record per distinct kernel: the third
+# Nsight Compute profile of our training step (build/gpu/bin/train_gpu), one record per distinct kernel: the third
 # invocation of every kernel function whose name matches $KERNELS (so each GEMM variant, attention kernel, norm,
 # classifier, optimizer kernel shows up once, from a warm step). Clocks are left alone (--clock-control none), as
 # the device notes ask. Writes OUTDIR/<model>.ncu-rep, OUTDIR/<model>.csv (per-kernel key metrics) and prints a table.
@@ -25,13 +25,13 @@ for c in $cases; do
   k=$KERNELS; [ "$model" != gpt2 ] && k=$KERNELS_XL
   timeout ${PROFILE_TIMEOUT:-120} "$NCU" --clock-control none --kernel-id "::regex:($k):3" --launch-count ${PROFILE_COUNT:-40} \
     $SECT_ARGS -f -o "$out/$model" \
-    build/gpu/train_gpu --model "$model" --batch "$batch" --steps 2 --warmup 1 > "$out/$model.log" 2>&1
+    build/gpu/bin/train_gpu --model "$model" --batch "$batch" --steps 2 --warmup 1 > "$out/$model.log" 2>&1
   n=$(grep -c '==PROF== Profiling' "$out/$model.log")
   echo "ncu $model: $n profiled launches"
   if [ "$n" = 0 ]; then  # --kernel-id matched nothing: fall back to a window of launches in the second step
     timeout ${PROFILE_TIMEOUT:-120} "$NCU" --clock-control none -k "regex:($k)" --launch-skip ${PROFILE_SKIP:-300} \
       --launch-count ${PROFILE_COUNT:-40} $SECT_ARGS -f -o "$out/$model" \
-      build/gpu/train_gpu --model "$model" --batch "$batch" --steps 2 --warmup 1 > "$out/$model.log" 2>&1
+      build/gpu/bin/train_gpu --model "$model" --batch "$batch" --steps 2 --warmup 1 > "$out/$model.log" 2>&1
     echo "ncu $model (fallback window): $(grep -c '==PROF== Profiling' "$out/$model.log") profiled launches"
   fi
   "$NCU" --import "$out/$model.ncu-rep" --page raw --csv > "$out/$model.csv" 2>/dev/null

@@ -39,14 +39,6 @@ std::unique_ptr<Backend> create_backend(const ModelConfig& model0, const Backend
   ModelConfig model = model0;
   family_resolve(model);
   model_config_validate(model);
-  if (model.family != "gpt2") {
-    // Llama / GPT-NeoX / GPT-J: reference/family_backend.cpp (cpu), engine/cuda/family_backend.cu (cuda)
-    if (opts.name == "cpu") return make_family_cpu_backend(model, opts);
-#ifndef ENGINE_HAVE_CUDA
-    ENGINE_CHECK(opts.name != "cuda", BadConfig, "set training.backend to 'cpu', or rebuild on a machine with nvcc and cuBLAS",
-                 "model family '%s' needs the cuda backend, which this addon was built without", model.family.c_str());
-#endif
-  }
   if (opts.name == "cpu") return make_cpu_backend(model, opts);
   if (opts.name == "cuda") {
 #ifdef ENGINE_HAVE_CUDA
@@ -55,8 +47,8 @@ std::unique_ptr<Backend> create_backend(const ModelConfig& model0, const Backend
     ENGINE_THROW(BadConfig,
                  "rebuild on a machine with nvcc (npm run build:native; ENGINE_CUDA=1 forces it), or set "
                  "training.backend to 'cpu'",
-                 "backend 'cuda' requested but this addon was built without CUDA (compiled backends: %s)",
-                 compiled_backends().c_str());
+                 "backend 'cuda' requested for model family '%s' but this addon was built without CUDA (compiled "
+                 "backends: %s)", model.family.c_str(), compiled_backends().c_str());
 #endif
   }
   ENGINE_THROW(BadConfig, "use 'cpu' or 'cuda'", "unknown backend '%s'", opts.name.c_str());

@@ -176,13 +176,11 @@ std::unique_ptr<Backend> create_backend(const ModelConfig& model, const BackendO
 // Which backends this build contains ("cpu", "cpu,cuda").
 std::string compiled_backends();
 
-// Defined by native/reference/cpu_backend.cpp (GPT-2) and native/reference/family_backend.cpp (llama, gpt_neox,
-// gptj; see families.h).
+// The cpu backend, every family (native/reference/cpu_backend.cpp).
 std::unique_ptr<Backend> make_cpu_backend(const ModelConfig& model, const BackendOptions& opts);
-std::unique_ptr<Backend> make_family_cpu_backend(const ModelConfig& model, const BackendOptions& opts);
 #ifdef ENGINE_HAVE_CUDA
-// Defined by the CUDA engineer in native/engine/cuda/ (any file). Must honour opts.precision, opts.device,
-// opts.zero_stage and opts.offload or throw BadConfig naming the unsupported value.
+// The cuda backend, every family (native/engine/cuda/cuda_backend.cu). Honours opts.precision, opts.device,
+// opts.zero_stage and opts.offload or throws BadConfig naming the unsupported value.
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& model, const BackendOptions& opts);
 // Number of visible CUDA devices (0 when the driver has none); used for backend "auto" and engineAvailable().
 int cuda_device_count();

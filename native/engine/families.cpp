@@ -161,6 +161,14 @@ FamilyTensors family_tensors(const ModelConfig& c, const ParamLayout& l) {
       b.o_w = idx(p + "attention.dense.weight"); b.o_b = idx(p + "attention.dense.bias");
       b.fc_w = idx(p + "mlp.dense_h_to_4h.weight"); b.fc_b = idx(p + "mlp.dense_h_to_4h.bias");
       b.proj_w = idx(p + "mlp.dense_4h_to_h.weight"); b.proj_b = idx(p + "mlp.dense_4h_to_h.bias");
+    } else if (c.family == "gpt2") {  // Conv1D (in, out) weights; c_attn is [q | k | v] along its output
+      const std::string p = "transformer.h." + s + ".";
+      b.norm1_w = idx(p + "ln_1.weight"); b.norm1_b = idx(p + "ln_1.bias");
+      b.norm2_w = idx(p + "ln_2.weight"); b.norm2_b = idx(p + "ln_2.bias");
+      b.qkv_w = idx(p + "attn.c_attn.weight"); b.qkv_b = idx(p + "attn.c_attn.bias");
+      b.o_w = idx(p + "attn.c_proj.weight"); b.o_b = idx(p + "attn.c_proj.bias");
+      b.fc_w = idx(p + "mlp.c_fc.weight"); b.fc_b = idx(p + "mlp.c_fc.bias");
+      b.proj_w = idx(p + "mlp.c_proj.weight"); b.proj_b = idx(p + "mlp.c_proj.bias");
     } else {
       const std::string p = "transformer.h." + s + ".";
       b.norm1_w = idx(p + "ln_1.weight"); b.norm1_b = idx(p + "ln_1.bias");
@@ -175,11 +183,25 @@ FamilyTensors family_tensors(const ModelConfig& c, const ParamLayout& l) {
   } else if (c.family == "gpt_neox") {
     f.embed = idx("gpt_neox.embed_in.weight"); f.final_w = idx("gpt_neox.final_layer_norm.weight");
     f.final_b = idx("gpt_neox.final_layer_norm.bias"); f.head_w = idx("embed_out.weight");
+  } else if (c.family == "gpt2") {  // tied head; learned positions
+    f.embed = idx("transformer.wte.weight"); f.pos = idx("transformer.wpe.weight");
+    f.final_w = idx("transformer.ln_f.weight"); f.final_b = idx("transformer.ln_f.bias");
   } else {
     f.embed = idx("transformer.wte.weight"); f.final_w = idx("transformer.ln_f.weight");
     f.final_b = idx("transformer.ln_f.bias"); f.head_w = idx("lm_head.weight"); f.head_b = idx("lm_head.bias");
   }
   return f;
+}
+
+ModelDims model_dims(const ModelConfig& c) {
+  ModelDims d;
+  const bool gpt2 = c.family == "gpt2";
+  d.L = c.n_layer; d.C = c.n_embd; d.NH = c.n_head;
+  d.KVH = gpt2 ? c.n_head : c.n_kv_head;
+  d.HD = gpt2 ? c.n_embd / c.n_head : c.head_dim;
+  d.I = gpt2 ? 4 * c.n_embd : c.intermediate_size;
+  d.QD = d.NH * d.HD; d.KD = d.KVH * d.HD;
+  return d;
 }
 
 void init_params(const ModelConfig& c, const ParamLayout& layout, float* params) {

@@ -34,18 +34,26 @@ std::string hf_config_json(const ModelConfig& c);
 void family_to_json(const ModelConfig& c, Json& model);
 void family_from_json(const Json& model, ModelConfig& c);
 
-// The per-block tensors of a non-GPT-2 family, as indices into ParamLayout::tensors (-1 = absent).
+// The per-block tensors of a family, as indices into ParamLayout::tensors (-1 = absent).
 struct FamilyBlock {
   int norm1_w = -1, norm1_b = -1, norm2_w = -1, norm2_b = -1;
-  int qkv_w = -1, qkv_b = -1;                        // gpt_neox fused query_key_value (per-head [q, k, v])
+  int qkv_w = -1, qkv_b = -1;  // fused projections: gpt_neox query_key_value (per head [q, k, v]), gpt2 c_attn ([q | k | v])
   int q_w = -1, k_w = -1, v_w = -1;                  // llama / gptj separate projections
   int o_w = -1, o_b = -1;
   int fc_w = -1, fc_b = -1, up_w = -1, proj_w = -1, proj_b = -1;  // llama: fc = gate_proj, up = up_proj, proj = down
 };
 struct FamilyTensors {
-  int embed = -1, final_w = -1, final_b = -1, head_w = -1, head_b = -1;  // head_w -1: tied to embed
+  int embed = -1, pos = -1, final_w = -1, final_b = -1, head_w = -1, head_b = -1;  // head_w -1: tied to embed;
+                                                                                    // pos: learned positions (gpt2)
   std::vector<FamilyBlock> blocks;
 };
 FamilyTensors family_tensors(const ModelConfig& c, const ParamLayout& layout);
+
+// The dimensions a backend works with, for every family (GPT-2's config carries no derived fields): layers L,
+// width C, query heads NH, key/value heads KVH, head size HD, QD = NH*HD, KD = KVH*HD, MLP width I. c resolved.
+struct ModelDims {
+  size_t L, C, NH, KVH, HD, QD, KD, I;
+};
+ModelDims model_dims(const ModelConfig& c);
 
 }  // namespace engine

@@ -1,8 +1,8 @@
-// cpu_state.h — what the two fp32 CPU backends share (GPT-2 in cpu_backend.cpp, Llama/NeoX/GPT-J in
-// family_backend.cpp): the option checks, the thread count, and the flat fp32 buffers of parameters, gradients
-// and AdamW moments (params.h / families.cpp layout) with their plain-copy accessors, gradient norm and optimizer
-// step, and the KV cache's bookkeeping. A backend derives from it, sets `layout_`, calls `alloc_state_()` and adds
-// forward, backward and the KV-cached inference rows (kv_rows_).
+// cpu_state.h — the state half of the fp32 cpu backend (the model is cpu_backend.cpp): the option checks, the
+// thread count, and the flat fp32 buffers of parameters, gradients and AdamW moments (params.h / families.cpp
+// layout) with their plain-copy accessors, gradient norm and optimizer step, and the KV cache's bookkeeping. The
+// model derives from it, sets `layout_`, calls `alloc_state_()` and adds forward, backward and the KV-cached
+// inference rows (kv_rows_).
 #pragma once
 #include <algorithm>
 #include <cstring>

@@ -1,15 +1,18 @@
-// layers.h — GPT-2's layers on the CPU in fp32, forward and backward, one function pair per layer, after
-// karpathy/llm.c train_gpt2.c. Differences from llm.c: weights use Hugging Face's Conv1D layout (in, out), the
-// cross-entropy skips targets equal to -100, and every reduction runs in a fixed order (no atomics, no OpenMP
-// float reductions) so results are bitwise reproducible for a given thread count. Backward functions ACCUMULATE
-// (+=) into their gradient outputs.
+// layers.h — the layers of every model family on the CPU in fp32, forward and backward, one function pair per
+// layer, after karpathy/llm.c train_gpt2.c: GPT-2's (Conv1D (in, out) products, LayerNorm, GELU tanh, attention
+// over [q | k | v] rows with dropout), then what Llama, GPT-NeoX and GPT-J add (nn.Linear (out, in) products,
+// RMSNorm, rotary position embeddings, grouped-query attention, GELU erf, SwiGLU). The cross-entropy skips targets
+// equal to -100, and every reduction runs in a fixed order (no atomics, no OpenMP float reductions) so results are
+// bitwise reproducible for a given thread count. Backward functions ACCUMULATE (+=) into their gradient outputs.
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include "rope.h"  // Rope: the rotary tables (shared with the cuda backend)
 
 namespace engine {
 
-// out (N, C) = wte[inp] + wpe[pos]; pos[n] = n % T when pos == nullptr (packed rows: Batch::positions).
+// out (N, C) = wte[inp] (+ wpe[pos] when wpe is given; pos[n] = n % T when pos is null, else the packed row's
+// Batch::positions); the backward skips dwpe when it is null.
 void encoder_forward(float* out, const int32_t* inp, const float* wte, const float* wpe, size_t B, size_t T, size_t C,
                      const int32_t* pos = nullptr);
 void encoder_backward(float* dwte, float* dwpe, const float* dout, const int32_t* inp, size_t B, size_t T, size_t C,
@@ -59,11 +62,6 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t N);
 void residual_forward(float* out, const float* a, const float* b, size_t N);
 void residual_backward(float* da, float* db, const float* dout, size_t N);
 
-// Tied LM head: logits (N, V) = x (N, C) @ wte (V, C)^T.
-void lm_head_forward(float* logits, const float* x, const float* wte, size_t N, size_t C, size_t V);
-void lm_head_backward(float* dx, float* dwte, const float* dlogits, const float* x, const float* wte, size_t N,
-                      size_t C, size_t V);
-
 // Cross-entropy of logits (N, V) against targets (N), skipping targets == -100. losses (N) gets -log p(target)
 // (0 where ignored); returns the sum, and counts the targets and the argmax hits. shift (N, may be null) gets
 // max + log(sum(exp(l - max))) per row for the backward.
@@ -73,5 +71,39 @@ double crossentropy_forward(float* losses, float* shift, const float* logits, co
 // target -100 get 0.
 void crossentropy_softmax_backward_inplace(float* logits, const float* shift, const int32_t* targets, size_t N,
                                            size_t V, float dloss);
+
+// ---- the layers the other families add
+
+// out (N, OC) = inp (N, C) @ w (OC, C)^T + bias (OC, may be null).
+void linear_forward(float* out, const float* inp, const float* w, const float* bias, size_t N, size_t C, size_t OC);
+// dinp (N, C) += dout @ w; dw (OC, C) += dout^T @ inp; dbias (OC) += column sums (dinp/dbias may be null).
+void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp, const float* w,
+                     size_t N, size_t C, size_t OC);
+
+// RMSNorm (Llama): out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps); rstd (N) kept for backward.
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, size_t N, size_t C, float eps);
+void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w, const float* rstd,
+                      size_t N, size_t C);
+
+// x (N, H, HD): rotate the first rot dims of every head of row n by position pos[n]. inverse = true applies the
+// transpose (the backward of the forward rotation).
+void rope_apply(float* x, const size_t* pos, size_t N, size_t H, size_t HD, const Rope& r, bool inverse);
+
+// Causal attention with grouped-query heads: q (B, T, NH, HD), k/v (B, T, KVH, HD), out (B, T, NH, HD),
+// att (B, NH, T, T) softmax probabilities kept for backward. Head h reads kv head h / (NH / KVH). pos (B, T, may be
+// null): packed rows, as for attention_forward.
+void gqa_attention_forward(float* out, float* att, const float* q, const float* k, const float* v, size_t B, size_t T,
+                           size_t NH, size_t KVH, size_t HD, const int32_t* pos = nullptr);
+// dq, dk, dv accumulate; datt scratch (B, NH, T, T).
+void gqa_attention_backward(float* dq, float* dk, float* dv, float* datt, const float* dout, const float* q,
+                            const float* k, const float* v, const float* att, size_t B, size_t T, size_t NH, size_t KVH,
+                            size_t HD, const int32_t* pos = nullptr);
+
+// GELU with erf (HF "gelu", GPT-NeoX).
+void gelu_erf_forward(float* out, const float* inp, size_t N);
+void gelu_erf_backward(float* dinp, const float* inp, const float* dout, size_t N);
+// SwiGLU: out = silu(gate) * up.
+void swiglu_forward(float* out, const float* gate, const float* up, size_t N);
+void swiglu_backward(float* dgate, float* dup, const float* gate, const float* up, const float* dout, size_t N);
 
 }  // namespace engine

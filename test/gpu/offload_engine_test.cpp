@@ -1,5 +1,5 @@
 // offload_engine_test.cpp — the cuda backend with parallelism.offload.optimizer = 'cpu' against the same backend
-// without offload (GPU host only; test/gpu/offload_run.sh builds and runs it). A 4-layer GPT-2 on tinyshakespeare,
+// without offload (GPU host only; test/gpu/run.sh, stage offload). A 4-layer GPT-2 on tinyshakespeare,
 // 2 micro-batches per step:
 //   curve      16 steps: offload's losses equal the GPU optimizer's within bf16 tolerance (fp32: 1e-5), and the
 //              final weights agree (the two AdamW differ only in FMA contraction / sqrt rounding)
@@ -51,13 +51,9 @@ struct Run {
 };
 
 static std::unique_ptr<Backend> make(const char* prec, const char* offload, int stage = 0, bool delayed = false) {
-  if (delayed) setenv("ENGINE_OFFLOAD_DELAYED", "1", 1);
-  else unsetenv("ENGINE_OFFLOAD_DELAYED");
   BackendOptions o;
-  o.name = "cuda"; o.precision = prec; o.offload = offload; o.zero_stage = stage;
-  auto be = create_backend(small(), o);
-  unsetenv("ENGINE_OFFLOAD_DELAYED");
-  return be;
+  o.name = "cuda"; o.precision = prec; o.offload = offload; o.zero_stage = stage; o.offload_delayed = delayed;
+  return create_backend(small(), o);
 }
 static std::vector<float> init_params(const ParamLayout& lay) {
   std::vector<float> w(lay.total);

@@ -1,5 +1,5 @@
 // offload_test.cpp — the optimizer-offload machinery (native/engine/cuda/offload.cuh) on a real GPU against a host
-// reference, bit for bit. Compiled by nvcc as CUDA (test/gpu/offload_run.sh). GPU host only.
+// reference, bit for bit. Compiled by nvcc as CUDA (test/gpu/run.sh, stage offload). GPU host only.
 //
 // A stand-in model runs the offload protocol exactly as the training state does: per step, zero the gradients
 // (before_grad_reset), a "forward" that waits for every unit's weights (params_ready) and reads them, a "backward"

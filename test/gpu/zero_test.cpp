@@ -1,4 +1,4 @@
-// zero_test.cpp — ZeRO data parallelism on the GPU host (run by test/gpu/run_zero.sh; needs >= 4 GPUs for all
+// zero_test.cpp — ZeRO data parallelism on the GPU host (test/gpu/run.sh, stage zero; needs >= 4 GPUs for all
 // checks, fewer skip what does not fit):
 //
 //   losses      stages 0-3 on 1, 2 and 4 GPUs train the same 8 steps as one GPU at stage 0 with the same global
@@ -331,7 +331,7 @@ int main(int argc, char** argv) {
   auto want = [&](const char* t) { return only.empty() || only.find(t) != std::string::npos; };
   if (want("parity")) test_parity();
   if (want("losses")) {
-    // "losses" = every stage; "losses2" = stage 2 only (run_zero.sh runs one stage per process, each with a timeout)
+    // "losses" = every stage; "losses2" = stage 2 only (one stage per process keeps each under its own timeout)
     int st = -1;
     size_t at = only.find("losses");
     if (at != std::string::npos && at + 6 < only.size() && isdigit((unsigned char)only[at + 6])) st = only[at + 6] - '0';

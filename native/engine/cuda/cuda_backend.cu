@@ -1,53 +1,52 @@
-// cuda_backend.cu — the `cuda` backend (backend.h): GPT-2 on one GPU with bf16 compute, fp32 accumulation and
-// fp32 master weights (or fp32 throughout: training.precision = 'fp32', the parity test mode). Structure after
-// karpathy/llm.c train_gpt2.cu; differences: Hugging Face's parameter layout on the device too (so get/set are
-// plain copies and checkpoints move between backends), fp32 gradients (exact accumulation over micro-batches),
-// deterministic reductions (bit-for-bit resume), chunked logits, activation recompute, errors that throw.
+// cuda_backend.cu — the `cuda` backend (backend.h): every model family (GPT-2, Llama, GPT-NeoX/Pythia, GPT-J) as
+// one decoder model over TrainState, with bf16 compute, fp32 accumulation and fp32 master weights (or fp32
+// throughout: training.precision = 'fp32', the parity test mode). Structure after karpathy/llm.c train_gpt2.cu;
+// differences: Hugging Face's parameter layout on the device too (so get/set are plain copies and checkpoints move
+// between backends), fp32 gradients (exact accumulation over micro-batches), deterministic reductions (bit-for-bit
+// resume), chunked logits, activation recompute, errors that throw.
+//
+// The block, with the family choosing each part (families.cpp names the tensors):
+//   norm1 (LayerNorm | RMSNorm) -> ONE q/k/v product over the family's adjacent weights -> for rotary families
+//   qkv_prepare (rotation, GQA head replication into the (B,T,3,NH,HD) layout of the attention kernels; GPT-2's
+//   c_attn already writes that layout) -> causal attention (flash in bf16 for head size 32/64, cuBLAS + softmax
+//   otherwise) -> output projection (+ residual, fused in the product)
+//   MLP: Llama gate|up in one product -> SwiGLU -> down; GELU families fc -> gelu (erf | tanh) -> proj; GPT-2's
+//   Conv1D layout runs fc with cuBLASLt's GELU epilogue and its backward with the DGELU epilogue
+//   residual: sequential (GPT-2, Llama, NeoX use_parallel_residual=false), parallel with two norms (NeoX), parallel
+//   with one norm (GPT-J)
+// then the final norm and the LM head (tied or untied, GPT-J's with a bias), chunked with the fused classifier.
 //
 // Work is queued on one CUDA stream. The engine's hot path, step_async, queues a whole optimizer step (every
 // micro-batch, the gradient norm, clipping and the divergence check on the device, AdamW) without the host
-// waiting; step_wait reads the result. The primitives (forward_backward, grad_norm_sq) wait for their value.
-// Weights, gradients, AdamW state, ZeRO sharding and the step orchestration live in TrainState (train_state.cuh):
-// this class reaches parameters unit by unit (embeddings, each block, ln_f) through st->layer_params /
-// layer_grads / layer_grads_done, which is where ZeRO-3 gathers and ZeRO-2/3 reduce-scatter overlap compute.
+// waiting; step_wait reads the result. Weights, gradients, AdamW state, ZeRO sharding, offload and the step
+// orchestration live in TrainState (train_state.cuh): this class reaches parameters unit by unit (embeddings, each
+// block, final norm + untied head) through st->layer_params / layer_grads / layer_grads_done, which is where ZeRO-3
+// gathers and ZeRO-2/3 reduce-scatter overlap compute. Several GPUs: one replica per GPU (nccl_dp.cuh).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
-#include "adamw.cuh"        // gradient norm, AdamW, master -> compute copy
-#include "attention.cuh"    // causal attention (cuBLAS + fused softmax), KV-cache attention
-#include "backend.h"        // engine::Backend, the interface implemented here
-#include "classifier.cuh"   // fused softmax cross-entropy, dlogits in place
-#include "cuda_common.cuh"  // checks, Pack, reductions
-#include "encoder.cuh"      // token + position embeddings
+#include "adamw.cuh"            // gradient norm, AdamW, step gate, master -> compute copy
+#include "attention.cuh"        // unfused causal attention (fp32 mode, head sizes other than 32/64), GPT-2 decode
+#include "backend.h"            // engine::Backend, the interface implemented here
+#include "classifier.cuh"       // fused softmax cross-entropy, dlogits in place
+#include "cuda_common.cuh"      // checks, Pack, reductions
+#include "encoder.cuh"          // token (+ position) embeddings, deterministic embedding gradients
+#include "families.h"           // FamilyTensors: which flat tensors each block uses
 #include "flash_attention.cuh"  // fused causal attention (bf16, head size 32/64)
-#include "layernorm.cuh"    // layernorm forward / backward
-#include "matmul.cuh"       // cuBLASLt linear layers
-#include "nccl_dp.cuh"      // several GPUs: one replica + thread per GPU, NCCL communicators
-#include "train_state.cuh"  // weights, grads, AdamW, ZeRO, memory accounting (family-independent)
+#include "layernorm.cuh"        // LayerNorm (eps 1e-5)
+#include "matmul.cuh"           // cuBLASLt products with fused epilogues
+#include "nccl_dp.cuh"          // several GPUs: one replica + thread per GPU (make_data_parallel)
+#include "rmsnorm.cuh"          // RMSNorm (Llama)
+#include "rope.cuh"             // qkv prepare / unprepare (rotary + GQA), generation attention with GQA
+#include "rope.h"               // engine::Rope: the cos/sin tables, the cpu backend's numbers
+#include "swiglu.cuh"           // SwiGLU, GELU (erf | tanh), bias add
+#include "train_state.cuh"      // weights, master, grads, AdamW, ZeRO, step orchestration, memory accounting
 
 namespace cudabk {
 using namespace engine;
 
-enum class Recompute { None, Gelu, GeluLayerNorm };  // training.recompute
-
-// token + position embedding for rows at arbitrary (position) — generation
-template <typename T>
-__global__ void encoder_rows_kernel(T* out, const int* tokens, const int* pos, const T* wte, const T* wpe, int n, int C) {
-  int idx = blockIdx.x * blockDim.x + threadIdx.x;
-  if (idx >= n * C) return;
-  int i = idx / C, c = idx % C;
-  out[idx] = from_f<T>(to_f(wte[(size_t)tokens[i] * C + c]) + to_f(wpe[(size_t)pos[i] * C + c]));
-}
-template <typename T>
-__global__ void gelu_kernel(T* out, const T* in, size_t n) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = from_f<T>(gelu_f(to_f(in[i])));
-}
-
-// ModelConfig::family exists once the engine supports several families; until then every config is GPT-2
-template <typename M> static auto family_of_(const M& m, int) -> decltype(m.family, std::string()) { return m.family; }
-template <typename M> static std::string family_of_(const M&, long) { return "gpt2"; }
+namespace {
 
 template <typename T>
 class CudaBackend final : public Backend {
@@ -55,32 +54,38 @@ class CudaBackend final : public Backend {
   // ---------------------------------------------------------------------------------------------- state
   ModelConfig cfg;
   ParamLayout lay;
+  FamilyTensors ft;
   BackendInfo inf;
-  Recompute rc;
-  bool flash = false;  // fused attention kernels (bf16, head size 32/64); else cuBLAS + softmax kernels
+  // family features: RMSNorm, SwiGLU MLP, GPT-J (one norm, parallel), sequential residual, GELU with erf,
+  // Conv1D (in, out) weights (GPT-2; else nn.Linear (out, in)), q/k/v product written straight in attention layout
+  bool rms, swiglu, gptj, seq, erf_gelu, conv1d, direct_qkv;
+  bool keep_norm, keep_act, flash = false;
   cudaStream_t stream = nullptr;
   Blas blas;
   cudaDeviceProp prop{};
-  size_t L, C, NH, V, maxT, Vp, n_total;
-  // parameters, gradients, AdamW state, ZeRO (train_state.cuh), in units: 0 = wte + wpe, 1 + l = block l,
-  // L + 1 = ln_f. HF flat layout (params.h) inside every unit.
-  std::unique_ptr<TrainState<T>> st;
-  size_t bytes_misc = 0;  // this class's own buffers: tokens, KV cache, cuBLAS workspace
+  size_t L, C, NH, KVH, HD, QD, KD, RAW, I, MLPW, V, Vp, maxT;
+  int Vh = 0;  // columns of the LM-head product: V, or Vp when the head's unit holds Vp - V rows past it (below)
+  QkvLayout ql{};
+  int head_w = -1;
+  float *cos_t = nullptr, *sin_t = nullptr;
+  std::unique_ptr<TrainState<T>> st;  // weights, grads, AdamW state, ZeRO units
+  size_t bytes_misc = 0;              // this class's own buffers: tokens, KV cache, rotary tables, cuBLAS workspace
 
   struct Layer {
-    T *ln1, *qkv, *atty, *att, *res2, *ln2, *fch, *fch_gelu, *res3;
-    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
-    float* lse;  // (B, NH, T) log-sum-exp of the attention rows (flash path; `att` (B,NH,T,T) otherwise)
+    T *n1, *n2, *qkv, *atty, *h1, *pre;  // pre: (N, MLPW) gate|up (Llama) or fc pre-activation
+    T* act;                              // (N, I) MLP activation (training.recompute 'none'; else recomputed)
+    T* P;                                // (B,NH,T,T) probabilities (unfused attention only)
+    float *m1, *r1, *m2, *r2, *lse;
   };
-  // Activations for one (B, T): training keeps L layers (minus what is recomputed), evaluation keeps one layer
-  // and reuses it for every layer (nothing is saved for a backward pass).
+  // Activations for one (B, T). Training keeps every layer; evaluation keeps one layer and two residual buffers.
   struct Acts {
-    size_t nB = 0, nT = 0, bytes = 0;  // capacity
+    size_t nB = 0, nT = 0, bytes = 0;
     bool training = false;
     std::vector<Layer> layers;
-    T *encoded, *lnf, *logits, *ln_scratch, *gelu_scratch, *dres, *dln, *dbig;
-    float *lnf_mean, *lnf_rstd, *losses, *correct, *partial;
-    AttnScratch<T> as;
+    std::vector<T*> xs;  // residual stream: training L+1 buffers, evaluation 2 (ping-pong)
+    T *nf, *nscr, *h1scr, *raw, *big, *dbig, *dres, *dn, *dn2, *datty, *dqkv, *logits;
+    float *mf, *rf, *dsum, *partial, *losses, *correct, *hbias;
+    AttnScratch<T> as{};
     void *block = nullptr, *block_f = nullptr;
     int Rc = 0;
   };
@@ -91,32 +96,57 @@ class CudaBackend final : public Backend {
   int* pinned = nullptr;    // host staging of the same layout
   double* pinned_out = nullptr;
   cudaEvent_t staged = nullptr;
-
-  // KV cache (generation)
+  // generation
   size_t kv_slots = 0, kv_len = 0;
   std::vector<size_t> kv_fill;
-  T *kc = nullptr, *vc = nullptr, *g_x = nullptr, *g_h = nullptr, *g_qkv = nullptr, *g_y = nullptr, *g_fc = nullptr,
-    *g_fcg = nullptr, *g_logits = nullptr;
+  T *kc = nullptr, *vc = nullptr, *g_block = nullptr;
+  T *g_x, *g_h, *g_h2, *g_t, *g_raw, *g_q, *g_y, *g_pre, *g_big, *g_logits;
 
   // ---------------------------------------------------------------------------------------------- setup
   // comm: this replica's NCCL communicator when several GPUs train together (nccl_dp.cuh), else nullptr
-  CudaBackend(const ModelConfig& c, const BackendOptions& o, nccl::Comm comm = nullptr) : cfg(c), lay(gpt2_param_layout(c)) {
-    ENGINE_CHECK(family_of_(c, 0) == "gpt2", BadConfig, "set training.backend to 'cpu' for this model family",
-                 "the cuda backend implements GPT-2 only; model.family '%s' requested", family_of_(c, 0).c_str());
-    ENGINE_CHECK(c.dropout == 0.0f, BadConfig, "set model.dropout to 0 (the fine-tuning default)",
-                 "the cuda backend does not implement dropout; model.dropout = %g requested", c.dropout);
-    ENGINE_CHECK(c.n_embd % 8 == 0 && (c.n_embd / c.n_head) % 8 == 0, BadConfig,
-                 "choose nEmbd and nHead so that both nEmbd and nEmbd/nHead are multiples of 8",
-                 "the cuda backend needs 16-byte aligned rows: nEmbd = %zu, head size = %zu", c.n_embd, c.n_embd / c.n_head);
-    ENGINE_CHECK(std::abs(c.layer_norm_eps - 1e-5f) < 1e-12f, BadConfig, "", "the cuda backend implements layer_norm_eps 1e-5 only (got %g)", c.layer_norm_eps);
-    if (o.recompute == "none") rc = Recompute::None;
-    else if (o.recompute == "gelu") rc = Recompute::Gelu;
-    else if (o.recompute == "gelu-layernorm") rc = Recompute::GeluLayerNorm;
-    else ENGINE_THROW(BadConfig, "use 'none', 'gelu' or 'gelu-layernorm'", "unknown training.recompute '%s'", o.recompute.c_str());
-    L = c.n_layer; C = c.n_embd; NH = c.n_head; V = c.vocab_size; maxT = c.n_positions;
-    Vp = (V + 63) / 64 * 64;
-    n_total = lay.total;
-    Vh = V + maxT >= Vp ? (int)Vp : (int)V;  // pad only when unit 0 (wte, wpe) holds Vp - V rows past wte
+  CudaBackend(const ModelConfig& c0, const BackendOptions& o, nccl::Comm comm = nullptr) : cfg(c0) {
+    family_resolve(cfg);
+    lay = param_layout(cfg);
+    ft = family_tensors(cfg, lay);
+    const bool gpt2 = cfg.family == "gpt2";
+    rms = swiglu = cfg.family == "llama";
+    gptj = cfg.family == "gptj";
+    seq = gpt2 || rms || (cfg.family == "gpt_neox" && !cfg.parallel_residual);
+    erf_gelu = !gpt2 && cfg.hidden_act == "gelu";
+    conv1d = direct_qkv = gpt2;
+    ENGINE_CHECK(cfg.dropout == 0.0f, BadConfig, "set model.dropout to 0 (the fine-tuning default)",
+                 "the cuda backend does not implement dropout; model.dropout = %g requested", cfg.dropout);
+    ENGINE_CHECK(o.world_size == 1 || comm, Internal, "", "world size %d without an NCCL communicator", o.world_size);
+    ENGINE_CHECK(o.recompute == "none" || o.recompute == "gelu" || o.recompute == "gelu-layernorm", BadConfig,
+                 "use 'none', 'gelu' or 'gelu-layernorm'", "unknown training.recompute '%s'", o.recompute.c_str());
+    keep_norm = o.recompute != "gelu-layernorm";
+    keep_act = o.recompute == "none";  // else the MLP activation is recomputed from its pre-activation
+    const ModelDims d = model_dims(cfg);
+    L = d.L; C = d.C; NH = d.NH; KVH = d.KVH; HD = d.HD; QD = d.QD; KD = d.KD; I = d.I;
+    V = cfg.vocab_size; maxT = cfg.n_positions;
+    RAW = QD + 2 * KD; MLPW = swiglu ? 2 * I : I;
+    ENGINE_CHECK(C % 8 == 0 && HD % 8 == 0 && I % 8 == 0, BadConfig,
+                 "choose nEmbd, the head size and intermediateSize as multiples of 8",
+                 "the cuda backend needs 16-byte aligned rows: nEmbd %zu, head size %zu, intermediate size %zu", C, HD, I);
+    ENGINE_CHECK(rms || std::abs(cfg.layer_norm_eps - 1e-5f) < 1e-12f, BadConfig, "set training.backend to 'cpu'",
+                 "the cuda backend implements LayerNorm with eps 1e-5 only (model layer_norm_eps %g)", cfg.layer_norm_eps);
+    for (const ParamTensor& t : lay.tensors)
+      ENGINE_CHECK(t.offset % 8 == 0, BadConfig, "vocabSize, nEmbd and the MLP width must keep every tensor 16-byte aligned",
+                   "tensor %s starts at element %zu (not a multiple of 8)", t.name.c_str(), t.offset);
+    // the q/k/v (and gate/up) weights the single products read must be adjacent in the flat buffer
+    const FamilyBlock& b0 = ft.blocks[0];
+    if (rms) {
+      ql = {(int)NH, (int)KVH, (int)HD, 0, 0, {0, (int)QD, (int)(QD + KD)}, (int)HD, (int)RAW, false};
+      adjacent_(b0.q_w, b0.k_w); adjacent_(b0.k_w, b0.v_w); adjacent_(b0.fc_w, b0.up_w);
+    } else if (gptj) {
+      ql = {(int)NH, (int)KVH, (int)HD, 0, 0, {(int)(2 * C), 0, (int)C}, (int)HD, (int)RAW, true};
+      adjacent_(b0.k_w, b0.v_w); adjacent_(b0.v_w, b0.q_w);
+    } else if (!direct_qkv) {
+      ql = {(int)NH, (int)KVH, (int)HD, 0, 0, {0, (int)HD, (int)(2 * HD)}, (int)(3 * HD), (int)RAW, false};
+    }
+    ql.rot = (int)cfg.rotary_dim; ql.half = ql.rot / 2;
+    head_w = ft.head_w >= 0 ? ft.head_w : ft.embed;
+    Vp = (V + 63) / 64 * 64;  // row stride of the logits (16-byte rows)
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
       cudaGetLastError();
@@ -125,27 +155,66 @@ class CudaBackend final : public Backend {
     ENGINE_CHECK(o.device >= 0 && o.device < ndev, BadConfig, "", "CUDA device %d requested, %d visible", o.device, ndev);
     CUDA_CHECK(cudaSetDevice(o.device));
     CUDA_CHECK(cudaGetDeviceProperties(&prop, o.device));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    // A BLOCKING stream (not cudaStreamNonBlocking): TrainState::set_params / set_optimizer_state scatter host
+    // vectors with cudaMemcpy from pageable memory, which may return once the data is staged, before its DMA (on
+    // the legacy stream) lands. Work on a blocking stream is ordered after legacy-stream work, so the compute-copy
+    // of the weights that follows never reads a half-written master buffer. NCCL, offload and the ZeRO streams
+    // never touch the legacy stream.
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamDefault));
+    try {
+      init_(o, comm);
+    } catch (...) {
+      release_();  // a failed constructor runs no destructor: free the stream, cuBLAS and TrainState here
+      throw;
+    }
+  }
+  void init_(const BackendOptions& o, nccl::Comm comm) {
     blas.init(sizeof(T) == 4);
     bytes_misc += blas.workspace_bytes;
     inf.name = "cuda";
     inf.device = prop.name;
     inf.blas = "cublasLt " + std::to_string(cublasLtGetVersion());
     inf.precision = sizeof(T) == 2 ? "bf16" : "fp32";
-    // ENGINE_CUDA_ATTENTION=cublas forces the unfused path (A/B comparisons in bench/ and native/lab/)
-    const char* att_env = getenv("ENGINE_CUDA_ATTENTION");
-    flash = flash_supported((int)C, (int)NH, sizeof(T)) && !(att_env && std::string(att_env) == "cublas");
     inf.num_threads = 1;
+    flash = flash_supported((int)QD, (int)NH, sizeof(T));
+    // units for ZeRO: embeddings (+ positions) | one per block | final norm + untied head (+ GPT-J's head bias).
+    // The blocks are the consecutive tensors first .. final_w - 1, the same count per block (families.cpp).
+    const size_t first = ft.pos >= 0 ? 2 : 1, per_block = ((size_t)ft.final_w - first) / L;
+    ENGINE_CHECK((size_t)ft.final_w == first + per_block * L && ft.embed == 0 && (ft.pos < 0 || ft.pos == 1), Internal,
+                 "", "%s: blocks are not %zu consecutive tensors each", cfg.family.c_str(), per_block);
+    // The LM-head product pads its columns from V to Vp when the Vp - V weight rows past the head lie in the same
+    // unit (GPT-2: wte, then wpe): cuBLASLt ran GPT-2's 4096x50257x768 products at 94-124 TFLOP/s on the H200 and
+    // the padded ones at ~780. Those extra logits are ignored by the classifier, which writes zero gradient there,
+    // so they contribute nothing to d(nf); dW's product keeps V rows and never writes past the head. Otherwise (the
+    // head alone in its unit) the product has V columns and the padding columns of the logits are never written.
+    const size_t unit0_end = lay.tensors[first].offset, hw_end = lay.tensors[head_w].offset + Vp * C;
+    Vh = head_w == ft.embed && hw_end <= unit0_end ? (int)Vp : (int)V;
     TrainStateConfig sc;
     sc.stream = stream;
     sc.precision = inf.precision;
     sc.zero_stage = o.zero_stage, sc.world_size = o.world_size, sc.rank = o.rank, sc.comm = comm;
     sc.offload = o.offload;
     sc.offload_delayed = o.offload_delayed;
-    st = std::make_unique<TrainState<T>>(lay, layer_units(lay, block_index(0, LN1_W), N_BLOCK_TENSORS, L), sc, prop.name);
+    st = std::make_unique<TrainState<T>>(lay, layer_units(lay, first, per_block, L), sc, prop.name);
     dscal = st->dscal;
     CUDA_CHECK(cudaMallocHost(&pinned_out, 8 * sizeof(double)));
     CUDA_CHECK(cudaEventCreateWithFlags(&staged, cudaEventDisableTiming));
+    if (direct_qkv) return;
+    // rotary tables: ordered on the compute stream (cudaMemcpyAsync from pageable memory is staged before it
+    // returns; the stream orders the DMA before every kernel that reads the tables), then waited for
+    const char* hint = "the model does not fit on this GPU: use a smaller model or a GPU with more memory";
+    Rope rope;
+    rope.init(cfg);
+    cos_t = (float*)dalloc(rope.cos.size() * 4, "rotary tables", hint, &bytes_misc);
+    sin_t = (float*)dalloc(rope.sin.size() * 4, "rotary tables", hint, &bytes_misc);
+    CUDA_CHECK(cudaMemcpyAsync(cos_t, rope.cos.data(), rope.cos.size() * 4, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaMemcpyAsync(sin_t, rope.sin.data(), rope.sin.size() * 4, cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));  // `rope` (the pageable source) dies at the end of this scope
+  }
+  void adjacent_(int a, int b) {
+    const ParamTensor &ta = lay.tensors[a], &tb = lay.tensors[b];
+    ENGINE_CHECK(ta.offset + ta.numel == tb.offset, Internal, "", "%s and %s must be adjacent in the parameter layout",
+                 ta.name.c_str(), tb.name.c_str());
   }
 
   // device allocations charged to a byte counter, OUT_OF_MEMORY naming what (train_state.cuh DeviceMemory)
@@ -153,87 +222,307 @@ class CudaBackend final : public Backend {
     return st->mem.alloc(bytes, counter, what, hint);
   }
   void dfree(void* p) { st->mem.free(p); }
-
-  ~CudaBackend() override {
+  ~CudaBackend() override { release_(); }
+  void release_() {
     if (stream) cudaStreamSynchronize(stream);
     st.reset();  // every device buffer (activations included) is owned by st->mem
-    if (pinned) cudaFreeHost(pinned);
-    if (pinned_out) cudaFreeHost(pinned_out);
-    if (staged) cudaEventDestroy(staged);
+    if (pinned) cudaFreeHost(pinned), pinned = nullptr;
+    if (pinned_out) cudaFreeHost(pinned_out), pinned_out = nullptr;
+    if (staged) cudaEventDestroy(staged), staged = nullptr;
     blas.destroy();
-    if (stream) cudaStreamDestroy(stream);
+    if (stream) cudaStreamDestroy(stream), stream = nullptr;
   }
 
-  // Size the activations for (B, T); grows only (a smaller batch reuses the buffers).
+  // Size the activations for (B, T); grows only (a smaller batch reuses the buffers). Two passes over the same
+  // carving code: count, then assign. Scratch buffers are shared where their lifetimes do not overlap: d(attention
+  // output) lives in dn and d(qkv) in the MLP scratch `big` when they fit.
   void ensure_acts(Acts& a, size_t B, size_t Tt, bool training) {
     if (a.block && a.nT >= Tt && a.nB >= B) return;
     B = std::max(B, a.nB);
     Tt = std::max(Tt, a.nT);
     if (a.block) { CUDA_CHECK(cudaStreamSynchronize(stream)); dfree(a.block); dfree(a.block_f); a.block = a.block_f = nullptr; }
-    const size_t N = B * Tt, HS = C / NH, nl = training ? L : 1;
-    const bool keep_gelu = !training || rc == Recompute::None, keep_ln = !training || rc != Recompute::GeluLayerNorm;
+    const size_t N = B * Tt, nl = training ? L : 1;
+    const bool kn = !training || keep_norm, has_n2 = !gptj;
     a.Rc = (int)std::min<size_t>(N, 4096);
     auto rnd = [](size_t n) { return (n + 127) / 128 * 128; };  // every slice 256-byte aligned
-    const size_t NC = rnd(N * C), att = flash ? 0 : rnd(B * NH * Tt * Tt), lse = flash ? rnd(B * NH * Tt) : 0;
-    size_t per_layer = NC * (keep_ln ? 2 : 0) + rnd(N * 3 * C) + NC + att + 2 * NC + rnd(N * 4 * C) + (keep_gelu ? rnd(N * 4 * C) : 0);
-    size_t scratch = NC /*ln_scratch*/ + (keep_gelu ? 0 : rnd(N * 4 * C)) + (flash ? 0 : 4 * NC) /*q k v vacc*/ + rnd((size_t)a.Rc * Vp) +
-                     (training ? 2 * NC + rnd(N * 4 * C) + att /*dres dln dbig dS*/ : 0);
-    (void)HS;
-    size_t nT = 2 * NC + nl * per_layer + scratch;
-    size_t S_floats = flash ? rnd(B * NH * Tt) /*dsum*/ : rnd(B * NH * Tt * std::max(Tt, HS));
-    size_t partial = std::max({bias_grad_scratch_floats(N, 4 * C), layernorm_scratch_floats(N, C)});
-    size_t nF = rnd(N) * (2 + 4 * nl) + nl * lse + S_floats + rnd(partial) + 2 * rnd(N);
+    size_t nT = 0, nF = 0;
+    T* p = nullptr;
+    float* f = nullptr;
+    auto cut = [&](size_t n) { T* r = p ? p : nullptr; if (p) p += rnd(n); else nT += rnd(n); return r; };
+    auto cutf = [&](size_t n) { float* r = f ? f : nullptr; if (f) f += rnd(n); else nF += rnd(n); return r; };
+    const size_t PT = flash ? 0 : B * NH * Tt * Tt;
+    const size_t partial = std::max({bias_grad_scratch_floats(N, std::max(MLPW, RAW)),
+                                     ft.head_b >= 0 ? bias_grad_scratch_floats(a.Rc, Vp) : 0,
+                                     rms ? rmsnorm_scratch_floats(N, C) : layernorm_scratch_floats(N, C)});
+    auto carve = [&]() {
+      a.layers.assign(nl, Layer{});
+      a.xs.assign(training ? L + 1 : 2, nullptr);
+      for (auto& x : a.xs) x = cut(N * C);
+      for (auto& l : a.layers) {
+        l.n1 = kn ? cut(N * C) : nullptr;
+        l.n2 = kn && has_n2 ? cut(N * C) : nullptr;
+        l.qkv = cut(N * 3 * QD); l.atty = cut(N * QD);
+        l.h1 = seq ? cut(N * C) : nullptr;
+        l.pre = cut(N * MLPW);
+        l.act = training && keep_act ? cut(N * I) : nullptr;
+        l.P = PT ? cut(PT) : nullptr;
+        l.m1 = cutf(N); l.r1 = cutf(N); l.m2 = cutf(N); l.r2 = cutf(N);
+        l.lse = flash ? cutf(B * NH * Tt) : nullptr;
+      }
+      a.nf = cut(N * C); a.nscr = cut(N * C);
+      a.h1scr = seq ? nullptr : cut(N * C);
+      a.raw = direct_qkv ? nullptr : cut(N * RAW);
+      a.big = cut(N * I);
+      a.logits = cut((size_t)a.Rc * Vp);
+      a.dbig = training && swiglu ? cut(N * MLPW) : nullptr;
+      a.dres = training ? cut(N * C) : nullptr;
+      a.dn = training ? cut(N * C) : nullptr;
+      a.dn2 = training && !seq && !gptj ? cut(N * C) : nullptr;
+      // d(attention output) may share dn unless the attention's input gradient accumulates into it (GPT-J)
+      a.datty = !training ? nullptr : !gptj && QD <= C ? a.dn : cut(N * QD);
+      a.dqkv = !training ? nullptr : I >= 3 * QD ? a.big : cut(N * 3 * QD);
+      if (!flash) { a.as.q = cut(N * QD); a.as.k = cut(N * QD); a.as.v = cut(N * QD); a.as.vacc = cut(N * QD); }
+      a.as.dS = training && !flash ? cut(PT) : nullptr;
+      a.as.S = flash ? nullptr : cutf(B * NH * Tt * std::max(Tt, HD));
+      a.dsum = flash ? cutf(B * NH * Tt) : nullptr;
+      a.mf = cutf(N); a.rf = cutf(N);
+      a.partial = cutf(partial);
+      a.hbias = ft.head_b >= 0 ? cutf(Vp) : nullptr;
+      a.losses = cutf(N); a.correct = cutf(N);
+    };
+    carve();  // count
     std::string hint = "lower training.microBatchSize (now " + std::to_string(B) + ") or preprocess.blockSize (now " +
                        std::to_string(Tt) + ")" +
-                       (training && rc != Recompute::GeluLayerNorm ? ", or set training.recompute to 'gelu-layernorm'" : "") +
+                       (training && keep_act ? ", or set training.recompute to 'gelu' (recompute the MLP activation) or 'gelu-layernorm'"
+                        : training && keep_norm ? ", or set training.recompute to 'gelu-layernorm'" : "") +
                        (training ? "; raise training.gradAccumSteps to keep the tokens per step" : "; or lower evaluation.batchSize");
-    std::string what = std::string(training ? "training" : "evaluation") + " activations for " + std::to_string(B) + "x" + std::to_string(Tt) + " tokens";
-    size_t* counter = &a.bytes;
-    a.block = dalloc(nT * sizeof(T), what, hint, counter);
-    a.block_f = dalloc(nF * 4, what + " (fp32 part)", hint, counter);
-    T* p = (T*)a.block;
-    float* f = (float*)a.block_f;
-    auto cut = [&](size_t n) { T* r = p; p += rnd(n); return r; };
-    auto cutf = [&](size_t n) { float* r = f; f += rnd(n); return r; };
-    a.encoded = cut(N * C); a.lnf = cut(N * C);
-    a.lnf_mean = cutf(N); a.lnf_rstd = cutf(N);
-    a.layers.assign(nl, Layer{});
-    for (auto& l : a.layers) {
-      l.ln1 = keep_ln ? cut(N * C) : nullptr;
-      l.ln2 = keep_ln ? cut(N * C) : nullptr;
-      l.qkv = cut(N * 3 * C); l.atty = cut(N * C); l.att = flash ? nullptr : cut(B * NH * Tt * Tt);
-      l.res2 = cut(N * C); l.res3 = cut(N * C); l.fch = cut(N * 4 * C);
-      l.fch_gelu = keep_gelu ? cut(N * 4 * C) : nullptr;
-      l.ln1_mean = cutf(N); l.ln1_rstd = cutf(N); l.ln2_mean = cutf(N); l.ln2_rstd = cutf(N);
-      l.lse = flash ? cutf(B * NH * Tt) : nullptr;
-    }
-    a.ln_scratch = cut(N * C);
-    a.gelu_scratch = keep_gelu ? nullptr : cut(N * 4 * C);
-    if (!flash) { a.as.q = cut(N * C); a.as.k = cut(N * C); a.as.v = cut(N * C); a.as.vacc = cut(N * C); }
-    a.logits = cut((size_t)a.Rc * Vp);
-    a.dres = training ? cut(N * C) : nullptr;
-    a.dln = training ? cut(N * C) : nullptr;
-    a.dbig = training ? cut(N * 4 * C) : nullptr;
-    a.as.dS = training && !flash ? cut(B * NH * Tt * Tt) : nullptr;
-    a.as.S = flash ? cutf(B * NH * Tt) : cutf(B * NH * Tt * std::max(Tt, HS));  // flash: dsum (B,NH,T)
-    a.partial = cutf(partial);
-    a.losses = cutf(N); a.correct = cutf(N);
+    std::string what = std::string(training ? "training" : "evaluation") + " activations for " + std::to_string(B) + "x" +
+                       std::to_string(Tt) + " tokens";
+    a.block = dalloc(nT * sizeof(T), what, hint, &a.bytes);
+    a.block_f = dalloc(nF * 4, what + " (fp32 part)", hint, &a.bytes);
+    p = (T*)a.block;
+    f = (float*)a.block_f;
+    carve();  // assign
     a.nB = B; a.nT = Tt; a.training = training;
   }
 
   // ---------------------------------------------------------------------------------------------- helpers
-  // tensor idx inside its unit's current buffer (ZeRO-3: the unit must have been asked for with layer_params)
-  T* P(size_t idx) { return st->param(idx); }
-  float* G(size_t idx) { return st->grad(idx); }
-  T* PB(size_t l, BlockTensor t) { return P(block_index(l, t)); }
-  float* GB(size_t l, BlockTensor t) { return G(block_index(l, t)); }
+  // never cached across units: at ZeRO-3 they point into rotating gather buffers
+  T* P(int idx) { return idx < 0 ? nullptr : st->param((size_t)idx); }
+  float* G(int idx) { return idx < 0 ? nullptr : st->grad((size_t)idx); }
+  T* X(Acts& a, size_t l) { return a.training ? a.xs[l] : a.xs[l % 2]; }
+
+  // out (N, OC) = inp (N, K) · W (+ bias) (+ residual, may alias out); W is (K, OC) in GPT-2's Conv1D layout, else
+  // nn.Linear's (OC, K). With pre_gelu (Conv1D): out = gelu(pre_gelu), pre_gelu = the product (GELU epilogue).
+  void lin_fwd(T* out, const T* inp, const T* W, const T* bias, int N, int K, int OC, const T* residual = nullptr,
+               T* pre_gelu = nullptr) {
+    if (conv1d) return linear_forward<T>(blas, out, inp, W, bias, N, K, OC, stream, pre_gelu, residual);
+    Epilogue ep = bias ? Epilogue::Bias : Epilogue::None;
+    if (gemm_rm_<T, T>(blas, false, true, N, OC, K, inp, W, out, residual, residual ? 1.f : 0.f, stream, ep, bias)) return;
+    blas.unfused++;
+    gemm_rm_<T, T>(blas, false, true, N, OC, K, inp, W, out, residual, residual ? 1.f : 0.f, stream);
+    add_bias<T>(out, bias, N, OC, OC, stream);
+  }
+  // dW += (fp32); dbias += column sums; dinp (N, K) = (or += with acc) dout · W^T-as-stored, times gelu'(pre_gelu)
+  // when given (Conv1D, the DGELU epilogue)
+  void lin_bwd(T* dinp, bool acc, float* dW, float* dbias, const T* dout, const T* inp, const T* W, int N, int K, int OC,
+               float* scratch, const T* pre_gelu = nullptr) {
+    if (conv1d) {
+      REQUIRE(!acc, "Conv1D layers write their input gradient");
+      return linear_backward<T>(blas, dinp, dW, dbias, dout, inp, W, N, K, OC, scratch, stream, pre_gelu);
+    }
+    gemm_rm_<T, float>(blas, true, false, OC, K, N, dout, inp, dW, dW, 1.f, stream);
+    if (dbias) bias_grad<T>(dbias, dout, N, OC, scratch, stream);
+    if (dinp) gemm_rm_<T, T>(blas, false, false, N, K, OC, dout, W, dinp, acc ? dinp : nullptr, acc ? 1.f : 0.f, stream);
+  }
+  void norm_fwd(T* out, float* mean, float* rstd, const T* x, int w, int b, int N) {
+    if (rms) rmsnorm_forward<T>(out, rstd, x, P(w), N, (int)C, cfg.layer_norm_eps, stream);
+    else layernorm_forward<T>(out, mean, rstd, x, P(w), P(b), N, (int)C, stream);
+  }
+  void norm_bwd(T* dinp, int w, int b, const T* dout, const T* x, const float* mean, const float* rstd, int N, float* scratch) {
+    if (rms) rmsnorm_backward<T>(dinp, G(w), scratch, dout, x, P(w), rstd, N, (int)C, stream);
+    else layernorm_backward<T>(dinp, G(w), G(b), scratch, dout, x, P(w), mean, rstd, N, (int)C, stream);
+  }
+  void act_fwd(T* act, const T* pre, int N) {
+    if (swiglu) swiglu_forward<T>(act, pre, N, (int)I, stream);
+    else gelu_act_forward<T>(act, pre, (size_t)N * I, erf_gelu, stream);
+  }
+  // MLP: out = resid + proj(act(fc(in))); pre (N, MLPW) saved, act (N, I)
+  void mlp_fwd(const FamilyBlock& bl, const T* in, T* pre, T* act, T* out, const T* resid, int N) {
+    if (conv1d) {
+      lin_fwd(act, in, P(bl.fc_w), P(bl.fc_b), N, (int)C, (int)I, nullptr, pre);
+    } else {
+      lin_fwd(pre, in, P(bl.fc_w), P(bl.fc_b), N, (int)C, (int)MLPW);
+      act_fwd(act, pre, N);
+    }
+    lin_fwd(out, act, P(bl.proj_w), P(bl.proj_b), N, (int)I, (int)C, resid);
+  }
+  // the first of the adjacent q/k/v weights of layer l (the one product reads all three)
+  int qkv_index(size_t l) const { const FamilyBlock& b = ft.blocks[l]; return rms ? b.q_w : gptj ? b.k_w : b.qkv_w; }
+
+  // ---------------------------------------------------------------------------------------------- forward
+  // Through the final norm for the tokens at d_tokens (B*T).
+  void forward(Acts& a, const int* d_tokens, size_t B, size_t Tt) {
+    const int N = (int)(B * Tt);
+    st->layer_params(0, 1);
+    encoder_forward<T>(X(a, 0), d_tokens, P(ft.embed), P(ft.pos), (int)B, (int)Tt, (int)C, stream);
+    for (size_t l = 0; l < L; l++) {
+      st->layer_params(1 + l, (long)(2 + l));  // ZeRO-3: block l gathered, the next unit prefetched
+      Layer& x = a.layers[a.training ? l : 0];
+      const FamilyBlock& bl = ft.blocks[l];
+      T *xin = X(a, l), *xout = X(a, l + 1);
+      T* n1 = x.n1 ? x.n1 : a.nscr;
+      norm_fwd(n1, x.m1, x.r1, xin, bl.norm1_w, bl.norm1_b, N);
+      if (direct_qkv) {
+        lin_fwd(x.qkv, n1, P(qkv_index(l)), P(bl.qkv_b), N, (int)C, (int)RAW);
+      } else {
+        lin_fwd(a.raw, n1, P(qkv_index(l)), P(bl.qkv_b), N, (int)C, (int)RAW);
+        qkv_prepare<T>(x.qkv, a.raw, cos_t, sin_t, (int)B, (int)Tt, ql, stream);
+      }
+      attn_fwd(a, x, (int)B, (int)Tt);
+      T* h1 = x.h1 ? x.h1 : a.h1scr;
+      lin_fwd(h1, x.atty, P(bl.o_w), P(bl.o_b), N, (int)QD, (int)C, xin);
+      const T* min = n1;
+      if (!gptj) {  // second norm: of h1 (sequential) or of the block input (NeoX parallel); n1 is no longer read
+        T* n2 = x.n2 ? x.n2 : a.nscr;
+        norm_fwd(n2, x.m2, x.r2, seq ? h1 : xin, bl.norm2_w, bl.norm2_b, N);
+        min = n2;
+      }
+      mlp_fwd(bl, min, x.pre, x.act ? x.act : a.big, xout, h1, N);
+    }
+    st->layer_params(L + 1);
+    norm_fwd(a.nf, a.mf, a.rf, X(a, L), ft.final_w, ft.final_b, N);
+  }
+
+  void attn_fwd(Acts& a, Layer& x, int B, int Tt) {
+    if constexpr (sizeof(T) == 2) {
+      if (flash) return flash_attention_forward(x.atty, x.lse, x.qkv, B, Tt, (int)QD, (int)NH, stream);
+    }
+    attention_forward<T>(blas, x.atty, x.P, x.qkv, a.as, B, Tt, (int)QD, (int)NH, stream);
+  }
+  void attn_bwd_kernel(Acts& a, Layer& x, int B, int Tt) {
+    if constexpr (sizeof(T) == 2) {
+      if (flash) return flash_attention_backward(a.dqkv, a.datty, x.atty, x.qkv, x.lse, a.dsum, B, Tt, (int)QD, (int)NH, stream);
+    }
+    attention_backward<T>(blas, a.dqkv, a.datty, x.qkv, x.P, a.as, B, Tt, (int)QD, (int)NH, stream);
+  }
+
+  // logits (R, Vh) with row stride Vp for R rows of nf; columns [V, Vp) are padding, ignored by the classifier,
+  // which zeroes them in dlogits.
+  void lm_head(const T* nf, T* logits, int R) {
+    Epilogue ep = ft.head_b >= 0 ? Epilogue::Bias : Epilogue::None;
+    if (gemm_rm_<T, T>(blas, false, true, R, Vh, (int)C, nf, P(head_w), logits, nullptr, 0.f, stream, ep, P(ft.head_b),
+                       nullptr, 1.f, 0, 0, (int)Vp))
+      return;
+    gemm_rm_<T, T>(blas, false, true, R, Vh, (int)C, nf, P(head_w), logits, nullptr, 0.f, stream, Epilogue::None,
+                   nullptr, nullptr, 1.f, 0, 0, (int)Vp);
+    add_bias<T>(logits, P(ft.head_b), R, (int)V, (int)Vp, stream);
+  }
+
+  // ---------------------------------------------------------------------------------------------- backward
+  // MLP backward from dout (= d(block output)); d(MLP input) into dn (+= with acc)
+  void mlp_bwd(Acts& a, Layer& x, const FamilyBlock& bl, const T* dout, const T* in, T* dn, bool acc, int N) {
+    const T* act = x.act;
+    if (!act) {  // recompute the activation
+      act_fwd(a.big, x.pre, N);
+      act = a.big;
+    }
+    if (conv1d) {  // d(pre) in one product: the DGELU epilogue reads the saved pre-activation
+      lin_bwd(a.big, false, G(bl.proj_w), G(bl.proj_b), dout, act, P(bl.proj_w), N, (int)I, (int)C, a.partial, x.pre);
+      lin_bwd(dn, acc, G(bl.fc_w), G(bl.fc_b), a.big, in, P(bl.fc_w), N, (int)C, (int)I, a.partial);
+      return;
+    }
+    lin_bwd(a.big, false, G(bl.proj_w), G(bl.proj_b), dout, act, P(bl.proj_w), N, (int)I, (int)C, a.partial);
+    if (swiglu) {
+      swiglu_backward<T>(a.dbig, a.big, x.pre, N, (int)I, stream);
+      lin_bwd(dn, acc, G(bl.fc_w), nullptr, a.dbig, in, P(bl.fc_w), N, (int)C, (int)MLPW, a.partial);
+    } else {
+      gelu_act_backward<T>(a.big, x.pre, (size_t)N * I, erf_gelu, stream);
+      lin_bwd(dn, acc, G(bl.fc_w), G(bl.fc_b), a.big, in, P(bl.fc_w), N, (int)C, (int)I, a.partial);
+    }
+  }
+  void attn_bwd(Acts& a, Layer& x, size_t l, const T* dout, const T* in, T* dn, bool acc, int B, int Tt) {
+    const FamilyBlock& bl = ft.blocks[l];
+    const int N = B * Tt, qi = qkv_index(l);
+    lin_bwd(a.datty, false, G(bl.o_w), G(bl.o_b), dout, x.atty, P(bl.o_w), N, (int)QD, (int)C, a.partial);
+    attn_bwd_kernel(a, x, B, Tt);
+    const T* draw = a.dqkv;
+    if (!direct_qkv) {
+      qkv_unprepare<T>(a.raw, a.dqkv, cos_t, sin_t, B, Tt, ql, stream);
+      draw = a.raw;
+    }
+    lin_bwd(dn, acc, G(qi), G(bl.qkv_b), draw, in, P(qi), N, (int)C, (int)RAW, a.partial);
+  }
+  // the block's norm outputs: kept, or recomputed into nscr (one at a time: each is read by one part)
+  const T* norm1_(Acts& a, Layer& x, const FamilyBlock& bl, const T* xin, int N) {
+    if (x.n1) return x.n1;
+    norm_fwd(a.nscr, nullptr, nullptr, xin, bl.norm1_w, bl.norm1_b, N);
+    return a.nscr;
+  }
+  const T* norm2_(Acts& a, Layer& x, const FamilyBlock& bl, const T* xin, int N) {
+    if (x.n2) return x.n2;
+    norm_fwd(a.nscr, nullptr, nullptr, seq ? x.h1 : xin, bl.norm2_w, bl.norm2_b, N);
+    return a.nscr;
+  }
+
+  void backward(Acts& a, size_t B, size_t Tt, int U, const int* d_buckets) {
+    const int N = (int)(B * Tt);
+    CUDA_CHECK(cudaMemsetAsync(a.dres, 0, (size_t)N * C * sizeof(T), stream));
+    st->layer_params(L + 1);
+    st->layer_grads(L + 1);
+    norm_bwd(a.dres, ft.final_w, ft.final_b, a.dn, X(a, L), a.mf, a.rf, N, a.partial);  // a.dn holds d(nf)
+    st->layer_grads_done(L + 1);
+    for (size_t l = L; l-- > 0;) {
+      st->layer_params(1 + l, l > 0 ? (long)l : 0L);  // block l; prefetch block l - 1 (or the embeddings)
+      st->layer_grads(1 + l);
+      Layer& x = a.layers[l];
+      const FamilyBlock& bl = ft.blocks[l];
+      T* xin = X(a, l);
+      if (seq) {  // out = h1 + mlp(norm2(h1)), h1 = x + attn(norm1(x))
+        mlp_bwd(a, x, bl, a.dres, norm2_(a, x, bl, xin, N), a.dn, false, N);
+        norm_bwd(a.dres, bl.norm2_w, bl.norm2_b, a.dn, x.h1, x.m2, x.r2, N, a.partial);
+        attn_bwd(a, x, l, a.dres, norm1_(a, x, bl, xin, N), a.dn, false, (int)B, (int)Tt);
+        norm_bwd(a.dres, bl.norm1_w, bl.norm1_b, a.dn, xin, x.m1, x.r1, N, a.partial);
+      } else if (gptj) {  // out = x + attn(n1) + mlp(n1)
+        const T* n1 = norm1_(a, x, bl, xin, N);
+        mlp_bwd(a, x, bl, a.dres, n1, a.dn, false, N);
+        attn_bwd(a, x, l, a.dres, n1, a.dn, true, (int)B, (int)Tt);
+        norm_bwd(a.dres, bl.norm1_w, bl.norm1_b, a.dn, xin, x.m1, x.r1, N, a.partial);
+      } else {  // NeoX parallel: out = x + attn(norm1(x)) + mlp(norm2(x))
+        mlp_bwd(a, x, bl, a.dres, norm2_(a, x, bl, xin, N), a.dn2, false, N);
+        attn_bwd(a, x, l, a.dres, norm1_(a, x, bl, xin, N), a.dn, false, (int)B, (int)Tt);
+        norm_bwd(a.dres, bl.norm2_w, bl.norm2_b, a.dn2, xin, x.m2, x.r2, N, a.partial);
+        norm_bwd(a.dres, bl.norm1_w, bl.norm1_b, a.dn, xin, x.m1, x.r1, N, a.partial);
+      }
+      st->layer_grads_done(1 + l);  // ZeRO-2/3: this block's bucket is reduced while the next block computes
+    }
+    encoder_backward<T>(G(ft.embed), G(ft.pos), a.dres, d_buckets, U, (int)B, (int)Tt, (int)C, stream);
+    st->layer_grads_done(0);
+  }
+
+  // ---------------------------------------------------------------------------------------------- Backend API
+  const BackendInfo& info() const override { return inf; }
+  const ModelConfig& config() const override { return cfg; }
+  const ParamLayout& layout() const override { return lay; }
+  // host fp32 state in ParamLayout order (collectives when several ranks hold shards: nccl_dp.cuh calls them on
+  // every replica)
+  void get_params(float* dst) const override { st->get_params(dst); }
+  void set_params(const float* src) override { st->set_params(src); }
+  void get_grads(float* dst) const override { st->get_grads(dst); }
+  void get_optimizer_state(float* m, float* v) const override { st->get_optimizer_state(m, v); }
+  void set_optimizer_state(const float* m, const float* v) override { st->set_optimizer_state(m, v); }
+  void zero_grad() override { st->zero_grad(); }
+  // this rank's master/m/v shard for sharded checkpoints (ZeRO >= 1 over several ranks; else empty)
+  std::vector<LocalShard> local_shards() override { return st->local_shards(); }
+  HostState host_state() override { return st->host_state(); }
+  void host_state_written() override { st->host_state_written(); }
 
   void check_batch(const Batch& b, bool targets) {
     ENGINE_CHECK(b.B >= 1 && b.T >= 1 && b.T <= maxT, BadShape, "blockSize must be <= model.nPositions",
                  "batch (B=%zu, T=%zu) with nPositions %zu", b.B, b.T, maxT);
     for (size_t i = 0, N = b.B * b.T; i < N; i++) {
       int32_t x = b.inputs[i];
-      ENGINE_CHECK(x >= 0 && (size_t)x < V, BadShape, "the shards were tokenized with a larger vocabulary than model.vocabSize",
+      ENGINE_CHECK(x >= 0 && (size_t)x < V, BadShape, "the shards were tokenized with a larger vocabulary than the model's",
                    "input token %d at position %zu is outside [0, %zu)", x, i, V);
       if (!targets) continue;
       int32_t y = b.targets[i];
@@ -241,8 +530,7 @@ class CudaBackend final : public Backend {
                    "target %d at position %zu is outside [0, %zu)", y, i, V);
     }
   }
-
-  // copy ints to the device through pinned staging: returns device pointer to the n ints
+  // room for n_needed ints in the pinned staging buffer and its device copy
   void stage(size_t n_needed) {
     if (n_needed <= n_ints) {
       CUDA_CHECK(cudaEventSynchronize(staged));  // the previous copy out of the staging buffer has run
@@ -260,130 +548,8 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaEventRecord(staged, stream));
   }
 
-  // ---------------------------------------------------------------------------------------------- forward
-  // Forward through ln_f for the tokens in d_ints[0, B*T). Training activations keep every layer.
-  void forward(Acts& a, const int* d_tokens, size_t B, size_t Tt) {
-    const int N = (int)(B * Tt), Ci = (int)C;
-    st->layer_params(0, 1);
-    encoder_forward<T>(a.encoded, d_tokens, P(wte_index()), P(wpe_index()), (int)B, (int)Tt, Ci, stream);
-    for (size_t l = 0; l < L; l++) {
-      st->layer_params(1 + l, (long)(2 + l));  // ZeRO-3: block l gathered, block l + 1 (or ln_f) prefetched
-      Layer& x = a.layers[a.training ? l : 0];
-      const T* res = l == 0 ? a.encoded : a.layers[a.training ? l - 1 : 0].res3;
-      T* ln1 = x.ln1 ? x.ln1 : a.ln_scratch;
-      T* ln2 = x.ln2 ? x.ln2 : a.ln_scratch;
-      T* fchg = x.fch_gelu ? x.fch_gelu : a.gelu_scratch;
-      layernorm_forward<T>(ln1, x.ln1_mean, x.ln1_rstd, res, PB(l, LN1_W), PB(l, LN1_B), N, Ci, stream);
-      linear_forward<T>(blas, x.qkv, ln1, PB(l, ATTN_W), PB(l, ATTN_B), N, Ci, 3 * Ci, stream);
-      attention_fwd(a, x, (int)B, (int)Tt);
-      linear_forward<T>(blas, x.res2, x.atty, PB(l, ATTNPROJ_W), PB(l, ATTNPROJ_B), N, Ci, Ci, stream, nullptr, res);
-      layernorm_forward<T>(ln2, x.ln2_mean, x.ln2_rstd, x.res2, PB(l, LN2_W), PB(l, LN2_B), N, Ci, stream);
-      linear_forward<T>(blas, fchg, ln2, PB(l, FC_W), PB(l, FC_B), N, Ci, 4 * Ci, stream, x.fch);
-      linear_forward<T>(blas, x.res3, fchg, PB(l, FCPROJ_W), PB(l, FCPROJ_B), N, 4 * Ci, Ci, stream, nullptr, x.res2);
-    }
-    const T* last = a.layers[a.training ? L - 1 : 0].res3;
-    st->layer_params(L + 1);
-    layernorm_forward<T>(a.lnf, a.lnf_mean, a.lnf_rstd, last, P(lnf_w_index(L)), P(lnf_b_index(L)), N, Ci, stream);
-  }
-  void attention_fwd(Acts& a, Layer& x, int B, int Tt) {
-    if constexpr (sizeof(T) == 2) {
-      if (flash) return flash_attention_forward(x.atty, x.lse, x.qkv, B, Tt, (int)C, (int)NH, stream);
-    }
-    attention_forward<T>(blas, x.atty, x.att, x.qkv, a.as, B, Tt, (int)C, (int)NH, stream);
-  }
-  void attention_bwd(Acts& a, Layer& x, T* dqkv, const T* datty, int B, int Tt) {
-    if constexpr (sizeof(T) == 2) {
-      if (flash) return flash_attention_backward(dqkv, datty, x.atty, x.qkv, x.lse, a.as.S, B, Tt, (int)C, (int)NH, stream);
-    }
-    attention_backward<T>(blas, dqkv, datty, x.qkv, x.att, a.as, B, Tt, (int)C, (int)NH, stream);
-  }
-
-  // logits (R, V) with row stride Vp for rows [r0, r0 + R) of lnf
-  // The vocabulary dimension of the LM-head products is padded from V (50257, odd) to Vh = Vp (50304): measured
-  // on the H200 (native/lab/kernels_check), cuBLASLt runs these 4096x50257x768 products at 94-124 TFLOP/s and the
-  // padded ones at ~780. The Vp - V extra "rows of wte" are the first rows of the tensor that follows it in the
-  // flat buffer (wpe): their logits are ignored by the classifier, which writes zero gradient there, so they
-  // contribute nothing to dlnf; dwte's product keeps M = V and never writes past wte.
-  int Vh = 0;
-  void lm_head(Acts& a, int r0, int R) {
-    gemm_rm_<T, T>(blas, false, true, R, Vh, (int)C, a.lnf + (size_t)r0 * C, P(wte_index()), a.logits, nullptr, 0.f,
-                   stream, Epilogue::None, nullptr, nullptr, 1.f, 0, 0, (int)Vp);
-  }
-
-  // ---------------------------------------------------------------------------------------------- backward
-  void backward(Acts& a, size_t B, size_t Tt, int U, const int* d_buckets) {
-    const int N = (int)(B * Tt), Ci = (int)C;
-    CUDA_CHECK(cudaMemsetAsync(a.dres, 0, (size_t)N * C * sizeof(T), stream));
-    st->layer_params(L + 1);
-    st->layer_grads(L + 1);
-    layernorm_backward<T>(a.dres, G(lnf_w_index(L)), G(lnf_b_index(L)), a.partial, a.dln, a.layers[L - 1].res3,
-                          P(lnf_w_index(L)), a.lnf_mean, a.lnf_rstd, N, Ci, stream);
-    st->layer_grads_done(L + 1);
-    for (size_t li = L; li-- > 0;) {
-      const size_t l = li;
-      st->layer_params(1 + l, l > 0 ? (long)l : 0L);  // block l; prefetch block l - 1 (or the embeddings)
-      st->layer_grads(1 + l);
-      Layer& x = a.layers[l];
-      const T* res = l == 0 ? a.encoded : a.layers[l - 1].res3;
-      // MLP: res3 = res2 + gelu(ln2 · Wfc + bfc) · Wfp + bfp
-      T* fchg = x.fch_gelu;
-      if (!fchg) {  // recompute gelu(fch)
-        fchg = a.gelu_scratch;
-        size_t n = (size_t)N * 4 * C;
-        gelu_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(fchg, x.fch, n);
-        LAUNCH_CHECK();
-      }
-      T* dfch = a.dbig;
-      linear_backward<T>(blas, dfch, GB(l, FCPROJ_W), GB(l, FCPROJ_B), a.dres, fchg, PB(l, FCPROJ_W), N, 4 * Ci, Ci,
-                         a.partial, stream, x.fch);
-      T* ln2 = x.ln2;
-      if (!ln2) {
-        ln2 = a.ln_scratch;
-        layernorm_forward<T>(ln2, nullptr, nullptr, x.res2, PB(l, LN2_W), PB(l, LN2_B), N, Ci, stream);
-      }
-      linear_backward<T>(blas, a.dln, GB(l, FC_W), GB(l, FC_B), dfch, ln2, PB(l, FC_W), N, Ci, 4 * Ci, a.partial, stream);
-      layernorm_backward<T>(a.dres, GB(l, LN2_W), GB(l, LN2_B), a.partial, a.dln, x.res2, PB(l, LN2_W), x.ln2_mean,
-                            x.ln2_rstd, N, Ci, stream);
-      // attention: res2 = res + attn(ln1(res)) · Wap + bap
-      T* datty = a.dln;
-      linear_backward<T>(blas, datty, GB(l, ATTNPROJ_W), GB(l, ATTNPROJ_B), a.dres, x.atty, PB(l, ATTNPROJ_W), N, Ci,
-                         Ci, a.partial, stream);
-      T* dqkv = a.dbig;
-      attention_bwd(a, x, dqkv, datty, (int)B, (int)Tt);
-      T* ln1 = x.ln1;
-      if (!ln1) {
-        ln1 = a.ln_scratch;
-        layernorm_forward<T>(ln1, nullptr, nullptr, res, PB(l, LN1_W), PB(l, LN1_B), N, Ci, stream);
-      }
-      linear_backward<T>(blas, a.dln, GB(l, ATTN_W), GB(l, ATTN_B), dqkv, ln1, PB(l, ATTN_W), N, Ci, 3 * Ci,
-                         a.partial, stream);
-      layernorm_backward<T>(a.dres, GB(l, LN1_W), GB(l, LN1_B), a.partial, a.dln, res, PB(l, LN1_W), x.ln1_mean,
-                            x.ln1_rstd, N, Ci, stream);
-      st->layer_grads_done(1 + l);  // ZeRO-2/3: this block's bucket is reduced while the next block computes
-    }
-    encoder_backward<T>(G(wte_index()), G(wpe_index()), a.dres, d_buckets, U, (int)B, (int)Tt, Ci, stream);
-    st->layer_grads_done(0);
-  }
-
-  // ---------------------------------------------------------------------------------------------- Backend API
-  const BackendInfo& info() const override { return inf; }
-  const ModelConfig& config() const override { return cfg; }
-  const ParamLayout& layout() const override { return lay; }
-
-  // host fp32 state (with several GPUs these are collectives: nccl_dp.cuh calls them on every replica)
-  void get_params(float* dst) const override { st->get_params(dst); }
-  void set_params(const float* src) override { st->set_params(src); }
-  void get_grads(float* dst) const override { st->get_grads(dst); }
-  void get_optimizer_state(float* m, float* v) const override { st->get_optimizer_state(m, v); }
-  void set_optimizer_state(const float* m, const float* v) override { st->set_optimizer_state(m, v); }
-
-  void zero_grad() override { st->zero_grad(); }
-  std::vector<LocalShard> local_shards() override { return st->local_shards(); }
-  HostState host_state() override { return st->host_state(); }
-  void host_state_written() override { st->host_state_written(); }
-
-  // Queue one micro-batch (forward, classifier, backward) whose tokens were staged at pinned + off; the loss sum
-  // is added to dscal[0] on the device. No host synchronisation.
+  // One micro-batch (forward, chunked LM head + classifier, backward) whose tokens are staged at pinned + off; the
+  // loss sum is added to dscal[0] on the device. No host synchronisation.
   void enqueue_micro_(const Batch& b, float dloss, size_t off) {
     const size_t N = b.B * b.T;
     Acts& a = train_acts;
@@ -395,17 +561,24 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpyAsync((void*)d, h, (3 * N + 2 * U + 1) * 4, cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaEventRecord(staged, stream));
     forward(a, d, b.B, b.T);
-    st->layer_grads(0);  // dwte: the tied LM head's gradient goes to the embeddings unit
-    // classifier in row chunks: logits, loss, dlogits in place, then dlnf (into dln) and dwte
+    st->layer_grads(0);                             // a tied head's gradient goes to the embeddings unit
+    if (head_w != ft.embed) st->layer_grads(L + 1);  // an untied head's (and its bias) to the last unit
+    if (a.hbias) CUDA_CHECK(cudaMemsetAsync(a.hbias, 0, Vp * 4, stream));
     for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
       int R = std::min(a.Rc, (int)N - r0);
-      lm_head(a, r0, R);
+      const T* nf = a.nf + (size_t)r0 * C;
+      lm_head(nf, a.logits, R);
       fused_classifier<T>(a.logits, a.losses + r0, nullptr, d + N + r0, R, (int)V, (int)Vp, dloss, true, stream);
-      gemm_rm_<T, T>(blas, false, false, R, (int)C, Vh, a.logits, P(wte_index()), a.dln + (size_t)r0 * C, nullptr,
-                     0.f, stream, Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
-      gemm_rm_<T, float>(blas, true, false, (int)V, (int)C, R, a.logits, a.lnf + (size_t)r0 * C, G(wte_index()),
-                         G(wte_index()), 1.f, stream, Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
+      // d(nf) = dlogits · W_head; dW_head += dlogits^T · nf (dlogits rows have stride Vp)
+      gemm_rm_<T, T>(blas, false, false, R, (int)C, Vh, a.logits, P(head_w), a.dn + (size_t)r0 * C, nullptr, 0.f,
+                     stream, Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
+      gemm_rm_<T, float>(blas, true, false, (int)V, (int)C, R, a.logits, nf, G(head_w), G(head_w), 1.f, stream,
+                         Epilogue::None, nullptr, nullptr, 1.f, (int)Vp, 0, 0);
+      // GPT-J's head bias: summed over Vp columns into its own scratch (the padding columns are zero), then V of
+      // them added into the unit's gradient (a Vp-wide sum would write past the unit's bucket)
+      if (a.hbias) bias_grad<T>(a.hbias, a.logits, R, (int)Vp, a.partial, stream);
     }
+    if (a.hbias) add_kernel_(G(ft.head_b), a.hbias, V, stream);
     sum_into(dscal, a.losses, (int)N, stream);
     backward(a, b.B, b.T, U, d + 2 * N);
   }
@@ -439,10 +612,9 @@ class CudaBackend final : public Backend {
       enqueue_micro_(micro[i], dloss, off);
       off += stage_ints_(micro[i]);
     }
-    st->end_step(dloss, hp, grad_clip, max_loss);  // reduction, norm, gate, AdamW, weight gather
+    st->end_step(dloss, hp, grad_clip, max_loss);  // reduction, norm, gate (clipping, divergence), AdamW, gather
   }
   StepOutput step_wait() override { return st->wait_step(); }
-
   double grad_norm_sq() override { return st->grad_norm_sq(); }
   void optimizer_step(const AdamWHyper& hp) override { st->optimizer_step(hp); }
 
@@ -459,7 +631,7 @@ class CudaBackend final : public Backend {
     forward(a, d_ints, b.B, b.T);
     for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
       int R = std::min(a.Rc, (int)N - r0);
-      lm_head(a, r0, R);
+      lm_head(a.nf + (size_t)r0 * C, a.logits, R);
       fused_classifier<T>(a.logits, a.losses + r0, a.correct + r0, d_ints + N + r0, R, (int)V, (int)Vp, 0.f, false, stream);
     }
     sum_into(dscal, a.losses, (int)N, stream);
@@ -482,15 +654,18 @@ class CudaBackend final : public Backend {
     std::memcpy(pinned, b.inputs, N * 4);
     upload(N);
     forward(a, d_ints, b.B, b.T);
-    std::vector<T> tmp((size_t)a.Rc * Vp);
     for (int r0 = 0; r0 < (int)N; r0 += a.Rc) {
       int R = std::min(a.Rc, (int)N - r0);
-      lm_head(a, r0, R);
-      CUDA_CHECK(cudaMemcpyAsync(tmp.data(), a.logits, (size_t)R * Vp * sizeof(T), cudaMemcpyDeviceToHost, stream));
-      CUDA_CHECK(cudaStreamSynchronize(stream));
-      for (int r = 0; r < R; r++)
-        for (size_t j = 0; j < V; j++) out[(size_t)(r0 + r) * V + j] = host_f(tmp[(size_t)r * Vp + j]);
+      lm_head(a.nf + (size_t)r0 * C, a.logits, R);
+      copy_logits_(a.logits, R, out + (size_t)r0 * V);
     }
+  }
+  void copy_logits_(const T* d, int R, float* out) {
+    std::vector<T> tmp((size_t)R * Vp);
+    CUDA_CHECK(cudaMemcpyAsync(tmp.data(), d, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (int r = 0; r < R; r++)
+      for (size_t j = 0; j < V; j++) out[(size_t)r * V + j] = host_f(tmp[(size_t)r * Vp + j]);
   }
   static float host_f(float x) { return x; }
   static float host_f(bf16 x) { return __bfloat162float(x); }
@@ -503,18 +678,24 @@ class CudaBackend final : public Backend {
     kv_slots = slots; kv_len = max_len;
     kv_fill.assign(slots, 0);
     const size_t R = std::max(slots, max_len);
-    std::string hint = "generation keeps 2 x nLayer x prompts x (prompt + maxNewTokens) x nEmbd values: generate for fewer prompts at a time";
-    kc = (T*)dalloc(L * slots * max_len * C * sizeof(T), "KV cache (keys)", hint, &bytes_misc);
-    vc = (T*)dalloc(L * slots * max_len * C * sizeof(T), "KV cache (values)", hint, &bytes_misc);
-    size_t rC = (R * C + 127) / 128 * 128;
-    T* g = (T*)dalloc((rC * 15 + slots * Vp) * sizeof(T), "generation activations", hint, &bytes_misc);
-    g_x = g; g_h = g + rC; g_y = g + 2 * rC; g_qkv = g + 3 * rC; g_fc = g + 6 * rC; g_fcg = g + 10 * rC; g_logits = g + 14 * rC;
+    std::string hint = "generation keeps 2 x nLayer x prompts x (prompt + maxNewTokens) x nKvHead x headDim values: "
+                       "generate for fewer prompts at a time";
+    kc = (T*)dalloc(L * slots * max_len * KD * sizeof(T), "KV cache (keys)", hint, &bytes_misc);
+    vc = (T*)dalloc(L * slots * max_len * KD * sizeof(T), "KV cache (values)", hint, &bytes_misc);
+    auto rnd = [](size_t n) { return (n + 127) / 128 * 128; };
+    const size_t sizes[] = {R * C, R * C, R * C, R * C, R * RAW, R * QD, R * QD, R * MLPW, R * I, R * Vp};
+    size_t tot = 0;
+    for (size_t s : sizes) tot += rnd(s);
+    g_block = (T*)dalloc(tot * sizeof(T), "generation activations", hint, &bytes_misc);
+    T** dst[] = {&g_x, &g_h, &g_h2, &g_t, &g_raw, &g_q, &g_y, &g_pre, &g_big, &g_logits};
+    T* p = g_block;
+    for (size_t i = 0; i < 10; i++) { *dst[i] = p; p += rnd(sizes[i]); }
   }
   void kv_end() override {
     if (!kc) return;
     CUDA_CHECK(cudaStreamSynchronize(stream));
-    dfree(kc); dfree(vc); dfree(g_x);
-    kc = vc = g_x = nullptr;
+    dfree(kc); dfree(vc); dfree(g_block);
+    kc = vc = g_block = nullptr;
     kv_slots = kv_len = 0;
   }
   void kv_prefill(size_t slot, const int32_t* tokens, size_t n, float* logits) override {
@@ -538,12 +719,12 @@ class CudaBackend final : public Backend {
     kv_rows(sl.data(), pos.data(), tokens, n, 0, logits);
     for (size_t i = 0; i < n; i++) kv_fill[slots[i]]++;
   }
-  // n rows (token at pos[i] of slot[i]); logits for rows [from, n) into out ((n - from), V)
+  // n rows (token at pos[i] of slot[i]); logits of rows [from, n) into out ((n - from), V)
   void kv_rows(const int* sl, const int* pos, const int32_t* tokens, size_t n, size_t from, float* out) {
     for (size_t i = 0; i < n; i++)
-      ENGINE_CHECK(tokens[i] >= 0 && (size_t)tokens[i] < V, BadShape, "prompt token ids must be < model.vocabSize",
+      ENGINE_CHECK(tokens[i] >= 0 && (size_t)tokens[i] < V, BadShape, "prompt token ids must be < the vocabulary size",
                    "token %d outside [0, %zu)", tokens[i], V);
-    const int Ci = (int)C, ni = (int)n;
+    const int ni = (int)n;
     stage(3 * n);
     std::memcpy(pinned, tokens, n * 4);
     std::memcpy(pinned + n, sl, n * 4);
@@ -551,31 +732,37 @@ class CudaBackend final : public Backend {
     upload(3 * n);
     const int *d_tok = d_ints, *d_slot = d_ints + n, *d_pos = d_ints + 2 * n;
     st->layer_params(0, 1);
-    encoder_rows_kernel<T><<<ceil_div(n * C, 256), 256, 0, stream>>>(g_x, d_tok, d_pos, P(wte_index()), P(wpe_index()), ni, Ci);
-    LAUNCH_CHECK();
+    encoder_rows<T>(g_x, d_tok, d_pos, P(ft.embed), P(ft.pos), ni, (int)C, stream);
     const size_t M = kv_len;
     for (size_t l = 0; l < L; l++) {
       st->layer_params(1 + l, (long)(2 + l));
-      T* K = kc + l * kv_slots * M * C;
-      T* Vv = vc + l * kv_slots * M * C;
-      layernorm_forward<T>(g_h, nullptr, nullptr, g_x, PB(l, LN1_W), PB(l, LN1_B), ni, Ci, stream);
-      linear_forward<T>(blas, g_qkv, g_h, PB(l, ATTN_W), PB(l, ATTN_B), ni, Ci, 3 * Ci, stream);
-      attention_decode<T>(g_y, g_qkv, K, Vv, d_slot, d_pos, ni, (int)M, Ci, (int)NH, stream);
-      linear_forward<T>(blas, g_x, g_y, PB(l, ATTNPROJ_W), PB(l, ATTNPROJ_B), ni, Ci, Ci, stream, nullptr, g_x);
-      layernorm_forward<T>(g_h, nullptr, nullptr, g_x, PB(l, LN2_W), PB(l, LN2_B), ni, Ci, stream);
-      linear_forward<T>(blas, g_fcg, g_h, PB(l, FC_W), PB(l, FC_B), ni, Ci, 4 * Ci, stream, g_fc);
-      linear_forward<T>(blas, g_x, g_fcg, PB(l, FCPROJ_W), PB(l, FCPROJ_B), ni, 4 * Ci, Ci, stream, nullptr, g_x);
+      const FamilyBlock& bl = ft.blocks[l];
+      T* K = kc + l * kv_slots * M * KD;
+      T* Vv = vc + l * kv_slots * M * KD;
+      norm_fwd(g_h, nullptr, nullptr, g_x, bl.norm1_w, bl.norm1_b, ni);
+      lin_fwd(g_raw, g_h, P(qkv_index(l)), P(bl.qkv_b), ni, (int)C, (int)RAW);
+      if (direct_qkv) {
+        attention_decode<T>(g_y, g_raw, K, Vv, d_slot, d_pos, ni, (int)M, (int)QD, (int)NH, stream);
+      } else {
+        qkv_prepare_decode<T>(g_q, K, Vv, g_raw, cos_t, sin_t, d_slot, d_pos, ni, (int)M, ql, stream);
+        gqa_decode<T>(g_y, g_q, K, Vv, d_slot, d_pos, ni, (int)M, (int)NH, (int)KVH, (int)HD, stream);
+      }
+      if (seq) {
+        lin_fwd(g_x, g_y, P(bl.o_w), P(bl.o_b), ni, (int)QD, (int)C, g_x);
+        norm_fwd(g_h2, nullptr, nullptr, g_x, bl.norm2_w, bl.norm2_b, ni);
+        mlp_fwd(bl, g_h2, g_pre, g_big, g_x, g_x, ni);
+      } else {
+        const T* min = g_h;
+        if (!gptj) { norm_fwd(g_h2, nullptr, nullptr, g_x, bl.norm2_w, bl.norm2_b, ni); min = g_h2; }
+        lin_fwd(g_t, g_y, P(bl.o_w), P(bl.o_b), ni, (int)QD, (int)C, g_x);
+        mlp_fwd(bl, min, g_pre, g_big, g_x, g_t, ni);
+      }
     }
     const int nl = (int)(n - from);
     st->layer_params(L + 1);
-    layernorm_forward<T>(g_h, nullptr, nullptr, g_x + from * C, P(lnf_w_index(L)), P(lnf_b_index(L)), nl, Ci, stream);
-    gemm_rm_<T, T>(blas, false, true, nl, (int)V, Ci, g_h, P(wte_index()), g_logits, nullptr, 0.f, stream,
-                   Epilogue::None, nullptr, nullptr, 1.f, 0, 0, (int)Vp);
-    std::vector<T> tmp((size_t)nl * Vp);
-    CUDA_CHECK(cudaMemcpyAsync(tmp.data(), g_logits, tmp.size() * sizeof(T), cudaMemcpyDeviceToHost, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (int r = 0; r < nl; r++)
-      for (size_t j = 0; j < V; j++) out[(size_t)r * V + j] = host_f(tmp[(size_t)r * Vp + j]);
+    norm_fwd(g_h, nullptr, nullptr, g_x + from * C, ft.final_w, ft.final_b, nl);
+    lm_head(g_h, g_logits, nl);
+    copy_logits_(g_logits, nl, out);
   }
 
   MemoryReport memory() const override {
@@ -587,17 +774,17 @@ class CudaBackend final : public Backend {
   }
 };
 
+// one replica (one GPU); comm = its NCCL communicator when several GPUs train together
+std::unique_ptr<Backend> make_replica(const ModelConfig& model, const BackendOptions& opts, nccl::Comm comm) {
+  if (opts.precision == "bf16") return std::make_unique<CudaBackend<bf16>>(model, opts, comm);
+  if (opts.precision == "fp32") return std::make_unique<CudaBackend<float>>(model, opts, comm);
+  ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
+}
+
+}  // namespace
 }  // namespace cudabk
 
 namespace engine {
-
-std::unique_ptr<Backend> make_family_cuda_backend(const ModelConfig&, const BackendOptions&);  // family_backend.cu
-// one GPT-2 replica (one GPU); comm = its NCCL communicator when several GPUs train together
-static std::unique_ptr<Backend> make_gpt2_replica(const ModelConfig& model, const BackendOptions& opts, cudabk::nccl::Comm comm) {
-  if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts, comm);
-  if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts, comm);
-  ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
-}
 
 std::string nccl_unique_id() {
   cudabk::nccl::UniqueId id;
@@ -605,13 +792,10 @@ std::string nccl_unique_id() {
   return cudabk::nccl::to_hex(id);
 }
 
+// Several GPUs and/or processes: one replica + engine thread per GPU (nccl_dp.cuh); else one replica.
 std::unique_ptr<Backend> make_cuda_backend(const ModelConfig& model, const BackendOptions& opts) {
-  if (cudabk::wants_data_parallel(opts) && model.family == "gpt2")  // several GPUs and/or processes
-    return cudabk::make_data_parallel(model, opts, make_gpt2_replica);
-  if (model.family != "gpt2") return make_family_cuda_backend(model, opts);  // llama, gpt_neox, gptj
-  if (opts.precision == "bf16") return std::make_unique<cudabk::CudaBackend<cudabk::bf16>>(model, opts);
-  if (opts.precision == "fp32") return std::make_unique<cudabk::CudaBackend<float>>(model, opts);
-  ENGINE_THROW(BadConfig, "use 'bf16' or 'fp32'", "unknown training.precision '%s'", opts.precision.c_str());
+  if (cudabk::wants_data_parallel(opts)) return cudabk::make_data_parallel(model, opts, cudabk::make_replica);
+  return cudabk::make_replica(model, opts, nullptr);
 }
 
 int cuda_device_count() {

@@ -1,4 +1,5 @@
-// Token + position embedding: out(B,T,C) = wte[tokens] + wpe[t]. The backward pass is deterministic: wpe's
+// Token (+ learned position) embedding: out(B,T,C) = wte[tokens] + wpe[t]; families with rotary positions pass
+// wpe = nullptr (out = wte[tokens]) and get no wpe gradient. The backward pass is deterministic: wpe's
 // gradient sums over the batch in order; wte's gradient walks "buckets" built on the host (every distinct token
 // with the flat positions where it occurs, in order), one block per token, so no two threads add into the same
 // row and no atomics are needed.
@@ -15,10 +16,22 @@ __global__ void encoder_forward_kernel(T* out, const int* tokens, const T* wte, 
   size_t idx = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * V;
   if (idx >= (size_t)BT * C) return;
   int bt = (int)(idx / C), c = (int)(idx % C), t = bt % T_;
-  Pack<T> a = Pack<T>::load(wte + (size_t)tokens[bt] * C + c), p = Pack<T>::load(wpe + (size_t)t * C + c), o;
+  Pack<T> a = Pack<T>::load(wte + (size_t)tokens[bt] * C + c);
+  if (!wpe) return a.store(out + idx);
+  Pack<T> p = Pack<T>::load(wpe + (size_t)t * C + c), o;
 #pragma unroll
   for (int k = 0; k < V; k++) o.v[k] = from_f<T>(to_f(a.v[k]) + to_f(p.v[k]));
   o.store(out + idx);
+}
+
+// rows at arbitrary positions (generation): out(n,C) = wte[tokens[i]] (+ wpe[pos[i]])
+template <typename T>
+__global__ void encoder_rows_kernel(T* out, const int* tokens, const int* pos, const T* wte, const T* wpe, int n, int C) {
+  int idx = blockIdx.x * blockDim.x + threadIdx.x;
+  if (idx >= n * C) return;
+  int i = idx / C, c = idx % C;
+  float x = to_f(wte[(size_t)tokens[i] * C + c]);
+  out[idx] = from_f<T>(wpe ? x + to_f(wpe[(size_t)pos[i] * C + c]) : x);
 }
 
 // dwpe(T,C) += sum_b dout(b,t,:)
@@ -71,12 +84,19 @@ void encoder_forward(T* out, const int* tokens, const T* wte, const T* wpe, int 
   encoder_forward_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(out, tokens, wte, wpe, B * T_, T_, C);
   LAUNCH_CHECK();
 }
-// d_buckets: device copy of the host buckets (same layout), U distinct tokens
+template <typename T>
+void encoder_rows(T* out, const int* tokens, const int* pos, const T* wte, const T* wpe, int n, int C, cudaStream_t stream) {
+  encoder_rows_kernel<T><<<ceil_div((size_t)n * C, 256), 256, 0, stream>>>(out, tokens, pos, wte, wpe, n, C);
+  LAUNCH_CHECK();
+}
+// d_buckets: device copy of the host buckets (same layout), U distinct tokens; dwpe = nullptr: no position table
 template <typename T>
 void encoder_backward(float* dwte, float* dwpe, const T* dout, const int* d_buckets, int U, int B, int T_, int C,
                       cudaStream_t stream) {
-  encoder_backward_wpe_kernel<T><<<ceil_div((size_t)T_ * C, 256), 256, 0, stream>>>(dwpe, dout, B, T_, C);
-  LAUNCH_CHECK();
+  if (dwpe) {
+    encoder_backward_wpe_kernel<T><<<ceil_div((size_t)T_ * C, 256), 256, 0, stream>>>(dwpe, dout, B, T_, C);
+    LAUNCH_CHECK();
+  }
   dim3 grid(U, ceil_div(C, 256));
   encoder_backward_wte_kernel<T><<<grid, 256, 0, stream>>>(dwte, dout, d_buckets, d_buckets + U, d_buckets + 2 * U + 1, C);
   LAUNCH_CHECK();

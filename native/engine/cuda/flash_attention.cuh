@@ -406,14 +406,6 @@ inline void flash_forward_d_(bf16* out, float* lse, const bf16* qkv, int B, int 
   kernel<<<grid, 32 * FA_FWD_WARPS, smem, stream>>>(out, lse, qkv, T_, NH, 1.f / sqrtf((float)D));
   LAUNCH_CHECK();
 }
-// queries (dK/dV kernel) and keys (dQ kernel) per sub-step, 32 or 64; ENGINE_FLASH_QSUB=64 for A/B timings
-inline int fa_dkdv_qsub() {
-  static const int q = [] {
-    const char* e = getenv("ENGINE_FLASH_QSUB");
-    return e && std::string(e) == "64" ? 64 : 32;
-  }();
-  return q;
-}
 template <int D>
 inline void flash_backward_d_(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv, const float* lse,
                               float* dsum, int B, int T_, int NH, cudaStream_t stream, int qsub) {
@@ -436,11 +428,10 @@ inline void flash_attention_forward(bf16* out, float* lse, const bf16* qkv, int 
 }
 
 // dqkv (B,T,3C) written; dout, out (B,T,C); lse from the forward; dsum scratch (B,NH,T)
-// qsub: 0 = the default (fa_dkdv_qsub()), or 32 / 64 (A/B timings)
+// qsub: queries (dK/dV kernel) and keys (dQ kernel) per sub-step, 32 (measured faster) or 64 (native/lab timings)
 inline void flash_attention_backward(bf16* dqkv, const bf16* dout, const bf16* out, const bf16* qkv, const float* lse,
-                                     float* dsum, int B, int T_, int C, int NH, cudaStream_t stream, int qsub = 0) {
+                                     float* dsum, int B, int T_, int C, int NH, cudaStream_t stream, int qsub = 32) {
   int D = C / NH;
-  if (!qsub) qsub = fa_dkdv_qsub();
   if (D == 64) flash_backward_d_<64>(dqkv, dout, out, qkv, lse, dsum, B, T_, NH, stream, qsub);
   else if (D == 32) flash_backward_d_<32>(dqkv, dout, out, qkv, lse, dsum, B, T_, NH, stream, qsub);
   else fail_(ErrorCode::Internal, "flash attention needs head size 32 or 64", "", __FILE__, __LINE__);

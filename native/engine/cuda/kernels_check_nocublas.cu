@@ -7,6 +7,9 @@
 #include "encoder.cuh"
 #include "flash_attention.cuh"
 #include "layernorm.cuh"
+#include "rmsnorm.cuh"
+#include "rope.cuh"
+#include "swiglu.cuh"
 
 namespace cudabk {
 
@@ -16,9 +19,22 @@ static void instantiate_(cudaStream_t s) {
   layernorm_backward<T>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, s);
   encoder_forward<T>(nullptr, nullptr, nullptr, nullptr, 0, 1, 8, s);
   encoder_backward<T>(nullptr, nullptr, nullptr, nullptr, 0, 0, 1, 8, s);
+  encoder_rows<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, s);
   fused_classifier<T>(nullptr, nullptr, nullptr, nullptr, 0, 1, 8, 0.f, true, s);
   AdamWParams h{};
   adamw_update<T>(nullptr, nullptr, nullptr, nullptr, nullptr, 0, h, true, s, nullptr);
+  QkvLayout q{};
+  rmsnorm_forward<T>(nullptr, nullptr, nullptr, nullptr, 0, 8, 1e-6f, s);
+  rmsnorm_backward<T>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 8, s);
+  qkv_prepare<T>(nullptr, nullptr, nullptr, nullptr, 0, 1, q, s);
+  qkv_unprepare<T>(nullptr, nullptr, nullptr, nullptr, 0, 1, q, s);
+  qkv_prepare_decode<T>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 1, q, s);
+  gqa_decode<T>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 0, 1, 1, 1, 8, s);
+  swiglu_forward<T>(nullptr, nullptr, 0, 8, s);
+  swiglu_backward<T>(nullptr, nullptr, nullptr, 0, 8, s);
+  gelu_act_forward<T>(nullptr, nullptr, 0, true, s);
+  gelu_act_backward<T>(nullptr, nullptr, 0, true, s);
+  add_bias<T>(nullptr, nullptr, 0, 8, 8, s);
 }
 
 // Never called: referenced so the templates above are compiled for bf16 and fp32.

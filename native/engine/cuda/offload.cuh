@@ -358,12 +358,6 @@ class CpuOffload {
     cudaSetDevice(device_);
     if (opt_.threads > 0) omp_set_num_threads(opt_.threads);
     size_t slot = 0;
-    // ENGINE_OFFLOAD_PROFILE=1: one JSON line per step on stderr saying where the worker's time went (waiting
-    // for gradients = D2H-bound, AdamW = CPU-bound, waiting for a ring slot = H2D-bound)
-    const char* prof_env = getenv("ENGINE_OFFLOAD_PROFILE");
-    const bool prof = prof_env && std::string(prof_env) == "1";
-    using clk = std::chrono::steady_clock;
-    auto ms_since = [](clk::time_point a) { return std::chrono::duration<double, std::milli>(clk::now() - a).count(); };
     for (;;) {
       Job job;
       {
@@ -379,15 +373,11 @@ class CpuOffload {
         engine::AdamWHyper hp = job.hp;
         hp.grad_scale = (float)job.scale;
         const size_t U = plan_.units.size();
-        const clk::time_point t_job = clk::now();
-        double w_grads = 0, w_ring = 0, t_adam = 0;
         for (size_t u = 0; u < U; u++) {
           {  // this unit's gradients of step k are on the host
-            const clk::time_point a = clk::now();
             std::unique_lock<std::mutex> lk(mu_);
             cv_.wait(lk, [&] { return stop_ || d2h_done_[u] >= job.k; });
             if (stop_) return;
-            w_grads += ms_since(a);
           }
           for (const engine::FlatRange& c : plan_.chunks[u]) {
             const size_t off = c.begin - plan_.lo;
@@ -395,16 +385,12 @@ class CpuOffload {
             if (sizeof(T) == 2) {
               if (opt_.delayed) out = stage_ + off;
               else {
-                const clk::time_point a = clk::now();
                 CUDA_CHECK(cudaEventSynchronize(slot_ev_[slot]));  // the upload that last used this slot is done
-                w_ring += ms_since(a);
                 out = stage_ + slot * opt_.chunk;
               }
             }
-            const clk::time_point a = clk::now();
             if (job.apply) engine::cpu_adamw_update_range(master_ + off, grads_ + off, m_ + off, v_ + off, out, lay_, c.begin, c.end, hp);
             else if (out) for (size_t i = 0; i < c.size(); i++) out[i] = engine::f32_to_bf16(master_[off + i]);
-            t_adam += ms_since(a);
             if (!opt_.delayed) {
               upload_chunk_(c, out);
               if (!slot_ev_.empty()) {
@@ -416,7 +402,6 @@ class CpuOffload {
           store_max_(read_done_ + u, job.k);  // the host gradients of unit u may be overwritten
           if (!opt_.delayed) mark_uploaded_(u, job.k);
         }
-        const double t_compute = ms_since(t_job);
         if (opt_.delayed) {
           // in backward order (the order the next step frees the units), each after the next step's last backward
           // has passed it — or at once when sync() flushes
@@ -430,15 +415,6 @@ class CpuOffload {
             for (const engine::FlatRange& c : plan_.chunks[u]) upload_chunk_(c, stage_ + (c.begin - plan_.lo));
             mark_uploaded_(u, job.k);
           }
-        }
-        if (prof) {
-          CUDA_CHECK(cudaStreamSynchronize(h2d_));  // (profiling only) when the last upload has landed
-          fprintf(stderr,
-                  "{\"offload_step\":%u,\"elements\":%zu,\"threads\":%d,\"delayed\":%s,\"worker_ms\":%.1f,"
-                  "\"wait_grads_ms\":%.1f,\"adamw_ms\":%.1f,\"adamw_Gelem_s\":%.2f,\"wait_ring_ms\":%.1f,"
-                  "\"uploads_done_ms\":%.1f}\n",
-                  job.k, n_, omp_get_max_threads(), opt_.delayed ? "true" : "false", t_compute, w_grads, t_adam,
-                  t_adam > 0 ? n_ / t_adam / 1e6 : 0.0, w_ring, ms_since(t_job));
         }
         {
           std::lock_guard<std::mutex> g(mu_);

@@ -1,7 +1,7 @@
 // RMSNorm (Llama) forward and backward: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps). Statistics in fp32,
 // rstd (N) kept for the backward pass. The backward ADDS into dinp (the residual stream's gradient) and
 // accumulates the weight gradient in fp32 through per-chunk partial sums and a fixed-order reduction (no atomics),
-// like layernorm.cuh, so runs repeat bit for bit. Same arithmetic as reference/family_layers.cpp rmsnorm_*.
+// like layernorm.cuh, so runs repeat bit for bit. Same arithmetic as reference/layers.cpp rmsnorm_*.
 #pragma once
 #include "cuda_common.cuh"
 

@@ -12,7 +12,7 @@
 // qkv_unprepare is its backward: the transposed rotation of dq and dk and, per key/value head, the sum of its
 // replicated heads' gradients in a fixed order (deterministic, no atomics).
 //
-// cos/sin tables (maxT, rot/2) are computed on the host exactly as the cpu backend (family_layers.cpp Rope::init:
+// cos/sin tables (maxT, rot/2) are computed on the host exactly as the cpu backend (engine/rope.cpp Rope::init:
 // theta, linear and llama3 frequency scaling) and uploaded once.
 #pragma once
 #include "cuda_common.cuh"

@@ -55,13 +55,6 @@ __global__ void gelu_act_backward_kernel(T* d, const T* pre, size_t n, bool erf)
   d[i] = from_f<T>(to_f(d[i]) * (erf ? gelu_erf_grad_f(x) : gelu_grad_f(x)));
 }
 
-// out (N, OC) += bias, for products whose bias epilogue cuBLASLt could not fuse
-template <typename T>
-__global__ void add_bias_kernel(T* out, const T* bias, size_t n, int OC) {
-  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n) out[i] = from_f<T>(to_f(out[i]) + to_f(bias[i % OC]));
-}
-
 // ----------------------------------------------------------------------------------------------------------
 // launchers
 
@@ -85,7 +78,8 @@ void gelu_act_backward(T* d, const T* pre, size_t n, bool erf, cudaStream_t stre
   gelu_act_backward_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(d, pre, n, erf);
   LAUNCH_CHECK();
 }
-// rows with a stride ld >= OC (logits padded to a multiple of 64 columns)
+// out (N, OC) += bias, rows with a stride ld >= OC (logits padded to a multiple of 64 columns), for products
+// whose bias epilogue cuBLASLt could not fuse
 template <typename T>
 __global__ void add_bias_ld_kernel(T* out, const T* bias, size_t n, int OC, int ld) {
   size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -97,12 +91,6 @@ template <typename T>
 void add_bias(T* out, const T* bias, int N, int OC, int ld, cudaStream_t stream) {
   size_t n = (size_t)N * OC;
   add_bias_ld_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(out, bias, n, OC, ld);
-  LAUNCH_CHECK();
-}
-template <typename T>
-void add_bias(T* out, const T* bias, int N, int OC, cudaStream_t stream) {
-  size_t n = (size_t)N * OC;
-  add_bias_kernel<T><<<ceil_div(n, 256), 256, 0, stream>>>(out, bias, n, OC);
   LAUNCH_CHECK();
 }
 

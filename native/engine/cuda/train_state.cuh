@@ -1,9 +1,8 @@
 // train_state.cuh — the model-independent half of a CUDA training backend: compute weights (bf16 or fp32),
 // fp32 master weights, fp32 gradients, AdamW moments, the gradient norm, clipping, the divergence gate, AdamW,
 // the step orchestration (begin_step / end_step / wait_step), memory accounting and out-of-memory errors, and
-// ZeRO data parallelism over NCCL (stages 0-3). A model class (GPT-2 in cuda_backend.cu, the other families in
-// family_backend.cu) owns activations and the forward/backward kernels and reaches every parameter and gradient
-// through this object, unit by unit, so sharding, collectives and offload work the same for every family.
+// ZeRO data parallelism over NCCL (stages 0-3). The model class (cuda_backend.cu, every family) owns activations
+// and the forward/backward kernels and reaches every parameter and gradient through this object, unit by unit, so sharding, collectives and offload work the same for every family.
 //
 // Units: the model splits the flat parameter vector (params.h order, layer-major) into contiguous units — one per
 // transformer block plus the embeddings and the head (layer_units()). A unit marked persistent (embeddings, final
@@ -483,8 +482,7 @@ class TrainState {
   }
 
   // ------------------------------------------------------------------------------------------ offload hooks
-  // Owned by the offload engineer (offload.cuh: pinned host master/m/v of this rank's shard, CPU AdamW). With
-  // parallelism.offload.optimizer = 'cpu' the state never allocates master/adam_m/adam_v on the device and calls:
+  // offload.cuh: pinned host master/m/v of this rank's shard, CPU AdamW. With parallelism.offload.optimizer = 'cpu' the state never allocates master/adam_m/adam_v on the device and calls:
   //   offload_init()           from the constructor, before the device buffers: allocate the pinned host shard
   //                            (shard() gives its range, opt_n_ its padded length)
   //   offload_grads_ready(u)   stage 2/3: after unit u's reduction into gshard_ was queued on comm_s_ (stream the
@@ -495,17 +493,14 @@ class TrainState {
   //   offload_get(p, m, v)     this rank's shard (shard().size() floats each, any may be nullptr) to host
   //   offload_set(p, m, v)     the same from host (p also writes pshard_); any may be nullptr
   bool offload_enabled() const { return c_.offload == "cpu"; }
-  std::unique_ptr<CpuOffload<T>> offload_;  // (offload engineer) the pinned host shard + CPU AdamW worker
-  // delayedUpdate: TrainStateConfig::offload_delayed (parallelism.offload.delayedUpdate), or ENGINE_OFFLOAD_DELAYED=1 (A/B runs)
-  template <typename C> static auto offload_delayed_of_(const C& c, int) -> decltype((bool)c.offload_delayed) { return c.offload_delayed; }
-  template <typename C> static bool offload_delayed_of_(const C&, long) { return false; }
+  std::unique_ptr<CpuOffload<T>> offload_;  // the pinned host shard + CPU AdamW worker
+  // delayedUpdate: TrainStateConfig::offload_delayed (parallelism.offload.delayedUpdate)
   void offload_init() {
     const ShardRange r = shard();
     std::vector<FlatRange> fu;
     for (const ParamUnit& u : units_) fu.push_back({u.begin, u.end});
     typename CpuOffload<T>::Options o;
-    const char* env = getenv("ENGINE_OFFLOAD_DELAYED");
-    o.delayed = offload_delayed_of_(c_, 0) || (env && std::string(env) == "1");
+    o.delayed = c_.offload_delayed;
     // the ranks driven by this process share the host's cores; one core stays with the thread feeding the GPUs
     int ndev = 1;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) cudaGetLastError(), ndev = 1;

@@ -9,8 +9,8 @@
 #   ranks   (>= 2 GPUs) two worker PROCESSES (one GPU each, CUDA_VISIBLE_DEVICES) joined through the workflow's
 #           rendezvous (NCCL unique id from rank 0's worker) at ZeRO-3; rank 1's worker is SIGKILLed mid-run and
 #           restarted: the group restarts from the last sharded checkpoint and the run completes.
-# Not yet run on a GPU (written by the TypeScript engineer without device time). Usage, on the device after
-# `source .ft-kit/setup.sh` and a cuda build (run.sh does both):  PHASES="family offload zero ranks" bash test/e2e/gpu/families-zero.sh
+# Usage, after a cuda build of the addon (run.sh builds it and then calls this):
+#   PHASES="family offload zero ranks" bash test/e2e/gpu/families-zero.sh
 set -uo pipefail
 unset TEMPORAL_ADDRESS  # `finetune run` below starts its own embedded dev server
 OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"

@@ -7,9 +7,13 @@
 # Then (E2E_PHASE2=1, the default) test/e2e/gpu/families-zero.sh: a Llama made by transformers, optimizer offload,
 # ZeRO over every GPU, and two worker processes joined through the workflow's rendezvous (>= 2 GPUs).
 # E2E_PHASE1=0 / E2E_PHASE2=0 skip a phase (the build always runs); PHASES selects parts of phase 2.
+# Needs Node with the repository's dependencies installed (npm ci), nvcc + cuBLAS, python3 with transformers.
+# npm run test:gpu runs it (test/gpu/workflow.test.ts).
 set -uo pipefail
+cd "$(dirname "$0")/../../.."
 OUT=${OUT:-/tmp/ft-gpu-out}; mkdir -p "$OUT"
-source .ft-kit/setup.sh
+command -v node >/dev/null || { echo "node not found: install Node and run npm ci"; exit 1; }
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 t0=$(date +%s)
 BACKEND=${BACKEND:-cuda}
 ENGINE_CUDA=$([ "$BACKEND" = cuda ] && echo 1 || echo 0) ENGINE_JOBS=$(nproc) node native/scripts/build.mjs > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }

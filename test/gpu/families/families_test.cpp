@@ -1,5 +1,5 @@
 // families_test.cpp — the cuda backend's Llama / GPT-NeoX / GPT-J against the cpu reference backend, on models
-// that transformers made (test/gpu/families/torch_families.py make). GPU host only; run by test/gpu/families/run.sh,
+// that transformers made (test/gpu/families/torch_families.py make). GPU host only; run by test/gpu/run.sh (stage families),
 // which then checks the dumps written here against transformers (torch_families.py check).
 //
 // Per variant directory W/<variant>/ (model/ = a HF directory, batch.i32 = inputs | shifted targets, meta.json):
@@ -8,11 +8,8 @@
 //   determinism two bf16 forward/backward passes give bitwise equal gradients; recompute gives the same ones
 //   training    5 AdamW steps (step_async) with the same batch: cuda fp32 follows cpu, bf16 close, loss falls
 //   kv-cache    prefill + decode (two slots, different lengths) == the full forward's logits
-//   zero        ZeRO stages 1-3 on one GPU (TrainState unit hooks) == the same class at stage 0
-//   zeroclass   the TrainState class (family_backend_zero.cu, which serves ZeRO / offload / several GPUs) at stage 0
-//               (ENGINE_FAMILY_BACKEND=zero) through parity, determinism, recompute, training and KV cache again,
-//               and against the single-GPU class (fp32 and bf16)
-//   offload     optimizer offload 'cpu' at stages 0-3 on one GPU == the TrainState class without offload
+//   zero        ZeRO stages 1-3 on one GPU (TrainState unit hooks) == stage 0
+//   offload     optimizer offload 'cpu' at stages 0-3 on one GPU == device AdamW at stage 0
 //   multigpu    (>= 2 visible GPUs) 2 and 4 GPUs at stages 0-3 (and offload at stages 2/3) == 1 GPU with the same
 //               micro-batches: losses, final weights, ZeRO-3 logits; an Engine round trip on several GPUs with
 //               ZeRO-2 (sharded checkpoint) resumed on 1 GPU (cuda) and on the cpu backend
@@ -20,7 +17,7 @@
 //               logits as cuda), exports a HF dir (export/) and dumps the fp32 logits of the exported weights
 //               (ours_export_logits.f32) for transformers to compare
 // Usage: families_test <W> [GROUPS]  (variants listed in W/variants.txt, or only those in $FAMILIES_VARIANTS (comma
-// list); GROUPS a comma list of parity, training, kv, zero, roundtrip, zeroclass, offload, multigpu; default all).
+// list); GROUPS a comma list of parity, training, kv, zero, roundtrip, offload, multigpu; default all).
 // Exit code = number of failed checks.
 #include <algorithm>
 #include <atomic>
@@ -41,7 +38,6 @@
 
 using namespace engine;
 static int failures = 0, passes = 0;
-static bool g_dump = true;  // write the dumps torch_families.py checks (off for the TrainState-class rerun)
 
 static void report(bool ok, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 static void report(bool ok, const char* fmt, ...) {
@@ -76,7 +72,6 @@ static double max_abs(const float* a, const float* b, size_t n) {
   return m;
 }
 static void write_bin(const std::string& path, const void* p, size_t bytes) {
-  if (!g_dump) return;
   std::ofstream f(path, std::ios::binary);
   f.write((const char*)p, bytes);
 }
@@ -157,7 +152,6 @@ static void parity(const Case& c) {
   }
   write_bin(c.dir + "/cpu_logits.f32", ref.logits.data(), ref.logits.size() * 4);
   // layout for the python check
-  if (!g_dump) return;
   std::ofstream lj(c.dir + "/layout.json");
   lj << "[";
   for (size_t i = 0; i < c.lay.tensors.size(); i++) {
@@ -194,11 +188,6 @@ static double worst_rel(const std::vector<float>& a, const std::vector<float>& b
   for (size_t i = 0; i < a.size() && i < b.size(); i++) w = std::max(w, (double)std::fabs(a[i] - b[i]) / std::fabs(b[i]));
   return a.size() == b.size() ? w : 1e30;
 }
-// Selects the TrainState class (family_backend_zero.cu) for stage 0 on one GPU while alive.
-struct ZeroClass {
-  ZeroClass() { setenv("ENGINE_FAMILY_BACKEND", "zero", 1); }
-  ~ZeroClass() { unsetenv("ENGINE_FAMILY_BACKEND"); }
-};
 
 static void training(const Case& c) {
   const size_t S = 5;
@@ -216,14 +205,11 @@ static void training(const Case& c) {
 
 // ZeRO stages 1-3 on one GPU (world size 1: shards = the whole vector, gathers and reductions are copies) run the
 // family through TrainState's unit hooks (layer_params / layer_grads / layer_grads_done): same loss, gradients and
-// training curve as stage 0
-// The reference is the same class (family_backend_zero.cu) at stage 0, so the kernels are the same and only the
-// unit hooks differ (the single-GPU class is compared with it in class_ab).
+// training curve as stage 0 (same kernels: only the unit hooks differ)
 static void zero_stages(const Case& c) {
   Result r0;
   std::vector<float> c0;
   {
-    ZeroClass zc;
     auto s0 = create_backend(c.cfg, opts("cuda", "bf16"));
     r0 = run_fb(*s0, c);
     c0 = train_curve(c, "cuda", "bf16", 3);
@@ -234,7 +220,7 @@ static void zero_stages(const Case& c) {
     std::unique_ptr<Backend> be;
     try {
       be = create_backend(c.cfg, o);
-    } catch (const EngineError& e) {  // family_backend_zero.cu serves every stage: a refusal is a failure
+    } catch (const EngineError& e) {  // every stage is served: a refusal is a failure
       report(false, "%s ZeRO-%d refused: %s", c.name.c_str(), stage, e.what());
       continue;
     }
@@ -250,39 +236,14 @@ static void zero_stages(const Case& c) {
   }
 }
 
-// The TrainState class at stage 0 vs the single-GPU class: same model, so fp32 agrees to rounding (the LM-head
-// product has V instead of Vp columns, another cuBLASLt algorithm), bf16 to bf16 rounding of the logits.
-static void class_ab(const Case& c) {
-  for (const char* prec : {"fp32", "bf16"}) {
-    auto live = create_backend(c.cfg, opts("cuda", prec));
-    Result a = run_fb(*live, c);
-    Result b;
-    {
-      ZeroClass zc;
-      auto z = create_backend(c.cfg, opts("cuda", prec));
-      b = run_fb(*z, c);
-    }
-    std::string w;
-    const bool fp32 = std::string(prec) == "fp32";
-    double mc = grad_min_cos(c, b.grads, a.grads, &w), lr = std::fabs(b.loss - a.loss) / a.loss;
-    double lm = max_abs(b.logits.data(), a.logits.data(), a.logits.size());
-    report(fp32 ? (lr < 1e-6 && lm < 1e-4 && mc >= 0.999999) : (lr < 2e-3 && mc >= 0.9999),
-           "%s TrainState class vs single-GPU class, %s stage 0: loss rel %.2e, logits max abs %.2e, min gradient "
-           "cosine %.7f (%s)", c.name.c_str(), prec, lr, lm, mc, w.c_str());
-  }
-}
-
-// Optimizer offload (CPU AdamW, pinned master/moments) on one GPU at stages 0-3 vs the TrainState class's device
-// AdamW at stage 0: the same gradients, AdamW bit-identical to the cpu backend's instead of the device kernel's.
+// Optimizer offload (CPU AdamW, pinned master/moments) on one GPU at stages 0-3 vs device AdamW at stage 0: the
+// same gradients, AdamW bit-identical to the cpu backend's instead of the device kernel's.
 static void offload(const Case& c) {
   for (const char* prec : {"fp32", "bf16"}) {
     const bool fp32 = std::string(prec) == "fp32";
     std::vector<float> pref, p;
     std::vector<float> ref;
-    {
-      ZeroClass zc;
-      ref = train_curve(c, "cuda", prec, 3, 0, "none", &pref);
-    }
+    ref = train_curve(c, "cuda", prec, 3, 0, "none", &pref);
     for (int stage = 0; stage <= 3; stage++) {
       try {
         auto l = train_curve(c, "cuda", prec, 3, stage, "cpu", &p);
@@ -335,17 +296,13 @@ static Curve dp_curve(const Case& c, const BackendOptions& o, size_t W, size_t s
 }
 
 // Several GPUs (one process, nccl_dp.cuh): stages 0-3 (bf16 and fp32) and offload at stages 2/3 vs one GPU with the
-// same W micro-batches per step (the TrainState class at stage 0; gradients summed in another order only).
+// same W micro-batches per step (stage 0; gradients summed in another order only).
 static void multi_gpu(const Case& c, int ngpu) {
   for (int W = 2; W <= ngpu && W <= 4; W *= 2) {
     for (const char* prec : {"fp32", "bf16"}) {
       const bool fp32 = std::string(prec) == "fp32";
       Curve ref;
-      {
-        ZeroClass zc;
-        BackendOptions o = opts("cuda", prec);
-        ref = dp_curve(c, o, (size_t)W, 3);
-      }
+      ref = dp_curve(c, opts("cuda", prec), (size_t)W, 3);
       // every stage (and offload at 2/3) in bf16 on 2 GPUs; fp32 at stages 0 and 3, and 4 GPUs at stages 1 and 3,
       // keep the number of NCCL initialisations (seconds each) down
       struct V { int stage; const char* offload; };
@@ -522,27 +479,12 @@ int main(int argc, char** argv) {
       if (on("kv")) kv_cache(c);
       if (on("zero")) zero_stages(c);
       if (on("roundtrip")) round_trip(c);
-      if (on("zeroclass")) {
-        // the TrainState class at stage 0 through the same checks (no dumps: those are the single-GPU class's)
-        Case z = c;
-        z.name = c.name + " [TrainState class]";
-        g_dump = false;
-        {
-          ZeroClass zc;
-          parity(z);
-          training(z);
-          kv_cache(z);
-        }
-        g_dump = true;
-        class_ab(c);
-      }
       if (on("offload")) offload(c);
       if (on("multigpu") && ngpu >= 2) {
         multi_gpu(c, ngpu);
         multi_round_trip(c, 2);
       }
     } catch (const EngineError& err) {
-      g_dump = true;
       report(false, "%s threw %s: %s (%s:%d) %s", name.c_str(), error_code_name(err.code), err.what(), err.file.c_str(),
              err.line, err.hint.c_str());
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""transformers side of the GPU family tests (test/gpu/families/run.sh).
+"""transformers side of the GPU family tests (test/gpu/run.sh, stage families).
 
   torch_families.py make W    for each variant: a random model made by transformers (LlamaForCausalLM,
                               GPTNeoXForCausalLM, GPTJForCausalLM) saved with save_pretrained into W/<v>/model, a

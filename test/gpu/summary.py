@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Machine-readable summary of a GPU session (test/gpu/session.sh): one record per stage in OUT/summary.json,
-rewritten after every stage so a call cut by its time limit still returns what finished.
+"""Machine-readable summary of a GPU run (test/gpu/run.sh): one record per stage in OUT/summary.json, rewritten
+after every stage so a run cut by its time limit still returns what finished.
 
-  summary.py init    SUMMARY PLAN GPUS JSON_INFO       start a summary (plan, GPUs seen, setup facts)
+  summary.py init    SUMMARY HOST GPUS JSON_INFO       start a summary (host, GPUs seen, setup facts)
   summary.py stage   SUMMARY NAME STATUS SECONDS LOGDIR [NOTE]
-                     STATUS: pass | fail | timeout | skip (NOTE says why) | dry; key numbers come from LOGDIR
-  summary.py print   SUMMARY                           one line per stage (for the call's output tail)
+                     STATUS: pass | fail | timeout | skip (NOTE says why: not applicable, or no time left);
+                     key numbers come from LOGDIR
+  summary.py print   SUMMARY                           one line per stage
+  summary.py verdict SUMMARY                           the speed gates; exit 1 when a stage or a gate failed
 
-Key numbers are read from what the suites already print, so the suites need no changes:
-'N passed, M failed' (cuda_backend_test, torch_parity, families_test, zero_test), 'N check(s) failed'
-(kernels_check), 'N failure(s)' (offload tests), 'torch_families check: N failed', every [FAIL]/FAIL line, and the
-JSON lines of the benchmarks (*.jsonl: ratios, tokens/s, ms/step, memory).
+Key numbers are read from what the suites print: 'N passed, M failed' (cuda_backend_test, torch_parity,
+families_test, zero_test), 'N check(s) failed' (kernels_check), 'N failure(s)' (offload tests), 'torch_families
+check: N failed', every [FAIL]/FAIL line, and the JSON lines of the benchmarks (*.jsonl: ratios, tokens/s, memory).
 """
 import glob
 import json
@@ -82,16 +83,36 @@ def scan(logdir):
             s = line.strip()
             if re.match(r"^(\[FAIL\]|FAIL\b|FAILED\b|build failed|.*Traceback \(most recent call last\))", s):
                 failures.append(f"{name}: {s[:300]}")
-            elif re.match(r"^(ncu \S+: \d+ profiled launches|NCCL: |using the prebuilt|== using prebuilt)", s):
+            elif re.match(r"^(NCCL: |skip: )", s):
                 notes.append(f"{name}: {s[:200]}")
     return counts, failures[:12], bench[:40], notes[:8]
+
+
+# tokens/s ours / HF + torch.compile on the same GPU in the same run, per benchmark model
+SPEED_GATES = {"gpt2": 1.45, "gpt2-xl": 1.2, "llama-1b": 1.0}
+
+
+def verdict(doc):
+    """Every stage that ran passed; with the benchmarks, every case met its speed gate (no peer: the gate fails)."""
+    # a stage passes, or was skipped as not applicable on this host (a stage the time budget left out fails)
+    ok = lambda s: s["status"] == "pass" or (s["status"] == "skip" and not s.get("note", "").startswith("no time left"))
+    gates = [{"gate": f"stage {s['stage']}", "pass": ok(s), "value": s["status"]} for s in doc["stages"]]
+    if not any(s["stage"] == "bench" for s in doc["stages"]):
+        return gates  # the benchmarks were not asked for (--only / --skip)
+    bench = [b for s in doc["stages"] if s["stage"] == "bench" for b in s.get("bench", [])]
+    for model, need in SPEED_GATES.items():
+        rows = [b for b in bench if str(b.get("case", "")).split(" ")[0] == model]
+        ratio = rows[-1].get("ratio_tokens_per_s") if rows else None
+        gates.append({"gate": f"{model} >= {need}x peer", "pass": ratio is not None and ratio >= need,
+                      "value": ratio if ratio is not None else "not measured"})
+    return gates
 
 
 def main():
     cmd, path = sys.argv[1], sys.argv[2]
     if cmd == "init":
-        plan, gpus, info = sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5] if len(sys.argv) > 5 else "{}")
-        save(path, {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "plan": plan, "gpus": gpus,
+        host, gpus, info = sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5] if len(sys.argv) > 5 else "{}")
+        save(path, {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": host, "gpus": gpus,
                     "setup": info, "stages": []})
     elif cmd == "stage":
         name, status, secs, logdir = sys.argv[3], sys.argv[4], float(sys.argv[5]), sys.argv[6]
@@ -129,7 +150,7 @@ def main():
         save(path, doc)
     elif cmd == "print":
         doc = load(path)
-        print(f"== summary: plan {doc['plan']}, {doc['gpus']} GPU(s), setup {json.dumps(doc.get('setup', {}))}")
+        print(f"== summary: {doc['host']}, {doc['gpus']} GPU(s), setup {json.dumps(doc.get('setup', {}))}")
         for s in doc["stages"]:
             bits = [f"{s['stage']:<16} {s['status']:<7} {s['seconds']:>6.0f}s"]
             for n, c in s.get("counts", {}).items():
@@ -145,8 +166,16 @@ def main():
             print(" | ".join(bits))
             for f in s.get("failures", [])[:4]:
                 print("    " + f)
+    elif cmd == "verdict":
+        doc = load(path)
+        gates = verdict(doc)
+        doc["gates"] = gates
+        save(path, doc)
+        for g in gates:
+            print(f"gate {g['gate']}: {'pass' if g['pass'] else 'FAIL'} ({g['value']})")
+        sys.exit(0 if gates and all(g["pass"] for g in gates) else 1)
     else:
-        sys.exit(f"summary.py: unknown command {cmd!r} (init | stage | print)")
+        sys.exit(f"summary.py: unknown command {cmd!r} (init | stage | print | verdict)")
 
 
 if __name__ == "__main__":
