@@ -168,8 +168,10 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
   it('SIGKILL the worker mid-training: a new worker resumes from the last checkpoint, same final weights', async () => {
     const w1 = await readyWorker();
     await start('ref', 'ft-kill');
-    // Killed while a segment runs (not between segments, when no activity is pending), so the server retries it.
-    await until(async () => (await checkpoints('ref', 'ft-kill'))[0]?.step! >= 20 &&
+    // Killed while a segment runs, so the server retries it: after a checkpoint inside a segment (30: segments are
+    // 20 steps, checkpoints every 10), never at a segment's end, where the next segment may not have started yet
+    // and nothing would time out until a worker takes it.
+    await until(async () => ((s) => s >= 20 && s % 20 !== 0)((await checkpoints('ref', 'ft-kill'))[0]?.step ?? 0) &&
       ((await client.workflow.getHandle('ft-kill').describe()).raw.pendingActivities ?? []).some((a) => a.activityType?.name === 'trainSegment' && Number(a.state) === 2),
     120_000, 'a checkpoint at step >= 20 and a running segment');
     await w1.kill('SIGKILL');
