@@ -1,9 +1,9 @@
-// `finetune run` as users run it, on the server the rule picks (`--server embedded` here, `--server temporal` in the
-// .temporal twin: Temporal's dev server, detached, with its state in <storage.root>/<name>/), workers in the same
-// process: Ctrl-C mid-training stops the workers after the segment checkpoints; the same command attaches to the
-// run and goes on; a SIGKILL of `finetune run` loses nothing either (Temporal's dev server keeps running and is
-// reused; the embedded one restarts on its file); the run finishes from the last checkpoint; once more prints the
-// finished report.
+// `finetune run` as users run it (`--server embedded` here; in the .temporal twin the rule's own choice with
+// Temporal's CLI on PATH: Temporal's dev server, detached, with its state in <storage.root>/<name>/), workers in
+// the same process: Ctrl-C mid-training stops the workers after the segment checkpoints; the same command attaches
+// to the run and goes on; a SIGKILL of `finetune run` loses nothing either (Temporal's dev server keeps running and
+// is reused; the embedded one restarts on its file); the run finishes from the last checkpoint; once more prints
+// the finished report.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +39,8 @@ it(`run on the ${server} server: interrupt, SIGKILL, run again: attaches and res
     checkpoint: { everySteps: 10, everyMinutes: 0 }, evaluation: { maxBatches: 2 },
     generation: { prompts: ['Call me'], maxNewTokens: 6 }, temporal: { heartbeatTimeoutSeconds: 5 },
   }));
-  const run = () => spawnFinetune(['run', cfg, '--json', '--server', server], { TEMPORAL_ADDRESS: '' });
+  // On Temporal's server through the rule itself, as `npm start` does: no Temporal configured, its CLI on PATH.
+  const run = () => spawnFinetune(['run', cfg, '--json', ...(server === 'embedded' ? ['--server', 'embedded'] : [])], { TEMPORAL_ADDRESS: '', TEMPORAL_PROFILE: '' });
   const exitOf = (p: ReturnType<typeof run>) => new Promise<number | null>((r) => (p.child.exitCode !== null ? r(p.child.exitCode) : p.child.once('exit', (c) => r(c))));
   const newest = async () => {
     const dir = readdirSync(join(root, 'cli')).find((d) => d.startsWith('finetune-cli-'));
