@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
   try {
     if (argc > 1 && std::string(argv[1]) == "--bench") {
       // compute-free pipeline (pure transfer + CPU), then with the GPU time of a 32k-token GPT-2 1.5B step on an
-      // H100 (4 x 8x1024 micro-batches at 243 ms each without offload, bench/RESULTS.md): the first forward (81 ms)
+      // H100 (4 x 8x1024 micro-batches at 243 ms each without offload): the first forward (81 ms)
       // waits for the weights unit by unit, the middle 3 micro-batches + the first backwards (727 ms) need nothing,
       // the last backward (162 ms) streams the gradients out
       int th = argc > 2 ? atoi(argv[2]) : 0;

@@ -7,7 +7,7 @@
 // Reads q, k, v straight from the c_attn output qkv (B,T,3,NH,HS) and writes out (B,T,NH,HS) and dqkv in the same
 // layouts, so no permute kernels are needed. Head size D = 32 or 64 (every GPT-2 size has 64).
 //
-// Speed (second version, 2.4x the first in bench/RESULTS.md): K/V (forward, dQ) and Q/dO (dK/dV) tiles stream
+// Speed (kernel times in bench/RESULTS.md): K/V (forward, dQ) and Q/dO (dK/dV) tiles stream
 // through shared memory in two stages with cp.async, so the next tile's global loads overlap this tile's math;
 // every mma operand is read with ldmatrix (.trans for the operands used transposed: V in P·V, dO in P^T·dO, Q in
 // dS^T·Q, K in dS·K), so no tile is ever transposed through scalar stores. Rows are padded by 8 elements (16 bytes),
