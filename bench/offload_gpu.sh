@@ -3,7 +3,7 @@
 #   1. GPT-2 1.5B at 32k tokens per step (8 x 1024 x 4 micro-batches): no offload, offload, offload + delayed update
 #      -> the offload step against our own non-offload step (target <= 1.3x)
 #   2. GPT-2 1.5B at the peer's shape (8 x 1024, one micro-batch) with offload, and the peer: FSDP2 + CPUOffloadPolicy
-#      (bench/peer/peer_torch.py --mode fsdp-offload --master-fp32) -> tokens/s ratio (target >= 5x)
+#      (bench/peer_torch.py --mode fsdp-offload --master-fp32) -> tokens/s ratio (target >= 5x)
 #   3. a GPT-J-6B-sized GPT-2 (28 layers, 4096 wide, 16 heads) at 16 x 512 with offload and gelu-layernorm recompute
 #      -> step time, tokens/s, GPU and host memory, projected tinyshakespeare lines-mode epoch (1,426 steps, see
 #      configs/presets/shakespeare-gptj-ray.json)
@@ -32,7 +32,7 @@ if [[ $skip != *1* ]]; then
 fi
 if [[ $skip != *2* ]]; then
   ours 100 --model gpt2-xl --batch 8 --seq 1024 --accum 1 --offload cpu --steps 3 --warmup 1
-  PYTHONUNBUFFERED=1 timeout 150 python3 bench/peer/peer_torch.py --model gpt2-xl --mode fsdp-offload --batch 8 --seq 1024 \
+  PYTHONUNBUFFERED=1 timeout 150 python3 bench/peer_torch.py --model gpt2-xl --mode fsdp-offload --batch 8 --seq 1024 \
     --master-fp32 --steps 3 --warmup 2 2>"$out/peer.err" | tail -1 | tee -a "$out/peer.jsonl"
 fi
 if [[ $skip != *3* ]]; then

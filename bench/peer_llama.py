@@ -5,7 +5,7 @@ Random init (no hub access); the compute is the same as for pretrained weights.
 
 Prints one JSON line: tokens/s, ms/step (median), MFU (6N + 12*L*d*T flops per token, 989 TFLOP/s bf16 dense
 peak), peak GPU memory (torch.cuda.max_memory_allocated).
-Style and conventions of the GPT-2 peer, bench/peer/peer_torch.py (which has no Llama).
+Style and conventions of the GPT-2 peer, bench/peer_torch.py (which has no Llama).
 """
 import argparse
 import json

@@ -1,6 +1,6 @@
 // train_gpu.cpp — training throughput of our engine on one GPU, through the real loop (engine::Engine::train:
 // data loader, gradient accumulation, clipping, AdamW), random-init GPT-2 on random tokens (the compute is the
-// same as for real data). Prints one JSON line in the shape of bench/peer/peer_torch.py's, so bench/train_gpu.sh
+// same as for real data). Prints one JSON line in the shape of bench/peer_torch.py's, so bench/train_gpu.sh
 // can put them side by side. Usage:
 //   train_gpu --model gpt2|gpt2-medium|gpt2-xl [--batch 16] [--seq 1024] [--steps 10] [--warmup 3]
 //             [--precision bf16|fp32] [--recompute none|gelu|gelu-layernorm] [--accum 1]

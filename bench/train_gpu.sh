@@ -2,7 +2,7 @@
 # Training throughput, ours vs the PyTorch peer, on the same GPU in one run. For each case: our engine (bf16 + fp32
 # master weights; GPT-2: train_gpu, engine::Engine::train; other families: families_gpu, Backend::step_async) and
 # the peer (HF transformers + torch.compile, fp32 master + bf16 autocast; GPT-2: $PEER_TORCH, default
-# bench/peer/peer_torch.py; Llama: bench/peer_llama.py), then one JSON line with both and the ratio ours/peer.
+# bench/peer_torch.py; Llama: bench/peer_llama.py), then one JSON line with both and the ratio ours/peer.
 #   bench/train_gpu.sh OUTDIR [cases]   cases: comma list of model:batch:seq (default gpt2:16:1024,gpt2-xl:8:1024,
 #                                       llama-1b:4:2048); the programs come from the CMake build (BUILD_DIR/bin,
 #                                       default build/gpu/bin: test/gpu/run.sh --only build)
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 out=${1:?usage: bench/train_gpu.sh OUTDIR [cases]}; mkdir -p "$out"
 cases=${2:-gpt2:16:1024,gpt2-xl:8:1024,llama-1b:4:2048}
 bin=${BUILD_DIR:-build/gpu}/bin
-peer_torch=${PEER_TORCH:-bench/peer/peer_torch.py}
+peer_torch=${PEER_TORCH:-bench/peer_torch.py}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 for c in ${cases//,/ }; do
   IFS=: read -r model batch seq <<< "$c"

@@ -30,7 +30,7 @@
 #
 # Inputs: token data GPU_TEST_DATA (int32 GPT-2 token ids; default .gpu-data/tinyshakespeare.i32, made by
 # `npm run test:gpu` with Node; without it, test/gpu/make_data.py writes the UTF-8 bytes of the repository's
-# Shakespeare excerpt as token ids), the GPT-2 peer PEER_TORCH (default bench/peer/peer_torch.py; without it the
+# Shakespeare excerpt as token ids), the GPT-2 peer PEER_TORCH (default bench/peer_torch.py; without it the
 # GPT-2 cases run ours only and the summary says so). CUDA_ARCH (default 90a), BUILD_DIR (default build/gpu).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,7 +51,7 @@ out=$(cd "$out" && pwd)
 build=${BUILD_DIR:-build/gpu}; bin=$build/bin
 work=${GPU_TEST_WORK:-/tmp/gpu-test-work}; mkdir -p "$work"
 data=${GPU_TEST_DATA:-.gpu-data/tinyshakespeare.i32}
-export PEER_TORCH=${PEER_TORCH:-bench/peer/peer_torch.py}
+export PEER_TORCH=${PEER_TORCH:-bench/peer_torch.py}
 export NCCL_NVLS_ENABLE=0  # never NVLink multicast (it can take a shared host's GPUs out of service)
 export PATH=$PATH:${CUDA_HOME:-/usr/local/cuda}/bin  # nvcc for CMake when the toolkit is not on PATH
 command -v flock >/dev/null || flock() { shift; "$@"; }  # lanes then write the summary unguarded
