@@ -3,7 +3,7 @@
 // and the exact committed checkpoint the in-memory state equals; whoever uses it takes it out (exclusive), so two
 // overlapping attempts never share one engine. One model per worker: a new run's model evicts the old one.
 import type { Engine } from '../native/index.js';
-import type { CheckpointRef } from '../workflows/messages.js';
+import type { CheckpointRef } from '../common/index.js';
 
 interface Entry {
   root: string;
