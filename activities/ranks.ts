@@ -12,10 +12,9 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import type { Rendezvous, RendezvousInput, TrainRankInput } from '../common/index.js';
 import { workerLayout } from '../configs/index.js';
 import { quarantine } from './checkpoints.js';
-import type { EngineCache } from './engines.js';
+import type { EngineCache, Start } from './engines.js';
 import { classify } from './lib/failures.js';
 import { native } from './lib/native.js';
-import type { Start } from './train.js';
 
 export type { Rendezvous, RendezvousInput } from '../common/index.js';
 

@@ -21,7 +21,7 @@ import { CancelledFailure } from '@temporalio/common';
 import type { CheckpointRef, EngineBuild, ResumeRecord, SegmentResult, TrainProgress, TrainRankInput, TrainSegmentInput } from '../common/index.js';
 import type { Engine } from '../native/index.js';
 import { checkpointDir, commitCheckpoint, pruneCheckpoints, quarantine } from './checkpoints.js';
-import type { EngineCache } from './engines.js';
+import type { EngineCache, Start } from './engines.js';
 import { loadSplit } from './lib/data.js';
 import { classify } from './lib/failures.js';
 import { previousDetails, TrainHeartbeat } from './lib/heartbeat.js';
@@ -40,18 +40,6 @@ export interface TrainDeps {
   progressIntervalMs: number;
   /** The last failure of this activity's previous attempt, as the server recorded it (the worker asks it); optional. */
   lastFailure?: (workflowId: string, activityId: string) => Promise<string | null>;
-}
-
-/** Where an attempt starts: its engine, the data it holds, the checkpoint it equals, and whether it came from disk. */
-export interface Start {
-  engine: Engine;
-  /** Prepared-data directory already loaded into the engine (a cached engine), else null. */
-  dataDir: string | null;
-  start: CheckpointRef | null;
-  /** A resume from disk to record (in the result and the metrics log), or null when it continued in memory. */
-  resume: ResumeRecord | null;
-  /** The state was built from disk or from scratch (not the cached engine): the metrics log is rewritten from it. */
-  fromDisk: boolean;
 }
 
 /** The engine build recorded in a checkpoint's meta.json (`extra.engine`), or null for checkpoints without it. */
