@@ -7,7 +7,6 @@ import * as wf from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import type { FinetuneCarry, FinetuneReport, PreparedData, ValidatedRun } from '../common/index.js';
 import { bookkeepingOptions, gpuOptions, prepareOptions, validateOptions } from './options.js';
-import { usesRankPath } from '../configs/parallel.js';
 import { STOP_BEFORE_TRAINING, Stages } from './stages.js';
 import { trainLoop, type TrainState } from './train.js';
 
@@ -29,8 +28,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     if (run.baseModel) notes.push(`continuing the series from ${run.baseModel}`);
     wf.upsertMemo({ config: run.memo });
   }
-  book.runDir = run.runDir;
-  book.searchAttribute = run.stageSearchAttribute ?? false;
+  book.validated(run);
   const { cfg } = run;
   const cpu = (what: string) => activities(bookkeepingOptions(cfg.temporal), what);
   const gpu = (what: string) => activities(gpuOptions(cfg.temporal), what);
@@ -64,7 +62,6 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
   t0 = Date.now();
   const state: TrainState = { step: carry?.step ?? 0, lastCheckpoint: carry?.lastCheckpoint ?? null, restarts: carry?.ranks?.restarts ?? 0, generation: carry?.ranks?.generation ?? 0 };
   const prepared = data;
-  book.groupTraining = usesRankPath(cfg);
   const how = await trainLoop({
     run, data: prepared, summary, notes,
     stopRequested: () => book.stopRequested,
@@ -83,9 +80,7 @@ export async function finetune(input: unknown, carry?: FinetuneCarry & { run: Va
     });
   }
   const { lastCheckpoint } = state;
-  summary.stoppedEarly = state.step < data.totalSteps;
-  if (summary.stoppedEarly) notes.push(`training stopped at step ${state.step} of ${data.totalSteps}`);
-  book.leave('train', t0);
+  book.trainingEnded(t0, state.step);
   if (!lastCheckpoint) throw wf.ApplicationFailure.nonRetryable('training stopped before its first checkpoint: nothing to export', 'NO_CHECKPOINT');
 
   // ---- export → evaluate → generate, from the last committed checkpoint ----

@@ -18,7 +18,8 @@ import {
   type TrainSummary,
 } from './messages.js';
 import type { FinetuneConfig } from '../configs/schemas/index.js';
-import type { PreparedData } from '../common/index.js';
+import type { PreparedData, ValidatedRun } from '../common/index.js';
+import { usesRankPath } from '../configs/parallel.js';
 import { trainDetails } from './details.js';
 
 /** wf.patched id: a stop before training ends with a report instead of failing with NO_CHECKPOINT. */
@@ -118,6 +119,13 @@ export class Stages {
     this.stages[s] = { status, ms: this.stageMs[s] };
   }
 
+  /** The run is validated: its directory, whether it keeps the search attribute, how it trains. */
+  validated(run: ValidatedRun): void {
+    this.runDir = run.runDir;
+    this.searchAttribute = run.stageSearchAttribute ?? false;
+    this.groupTraining = usesRankPath(run.cfg);
+  }
+
   /** Data prepared (in `t0`): the notes say what came out. */
   prepared(t0: number, data: PreparedData, cfg: FinetuneConfig): void {
     this.leave('prepare', t0);
@@ -145,6 +153,13 @@ export class Stages {
     this.summary.lastCheckpoint = lastCheckpoint;
     this.live = null;
     wf.setCurrentDetails(detail ?? trainDetails(step, totalSteps, this.summary.lastLoss, this.summary.tokensPerSec, lastCheckpoint));
+  }
+
+  /** Training ended (begun at `t0`) at `step`: the last step, or earlier after a stop. */
+  trainingEnded(t0: number, step: number): void {
+    this.summary.stoppedEarly = step < this.summary.totalSteps;
+    if (this.summary.stoppedEarly) this.notes.push(`training stopped at step ${step} of ${this.summary.totalSteps}`);
+    this.leave('train', t0);
   }
 
   /** Every later stage skipped: the run stopped before training. */
