@@ -138,8 +138,8 @@ export interface FinetuneCarry {
   notes: string[];
   stopRequested: boolean;
   startedAtMs: number;
-  /** Set by every continue-as-new since the validated run travelled with it (always, in practice). */
-  run?: ValidatedRun;
+  /** The validated run: a continued run does not validate again. */
+  run: ValidatedRun;
   /** The training group's restart budget and generation (workflows/train.ts); absent: a fresh group. */
   ranks?: { restarts: number; generation: number };
 }

@@ -10,7 +10,7 @@ import { bookkeepingOptions, gpuOptions, prepareOptions, validateOptions } from 
 import { STOP_BEFORE_TRAINING, Stages } from './stages.js';
 import { trainLoop, type TrainState } from './train.js';
 
-export async function finetune(input: unknown, carry?: FinetuneCarry & { run: ValidatedRun }): Promise<FinetuneReport> {
+export async function finetune(input: unknown, carry?: FinetuneCarry): Promise<FinetuneReport> {
   const info = wf.workflowInfo();
   const book = new Stages(info.workflowId, carry);
   const { notes, summary } = book;

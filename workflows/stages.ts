@@ -57,8 +57,8 @@ export class Stages {
     };
     this.stage = carry ? 'train' : 'validate';
     this.stopRequested = carry?.stopRequested ?? false;
-    this.runDir = carry?.run?.runDir;
-    this.searchAttribute = carry?.run?.stageSearchAttribute ?? false;
+    this.runDir = carry?.run.runDir;
+    this.searchAttribute = carry?.run.stageSearchAttribute ?? false;
     this.handleMessages();
   }
 

@@ -11,8 +11,9 @@
 //     retried alone; when one fails, the others are cancelled (without checkpointing: a sharded checkpoint needs
 //     every rank), the workflow picks the newest committed checkpoint that verifies and restarts the whole group
 //     from it with a new id, at most temporal.maxRestarts times in a row.
-// Each layout schedules the activities (names, queues, order) that it always has, so histories of runs begun
-// before this loop was shared replay unchanged. Deterministic: only activity results and the config decide.
+// Each layout schedules its own activities (names, queues, order) exactly as the committed histories record them
+// (test/histories/), so runs in flight replay without a patched() branch (workflows/README.md, "Changing this
+// workflow"). Deterministic: only activity results and the config decide.
 import * as wf from '@temporalio/workflow';
 import type { Activities } from '../activities/index.js';
 import type { CheckpointRef, PreparedData, Rendezvous, SegmentResult, TrainSummary, ValidatedRun } from '../common/index.js';
