@@ -3,7 +3,7 @@
 import { mkdir, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { native } from './lib/native.js';
-import type { CheckpointRef } from '../workflows/messages.js';
+import type { CheckpointRef } from '../common/index.js';
 
 export interface ResumePoint {
   checkpoint: CheckpointRef | null;

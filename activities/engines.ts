@@ -3,7 +3,7 @@
 // and the exact committed checkpoint the in-memory state equals; whoever uses it takes it out (exclusive), so two
 // overlapping attempts never share one engine. One model per worker: a new run's model evicts the old one.
 import type { Engine } from '../native/index.js';
-import type { CheckpointRef } from '../workflows/messages.js';
+import type { CheckpointRef, ResumeRecord } from '../common/index.js';
 
 interface Entry {
   root: string;
@@ -45,4 +45,16 @@ export class EngineCache {
     this.entry?.engine.dispose();
     this.entry = null;
   }
+}
+
+/** Where a training attempt starts (activities/train.ts): its engine, the data it holds, the checkpoint it equals, and whether it came from disk. */
+export interface Start {
+  engine: Engine;
+  /** Prepared-data directory already loaded into the engine (a cached engine), else null. */
+  dataDir: string | null;
+  start: CheckpointRef | null;
+  /** A resume from disk to record (in the result and the metrics log), or null when it continued in memory. */
+  resume: ResumeRecord | null;
+  /** The state was built from disk or from scratch (not the cached engine): the metrics log is rewritten from it. */
+  fromDisk: boolean;
 }

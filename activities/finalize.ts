@@ -7,7 +7,7 @@
 // segments. The loss curve (loss.svg) is drawn from the same log. The report is returned, and the workflow
 // returns it.
 import { join } from 'node:path';
-import type { FinetuneReport, TrainSummary } from '../workflows/messages.js';
+import type { FinetuneReport, TrainSummary } from '../common/index.js';
 import { writeJsonAtomic, writeTextAtomic } from './lib/fsutil.js';
 import { lossCurveSvg } from './lib/losscurve.js';
 import { appendMetrics, LOSS_CURVE_FILE, metricsFile, readMetrics, summarize } from './lib/metrics.js';

@@ -1,19 +1,16 @@
 // createActivities(deps): every activity of the `finetune` workflow, bound to this worker's dependencies (its
 // engine cache, backend override, and how to report live progress). Workflows import only the type.
-import type { TrainProgress } from '../workflows/messages.js';
+import type { TrainProgress, TrainRankInput, TrainSegmentInput } from '../common/index.js';
 import { findResumePoint } from './checkpoints.js';
 import { EngineCache } from './engines.js';
 import { finalizeRun } from './finalize.js';
 import { evaluateModel, exportModel, generateSamples } from './model.js';
 import { prepareData } from './prepare.js';
-import { rendezvous, trainRank, type TrainRankInput } from './ranks.js';
-import { trainSegment, type TrainSegmentInput } from './train.js';
+import { rendezvous } from './ranks.js';
+import { train } from './train.js';
 import { validateConfig } from './validate.js';
 
-export type { ValidatedRun, SeriesPointer } from './validate.js';
-export type { PreparedData } from './prepare.js';
-export type { SegmentResult, TrainSegmentInput } from './train.js';
-export type { Rendezvous, RendezvousInput, TrainRankInput } from './ranks.js';
+export type { PreparedData, Rendezvous, RendezvousInput, SegmentResult, SeriesPointer, TrainRankInput, TrainSegmentInput, ValidatedRun } from '../common/index.js';
 export { EngineCache } from './engines.js';
 
 export interface ActivityDeps {
@@ -33,15 +30,20 @@ export function createActivities(deps: ActivityDeps = {}) {
   const engines = deps.engines ?? new EngineCache();
   const progressIntervalMs = deps.progressIntervalMs ?? 3000;
   const gpu = { engines, backend: deps.backend };
+  const training = { ...gpu, signalProgress: deps.signalProgress, progressIntervalMs, lastFailure: deps.lastFailure };
   return {
     validateConfig,
     prepareData,
     /** The newest committed checkpoint that verifies (after a cancelled segment, or on cancellation). */
     latestCheckpoint: (root: string) => findResumePoint(root),
-    trainSegment: (input: TrainSegmentInput) => trainSegment({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs, lastFailure: deps.lastFailure }, input),
-    /** Multi-worker training (activities/ranks.ts): on rank 0's queue, then one trainRank per worker queue. */
+    // One training activity (activities/train.ts) under the two names the workflow schedules it by: a lone worker
+    // on the shared GPU queue (retried by Temporal on any GPU worker), and a rank of a group on its own queue
+    // (never retried alone). The names are the activity types recorded in every history and in pending activity
+    // tasks, so both stay registered.
+    trainSegment: (input: TrainSegmentInput) => train(training, input),
+    /** Multi-worker training: `rendezvous` on rank 0's queue, then one trainRank per worker queue. */
     rendezvous,
-    trainRank: (input: TrainRankInput) => trainRank({ ...gpu, signalProgress: deps.signalProgress, progressIntervalMs }, input),
+    trainRank: (input: TrainRankInput) => train(training, input),
     exportModel: (a: Parameters<typeof exportModel>[1]) => exportModel(gpu, a),
     evaluateModel: (a: Parameters<typeof evaluateModel>[1]) => evaluateModel(gpu, a),
     generateSamples: (a: Parameters<typeof generateSamples>[1]) => generateSamples(gpu, a),

@@ -10,7 +10,7 @@ import type { FinetuneConfig } from '../configs/index.js';
 import { addedTokenText, BUILTIN_CHAT_TEMPLATES, carryModelFiles, loadTokenizer, tokenizerFolder, type LoadedTokenizer } from '../datasets/index.js';
 import type { Engine } from '../native/index.js';
 import { native } from './lib/native.js';
-import type { CheckpointRef, EvalMetrics, Sample } from '../workflows/messages.js';
+import type { CheckpointRef, EvalMetrics, Sample } from '../common/index.js';
 import { findResumePoint } from './checkpoints.js';
 import type { EngineCache } from './engines.js';
 import { loadSplit } from './lib/data.js';

@@ -8,32 +8,9 @@ import type { FinetuneConfig } from '../configs/index.js';
 import { prepareData as prepare } from '../datasets/index.js';
 import { classify } from './lib/failures.js';
 import type { PrepareHeartbeat } from './lib/heartbeat.js';
+import type { PreparedData, SplitSummary } from '../common/index.js';
 
-export interface SplitSummary {
-  sequences: number;
-  tokens: number;
-  shards: number;
-  /** Validation only: sequences held out from the end of the train split (no document was drawn for validation). */
-  heldOutFromTrain?: number;
-}
-
-export interface PreparedData {
-  dataDir: string;
-  fingerprint: string;
-  reused: boolean;
-  blockSize: number;
-  train: SplitSummary;
-  validation: SplitSummary;
-  /** Optimizer steps of the whole run: training.maxSteps, or epochs over the train split. */
-  totalSteps: number;
-  tokensPerStep: number;
-  /** Milliseconds per stage as the data layer reported them (load, tokenize, shard, ...). */
-  stageMs: Record<string, number>;
-  /** The manifest's warnings: heavy truncation, examples dropped for having no loss token. */
-  warnings?: string[];
-  /** Packed layouts: the train split's examples per sequence and fraction of positions holding real tokens. */
-  packing?: { examplesPerSequence: number; efficiency: number };
-}
+export type { PreparedData, SplitSummary } from '../common/index.js';
 
 /** Where prepared data lives: content-addressed under the storage root, shared by every run that matches. */
 export function dataRoot(cfg: FinetuneConfig): string {

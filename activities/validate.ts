@@ -8,44 +8,13 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
-import { STAGE_SEARCH_ATTRIBUTE } from '../workflows/messages.js';
+import { STAGE_SEARCH_ATTRIBUTE, type SeriesPointer, type ValidatedRun } from '../common/index.js';
 import { ConfigError, describeParallelism, fingerprintOf, parseConfig, resolvePaths, stripComments, worldSizeOf, type FinetuneConfig } from '../configs/index.js';
 import { loadTokenizer, readModelShape, shapeMismatches } from '../datasets/index.js';
 import { STORAGE_NON_RETRYABLE } from './lib/failures.js';
 import { exists, safeName } from './lib/fsutil.js';
 
-/** The validated run: the config with every default applied and the directories it owns. */
-export interface ValidatedRun {
-  cfg: FinetuneConfig;
-  /** sha256 over everything that changes the trained weights. */
-  fingerprint: string;
-  /** `<storage.root>/<name>/<workflowId>-<fingerprint[0:10]>`: checkpoints/, model/, report.json. */
-  runDir: string;
-  checkpointRoot: string;
-  modelDir: string;
-  /** `<storage.root>/<name>`: the series (latest.json points at its newest model; temporal.db of `finetune run`). */
-  seriesDir: string;
-  /** The model this run starts from: the series' latest export when it continues one, a pretrained folder, or null. */
-  baseModel: string | null;
-  /** The series model this run continues (model.continueSeries and an earlier run exported one), else null. */
-  continuedFrom?: string | null;
-  /** A few readable fields for the Web UI's memo. */
-  memo: Record<string, string | number>;
-  /**
-   * The namespace has the FinetuneStage search attribute registered as a Keyword: the workflow keeps it at the
-   * current stage. Absent in histories from before it existed (then the workflow upserts nothing, as then).
-   */
-  stageSearchAttribute?: boolean;
-}
-
-/** The series pointer written by finalizeRun after each successful run. */
-export interface SeriesPointer {
-  modelDir: string;
-  workflowId: string;
-  step: number;
-  evalLoss: number | null;
-  finishedAt: string;
-}
+export type { SeriesPointer, ValidatedRun } from '../common/index.js';
 
 export async function validateConfig(input: unknown, workflowId: string): Promise<ValidatedRun> {
   let cfg: FinetuneConfig;

@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import { Worker, NativeConnection, bundleWorkflowCode, Runtime, DefaultLogger } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
 import { startDevServer } from '../devserver/index.js';
-import * as activities from '../test/devserver/activities.js';
+import * as activities from './devserver/activities.js';
 
 const N = Number(process.argv[2] ?? 300);
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 const workflowBundle = await bundleWorkflowCode({
-  workflowsPath: fileURLToPath(new URL('../test/devserver/workflows.ts', import.meta.url)),
+  workflowsPath: fileURLToPath(new URL('./devserver/workflows.ts', import.meta.url)),
   logger: new DefaultLogger('ERROR'),
 });
 

@@ -67,7 +67,7 @@ export async function main(argv: string[]): Promise<number> {
       options: { set: { type: 'string', multiple: true }, out: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (e) {
-    throw new Error(`${(e as Error).message}\nusage: finetune ${USAGE}`);
+    throw new Error(`${(e as Error).message}\nusage: finetune ${USAGE}`, { cause: e });
   }
   const { values, positionals } = parsed;
   if (values.help) {

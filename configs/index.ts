@@ -9,7 +9,7 @@ import { FinetuneConfig, type FinetuneConfigInput } from './schemas/index.js';
 export * from './schemas/index.js';
 export { canonicalJson, fingerprintOf } from './canonical.js';
 export { runDetails, runSummary } from './describe.js';
-export { describeParallelism, devicesPerWorker, localDevices, rankQueuesOf, usesRankPath, worldSizeOf } from './parallel.js';
+export { describeParallelism, devicesPerWorker, localDevices, rankQueuesOf, usesRankPath, workerLayout, worldSizeOf, type WorkerLayout } from './parallel.js';
 
 /** A configuration that failed to load or validate; `issues` lists every bad field. */
 export class ConfigError extends Error {

@@ -25,6 +25,26 @@ export function localDevices(cfg: Pick<FinetuneConfig, 'parallelism'>, visible: 
   return list;
 }
 
+/** A worker's place in training: the world size (ranks over all workers), its first global rank, its devices. */
+export interface WorkerLayout {
+  worldSize: number;
+  rankOffset: number;
+  devices: number[];
+}
+
+/**
+ * The layout of worker `rank` of `nodes` (default: the only worker) that sees `visible` GPUs: the cpu backend is one
+ * device per worker; cuda drives parallelism.devices of this host, and every worker holds as many ranks as
+ * parallelism.devices names (with 'all', one worker: the GPUs it sees). Throws naming the field when a GPU is missing.
+ */
+export function workerLayout(cfg: Pick<FinetuneConfig, 'parallelism'>, o: { backend: 'cpu' | 'cuda'; visible: number; rank?: number; nodes?: number }): WorkerLayout {
+  const rank = o.rank ?? 0;
+  const nodes = o.nodes ?? 1;
+  const devices = o.backend === 'cpu' ? [0] : localDevices(cfg, o.visible);
+  const per = o.backend === 'cpu' ? 1 : (devicesPerWorker(cfg) ?? devices.length);
+  return { worldSize: nodes * per, rankOffset: rank * per, devices };
+}
+
 /** Global ranks (GPUs over all workers); with devices 'all' and one worker, the worker's visible GPU count. */
 export function worldSizeOf(cfg: Pick<FinetuneConfig, 'parallelism'>, visible?: number): number {
   const per = devicesPerWorker(cfg) ?? visible ?? 1;

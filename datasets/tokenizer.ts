@@ -209,7 +209,6 @@ async function loadTokenizerUncached(cfg: TokenizerConfig): Promise<LoadedTokeni
   const vocab = parsed.model.vocab ?? {};
   for (const id of Array.isArray(vocab) ? vocab.map((_, i) => i) : Object.values(vocab)) vocabSize = Math.max(vocabSize, id + 1);
   for (const a of parsed.added_tokens ?? []) vocabSize = Math.max(vocabSize, a.id + 1);
-  parsed = undefined as unknown as TokenizerJson; // release the parsed vocabulary
   const sha256 = createHash('sha256').update(json).digest('hex');
   return {
     encode(text: string): number[] {

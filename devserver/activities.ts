@@ -3,7 +3,9 @@
 // retries with backoff that leave no trace in history, the four timeouts, and ActivityTaskStarted written only
 // when an attempt closes, right before its closing event.
 import type { temporal as T } from '@temporalio/proto';
-import type { Engine } from './engine.js';
+import { CommandError, type EngineHost as Engine } from './host.js';
+
+export { CommandError } from './host.js';
 import type { RunTx, ActivityState, RetryPolicy } from './run.js';
 import type { TimerRow } from './store.js';
 import { api, ET, RetryState, TimeoutType, WftFailedCause, dur, ms, b64, unb64, encodeToken, type IFailure } from './proto.js';
@@ -11,12 +13,6 @@ import { api, ET, RetryState, TimeoutType, WftFailedCause, dur, ms, b64, unb64, 
 const Payloads = api.common.v1.Payloads;
 const Failure = api.failure.v1.Failure;
 
-/** A command the server refuses: the workflow task fails with `cause`. */
-export class CommandError extends Error {
-  constructor(override readonly cause: number, message: string) {
-    super(message);
-  }
-}
 const badSchedule = (m: string) => new CommandError(WftFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES, m);
 
 function retryPolicy(p: T.api.common.v1.IRetryPolicy | null | undefined): RetryPolicy {

@@ -5,10 +5,10 @@
 import type { temporal as T } from '@temporalio/proto';
 import { status } from '@grpc/grpc-js';
 import { ServiceError } from './contract.js';
-import type { Engine } from './engine.js';
+import type { EngineHost as Engine } from './host.js';
 import type { RunTx, RunState } from './run.js';
 import type { TimerRow } from './store.js';
-import { CommandError } from './activities.js';
+import { CommandError } from './host.js';
 import { api, ET, WS, WftFailedCause as C, HistoryEvent, checkBlob, checkMemo } from './proto.js';
 
 const POLICY = api.enums.v1.ParentClosePolicy;

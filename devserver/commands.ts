@@ -3,12 +3,12 @@
 // whole completion back and records WorkflowTaskFailed instead.
 import type { temporal as T } from '@temporalio/proto';
 import { randomUUID } from 'node:crypto';
-import type { Engine } from './engine.js';
+import type { EngineHost as Engine } from './host.js';
 import type { RunTx } from './run.js';
 import * as activities from './activities.js';
 import * as children from './children.js';
 import { closeWithRetry } from './workflow-retry.js';
-import { CommandError } from './activities.js';
+import { CommandError } from './host.js';
 import { applyProtocolCommand, applyLeftoverMessages } from './updates.js';
 import { api, CT, ET, WS, WftFailedCause as C, dur, ms, num, b64, unb64, checkBlob, checkMemo, HistoryEvent } from './proto.js';
 

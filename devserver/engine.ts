@@ -11,12 +11,13 @@ import { RunTx, type RunState } from './run.js';
 import { SearchAttributeRegistry, checkSearchAttributeLimits } from './attributes.js';
 import type { Matching } from './matching.js';
 import { api, ET, WS, WftFailedCause, TimeoutType, dur, ms, b64, checkBlob, checkMemo, notFound, invalid } from './proto.js';
-import { google } from './proto.js';
+import { googleStatus } from './proto.js';
 import * as children from './children.js';
 import { onTimer } from './timers.js';
-import type { QueryRegistry } from './workflow-tasks.js';
+import type { EngineHost, NewRun, QueryRegistry, StartRequest } from './host.js';
 
-export type StartRequest = T.api.workflowservice.v1.IStartWorkflowExecutionRequest;
+export type { NewRun, StartRequest } from './host.js';
+
 type ClosedListener = (e: { namespace: string; workflowId: string; runId: string; status: number }) => void;
 
 const DEFAULT_WFT_TIMEOUT_MS = 10_000;
@@ -25,38 +26,8 @@ const MAX_WFT_TIMEOUT_MS = 120_000;
 const MAX_ID_LENGTH = 1000;
 const CLOSED_STATUSES_RETRYABLE = new Set([WS.WORKFLOW_EXECUTION_STATUS_FAILED, WS.WORKFLOW_EXECUTION_STATUS_CANCELED, WS.WORKFLOW_EXECUTION_STATUS_TERMINATED, WS.WORKFLOW_EXECUTION_STATUS_TIMED_OUT]);
 
-/** Everything a new run needs; used by start, signal-with-start, continue-as-new and schedules. */
-export interface NewRun {
-  namespace: string;
-  workflowId: string;
-  type: string;
-  taskQueue: string;
-  input?: T.api.common.v1.IPayloads | null;
-  header?: T.api.common.v1.IHeader | null;
-  memo?: T.api.common.v1.IMemo | null;
-  searchAttributes?: T.api.common.v1.ISearchAttributes | null;
-  wftTimeoutMs: number;
-  runTimeoutMs: number;
-  execTimeoutMs: number;
-  execExpirationMs: number;
-  requestId: string;
-  identity: string;
-  firstRunId?: string;
-  continuedRunId?: string;
-  initiator?: number;
-  lastCompletionResult?: T.api.common.v1.IPayloads | null;
-  continuedFailure?: T.api.failure.v1.IFailure | null;
-  backoffMs?: number;
-  retryPolicy?: T.api.common.v1.IRetryPolicy | null;
-  cronSchedule?: string;
-  userMetadata?: T.api.sdk.v1.IUserMetadata | null;
-  priority?: T.api.common.v1.IPriority | null;
-  signal?: { name: string; input?: T.api.common.v1.IPayloads | null; header?: T.api.common.v1.IHeader | null; identity: string };
-  parent?: { namespace: string; workflowId: string; runId: string; initiatedEventId: number };
-  attempt?: number;
-}
 
-export class Engine {
+export class Engine implements EngineHost {
   readonly sa: SearchAttributeRegistry;
   readonly queries: QueryRegistry = new Map();
   matching!: Matching;
@@ -456,9 +427,4 @@ function alreadyStarted(workflowId: string, runId: string, startRequestId: strin
   const message = `Workflow execution is already running. WorkflowId: ${workflowId}, RunId: ${runId}.`;
   const details = googleStatus(status.ALREADY_EXISTS, message, 'temporal.api.errordetails.v1.WorkflowExecutionAlreadyStartedFailure', failure);
   return new ServiceError(status.ALREADY_EXISTS, message, details);
-}
-
-/** A google.rpc.Status with one detail, for the grpc-status-details-bin trailer the SDK decodes. */
-export function googleStatus(code: number, message: string, typeName: string, value: Uint8Array): Uint8Array {
-  return google.rpc.Status.encode({ code, message, details: [{ type_url: `type.googleapis.com/${typeName}`, value }] }).finish();
 }

@@ -138,3 +138,8 @@ export function decodeToken(raw: Uint8Array | null | undefined, want: TaskToken[
 
 export const notFound = (what: string) => new ServiceError(status.NOT_FOUND, what);
 export const invalid = (what: string) => new ServiceError(status.INVALID_ARGUMENT, what);
+
+/** A google.rpc.Status with one detail, for the grpc-status-details-bin trailer the SDK decodes. */
+export function googleStatus(code: number, message: string, typeName: string, value: Uint8Array): Uint8Array {
+  return google.rpc.Status.encode({ code, message, details: [{ type_url: `type.googleapis.com/${typeName}`, value }] }).finish();
+}

@@ -4,6 +4,13 @@
 import type { Store } from './store.js';
 import { HistoryEvent, ET, WS, dur, ts, type IHistoryEvent } from './proto.js';
 
+/** An update's place in its lifecycle (devserver/updates.ts). */
+export interface UpdateState {
+  stage: number; // 1 admitted, 2 accepted, 3 completed
+  acceptedEventId?: number;
+  outcome?: string; // base64 temporal.api.update.v1.Outcome
+}
+
 export interface RetryPolicy {
   initialMs: number;
   coefficient: number;
@@ -85,7 +92,7 @@ export interface RunState {
   startRequestId: string;
   closeEventId: number;
   newRunId: string | null;
-  updates?: Record<string, import('./updates.js').UpdateState>;
+  updates?: Record<string, UpdateState>;
   /** Child workflows by initiated event ID. */
   children?: Record<string, ChildState>;
   /** Set on child runs: where to report the close. */

@@ -16,7 +16,7 @@ import { workerHandlers } from './rpc-worker.js';
 import { dropQueries } from './workflow-tasks.js';
 import { SA_TYPES, PREDEFINED, SYSTEM } from './attributes.js';
 import { api, WS, dur, ms, notFound } from './proto.js';
-import { googleStatus } from './engine.js';
+import { googleStatus } from './proto.js';
 
 const createSchedules: CreateScheduleService = createScheduleService;
 

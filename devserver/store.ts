@@ -94,9 +94,9 @@ export class Store {
     } catch (e) {
       this.db.close();
       if ((e as { code?: string }).code?.startsWith('SQLITE_BUSY')) {
-        throw new Error(`${file} is in use by another dev server (its SQLite lock is held); stop that server or pass another --db`);
+        throw new Error(`${file} is in use by another dev server (its SQLite lock is held); stop that server or pass another --db`, { cause: e });
       }
-      throw new Error(`cannot open the dev server database ${file}: ${(e as Error).message}`);
+      throw new Error(`cannot open the dev server database ${file}: ${(e as Error).message}`, { cause: e });
     }
     const p = (sql: string) => this.db.prepare(sql);
     this.s = {

@@ -1,6 +1,6 @@
 // What each persistent timer row does when it fires (inside the run's transaction). Every row is checked against
 // the current state first — a timer armed for an earlier attempt or a finished task does nothing.
-import type { Engine } from './engine.js';
+import type { EngineHost as Engine } from './host.js';
 import type { RunTx } from './run.js';
 import type { TimerRow } from './store.js';
 import * as activities from './activities.js';

@@ -4,21 +4,14 @@
 // Response, each referenced by a PROTOCOL_MESSAGE command (→ UpdateAccepted / UpdateCompleted events), or a
 // Rejection (no event; the caller gets the failure).
 import type { temporal as T } from '@temporalio/proto';
-import type { Engine } from './engine.js';
-import type { RunTx } from './run.js';
+import type { RunTx, UpdateState } from './run.js';
 import type { CallContext } from './grpc.js';
-import { CommandError } from './activities.js';
+import { CommandError, type EngineHost as Engine } from './host.js';
 import { api, ET, WftFailedCause, b64, unb64, notFound, invalid } from './proto.js';
 
 const U = api.update.v1;
 const Stage = api.enums.v1.UpdateWorkflowExecutionLifecycleStage;
 const WAIT_MS = 20_000;
-
-export interface UpdateState {
-  stage: number; // 1 admitted, 2 accepted, 3 completed
-  acceptedEventId?: number;
-  outcome?: string; // base64 temporal.api.update.v1.Outcome
-}
 
 type Msg = T.api.protocol.v1.IMessage;
 
@@ -32,7 +25,7 @@ function decodeBody(m: Msg): { kind: 'acceptance' | 'rejection' | 'response'; bo
 }
 
 /** PROTOCOL_MESSAGE command: the referenced Acceptance or Response becomes its event. */
-export function applyProtocolCommand(r: RunTx, messageId: string, messages: Map<string, Msg>, completedId: number): void {
+export function applyProtocolCommand(r: RunTx, messageId: string, messages: Map<string, Msg>, _completedId: number): void {
   const m = messages.get(messageId);
   if (!m) throw new CommandError(WftFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_UPDATE_WORKFLOW_EXECUTION_MESSAGE, `no message with ID ${messageId} in the completion`);
   messages.delete(messageId);

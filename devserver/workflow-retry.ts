@@ -4,7 +4,7 @@
 // (`new_execution_run_id`), which the client's result() follows.
 import { randomUUID } from 'node:crypto';
 import type { temporal as T } from '@temporalio/proto';
-import type { Engine } from './engine.js';
+import type { EngineHost as Engine } from './host.js';
 import type { RunTx } from './run.js';
 import { ET, WS, RetryState, HistoryEvent, ms } from './proto.js';
 

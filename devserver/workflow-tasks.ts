@@ -6,12 +6,10 @@ import type { temporal as T } from '@temporalio/proto';
 import { status } from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { ServiceError } from './contract.js';
-import type { Engine } from './engine.js';
 import type { RunState } from './run.js';
 import { applyCommands, CLOSING } from './commands.js';
-import { CommandError } from './activities.js';
-import { api, ET, WS, WftFailedCause, HistoryEvent, dur, decodeToken, encodeToken, notFound, invalid } from './proto.js';
-import { googleStatus } from './engine.js';
+import { CommandError, type EngineHost as Engine, type PendingQuery } from './host.js';
+import { api, ET, WS, WftFailedCause, HistoryEvent, dur, decodeToken, encodeToken, notFound, invalid, googleStatus } from './proto.js';
 
 type CompleteRequest = T.api.workflowservice.v1.IRespondWorkflowTaskCompletedRequest;
 
@@ -130,17 +128,6 @@ export function failWorkflowTask(engine: Engine, req: T.api.workflowservice.v1.I
 // ─── queries ─────────────────────────────────────────────────────────────────────────────────────────────
 // In memory only: a query lives as long as the client's call.
 
-export interface PendingQuery {
-  id: string;
-  ns: string;
-  runId: string;
-  queue: string;
-  query: T.api.query.v1.IWorkflowQuery;
-  dispatched: boolean;
-  resolve(v: object): void;
-  reject(e: Error): void;
-}
-export type QueryRegistry = Map<string, PendingQuery>;
 
 function takeQuery(engine: Engine, ns: string, queue: string): object | null {
   for (const q of engine.queries.values()) {

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { FinetuneConfig } from '../configs/index.js';
-import { localDevices } from '../configs/parallel.js';
+import { workerLayout } from '../configs/parallel.js';
 import type { NativeAddon, NativeCreateOptions, NativeEngine, NativeFamilyFields, NativeMemoryEstimate, NativeShard } from './addon-types.js';
 import { addonBuild, loadAddon, tryLoadAddon } from './loader.js';
 
@@ -16,6 +16,8 @@ export type EngineErrorCode =
 /** Error thrown by every engine call; `code` drives retry classification in activities. */
 export class EngineError extends Error {
   override name = 'EngineError';
+  /** OUT_OF_MEMORY: the pre-flight verdict's advice for this config and GPU (withEstimate), when it could tell. */
+  advice?: string;
   constructor(
     public code: EngineErrorCode,
     message: string,
@@ -145,22 +147,19 @@ function familyOptions(m: FinetuneConfig['model']): NativeFamilyFields {
   return f;
 }
 
-/** The single-worker layout: parallelism.devices of this host's GPUs (cuda), or the one cpu device. */
+/** The single-worker layout (configs/parallel.ts workerLayout): parallelism.devices of this host's GPUs (cuda), or the one cpu device. */
 function singleWorker(cfg: FinetuneConfig, backend: 'cpu' | 'cuda'): ParallelOptions {
-  if (backend === 'cpu') return { worldSize: 1, rankOffset: 0, devices: [0] };
   let visible = 0;
   try {
-    visible = addon().buildInfo().cudaDevices;
+    if (backend === 'cuda') visible = addon().buildInfo().cudaDevices;
   } catch {
     /* reported by createEngine */
   }
-  let devices: number[];
   try {
-    devices = localDevices(cfg, Math.max(visible, 1));
+    return workerLayout(cfg, { backend, visible: Math.max(visible, 1) });
   } catch (e) {
     throw new EngineError('BAD_CONFIG', (e as Error).message, undefined, undefined, 'set parallelism.devices to the GPUs this host has');
   }
-  return { worldSize: devices.length, rankOffset: 0, devices };
 }
 
 function checkParallel(p: ParallelOptions): void {
@@ -206,21 +205,22 @@ function nativeOptions(cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par?: Paral
 }
 
 /**
- * A cuda OUT_OF_MEMORY gains the pre-flight estimate for this config (engine/zero.h) and, when the engine's message
- * names the GPU's size, the verdict's advice: what to change so it fits. Exported for tests.
+ * A cuda OUT_OF_MEMORY gains the pre-flight estimate for this config (engine/zero.h) in its message and, when the
+ * engine's message names the GPU's size, the verdict's advice in `advice`: what to change so it fits. The failure
+ * the worker reports names it (activities/lib/failures.ts). Exported for tests.
  */
 export function withEstimate(e: unknown, cfg: FinetuneConfig, backend: 'cpu' | 'cuda', par: ParallelOptions): never {
   if (!(e instanceof EngineError) || e.code !== 'OUT_OF_MEMORY' || backend !== 'cuda') throw e;
   try {
     const est = estimateMemory(cfg, { worldSize: par.worldSize });
     const GiB = 2 ** 30, d = est.device;
-    let more = `\n  pre-flight estimate (${est.formula}): ${(d.total / GiB).toFixed(2)} GiB per GPU = model states ` +
+    const more = `\n  pre-flight estimate (${est.formula}): ${(d.total / GiB).toFixed(2)} GiB per GPU = model states ` +
       `${((d.params + d.grads + d.master + d.moments) / GiB).toFixed(2)} + activations ${(d.activations / GiB).toFixed(2)} + buffers ${(d.buffers / GiB).toFixed(2)} GiB`;
     // the engine names the GPU's size: '... 70.10 of 79.19 GiB in use ...' or '... only 3.2 GiB of 79.19 GiB are free'
     const total = /of ([\d.]+) GiB (?:in use|are free)/.exec(e.message);
     if (total) {
       const v = est.fits(Number(total[1]) * GiB);
-      if (!v.ok && v.advice) more += `\n  ${v.advice}`;
+      if (!v.ok && v.advice) e.advice = v.advice;
     }
     e.message += more;
   } catch {

@@ -21,6 +21,7 @@ const DATA_NON_RETRYABLE: Record<string, string> = {
 interface CodedError extends Error {
   code?: unknown;
   hint?: unknown;
+  advice?: unknown;
   path?: unknown;
   syscall?: unknown;
 }
@@ -70,7 +71,7 @@ export function classify(err: unknown, where: string): Error {
     });
   if (code && code in ENGINE_NON_RETRYABLE)
     return ApplicationFailure.create({
-      message: `${where}: ${e.message}${hint}. What to do: ${ENGINE_NON_RETRYABLE[code]}`,
+      message: `${where}: ${e.message}${hint}. What to do: ${code === 'OUT_OF_MEMORY' ? outOfMemoryAdvice(e) : ENGINE_NON_RETRYABLE[code]}`,
       type: code,
       nonRetryable: true,
       cause: e,
@@ -78,6 +79,15 @@ export function classify(err: unknown, where: string): Error {
   // IO, DEVICE, INTERNAL, BAD_CHECKPOINT that survived the fallback, and anything unknown: worth another attempt
   // (possibly on another worker, after a CUDA context poisoned by a device error is gone with its process).
   return ApplicationFailure.create({ message: `${where}: ${e.message}${hint}`, type: code ?? e.name ?? 'Error', nonRetryable: false, cause: e });
+}
+
+/**
+ * What to do about running out of memory, in one place: the engine's pre-flight verdict for this config on this GPU
+ * (native/index.ts withEstimate: the settings that make it fit, with numbers) when it could tell, else every setting
+ * that lowers memory.
+ */
+export function outOfMemoryAdvice(e: { advice?: unknown }): string {
+  return typeof e.advice === 'string' && e.advice ? e.advice : ENGINE_NON_RETRYABLE.OUT_OF_MEMORY!;
 }
 
 /** Divergence detected from the losses the engine returned (it also throws NON_FINITE_LOSS on NaN/Inf itself). */

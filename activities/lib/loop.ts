@@ -1,7 +1,7 @@
-// What trainSegment and trainRank share of the training loop: where each group of steps ends, the divergence
+// Parts of the training activity's loop (activities/train.ts): where each group of steps ends, the divergence
 // check on every loss, and throttled live progress to the workflow.
 import type { FinetuneConfig } from '../../configs/index.js';
-import type { CheckpointRef, TrainProgress } from '../../workflows/messages.js';
+import type { CheckpointRef, TrainProgress } from '../../common/index.js';
 import { divergence } from './failures.js';
 
 /**

@@ -28,7 +28,7 @@ export function lossCurveSvg(v: MetricsView, opts: { title: string; upToStep?: n
   const ys = [...steps.map((s) => s.loss), ...evals.map((e) => e.loss)];
   const x0 = 0, x1 = Math.max(1, ...xs);
   let y0 = ys.length ? Math.min(...ys) : 0, y1 = ys.length ? Math.max(...ys) : 1;
-  if (y1 - y0 < 1e-6) (y0 -= 0.5), (y1 += 0.5);
+  if (y1 - y0 < 1e-6) { y0 -= 0.5; y1 += 0.5; }
   const pad = (y1 - y0) * 0.05;
   y0 = Math.max(0, y0 - pad);
   y1 += pad;

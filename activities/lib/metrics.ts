@@ -21,7 +21,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { EngineBuild, ResumeRecord } from '../../workflows/messages.js';
+import type { EngineBuild, ResumeRecord } from '../../common/index.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const LOSS_CURVE_FILE = 'loss.svg';

@@ -5,7 +5,7 @@ export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: s
   try {
     return parseArgs({ args: valuesStartingWithDash(argv, options), options, allowPositionals: true, strict: true });
   } catch (e) {
-    throw new Error(`${(e as Error).message}\nusage: finetune ${usage}`);
+    throw new Error(`${(e as Error).message}\nusage: finetune ${usage}`, { cause: e });
   }
 }
 

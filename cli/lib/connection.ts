@@ -49,8 +49,8 @@ function loadProfile(o: TargetFlags, disableEnv: boolean): ClientConfigProfile {
     const err = e as NodeJS.ErrnoException;
     // No config file at the default location means "no profile": the environment and flags decide.
     if (err.code === 'ENOENT' && !env.TEMPORAL_CONFIG_FILE && !profile) return disableEnv ? {} : loadClientConfigProfile({ disableFile: true, overrideEnvVars: env as Record<string, string> });
-    if (err.code === 'ENOENT') throw new Error(`Temporal config file ${file} does not exist (${env.TEMPORAL_CONFIG_FILE ? 'TEMPORAL_CONFIG_FILE' : `profile '${profile}' asked for`})`);
-    throw new Error(`Temporal config file ${file}${profile ? `, profile '${profile}'` : ''}: ${err.message}`);
+    if (err.code === 'ENOENT') throw new Error(`Temporal config file ${file} does not exist (${env.TEMPORAL_CONFIG_FILE ? 'TEMPORAL_CONFIG_FILE' : `profile '${profile}' asked for`})`, { cause: e });
+    throw new Error(`Temporal config file ${file}${profile ? `, profile '${profile}'` : ''}: ${err.message}`, { cause: e });
   }
 }
 
@@ -130,10 +130,10 @@ export async function checkNamespace(connection: Connection, t: TemporalTarget):
     const err = e as Error & { code?: number };
     if (err.code === 5 /* NOT_FOUND */)
       throw new Error(`namespace '${t.namespace}' (${t.namespaceSource}) does not exist on ${describeTarget(t)}: ` +
-        `create it (temporal operator namespace create --namespace ${t.namespace}) or name another (--namespace, TEMPORAL_NAMESPACE, temporal.namespace)`);
+        `create it (temporal operator namespace create --namespace ${t.namespace}) or name another (--namespace, TEMPORAL_NAMESPACE, temporal.namespace)`, { cause: e });
     if (err.code === 7 /* PERMISSION_DENIED */ || err.code === 16 /* UNAUTHENTICATED */)
       throw new Error(`${describeTarget(t)} refused access to namespace '${t.namespace}' (${t.namespaceSource}): ${err.message}\n  ` +
-        'check the API key (TEMPORAL_API_KEY, api_key of the profile) or the client certificate, and that it is granted this namespace');
+        'check the API key (TEMPORAL_API_KEY, api_key of the profile) or the client certificate, and that it is granted this namespace', { cause: e });
     throw explainConnectError(t, e);
   }
 }

@@ -107,7 +107,7 @@ const RECORD = 'temporal-dev-server.json';
 
 /** Temporal's dev server of this series: the running one recorded in <seriesDir>, else a new one on the same database. */
 async function startTemporalDevServer(cli: string, o: ChooseOptions): Promise<RunServer> {
-  const { seriesDir, target, log } = o;
+  const { seriesDir, target } = o;
   const recordFile = join(seriesDir, RECORD);
   const dbFile = join(seriesDir, 'temporal-dev.db');
   const logFile = join(seriesDir, 'temporal-dev-server.log');

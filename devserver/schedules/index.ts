@@ -331,8 +331,8 @@ export const createScheduleService: CreateScheduleService = (host: ScheduleHost)
       host.assertNamespace(req.namespace);
       const match = compileListQuery(req.query ?? '');
       let count = 0;
-      for (let after = '', batch: ScheduleRow[] = []; ; ) {
-        batch = store.list(req.namespace, after, MAX_PAGE);
+      for (let after = ''; ; ) {
+        const batch = store.list(req.namespace, after, MAX_PAGE);
         for (const row of batch) {
           after = row.scheduleId;
           if (match(queryFacts(row))) count += 1;

@@ -77,7 +77,10 @@ export function compileListQuery(query: string): (facts: QueryFacts) => boolean 
     } else if (opText === 'IN') {
       if (tokens[i++]?.text !== '(') throw bad(query, 'IN needs a list in parentheses');
       const values: Literal[] = [literal()];
-      while (tokens[i]?.text === ',') (i += 1), values.push(literal());
+      while (tokens[i]?.text === ',') {
+        i += 1;
+        values.push(literal());
+      }
       if (tokens[i++]?.text !== ')') throw bad(query, 'unclosed IN list');
       preds.push((f) => values.includes(get(f) as Literal));
     } else {

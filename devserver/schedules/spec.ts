@@ -5,7 +5,7 @@
 // omitted second/minute/hour default to 0, times have one-second resolution, intervals count from the Unix epoch.
 // Calendars are read in the spec's time zone (IANA names through Intl; DST gaps and repeated hours are handled
 // the way the server's Go code handles them); intervals count from the epoch and ignore the zone.
-import { collect, intervalFromMs, MAX_COMMENT, MAX_YEAR, MIN_YEAR, parseCalendar, parseCronString, SpecError, type Calendar, type CalendarStrings, type Interval, type Range } from './cron.js';
+import { intervalFromMs, MAX_COMMENT, MAX_YEAR, MIN_YEAR, parseCalendar, parseCronString, SpecError, type Calendar, type CalendarStrings, type Interval, type Range } from './cron.js';
 import { wallAt, wallToMs, zoneOf, type Zone } from './zone.js';
 
 export * from './cron.js';
@@ -243,36 +243,36 @@ function calendarNext(cc: Matcher, afterMs: number, z: Zone): number | null {
   let dst = z.fmt && wallAt(z, base - HOUR).h === h ? HOUR : 0; // already in the second copy of a repeated hour
   s += 1;
   outer: for (;;) {
-    if (s >= 60) (m += 1), (s = 0);
+    if (s >= 60) { m += 1; s = 0; }
     if (m >= 60) {
       const prev = wallToMs(z, y, mo, d, h, 0, 0);
-      (h += 1), (m = 0);
+      h += 1; m = 0;
       // Two real hours between consecutive wall hours: the hour just done repeats; walk it again, an hour later.
-      if (dst === 0 && wallToMs(z, y, mo, d, h, 0, 0) - prev > HOUR) (h -= 1), (dst = HOUR);
+      if (dst === 0 && wallToMs(z, y, mo, d, h, 0, 0) - prev > HOUR) { h -= 1; dst = HOUR; }
       else dst = 0;
     }
-    if (h >= 24) (d += 1), (h = 0);
-    if (d > daysInMonth(mo, y)) (mo += 1), (d = 1);
-    if (mo > 12) (y += 1), (mo = 1);
+    if (h >= 24) { d += 1; h = 0; }
+    if (d > daysInMonth(mo, y)) { mo += 1; d = 1; }
+    if (mo > 12) { y += 1; mo = 1; }
     if (y > MAX_YEAR) return null;
     if (cc.year !== null && !cc.year.has(y)) {
-      (y += 1), (mo = 1), (d = 1), (h = 0), (m = 0), (s = 0), (dst = 0);
+      y += 1; mo = 1; d = 1; h = 0; m = 0; s = 0; dst = 0;
       continue;
     }
     while (!cc.month[mo]) {
-      (mo += 1), (d = 1), (h = 0), (m = 0), (s = 0), (dst = 0);
+      mo += 1; d = 1; h = 0; m = 0; s = 0; dst = 0;
       if (mo > 12) continue outer;
     }
     while (!cc.dayOfMonth[d] || !cc.dayOfWeek[weekday(y, mo, d)]) {
-      (d += 1), (h = 0), (m = 0), (s = 0), (dst = 0);
+      d += 1; h = 0; m = 0; s = 0; dst = 0;
       if (d > daysInMonth(mo, y)) continue outer;
     }
     while (!cc.hour[h]) {
-      (h += 1), (m = 0), (s = 0), (dst = 0);
+      h += 1; m = 0; s = 0; dst = 0;
       if (h >= 24) continue outer;
     }
     while (!cc.minute[m]) {
-      (m += 1), (s = 0);
+      m += 1; s = 0;
       if (m >= 60) continue outer;
     }
     while (!cc.second[s]) {
@@ -282,7 +282,7 @@ function calendarNext(cc: Matcher, afterMs: number, z: Zone): number | null {
     const t = wallToMs(z, y, mo, d, h, m, s);
     if (z.fmt && wallAt(z, t).h !== h) {
       // This wall time does not exist (skipped by a DST change): move on to the next hour.
-      (h += 1), (m = 0), (s = 0);
+      h += 1; m = 0; s = 0;
       continue;
     }
     return t + dst;

@@ -28,6 +28,14 @@ describe('classify', () => {
     expect(f.message).toMatch(advice);
   });
 
+  it("an OUT_OF_MEMORY whose pre-flight verdict could tell names the verdict's advice instead of the generic list", () => {
+    const advice = "needs 31.2 GiB per device, 22.49 GiB available; to fit: set training.recompute to 'gelu-layernorm'";
+    const f = classify(Object.assign(engineError('OUT_OF_MEMORY', 'out of GPU memory'), { advice }), 'train steps 0→50') as ApplicationFailure;
+    expect(f.type).toBe('OUT_OF_MEMORY');
+    expect(f.nonRetryable).toBe(true);
+    expect(f.message).toBe(`train steps 0→50: out of GPU memory. What to do: ${advice}`);
+  });
+
   it.each(['IO', 'DEVICE', 'INTERNAL', 'BAD_CHECKPOINT'])('engine %s is retried', (code) => {
     const f = classify(engineError(code, 'disk full'), 'save') as ApplicationFailure;
     expect(f.nonRetryable).toBe(false);

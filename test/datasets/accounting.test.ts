@@ -62,7 +62,10 @@ describe.skipIf(!existsSync(SHAKESPEARE))('token accounting on tinyshakespeare',
     for (const ids of pids) {
       expect(whole!.slice(pos, pos + ids.length)).toEqual(ids);
       pos += ids.length;
-      while (pos < whole!.length && (whole![pos] === 198 || whole![pos] === 628)) (pos++, separators++);
+      while (pos < whole!.length && (whole![pos] === 198 || whole![pos] === 628)) {
+        pos++;
+        separators++;
+      }
     }
     expect(pos).toBe(whole!.length);
 

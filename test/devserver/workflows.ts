@@ -89,7 +89,7 @@ export async function timers(): Promise<string[]> {
     order.push('never');
   });
   await Promise.all([sleep(200).then(() => order.push('200ms')), sleep(50).then(() => order.push('50ms'))]);
-  CancellationScope.current().cancelRequested; // keep the root scope alive
+  void CancellationScope.current().cancelRequested; // keep the root scope alive
   const race = new CancellationScope();
   const p = race.run(() => sleep(60_000)).catch(() => order.push('cancelled'));
   race.cancel();

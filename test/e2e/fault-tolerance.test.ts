@@ -254,7 +254,7 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
     const w = await readyWorker();
     try {
       await start('ref', 'ft-server');
-      await until(async () => (await checkpoints('ref', 'ft-server'))[0]?.step! >= 10, 120_000, 'a checkpoint at step >= 10');
+      await until(async () => ((await checkpoints('ref', 'ft-server'))[0]?.step ?? -1) >= 10, 120_000, 'a checkpoint at step >= 10');
       await server.kill('SIGKILL');
       await new Promise((r) => setTimeout(r, 1000));
       await server.restart(); // same database, same port
@@ -272,7 +272,7 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
     try {
       // stop: training ends at the step the segment reached; the numbers are the reference's up to that step.
       const stopped = await start('ref', 'ft-stop');
-      await until(async () => (await checkpoints('ref', 'ft-stop'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+      await until(async () => ((await checkpoints('ref', 'ft-stop'))[0]?.step ?? -1) >= 20, 120_000, 'a checkpoint at step >= 20');
       await stopped.signal(stopSignal, { reason: 'test' });
       const rs = await result('ft-stop');
       expect(rs.train.stoppedEarly).toBe(true);
@@ -282,9 +282,9 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
 
       // two "checkpoint now": each cancels a running segment, which commits; training goes on to the end.
       const ck = await start('ref', 'ft-ckptnow');
-      await until(async () => (await checkpoints('ref', 'ft-ckptnow'))[0]?.step! >= 10, 120_000, 'a checkpoint at step >= 10');
+      await until(async () => ((await checkpoints('ref', 'ft-ckptnow'))[0]?.step ?? -1) >= 10, 120_000, 'a checkpoint at step >= 10');
       await ck.signal(checkpointNowSignal);
-      await until(async () => (await checkpoints('ref', 'ft-ckptnow'))[0]?.step! >= 30, 120_000, 'a checkpoint at step >= 30');
+      await until(async () => ((await checkpoints('ref', 'ft-ckptnow'))[0]?.step ?? -1) >= 30, 120_000, 'a checkpoint at step >= 30');
       await ck.signal(checkpointNowSignal);
       const rc = await result('ft-ckptnow');
       expectSameTraining(rc, reference);
@@ -292,7 +292,7 @@ describe(`fault tolerance (CPU backend, ${suiteServer()} server, workers as proc
 
       // cancel, then start the same id again: it resumes from the cancelled run's checkpoints.
       const cancelled = await start('ref', 'ft-cancel');
-      await until(async () => (await checkpoints('ref', 'ft-cancel'))[0]?.step! >= 20, 120_000, 'a checkpoint at step >= 20');
+      await until(async () => ((await checkpoints('ref', 'ft-cancel'))[0]?.step ?? -1) >= 20, 120_000, 'a checkpoint at step >= 20');
       await cancelled.cancel();
       await expect(cancelled.result()).rejects.toThrow();
       histories.push({ workflowId: 'ft-cancel (cancelled)', history: await cancelled.fetchHistory() });

@@ -21,7 +21,7 @@ describe('cpu_adam (optimizer offload, host side)', () => {
     execFileSync('g++', [...flags, '-c', join(eng, 'optimizer.cpp'), '-o', join(dir, 'optimizer.o')]);
     execFileSync('g++', [...flags, join(root, 'test', 'native', 'cpp', 'cpu_adam_check.cpp'), join(eng, 'params.cpp'),
       join(dir, 'cpu_adam.o'), join(dir, 'optimizer.o'), '-o', exe]);
-    let out = '';
+    let out: string;
     try {
       out = execFileSync(exe, { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '2' } });
     } catch (e) {

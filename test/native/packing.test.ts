@@ -29,15 +29,26 @@ function examples(V: number) {
 function packedRow(ex: { ids: number[]; labels: number[] }[], pad: number) {
   const ids: number[] = [], labels: number[] = [], pos: number[] = [];
   for (const e of ex) {
-    e.ids.forEach((id, i) => (ids.push(id), labels.push(e.labels[i]!), pos.push(i)));
+    e.ids.forEach((id, i) => {
+      ids.push(id);
+      labels.push(e.labels[i]!);
+      pos.push(i);
+    });
   }
-  for (let k = 0; ids.length < T; k++) (ids.push(pad), labels.push(-100), pos.push(k));
+  for (let k = 0; ids.length < T; k++) {
+    ids.push(pad);
+    labels.push(-100);
+    pos.push(k);
+  }
   return { ids: Int32Array.from(ids), labels: Int32Array.from(labels), pos: Int32Array.from(pos) };
 }
 
 function aloneRow(e: { ids: number[]; labels: number[] }, pad: number) {
   const ids = [...e.ids], labels = [...e.labels];
-  while (ids.length < T) (ids.push(pad), labels.push(-100));
+  while (ids.length < T) {
+    ids.push(pad);
+    labels.push(-100);
+  }
   return { ids: Int32Array.from(ids), labels: Int32Array.from(labels) };
 }
 

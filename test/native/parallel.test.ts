@@ -68,13 +68,13 @@ describe('multi-worker engine options', () => {
     }
     expect(err?.code).toBe('OUT_OF_MEMORY');
     expect(err?.message).toMatch(/pre-flight estimate \(1[68]Ψ.*\): [\d.]+ GiB per GPU = model states [\d.]+ \+ activations [\d.]+ \+ buffers/);
-    expect(err?.message).toMatch(/79\.19 GiB available; to fit: set training\.recompute to 'gelu-layernorm'/);
+    expect(err?.advice).toMatch(/79\.19 GiB available; to fit: set training\.recompute to 'gelu-layernorm'/);
     // the engine's own pre-allocation check names the GPU size differently; the advice still comes
     const pre = new EngineError('OUT_OF_MEMORY', 'the training state needs 26.11 GiB on NVIDIA A10 (ZeRO stage 0 over 1 GPU(s), 18Ψ: ...) but only 21.50 GiB of 22.49 GiB are free, before activations');
     try {
       withEstimate(pre, cfg, 'cuda', { worldSize: 1, rankOffset: 0, devices: [0] });
     } catch (e) {
-      expect((e as Error).message).toMatch(/22\.49 GiB available; to fit: /);
+      expect((e as EngineError).advice).toMatch(/22\.49 GiB available; to fit: /);
     }
         // other errors, and the cpu backend, pass through untouched
     const other = new EngineError('IO', 'disk full');

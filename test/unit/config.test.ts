@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   ConfigError, applyOverrides, canonicalJson, describeParallelism, fingerprintOf, loadConfig, localDevices, parseConfig, rankQueuesOf,
-  usesRankPath, worldSizeOf,
+  usesRankPath, workerLayout, worldSizeOf,
 } from '../../configs/index.js';
 
 function writeConfig(obj: unknown): string {
@@ -70,6 +70,14 @@ describe('FinetuneConfig', () => {
     expect(usesRankPath(single)).toBe(false);
     expect(worldSizeOf(single)).toBe(1);
     expect(usesRankPath(parseConfig({ temporal: { rankTaskQueues: ['gpu-host-a'] } }))).toBe(true);
+
+    // Each worker's place in the group: its devices, the world size and its first global rank.
+    expect(workerLayout(ok, { backend: 'cuda', visible: 4, rank: 1, nodes: 2 })).toEqual({ worldSize: 6, rankOffset: 3, devices: [0, 2, 3] });
+    expect(workerLayout(ok, { backend: 'cuda', visible: 4 })).toEqual({ worldSize: 3, rankOffset: 0, devices: [0, 2, 3] });
+    expect(workerLayout(parseConfig({ parallelism: { devices: 'all' } }), { backend: 'cuda', visible: 2 })).toEqual({ worldSize: 2, rankOffset: 0, devices: [0, 1] });
+    expect(workerLayout(ok, { backend: 'cpu', visible: 0, rank: 1, nodes: 2 })).toEqual({ worldSize: 2, rankOffset: 1, devices: [0] });
+    expect(workerLayout(single, { backend: 'cpu', visible: 0 })).toEqual({ worldSize: 1, rankOffset: 0, devices: [0] });
+    expect(() => workerLayout(ok, { backend: 'cuda', visible: 2, rank: 0, nodes: 2 })).toThrow(/parallelism\.devices \[0,2,3\] needs CUDA ordinals 2, 3, but this worker sees 2 GPUs/);
 
     const bad = (input: unknown, re: RegExp) => expect(() => parseConfig(input)).toThrow(re);
     bad({ parallelism: { zeroStage: 4 } }, /parallelism\.zeroStage: .*given 4/);

@@ -214,7 +214,7 @@ describe(`finetune workflow (${suiteServer()} server)`, () => {
         await new Promise((r) => setTimeout(r, 50));
       }
       const text = lines.join('\n');
-      expect(text).toMatch(/activity   trainSegment \(id \d+\): attempt [2-4] of 20/);
+      expect(text).toMatch(/activity {3}trainSegment \(id \d+\): attempt [2-4] of 20/);
       expect(text).toMatch(/last failure train steps 10→20: ENOSPC: no space left on device.*free space under storage\.root/);
       expect(text).toMatch(/next retry in \d+ s/);
       const report = (await handle.result()) as FinetuneReport;

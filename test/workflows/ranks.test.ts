@@ -1,4 +1,4 @@
-// Multi-worker training through Temporal on the embedded dev server (workflows/ranks.ts):
+// Multi-worker training through Temporal on the embedded dev server (workflows/train.ts, class Ranks):
 // - world size 1 through the rank path with the REAL activities and the cpu engine: rendezvous on the rank queue,
 //   a rank that dies after committing a checkpoint, the group restarted from it, and a final model byte-identical
 //   to an uninterrupted single-worker run;
