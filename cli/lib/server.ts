@@ -72,7 +72,9 @@ export function pickServer(kind: ServerKind | 'auto', target: Pick<TemporalTarge
 }
 
 export async function chooseServer(o: ChooseOptions): Promise<RunServer> {
-  const kind = pickServer(o.kind, o.target, () => findTemporalCli() !== null);
+  let cli: string | null | undefined; // looked up once: it runs `temporal --version`
+  const findCli = () => (cli === undefined ? (cli = findTemporalCli()) : cli);
+  const kind = pickServer(o.kind, o.target, () => findCli() !== null);
   if (kind === 'cluster')
     return {
       kind, target: o.target, uiUrl: cloudUiBase(o.target.address),
@@ -80,9 +82,9 @@ export async function chooseServer(o: ChooseOptions): Promise<RunServer> {
       close: async () => undefined,
     };
   if (kind === 'temporal') {
-    const cli = findTemporalCli();
-    if (!cli) throw new Error(`--server temporal: no \`temporal\` CLI on PATH; ${INSTALL_CLI_HINT}`);
-    return startTemporalDevServer(cli, o);
+    const path = findCli();
+    if (!path) throw new Error(`--server temporal: no \`temporal\` CLI on PATH; ${INSTALL_CLI_HINT}`);
+    return startTemporalDevServer(path, o);
   }
   const dbFile = join(o.seriesDir, 'temporal.db');
   const { startDevServer } = await import('../../devserver/index.js');
@@ -199,7 +201,8 @@ export async function answers(address: string, ms: number): Promise<boolean> {
   return false;
 }
 
-function isFree(port: number): Promise<boolean> {
+/** True when nothing listens on 127.0.0.1:`port`. */
+export function isFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createServer();
     s.once('error', () => resolve(false));
@@ -207,7 +210,8 @@ function isFree(port: number): Promise<boolean> {
   });
 }
 
-function freePort(): Promise<number> {
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

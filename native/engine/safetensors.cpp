@@ -164,9 +164,9 @@ ModelConfig hf_read_gpt2_config(const std::string& dir) {
     ENGINE_CHECK(a->str == "gelu_new" || a->str == "gelu_pytorch_tanh", BadConfig, "",
                  "%s: activation_function '%s' (the engine implements the tanh GELU, 'gelu_new')", path.c_str(), a->str.c_str());
   for (const char* k : {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"})
-    if (const Json* v = j.get(k)) ENGINE_CHECK(!(v->type == Json::Bool && v->b), BadConfig, "", "%s: %s = true is not implemented", path.c_str(), k);
+    if (const Json* v = j.get(k)) ENGINE_CHECK(!(v->type == Json::Bool && v->b), BadConfig, "", "%s: %s = true is not supported by the engine", path.c_str(), k);
   if (const Json* v = j.get("tie_word_embeddings"))
-    ENGINE_CHECK(!(v->type == Json::Bool && !v->b), BadConfig, "", "%s: untied LM head is not implemented", path.c_str());
+    ENGINE_CHECK(!(v->type == Json::Bool && !v->b), BadConfig, "", "%s: an untied LM head (tie_word_embeddings false) is not supported for GPT-2", path.c_str());
   if (const Json* v = j.get("n_inner"))
     ENGINE_CHECK(v->type == Json::Null || (size_t)v->num == 4 * c.n_embd, BadConfig, "", "%s: n_inner must be 4 * n_embd", path.c_str());
   return c;

@@ -1,7 +1,6 @@
 // Child processes for the fault-tolerance suite: the dev server and workers run as real processes
 // (`node bin/finetune.js devserver|worker ...`) so a test can SIGKILL them.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -54,15 +53,7 @@ export function spawnFinetune(args: string[], env: NodeJS.ProcessEnv = {}, opts:
   };
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
-    });
-  });
-}
+export { freePort } from '../../cli/lib/server.js';
 
 export async function until<T>(fn: () => Promise<T | null | undefined | false> | T | null | undefined | false, ms: number, what: string): Promise<T> {
   const t = Date.now();

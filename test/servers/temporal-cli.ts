@@ -12,11 +12,9 @@
 // and removed by close() (or when this process exits normally); a `dbFile` you pass is never removed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { findTemporalCli } from '../../cli/lib/server.js';
+import { answers, findTemporalCli, freePort, isFree } from '../../cli/lib/server.js';
 
 export interface TemporalDevServerOptions {
   /** SQLite file for the server's state (default: a new file in a temporary directory). */
@@ -55,46 +53,15 @@ export interface TemporalDevServer {
 /** The Temporal CLI binary: FINETUNE_TEMPORAL_CLI, else a working `temporal` on PATH, else null (as `finetune run`). */
 export { findTemporalCli };
 
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Rejects when something already listens on 127.0.0.1:`port` (it would answer instead of the new server). */
-function assertPortFree(port: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', (e) => reject(new Error(`cannot start temporal server start-dev on port ${port}: ${(e as Error).message}`)));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve()));
-  });
-}
-
-const GET_SYSTEM_INFO = '/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo';
+export { freePort };
 
 /** Resolves when GetSystemInfo answers at `address`; rejects when `exited()` reports the process gone or time runs out. */
 async function waitUntilServing(address: string, timeoutMs: number, exited: () => string | null): Promise<void> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
   const until = Date.now() + timeoutMs;
-  try {
-    for (;;) {
-      const ok = await new Promise<boolean>((resolve) => {
-        client.makeUnaryRequest(GET_SYSTEM_INFO, (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), new grpc.Metadata(), { deadline: Date.now() + 2000 }, (err) => resolve(!err));
-      });
-      if (ok) return;
-      const why = exited();
-      if (why) throw new Error(`temporal server start-dev exited before serving on ${address}: ${why}`);
-      if (Date.now() > until) throw new Error(`temporal server start-dev did not answer GetSystemInfo on ${address} within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  } finally {
-    client.close();
+  while (!(await answers(address, 1000))) {
+    const why = exited();
+    if (why) throw new Error(`temporal server start-dev exited before serving on ${address}: ${why}`);
+    if (Date.now() > until) throw new Error(`temporal server start-dev did not answer GetSystemInfo on ${address} within ${timeoutMs} ms`);
   }
 }
 
@@ -124,7 +91,8 @@ export async function startTemporalDevServer(opts: TemporalDevServerOptions = {}
   const launch = async () => {
     exitInfo = null;
     output = '';
-    await assertPortFree(port);
+    // Something already listening would answer instead of the new server.
+    if (!(await isFree(port))) throw new Error(`cannot start temporal server start-dev on port ${port}: it is in use`);
     child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const keep = (b: Buffer) => {
       output = (output + b.toString()).slice(-4000);
