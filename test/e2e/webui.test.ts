@@ -199,7 +199,13 @@ describe.skipIf(skip)('Temporal Web UI', () => {
     page.on('console', (m) => {
       if (m.type() === 'error') pageErrors.push(`console error on ${page.url()}: ${m.text()} (${m.location().url})`);
     });
-    page.on('pageerror', (e) => pageErrors.push(`uncaught exception on ${page.url()}: ${e.message}`));
+    page.on('pageerror', (e) => {
+      // Temporal UI 2.54's User Metadata markdown frames can measure an element with getComputedStyle after the test
+      // has navigated away from the tab (seen once in five CI runs, only there): the UI's own teardown race, not
+      // anything a finetune run sends. Exactly that message on that tab is ignored; every other one fails the test.
+      if (/\/user-metadata$/.test(page.url()) && e.message === "Failed to execute 'getComputedStyle' on 'Window': parameter 1 is not of type 'Element'.") return;
+      pageErrors.push(`uncaught exception on ${page.url()}: ${e.message}`);
+    });
   }, 600_000);
 
   afterAll(async () => {
